@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Tessera needs, only those missing; safe to run again.
+# Usage: scripts/setup.sh [--peers]   (--peers adds PyTorch and h5py for benchmarks and references)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  openmpi-bin libopenmpi-dev            # MPI from the first line of main(), even on one rank
+  libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (checkpoints)
+  libyaml-cpp-dev libcli11-dev          # config and command lines
+  libgtest-dev googletest               # unit and MPI tests
+  libopenblas-openmp-dev                # BLAS sharing OpenMP's thread pool (docs/DESIGN.md)
+  nlohmann-json3-dev                    # JSONL metrics, vocab.json, timelines
+  python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
+)
+if [[ "${1:-}" == "--peers" ]]; then
+  packages+=(python3-torch python3-h5py)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: installing packages needs root; run as root or: sudo $0 $*" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

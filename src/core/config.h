@@ -21,12 +21,14 @@ struct ModelConfig {
   int n_embd = 128;             // C
   double init_std = 0.02;       // normal(0, init_std); residual projections scaled by 1/sqrt(2L)
   int padded_vocab_size() const { return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to; }
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct DataConfig {
   std::string train = "out/tiny/data/train.bin";  // token shard(s) (llm.c layout); comma-separated
   std::string val = "out/tiny/data/val.bin";
   std::string tokenizer = "out/tiny/data/tokenizer";  // prefix: <prefix>.vocab.json, <prefix>.merges.txt
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct TrainConfig {
@@ -43,6 +45,7 @@ struct TrainConfig {
   std::string dtype = "fp32"; // fp32 | bf16 (bf16 is the CUDA backend's)
   std::string device = "cpu"; // cpu | cuda
   int threads = 0;            // threads per rank; 0 = cores / local ranks
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct OptimConfig {
@@ -55,6 +58,7 @@ struct OptimConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;     // global grad-norm clip; 0 = off
+  bool operator==(const OptimConfig&) const = default;
 };
 
 struct ParallelConfig {
@@ -62,6 +66,7 @@ struct ParallelConfig {
   double bucket_mb = 25.0;    // GradientReducer fusion bucket cap
   bool overlap = true;        // start bucket all-reduces during backward
   bool compress_bf16 = false; // bf16 wire format for the dp all-reduce
+  bool operator==(const ParallelConfig&) const = default;
 };
 
 struct CheckpointConfig {
@@ -69,6 +74,7 @@ struct CheckpointConfig {
   int every = 0;              // steps between checkpoints; 0: only the final one
   int keep = 3;
   std::string resume;         // "", "latest" or a path
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct Config {
@@ -83,7 +89,18 @@ struct Config {
   Status validate() const;
   // The resolved config as YAML text (printed at start, saved with checkpoints).
   std::string to_yaml() const;
+  bool operator==(const Config&) const = default;
 };
+
+// One row of the field table that drives parsing, overrides and to_yaml: the key path
+// ("model.n_layer"), its type as docs/CONFIG.md names it (int, uint64, float, bool, string) and
+// its default written as to_yaml writes it. A test checks docs/CONFIG.md against this list.
+struct ConfigKeyInfo {
+  std::string key;
+  std::string type;
+  std::string default_value;
+};
+std::vector<ConfigKeyInfo> config_keys();
 
 // Loads `path` (YAML), applies `overrides` ("a.b=value", in order), validates.
 // Errors: missing/unreadable file, YAML syntax (with line), unknown key (with file:line and the

@@ -1,0 +1,32 @@
+// tessera-train: trains a GPT from a YAML config (+ --set overrides), writing metrics and weights.
+#include <CLI/CLI.hpp>
+
+#include "core/app.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "train/trainer.h"
+
+using namespace tessera;
+
+int main(int argc, char** argv) {
+  return core::run_app("tessera-train", argc, argv, [](int ac, char** av) -> core::Result<int> {
+    CLI::App app{"Train a GPT-2 family model. Example: tessera-train configs/tiny.yaml --set train.steps=100"};
+    std::string config_path = "configs/tiny.yaml";
+    std::vector<std::string> overrides;
+    app.add_option("config", config_path, "YAML config file")->capture_default_str();
+    app.add_option("--set", overrides, "override a key: --set train.steps=100 (repeatable)");
+    try {
+      app.parse(ac, av);
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      return core::Status::error("command line: " + std::string(e.what()) + "; see --help");
+    }
+    auto config = core::load_config(config_path, overrides);
+    if (!config) return config.status();
+    core::log_info("resolved config:\n" + config->to_yaml());
+    auto summary = train::train(*config);
+    if (!summary) return summary.status();
+    return 0;
+  });
+}

@@ -1,0 +1,45 @@
+// run_app: MPI lifetime and the uniform error exit; see app.h.
+#include "core/app.h"
+
+#include <mpi.h>
+
+#include <exception>
+#include <string>
+
+#include "core/log.h"
+#include "core/threads.h"
+
+namespace tessera::core {
+
+int run_app(const char* app_name, int argc, char** argv,
+            const std::function<Result<int>(int, char**)>& body) {
+  prepare_thread_environment(argc, argv);
+  MPI_Init(&argc, &argv);
+  int world_rank = 0, world_size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  set_log_identity(world_rank, -1, -1);
+  std::string failure;
+  int code = 0;
+  try {
+    Result<int> r = body(argc, argv);
+    if (r) {
+      code = *r;
+    } else {
+      failure = r.status().message();
+    }
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    log_error(std::string(app_name) + ": " + failure);
+    // Other ranks may be inside a collective: only an abort is sure to end them all.
+    if (world_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Finalize();
+    return 1;
+  }
+  MPI_Finalize();
+  return code;
+}
+
+}  // namespace tessera::core

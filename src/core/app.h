@@ -1,0 +1,17 @@
+// The shell every app's main() runs in: thread environment, MPI from the first line (even on one
+// rank), and one error path: `[rank r (dp d, tp t)] <app>: what failed: why; fix` on stderr, then
+// a non-zero exit on every rank (MPI_Abort when other ranks may be blocked in a collective).
+#pragma once
+
+#include <functional>
+
+#include "core/status.h"
+
+namespace tessera::core {
+
+// Runs `body` between MPI_Init and MPI_Finalize. A returned error Status or a thrown exception
+// is printed with the rank prefix and ends the job non-zero. `body` returns the exit code.
+int run_app(const char* app_name, int argc, char** argv,
+            const std::function<Result<int>(int argc, char** argv)>& body);
+
+}  // namespace tessera::core

@@ -1,0 +1,216 @@
+// tessera-train's loop; see trainer.h.
+#include "train/trainer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "checkpoint/interim_weights.h"
+#include "core/log.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "data/data_loader.h"
+#include "data/token_shard.h"
+#include "models/gpt.h"
+#include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
+#include "train/peak.h"
+
+namespace tessera::train {
+namespace {
+
+std::vector<std::string> split_paths(const std::string& paths) {
+  std::vector<std::string> out;
+  std::stringstream ss(paths);
+  std::string p;
+  while (std::getline(ss, p, ',')) {
+    if (!p.empty()) out.push_back(p);
+  }
+  return out;
+}
+
+// Checks every token is a real vocabulary id and returns the unigram entropy (nats/token).
+core::Result<double> scan_tokens(const std::string& paths, int vocab_size) {
+  std::vector<double> counts(vocab_size, 0.0);
+  double total = 0;
+  for (const std::string& path : split_paths(paths)) {
+    auto shard = data::TokenShard::open(path);
+    if (!shard) return shard.status();
+    for (int64_t i = 0; i < shard->size(); ++i) {
+      const int32_t t = shard->token(i);
+      if (t < 0 || t >= vocab_size) {
+        return core::Status::error("data file '" + path + "' holds token id " +
+                                   std::to_string(t) + " at position " + std::to_string(i) +
+                                   ", outside model.vocab_size " + std::to_string(vocab_size) +
+                                   "; tokenize with the tokenizer the model was configured for "
+                                   "or raise model.vocab_size");
+      }
+      counts[t] += 1;
+    }
+    total += static_cast<double>(shard->size());
+  }
+  double h = 0;
+  for (double c : counts) {
+    if (c > 0) h -= c / total * std::log(c / total);
+  }
+  return h;
+}
+
+std::string format_eta(double seconds) {
+  char buf[32];
+  const int s = static_cast<int>(seconds + 0.5);
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%dh%02dm", s / 3600, s / 60 % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  }
+  return buf;
+}
+
+}  // namespace
+
+core::Result<TrainSummary> train(const core::Config& config) {
+  const core::ModelConfig& mc = config.model;
+  const core::TrainConfig& tc = config.train;
+  const int64_t T = tc.seq_len;
+  const int64_t global_batch = tc.batch_size;
+  const int dp_size = 1, dp_rank = 0;  // the grid issue supplies these
+  const int64_t B_local = global_batch / dp_size;
+  const int64_t micro = tc.micro_batch_size > 0 ? tc.micro_batch_size : B_local;
+  if (B_local % micro != 0) {
+    return core::Status::error("train.batch_size " + std::to_string(global_batch) +
+                               " per dp rank (" + std::to_string(B_local) +
+                               ") is not a multiple of train.micro_batch_size " +
+                               std::to_string(micro) + "; change one of them");
+  }
+  const int threads = core::set_threads(tc.threads, 1);
+
+  auto entropy = scan_tokens(config.data.train, mc.vocab_size);
+  if (!entropy) return entropy.status();
+  auto train_data = data::DataLoader::open(config.data.train, T, tc.seed);
+  if (!train_data) return train_data.status();
+  const bool have_val = !config.data.val.empty() && tc.val_every > 0;
+  std::optional<data::DataLoader> val_data;
+  if (have_val) {
+    auto v = data::DataLoader::open(config.data.val, T, tc.seed);
+    if (!v) return v.status();
+    if (v->num_sequences() < micro) {
+      return core::Status::error("data.val '" + config.data.val + "' has " +
+                                 std::to_string(v->num_sequences()) + " sequences of " +
+                                 std::to_string(T + 1) + " tokens, fewer than one micro-batch (" +
+                                 std::to_string(micro) + "); give more validation text or set "
+                                 "train.val_every: 0");
+    }
+    val_data.emplace(std::move(*v));
+  }
+
+  models::Gpt model(mc, micro, T);
+  model.init_weights(tc.seed);
+  optim::AdamW adamw(model.param_set());
+  const double peak_gflops = measure_sgemm_gflops();
+  const double flops_per_token = models::Gpt::flops_per_token(mc, T);
+
+  core::log_info("model: GPT-2, " + std::to_string(model.param_set().global_param_count(true)) +
+                 " parameters (V=" + std::to_string(mc.vocab_size) +
+                 ", Vp=" + std::to_string(mc.padded_vocab_size()) + ", L=" +
+                 std::to_string(mc.n_layer) + ", NH=" + std::to_string(mc.n_head) + ", C=" +
+                 std::to_string(mc.n_embd) + ")");
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads, "
+                "sgemm peak %.1f GFLOP/s",
+                static_cast<long>(tc.steps), static_cast<long>(global_batch),
+                static_cast<long>(T), static_cast<long>(micro), threads, peak_gflops);
+  core::log_info(line);
+  core::log_info("data: " + std::to_string(train_data->num_tokens()) + " training tokens, " +
+                 "unigram entropy " + std::to_string(*entropy) + " nats/token");
+
+  std::filesystem::create_directories(tc.out_dir);
+  std::ofstream metrics(tc.out_dir + "/metrics.jsonl", std::ios::trunc);
+  if (!metrics) {
+    return core::Status::error("cannot write '" + tc.out_dir + "/metrics.jsonl'; check train.out_dir");
+  }
+
+  // Step buffers, allocated once.
+  std::vector<int32_t> inputs(B_local * T), targets(B_local * T);
+  auto evaluate = [&]() {
+    val_data->set_cursor({});
+    double sum = 0;
+    int64_t count = 0;
+    for (int b = 0; b < tc.val_batches; ++b) {
+      if (val_data->cursor().epoch > 0) break;  // validation set exhausted: use what we have
+      val_data->next_batch(micro, 0, micro, inputs.data(), targets.data());
+      int64_t n = 0;
+      sum += model.forward(inputs.data(), targets.data(), micro, T, &n);
+      count += n;
+    }
+    return sum / static_cast<double>(count);
+  };
+
+  TrainSummary summary;
+  summary.unigram_entropy = *entropy;
+  core::Timer run_timer;
+  double tokens_per_s = 0;
+  for (int step = 0; step < tc.steps; ++step) {
+    core::Timer step_timer;
+    model.zero_grad();
+    train_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
+    const float loss_scale = 1.0f / static_cast<float>(global_batch * T);
+    double loss_sum = 0;
+    for (int64_t m = 0; m < B_local; m += micro) {
+      loss_sum += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T);
+      model.backward(loss_scale);
+    }
+    const double loss = loss_sum / static_cast<double>(global_batch * T);
+    const double norm = optim::clip_grad_norm(model.param_set(), model.grads(), config.optim.grad_clip);
+    const double lr = optim::learning_rate(config.optim, step, tc.steps);
+    adamw.step(model.weights(), model.grads(), lr, step + 1, config.optim);
+    const double dt = step_timer.seconds();
+    tokens_per_s = static_cast<double>(global_batch * T) / dt;
+    const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9 * dp_size);
+    summary.final_train_loss = loss;
+
+    nlohmann::json rec = {{"step", step + 1}, {"loss", loss},         {"lr", lr},
+                          {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"mfu", mfu},
+                          {"time_s", run_timer.seconds()}};
+    const bool last = step + 1 == tc.steps;
+    if (have_val && ((step + 1) % tc.val_every == 0 || last)) {
+      summary.final_val_loss = evaluate();
+      rec["val_loss"] = summary.final_val_loss;
+    }
+    metrics << rec.dump() << "\n";
+    metrics.flush();
+    if ((step + 1) % tc.log_every == 0 || last || rec.contains("val_loss")) {
+      const double eta = run_timer.seconds() / (step + 1) * (tc.steps - step - 1);
+      std::snprintf(line, sizeof line,
+                    "step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1fk tok/s | MFU %.1f%% | "
+                    "ETA %s",
+                    step + 1, tc.steps, loss, lr, norm, tokens_per_s / 1e3, 100 * mfu,
+                    format_eta(eta).c_str());
+      std::string s = line;
+      if (rec.contains("val_loss")) s += " | val " + std::to_string(summary.final_val_loss);
+      core::log_info(s);
+    }
+  }
+  summary.tokens_per_s = tokens_per_s;
+  summary.weights_path = tc.out_dir + "/model.tsw";
+  TESSERA_RETURN_IF_ERROR(checkpoint::save_interim_weights(summary.weights_path, model, config));
+  core::log_info("wrote " + summary.weights_path + " (interim weights format)");
+  if (summary.final_val_loss >= 0) {
+    std::snprintf(line, sizeof line,
+                  "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "
+                  "(%.1f%% below)",
+                  summary.final_val_loss, summary.unigram_entropy,
+                  100 * (1 - summary.final_val_loss / summary.unigram_entropy));
+    core::log_info(line);
+  }
+  return summary;
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,26 @@
+// Element-wise helpers on flat buffers: residual add, in-place accumulate and scale, and the
+// sum of squares used by global grad-norm clipping.
+#pragma once
+
+#include <cstdint>
+
+namespace tessera::kernels::cpu {
+
+// out = a + b over n elements. OVERWRITES out; out may alias a or b.
+template <typename T>
+void residual_forward(T* out, const T* a, const T* b, int64_t n);
+
+// acc += x over n elements (e.g. a residual branch's gradient into the stream's).
+template <typename T>
+void add_inplace(T* acc, const T* x, int64_t n);
+
+// x *= s over n elements (grad clipping, averaging).
+template <typename T>
+void scale_inplace(T* x, T s, int64_t n);
+
+// sum of x[i]² accumulated in double. Deterministic for a fixed thread count (per-thread partial
+// sums added in thread order).
+template <typename T>
+double sum_squares(const T* x, int64_t n);
+
+}  // namespace tessera::kernels::cpu

@@ -1,0 +1,127 @@
+// matmul_forward/backward: forward against a naive triple loop, every gradient against central
+// differences (double), accumulate/overwrite semantics, null bias/dinp, float against double.
+#include "kernels/cpu/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "grad_check.h"
+
+namespace tessera::kernels::cpu {
+namespace {
+
+namespace tt = tessera::testing;
+
+struct MatmulCase {
+  int64_t N = 5, C = 7, OC = 6;
+  std::vector<double> inp = tt::random_vector(N * C, 1);
+  std::vector<double> weight = tt::random_vector(OC * C, 2, 0.5);
+  std::vector<double> bias = tt::random_vector(OC, 3);
+  std::vector<double> r = tt::random_vector(N * OC, 4);  // L = sum(out .* r)
+
+  double loss(bool with_bias = true) const {
+    std::vector<double> out(N * OC);
+    matmul_forward(out.data(), inp.data(), weight.data(), with_bias ? bias.data() : nullptr, N, C,
+                   OC);
+    return tt::dot(out, r);
+  }
+};
+
+TEST(Matmul, ForwardMatchesNaiveLoop) {
+  MatmulCase k;
+  std::vector<double> out(k.N * k.OC, 123.0);  // garbage: forward overwrites
+  matmul_forward(out.data(), k.inp.data(), k.weight.data(), k.bias.data(), k.N, k.C, k.OC);
+  std::vector<double> expect(k.N * k.OC);
+  for (int64_t n = 0; n < k.N; ++n) {
+    for (int64_t o = 0; o < k.OC; ++o) {
+      double s = k.bias[o];
+      for (int64_t c = 0; c < k.C; ++c) s += k.inp[n * k.C + c] * k.weight[o * k.C + c];
+      expect[n * k.OC + o] = s;
+    }
+  }
+  tt::expect_all_close("matmul out", out, expect, 1e-12);
+
+  std::vector<double> no_bias(k.N * k.OC, -5.0);
+  matmul_forward(no_bias.data(), k.inp.data(), k.weight.data(), static_cast<double*>(nullptr), k.N,
+                 k.C, k.OC);
+  for (int64_t i = 0; i < k.N * k.OC; ++i) expect[i] -= k.bias[i % k.OC];
+  tt::expect_all_close("matmul out without bias", no_bias, expect, 1e-12);
+}
+
+TEST(Matmul, BackwardMatchesCentralDifferences) {
+  MatmulCase k;
+  std::vector<double> dinp(k.N * k.C), dweight(k.OC * k.C, 0.0), dbias(k.OC, 0.0);
+  matmul_backward(dinp.data(), dweight.data(), dbias.data(), k.r.data(), k.inp.data(),
+                  k.weight.data(), k.N, k.C, k.OC);
+  auto loss = [&] { return k.loss(); };
+  tt::expect_gradient_close("dinp", loss, k.inp, dinp, 1e-7);
+  tt::expect_gradient_close("dweight", loss, k.weight, dweight, 1e-7);
+  tt::expect_gradient_close("dbias", loss, k.bias, dbias, 1e-7);
+}
+
+// The checker itself must notice a gradient that is slightly wrong.
+TEST(Matmul, GradCheckerRejectsACorruptedGradient) {
+  MatmulCase k;
+  std::vector<double> dinp(k.N * k.C), dweight(k.OC * k.C, 0.0), dbias(k.OC, 0.0);
+  matmul_backward(dinp.data(), dweight.data(), dbias.data(), k.r.data(), k.inp.data(),
+                  k.weight.data(), k.N, k.C, k.OC);
+  dbias[3] *= 1.0001;
+  const tt::GradCheckResult r = tt::check_gradient([&] { return k.loss(); }, k.bias, dbias);
+  EXPECT_EQ(r.worst_index, 3);
+  EXPECT_GT(r.max_rel_error, 1e-5);
+}
+
+TEST(Matmul, ParameterGradsAccumulateAndDinpOverwrites) {
+  MatmulCase k;
+  std::vector<double> dinp(k.N * k.C), dweight(k.OC * k.C, 0.0), dbias(k.OC, 0.0);
+  matmul_backward(dinp.data(), dweight.data(), dbias.data(), k.r.data(), k.inp.data(),
+                  k.weight.data(), k.N, k.C, k.OC);
+
+  std::vector<double> dinp2(k.N * k.C, 99.0), dweight2(k.OC * k.C, 0.5), dbias2(k.OC, -0.25);
+  matmul_backward(dinp2.data(), dweight2.data(), dbias2.data(), k.r.data(), k.inp.data(),
+                  k.weight.data(), k.N, k.C, k.OC);
+  tt::expect_all_close("dinp overwrites", dinp2, dinp, 1e-12);
+  for (auto& x : dweight) x += 0.5;
+  for (auto& x : dbias) x -= 0.25;
+  tt::expect_all_close("dweight accumulates", dweight2, dweight, 1e-12);
+  tt::expect_all_close("dbias accumulates", dbias2, dbias, 1e-12);
+}
+
+TEST(Matmul, NullDinpAndDbiasAreSkipped) {
+  MatmulCase k;
+  std::vector<double> dweight(k.OC * k.C, 0.0), dweight_ref(k.OC * k.C, 0.0);
+  std::vector<double> dinp(k.N * k.C), dbias(k.OC, 0.0);
+  matmul_backward(dinp.data(), dweight_ref.data(), dbias.data(), k.r.data(), k.inp.data(),
+                  k.weight.data(), k.N, k.C, k.OC);
+  matmul_backward(static_cast<double*>(nullptr), dweight.data(), static_cast<double*>(nullptr),
+                  k.r.data(), k.inp.data(), k.weight.data(), k.N, k.C, k.OC);
+  tt::expect_all_close("dweight with null dinp/dbias", dweight, dweight_ref, 1e-12);
+}
+
+// Sizes above the parallel threshold, so the threaded bias paths run too.
+TEST(Matmul, FloatAgreesWithDouble) {
+  const int64_t N = 256, C = 64, OC = 96;
+  auto inp = tt::random_vector(N * C, 11), weight = tt::random_vector(OC * C, 12, 0.1);
+  auto bias = tt::random_vector(OC, 13), dout = tt::random_vector(N * OC, 14);
+  std::vector<double> out(N * OC), dinp(N * C), dweight(OC * C, 0.0), dbias(OC, 0.0);
+  matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), N, C, OC);
+  matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(),
+                  N, C, OC);
+
+  auto inp_f = tt::cast_vector<float>(inp), weight_f = tt::cast_vector<float>(weight);
+  auto bias_f = tt::cast_vector<float>(bias), dout_f = tt::cast_vector<float>(dout);
+  std::vector<float> out_f(N * OC), dinp_f(N * C), dweight_f(OC * C, 0.0f), dbias_f(OC, 0.0f);
+  matmul_forward(out_f.data(), inp_f.data(), weight_f.data(), bias_f.data(), N, C, OC);
+  matmul_backward(dinp_f.data(), dweight_f.data(), dbias_f.data(), dout_f.data(), inp_f.data(),
+                  weight_f.data(), N, C, OC);
+  // Sums of up to 256 terms of mixed sign in float: near-cancelling elements are judged against
+  // the tensor's rms.
+  tt::expect_all_close("out float vs double", out_f, out, 1e-5, tt::rms(out));
+  tt::expect_all_close("dinp float vs double", dinp_f, dinp, 1e-5, tt::rms(dinp));
+  tt::expect_all_close("dweight float vs double", dweight_f, dweight, 1e-5, tt::rms(dweight));
+  tt::expect_all_close("dbias float vs double", dbias_f, dbias, 1e-5, tt::rms(dbias));
+}
+
+}  // namespace
+}  // namespace tessera::kernels::cpu

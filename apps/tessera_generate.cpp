@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     std::string prompt;
     std::string tokenizer_prefix;
     generate::GenerateOptions o;
-    bool greedy = false, no_cache = false;
+    bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
     app.add_option("weights", weights_path, "weights file written by tessera-train")->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     app.add_option("--seed", o.sampling.seed, "sampling seed")->capture_default_str();
     app.add_option("--threads", threads, "threads (0: all cores)");
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
+    app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
     app.add_flag("--no-kv-cache", no_cache, "recompute the whole prefix for every token (reference path)");
     try {
       app.parse(ac, av);
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     }
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
+    o.stop_at_eot = !ignore_eot;
     core::set_threads(threads, 1);
     auto config = checkpoint::read_interim_config(weights_path);
     if (!config) return config.status();

@@ -18,7 +18,8 @@ int run_app(const char* app_name, int argc, char** argv,
   int world_rank = 0, world_size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-  set_log_identity(world_rank, -1, -1);
+  // One rank is the 1 x 1 grid; with more, the process grid sets the coordinates once built.
+  set_log_identity(world_rank, world_size == 1 ? 0 : -1, world_size == 1 ? 0 : -1);
   std::string failure;
   int code = 0;
   try {

@@ -87,7 +87,9 @@ TEST(ParamSpec, VocabularyPaddingRowsInitialiseToZero) {
   int nonzero_real = 0;
   for (int64_t v = 0; v < 128; ++v) {
     for (int c = 0; c < 8; ++c) {
-      if (v >= 100) ASSERT_EQ(wte[v * 8 + c], 0.0f) << "padding row " << v;
+      if (v >= 100) {
+        ASSERT_EQ(wte[v * 8 + c], 0.0f) << "padding row " << v;
+      }
       nonzero_real += v < 100 && wte[v * 8 + c] != 0.0f;
     }
   }

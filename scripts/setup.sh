@@ -11,6 +11,7 @@ packages=(
   libgtest-dev googletest               # unit and MPI tests
   libopenblas-openmp-dev                # BLAS sharing OpenMP's thread pool (docs/DESIGN.md)
   nlohmann-json3-dev                    # JSONL metrics, vocab.json, timelines
+  libpcre2-dev                          # tokenizer's GPT-2 regex (Unicode classes, lookahead)
   python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
 )
 if [[ "${1:-}" == "--peers" ]]; then

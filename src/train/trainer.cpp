@@ -95,6 +95,7 @@ core::Result<TrainSummary> train(const core::Config& config) {
   if (!entropy) return entropy.status();
   auto train_data = data::DataLoader::open(config.data.train, T, tc.seed);
   if (!train_data) return train_data.status();
+  TESSERA_RETURN_IF_ERROR(train_data->validate_batch(global_batch));
   const bool have_val = !config.data.val.empty() && tc.val_every > 0;
   std::optional<data::DataLoader> val_data;
   if (have_val) {

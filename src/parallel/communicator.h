@@ -1,0 +1,96 @@
+// Communicator: the one interface for collectives over a group of ranks. MpiCommunicator runs on
+// host memory (CPU backend); an NCCL implementation for device memory arrives with the CUDA
+// backend. Every call is a collective over this communicator: all members call it, in the same
+// order, with the same counts. Each collective can be recorded to a Timeline.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tessera::parallel {
+
+class Timeline;
+
+enum class ReduceOp { kSum, kMax };
+// Wire element type of a non-blocking all-reduce: f32, or bf16 (compression: the buffer holds
+// uint16 bf16 values, summed in float on arrival, rounded to nearest even).
+enum class WireType { kF32, kBF16 };
+
+// A pending non-blocking collective. wait() blocks until the result is in the buffer; test()
+// makes progress and says whether it is. Destroying an unfinished request waits for it.
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual void wait() = 0;
+  virtual bool test() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Name used in timeline events and error messages ("tp", "dp", "world").
+  virtual const std::string& name() const = 0;
+
+  // In place: buf (count) becomes the element-wise reduction over all ranks.
+  virtual void all_reduce(float* buf, int64_t count, ReduceOp op) = 0;
+  void all_reduce_sum(float* buf, int64_t count) { all_reduce(buf, count, ReduceOp::kSum); }
+  void all_reduce_max(float* buf, int64_t count) { all_reduce(buf, count, ReduceOp::kMax); }
+  // buf (count) becomes the sum over ranks divided by size().
+  void all_reduce_avg(float* buf, int64_t count);
+  virtual void all_reduce(double* buf, int64_t count, ReduceOp op) = 0;
+  // recv (size() * count): rank i's send (count) lands at recv + i * count. send may equal
+  // recv + rank() * count (in place).
+  virtual void all_gather(float* recv, const float* send, int64_t count) = 0;
+  // send (size() * count): recv (count) on rank i = sum over ranks of send[i * count, +count).
+  virtual void reduce_scatter(float* recv, const float* send, int64_t count) = 0;
+  // buf (count bytes or floats) on every rank becomes root's.
+  virtual void broadcast(float* buf, int64_t count, int root) = 0;
+  virtual void broadcast_bytes(void* buf, int64_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Non-blocking in-place sum of `count` elements of `wire` type at `buf`.
+  virtual std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count, WireType wire) = 0;
+
+  // Records every collective as a timeline event (nullptr: off). Not owned.
+  void set_timeline(Timeline* timeline) { timeline_ = timeline; }
+  Timeline* timeline() const { return timeline_; }
+
+ protected:
+  Timeline* timeline_ = nullptr;
+};
+
+// Host-memory collectives over an MPI communicator (which it duplicates and frees).
+class MpiCommunicator : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, std::string name);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  MPI_Comm comm() const { return comm_; }
+
+  void all_reduce(float* buf, int64_t count, ReduceOp op) override;
+  void all_reduce(double* buf, int64_t count, ReduceOp op) override;
+  void all_gather(float* recv, const float* send, int64_t count) override;
+  void reduce_scatter(float* recv, const float* send, int64_t count) override;
+  void broadcast(float* buf, int64_t count, int root) override;
+  void broadcast_bytes(void* buf, int64_t bytes, int root) override;
+  void barrier() override;
+  std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count, WireType wire) override;
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::string name_;
+};
+
+}  // namespace tessera::parallel

@@ -4,6 +4,7 @@
 #include "core/app.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "parallel/process_grid.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -24,8 +25,13 @@ int main(int argc, char** argv) {
     }
     auto config = core::load_config(config_path, overrides);
     if (!config) return config.status();
+    int world_size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    // Every rank checks the grid shape before the first collective, so all fail alike.
+    TESSERA_RETURN_IF_ERROR(parallel::check_grid(*config, world_size));
+    parallel::ProcessGrid grid(config->parallel.tp);
     core::log_info("resolved config:\n" + config->to_yaml());
-    auto summary = train::train(*config);
+    auto summary = train::train(*config, grid);
     if (!summary) return summary.status();
     return 0;
   });

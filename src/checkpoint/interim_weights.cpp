@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "parallel/communicator.h"
 
 namespace tessera::checkpoint {
 namespace {
@@ -53,35 +54,61 @@ core::Status open_and_read_header(const std::string& path, std::ifstream& f, std
 }
 }  // namespace
 
+// The whole tensor of parameter i: this rank's shard at tp = 1, else gathered over tp (every
+// tp rank calls; the result is meaningful on tp rank 0).
+static std::vector<float> whole_tensor(const models::Gpt& model, int i) {
+  const models::ParamSet& ps = model.param_set();
+  const models::ParamSpec& s = ps.specs()[i];
+  const float* local = ps.view(model.weights(), i).f32();
+  const int64_t n_local = ps.local_numel(i);
+  if (s.replicated() || ps.tp_size() == 1) return std::vector<float>(local, local + n_local);
+  const int tp = ps.tp_size();
+  std::vector<float> gathered(n_local * tp), whole(n_local * tp);
+  model.tp_comm()->all_gather(gathered.data(), local, n_local);
+  for (int r = 0; r < tp; ++r) {
+    for (int64_t j = 0; j < n_local; ++j) whole[s.global_index(j, r, tp)] = gathered[r * n_local + j];
+  }
+  return whole;
+}
+
 core::Status save_interim_weights(const std::string& path, const models::Gpt& model,
                                   const core::Config& config) {
   const models::ParamSet& ps = model.param_set();
-  TESSERA_ASSERT(ps.tp_size() == 1, "saving interim weights from a whole (tp = 1) model");
+  const bool writer = ps.tp_rank() == 0;
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) {
-      return core::Status::error("cannot write weights file '" + tmp +
-                                 "'; check that the directory exists and is writable");
-    }
+  std::ofstream f;
+  bool open_failed = false;
+  if (writer) {
+    f.open(tmp, std::ios::binary | std::ios::trunc);
+    open_failed = !f;
+  }
+  if (!open_failed && writer) {
     const std::string yaml = config.to_yaml();
     put(f, kMagic);
     put(f, kVersion);
     put(f, static_cast<uint64_t>(yaml.size()));
     f.write(yaml.data(), static_cast<std::streamsize>(yaml.size()));
     put(f, static_cast<uint32_t>(ps.size()));
-    for (int i = 0; i < ps.size(); ++i) {
-      const models::ParamSpec& s = ps.specs()[i];
-      put(f, static_cast<uint32_t>(s.name.size()));
-      f.write(s.name.data(), static_cast<std::streamsize>(s.name.size()));
-      put(f, static_cast<uint32_t>(s.global_shape.size()));
-      for (int64_t d : s.global_shape) put(f, d);
-      f.write(static_cast<const char*>(ps.view(model.weights(), i).raw()),
-              static_cast<std::streamsize>(ps.local_numel(i) * sizeof(float)));
-    }
-    f.flush();
-    if (!f) return core::Status::error("writing weights file '" + tmp + "' failed (disk full?)");
   }
+  for (int i = 0; i < ps.size(); ++i) {
+    const std::vector<float> whole = whole_tensor(model, i);  // collective: every tp rank
+    if (!writer || open_failed) continue;
+    const models::ParamSpec& s = ps.specs()[i];
+    put(f, static_cast<uint32_t>(s.name.size()));
+    f.write(s.name.data(), static_cast<std::streamsize>(s.name.size()));
+    put(f, static_cast<uint32_t>(s.global_shape.size()));
+    for (int64_t d : s.global_shape) put(f, d);
+    f.write(reinterpret_cast<const char*>(whole.data()),
+            static_cast<std::streamsize>(whole.size() * sizeof(float)));
+  }
+  if (!writer) return core::Status::ok();
+  if (open_failed) {
+    return core::Status::error("cannot write weights file '" + tmp +
+                               "'; check that the directory exists and is writable");
+  }
+  f.flush();
+  if (!f) return core::Status::error("writing weights file '" + tmp + "' failed (disk full?)");
+  f.close();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return core::Status::error("renaming '" + tmp + "' to '" + path + "' failed");
   }
@@ -108,6 +135,7 @@ core::Status load_interim_weights(const std::string& path, models::Gpt& model) {
                                " parameters, the model has " + std::to_string(ps.size()) +
                                "; the file was written for another model config");
   }
+  std::vector<float> whole;
   for (int i = 0; i < ps.size(); ++i) {
     const models::ParamSpec& s = ps.specs()[i];
     uint32_t name_bytes = 0, ndim = 0;
@@ -130,9 +158,14 @@ core::Status load_interim_weights(const std::string& path, models::Gpt& model) {
                                  core::shape_string(s.global_shape) +
                                  "; the file was written for another model config");
     }
-    if (!f.read(static_cast<char*>(ps.view(model.weights(), i).raw()),
-                static_cast<std::streamsize>(ps.local_numel(i) * sizeof(float)))) {
+    whole.resize(core::shape_numel(shape));
+    if (!f.read(reinterpret_cast<char*>(whole.data()),
+                static_cast<std::streamsize>(whole.size() * sizeof(float)))) {
       return core::Status::error("weights file '" + path + "' is truncated in parameter " + name);
+    }
+    float* local = ps.view(model.weights(), i).f32();
+    for (int64_t j = 0; j < ps.local_numel(i); ++j) {
+      local[j] = whole[s.global_index(j, ps.tp_rank(), ps.tp_size())];
     }
   }
   return core::Status::ok();

@@ -13,12 +13,14 @@
 
 namespace tessera::checkpoint {
 
-// Precondition: tp = 1 (the model holds whole tensors).
+// With tp > 1 a collective over the model's tp_comm: shards are gathered to tp rank 0, which
+// writes the whole tensors. Call it on one dp replica.
 core::Status save_interim_weights(const std::string& path, const models::Gpt& model,
                                   const core::Config& config);
 // Reads the config stored in the file (to size the model before loading).
 core::Result<core::Config> read_interim_config(const std::string& path);
-// Loads every parameter of `model` from `path`; names and shapes must match.
+// Loads this rank's shard of every parameter of `model` from `path` (any tp); names and global
+// shapes must match.
 core::Status load_interim_weights(const std::string& path, models::Gpt& model);
 
 }  // namespace tessera::checkpoint

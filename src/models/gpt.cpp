@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "core/error.h"
 #include "kernels/cpu/attention.h"
@@ -15,6 +16,9 @@
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/residual.h"
+#include "parallel/communicator.h"
+#include "parallel/mappings.h"
+#include "parallel/timeline.h"
 
 namespace tessera::models {
 
@@ -78,7 +82,16 @@ double Gpt::flops_per_token(const core::ModelConfig& m, int64_t T) {
   return 6.0 * n + 12.0 * L * C * static_cast<double>(T);
 }
 
-Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, int tp_rank, int tp_size)
+namespace {
+int comm_rank(parallel::Communicator* c) { return c ? c->rank() : 0; }
+int comm_size(parallel::Communicator* c) { return c ? c->size() : 1; }
+}  // namespace
+
+Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm)
+    : Gpt(model, B, T, tp_comm, comm_rank(tp_comm), comm_size(tp_comm)) {}
+
+Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
+         int tp_rank, int tp_size)
     : model_(model),
       B_(B),
       T_(T),
@@ -89,10 +102,10 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, int tp_rank, int 
       Vp_local_(model.padded_vocab_size() / tp_size),
       vocab_start_(static_cast<int64_t>(tp_rank) * (model.padded_vocab_size() / tp_size)),
       V_real_local_(std::clamp<int64_t>(model.vocab_size - vocab_start_, 0, Vp_local_)),
+      tp_comm_(tp_comm),
       tp_rank_(tp_rank),
       tp_size_(tp_size),
       params_(param_specs(model), tp_rank, tp_size) {
-  TESSERA_ASSERT(tp_size == 1, "building a GPT shard (tensor parallelism arrives with the grid)");
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
   weights_ = params_.make_twin();
   grads_ = params_.make_twin();
@@ -113,7 +126,7 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, int tp_rank, int 
   }
   plan.insert(plan.end(),
               {{&lnf_, {BT, C}}, {&lnf_mean_, {BT}}, {&lnf_rstd_, {BT}}, {&logits_, {BT, Vp_local_}},
-               {&losses_, {BT}}, {&row_max_, {BT}}, {&sumexp_, {BT}}, {&target_logit_, {BT}},
+               {&losses_, {BT}}, {&row_max_, {BT}}, {&xent_sums_, {2, BT}},
                {&attn_workspace_, {kc::attention_workspace_size(B, T, Cl, NHl)}},
                {&dlogits_, {BT, Vp_local_}}, {&dlosses_, {BT}}, {&dresidual_, {BT, C}},
                {&dln_, {BT, C}}, {&dqkv_, {BT, C3l}}, {&datty_, {BT, Cl}}, {&dfch_, {BT, C4l}},
@@ -126,8 +139,19 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, int tp_rank, int 
     *t = arena_.view(off, shape);
     off += (core::shape_numel(shape) + 15) / 16 * 16;
   }
+  for (int l = 0; l < L_; ++l) backward_names_.push_back("bwd h." + std::to_string(l));
+  sumexp_ = xent_sums_.view(0, {BT});
+  target_logit_ = xent_sums_.view(BT, {BT});
   tokens_ = Tensor::zeros({B, T}, core::DType::kI32);
   targets_ = Tensor::zeros({B, T}, core::DType::kI32);
+}
+
+void Gpt::reduce_from_tp(float* x, int64_t count) {
+  if (tp_size_ > 1) parallel::reduce_from_tp_forward(*tp_comm_, x, count);
+}
+
+void Gpt::copy_to_tp_backward(float* dx, int64_t count) {
+  if (tp_size_ > 1) parallel::copy_to_tp_backward(*tp_comm_, dx, count);
 }
 
 Tensor Gpt::param(const std::string& name) const {
@@ -165,8 +189,10 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
   float* x = encoded_.f32();  // (B, T, C)
   {
     Scope s(profiling_, &times_.embedding);
+    // Vocab-parallel embedding: each rank looks up the tokens in its rows (zeros elsewhere);
+    // the sum over tp is the full lookup. Positions are added once, after the sum.
     kc::embedding_forward(x, tok, wte, BT, C, vocab_start_, Vp_local_);
-    // reduce_from_tp over the vocabulary shards goes here with tp > 1.
+    reduce_from_tp(x, BT * C);
     kc::positional_forward(x, wpe, B, T, C);
   }
   for (int l = 0; l < L_; ++l) {
@@ -187,7 +213,11 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
     }
     {
       Scope s(profiling_, &times_.matmul);
-      kc::matmul_forward(a.attproj.f32(), a.atty.f32(), w.projw, w.projb, BT, Cl, C);
+      // Row-parallel: partial sums over this rank's heads, summed over tp, then the bias once.
+      kc::matmul_forward(a.attproj.f32(), a.atty.f32(), w.projw, tp_size_ == 1 ? w.projb : nullptr,
+                         BT, Cl, C);
+      reduce_from_tp(a.attproj.f32(), BT * C);
+      if (tp_size_ > 1) kc::add_bias(a.attproj.f32(), w.projb, BT, C);
     }
     {
       Scope s(profiling_, &times_.other);
@@ -208,7 +238,10 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
     }
     {
       Scope s(profiling_, &times_.matmul);
-      kc::matmul_forward(a.fcproj.f32(), a.fch_gelu.f32(), w.fcprojw, w.fcprojb, BT, C4l, C);
+      kc::matmul_forward(a.fcproj.f32(), a.fch_gelu.f32(), w.fcprojw,
+                         tp_size_ == 1 ? w.fcprojb : nullptr, BT, C4l, C);
+      reduce_from_tp(a.fcproj.f32(), BT * C);
+      if (tp_size_ > 1) kc::add_bias(a.fcproj.f32(), w.fcprojb, BT, C);
     }
     {
       Scope s(profiling_, &times_.other);
@@ -233,11 +266,13 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
 
   Scope s(profiling_, &times_.xent);
   const int32_t* tgt = targets_.data<int32_t>();
+  // Vocab-parallel cross-entropy: the row max, then the sums of exponentials and the target
+  // logit, are reduced over tp between the passes; full logits never exist on one rank.
   kc::xent_row_max(row_max_.f32(), logits_.f32(), BT, V_real_local_, Vp_local_);
-  // all-reduce max over tp goes here with tp > 1.
+  if (tp_size_ > 1) tp_comm_->all_reduce_max(row_max_.f32(), BT);
   kc::xent_row_sumexp_target(sumexp_.f32(), target_logit_.f32(), logits_.f32(), tgt,
                              row_max_.f32(), BT, V_real_local_, Vp_local_, vocab_start_);
-  // all-reduce sum (sumexp, target_logit) over tp goes here with tp > 1.
+  if (tp_size_ > 1) tp_comm_->all_reduce_sum(xent_sums_.f32(), 2 * BT);
   kc::xent_loss(losses_.f32(), row_max_.f32(), sumexp_.f32(), target_logit_.f32(), tgt, BT);
   double sum = 0;
   int64_t count = 0;
@@ -252,7 +287,7 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
   return sum;
 }
 
-void Gpt::backward(float loss_scale) {
+void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
   TESSERA_ASSERT(have_targets_, "running GPT backward after a forward with targets");
   const int64_t B = last_B_, T = last_T_, BT = B * T, C = C_, Cl = C / tp_size_, C3l = 3 * Cl,
                 C4l = 4 * Cl;
@@ -275,8 +310,11 @@ void Gpt::backward(float loss_scale) {
     Scope s(profiling_, &times_.matmul);
     kc::matmul_backward(dln_.f32(), dwte, static_cast<float*>(nullptr), dlogits_.f32(), lnf_.f32(),
                         wte, BT, C, Vp_local_);
+    copy_to_tp_backward(dln_.f32(), BT * C);
   }
   const float* x_last = L_ > 0 ? acts_[L_ - 1].residual3.f32() : encoded_.f32();
+  std::optional<parallel::Timeline::Scope> head_scope;
+  if (timeline_) head_scope.emplace(timeline_, "bwd head", "backward");
   {
     Scope s(profiling_, &times_.layernorm);
     dresidual_.zero_();
@@ -285,12 +323,19 @@ void Gpt::backward(float loss_scale) {
                            params_.view(weights_, nparams - 2).f32(), lnf_mean_.f32(),
                            lnf_rstd_.f32(), BT, C);
   }
+  head_scope.reset();
+  if (on_ready) {
+    on_ready(nparams - 1);
+    on_ready(nparams - 2);
+  }
   float* dres = dresidual_.f32();  // gradient of the residual stream, (BT, C); accumulates
   for (int l = L_ - 1; l >= 0; --l) {
     LayerActs& a = acts_[l];
     const LayerParams w = layer_params(weights_, l);
     const LayerParams g = layer_params(grads_, l);
     const float* x_in = l > 0 ? acts_[l - 1].residual3.f32() : encoded_.f32();
+    std::optional<parallel::Timeline::Scope> layer_scope;
+    if (timeline_) layer_scope.emplace(timeline_, backward_names_[l], "backward");
     // residual3 = residual2 + fcproj: dfcproj = dres; dres flows on to residual2 unchanged.
     {
       Scope s(profiling_, &times_.matmul);
@@ -304,6 +349,7 @@ void Gpt::backward(float loss_scale) {
     {
       Scope s(profiling_, &times_.matmul);
       kc::matmul_backward(dln_.f32(), g.fcw, g.fcb, dfch_.f32(), a.ln2.f32(), w.fcw, BT, C, C4l);
+      copy_to_tp_backward(dln_.f32(), BT * C);
     }
     {
       Scope s(profiling_, &times_.layernorm);
@@ -323,16 +369,31 @@ void Gpt::backward(float loss_scale) {
     {
       Scope s(profiling_, &times_.matmul);
       kc::matmul_backward(dln_.f32(), g.qkvw, g.qkvb, dqkv_.f32(), a.ln1.f32(), w.qkvw, BT, C, C3l);
+      copy_to_tp_backward(dln_.f32(), BT * C);
     }
     {
       Scope s(profiling_, &times_.layernorm);
       kc::layernorm_backward(dres, g.ln1w, g.ln1b, dln_.f32(), x_in, w.ln1w, a.ln1_mean.f32(),
                              a.ln1_rstd.f32(), BT, C);
     }
+    layer_scope.reset();
+    if (on_ready) {
+      for (int k = 11; k >= 0; --k) on_ready(2 + 12 * l + k);
+    }
   }
-  Scope s(profiling_, &times_.embedding);
-  kc::embedding_backward(dwte, dres, tok, BT, C, vocab_start_, Vp_local_);
-  kc::positional_backward(dwpe, dres, B, T, C);
+  {
+    // dres is the full (tp-replicated) gradient of the embedding output: each rank scatters it
+    // into its own vocabulary rows.
+    Scope s(profiling_, &times_.embedding);
+    std::optional<parallel::Timeline::Scope> embed_scope;
+    if (timeline_) embed_scope.emplace(timeline_, "bwd embed", "backward");
+    kc::embedding_backward(dwte, dres, tok, BT, C, vocab_start_, Vp_local_);
+    kc::positional_backward(dwpe, dres, B, T, C);
+  }
+  if (on_ready) {
+    on_ready(1);
+    on_ready(0);
+  }
 }
 
 }  // namespace tessera::models

@@ -5,18 +5,23 @@
 
 #include "kernels/cpu/residual.h"
 #include "optim/adamw.h"
+#include "parallel/communicator.h"
 
 namespace tessera::optim {
 
 namespace kc = tessera::kernels::cpu;
 
-double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm) {
+double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm,
+                      parallel::Communicator* tp_comm) {
   // Sharded parameters contribute their local squares (summed over tp with tp > 1); replicated
   // ones hold identical gradients on every tp rank, so they are added once, after that sum.
   double sharded = 0, replicated = 0;
   for (int i = 0; i < params.size(); ++i) {
     const double sq = kc::sum_squares(params.view(grads, i).f32(), params.local_numel(i));
     (params.specs()[i].replicated() ? replicated : sharded) += sq;
+  }
+  if (tp_comm != nullptr && tp_comm->size() > 1) {
+    tp_comm->all_reduce(&sharded, 1, parallel::ReduceOp::kSum);
   }
   const double norm = std::sqrt(sharded + replicated);
   if (max_norm > 0 && norm > max_norm) {

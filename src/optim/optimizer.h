@@ -6,12 +6,18 @@
 #include "core/tensor.h"
 #include "models/param_spec.h"
 
+namespace tessera::parallel {
+class Communicator;
+}
+
 namespace tessera::optim {
 
 // Global L2 norm of all gradients; a tp-replicated parameter is counted once. With max_norm > 0
 // and the norm above it, scales every gradient by max_norm / (norm + 1e-6) (PyTorch's
-// clip_grad_norm_). Returns the norm before clipping.
-double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm);
+// clip_grad_norm_). Returns the norm before clipping. Gradients must already be dp-averaged.
+// With tp_comm (size > 1) a collective over tp_comm: sharded squares are summed over tp.
+double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm,
+                      parallel::Communicator* tp_comm = nullptr);
 
 class AdamW {
  public:

@@ -76,6 +76,9 @@ class MpiCommunicator : public Communicator {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
   MPI_Comm comm() const { return comm_; }
+  // Largest element count handed to one MPI call (default INT_MAX, MPI's int count limit);
+  // bigger counts are split into chunks. Tests lower it to exercise the chunked paths.
+  void set_max_elements_per_call(int64_t max_elements);
 
   void all_reduce(float* buf, int64_t count, ReduceOp op) override;
   void all_reduce(double* buf, int64_t count, ReduceOp op) override;
@@ -91,6 +94,7 @@ class MpiCommunicator : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string name_;
+  int64_t max_elements_per_call_;
 };
 
 }  // namespace tessera::parallel

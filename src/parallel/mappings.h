@@ -19,7 +19,8 @@ void reduce_from_tp_forward(Communicator& tp_comm, float* x, int64_t count);
 inline void reduce_from_tp_backward(Communicator&, float*, int64_t) {}
 
 // scatter_to_tp: x (rows, cols) -> this rank's column block (rows, cols / tp).
-// forward: take the block; backward: all-gather the blocks along the last dim.
+// forward: take the block; backward: all-gather the blocks along the last dim (workspace as in
+// gather_from_tp_forward).
 void scatter_to_tp_forward(Communicator& tp_comm, float* x_local, const float* x, int64_t rows,
                            int64_t cols);
 void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_local,
@@ -27,7 +28,8 @@ void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_lo
 
 // gather_from_tp: x_local (rows, cols / tp) -> x (rows, cols), blocks in tp-rank order.
 // forward: all-gather along the last dim; backward: take this rank's block.
-// workspace: rows * cols floats (the all-gather lands rank-major, then is transposed in place).
+// workspace: rows * cols floats, distinct from x (the all-gather lands rank-major,
+// (tp, rows, cols / tp), then each rank's block is copied into its columns of x); unused at tp 1.
 void gather_from_tp_forward(Communicator& tp_comm, float* x, const float* x_local, int64_t rows,
                             int64_t cols, float* workspace);
 void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx,

@@ -26,6 +26,9 @@ class ProcessGrid {
   // Collective over MPI_COMM_WORLD. Precondition: check_grid passed for tp_size.
   // Also sets the log identity (rank prefix) of this process.
   explicit ProcessGrid(int tp_size);
+  // The same over `world` instead of MPI_COMM_WORLD (tests: MPI_COMM_SELF gives a 1 x 1 grid
+  // inside a larger job). Does not set the log identity.
+  ProcessGrid(MPI_Comm world, int tp_size);
   ProcessGrid(const ProcessGrid&) = delete;
   ProcessGrid& operator=(const ProcessGrid&) = delete;
 

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <fstream>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "checkpoint/interim_weights.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -20,6 +23,9 @@
 #include "models/gpt.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "parallel/gradient_reducer.h"
+#include "parallel/process_grid.h"
+#include "parallel/timeline.h"
 #include "train/peak.h"
 
 namespace tessera::train {
@@ -75,12 +81,12 @@ std::string format_eta(double seconds) {
 
 }  // namespace
 
-core::Result<TrainSummary> train(const core::Config& config) {
+core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid) {
   const core::ModelConfig& mc = config.model;
   const core::TrainConfig& tc = config.train;
   const int64_t T = tc.seq_len;
   const int64_t global_batch = tc.batch_size;
-  const int dp_size = 1, dp_rank = 0;  // the grid issue supplies these
+  const int dp_size = grid.dp_size(), dp_rank = grid.dp_rank();
   const int64_t B_local = global_batch / dp_size;
   const int64_t micro = tc.micro_batch_size > 0 ? tc.micro_batch_size : B_local;
   if (B_local % micro != 0) {
@@ -89,7 +95,7 @@ core::Result<TrainSummary> train(const core::Config& config) {
                                ") is not a multiple of train.micro_batch_size " +
                                std::to_string(micro) + "; change one of them");
   }
-  const int threads = core::set_threads(tc.threads, 1);
+  const int threads = core::set_threads(tc.threads, grid.local_size());
 
   auto entropy = scan_tokens(config.data.train, mc.vocab_size);
   if (!entropy) return entropy.status();
@@ -111,9 +117,22 @@ core::Result<TrainSummary> train(const core::Config& config) {
     val_data.emplace(std::move(*v));
   }
 
-  models::Gpt model(mc, micro, T);
+  std::unique_ptr<parallel::Timeline> timeline;
+  if (!tc.timeline.empty()) timeline = std::make_unique<parallel::Timeline>(grid.world_rank());
+  models::Gpt model(mc, micro, T, &grid.tp_comm());
   model.init_weights(tc.seed);
+  model.set_timeline(timeline.get());
   optim::AdamW adamw(model.param_set());
+  std::unique_ptr<parallel::GradientReducer> reducer;
+  if (dp_size > 1) {
+    parallel::ReducerOptions ro;
+    ro.bucket_mb = config.parallel.bucket_mb;
+    ro.overlap = config.parallel.overlap;
+    ro.compress_bf16 = config.parallel.compress_bf16;
+    reducer = std::make_unique<parallel::GradientReducer>(model.param_set(), model.grads(),
+                                                          grid.dp_comm(), ro, timeline.get());
+  }
+  const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
   const double peak_gflops = measure_sgemm_gflops();
   const double flops_per_token = models::Gpt::flops_per_token(mc, T);
 
@@ -123,6 +142,9 @@ core::Result<TrainSummary> train(const core::Config& config) {
                  std::to_string(mc.n_layer) + ", NH=" + std::to_string(mc.n_head) + ", C=" +
                  std::to_string(mc.n_embd) + ")");
   char line[256];
+  std::snprintf(line, sizeof line, "grid: %d ranks = dp %d x tp %d (tp groups of neighbouring ranks)",
+                grid.world_size(), dp_size, grid.tp_size());
+  core::log_info(line);
   std::snprintf(line, sizeof line,
                 "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads, "
                 "sgemm peak %.1f GFLOP/s",
@@ -132,15 +154,21 @@ core::Result<TrainSummary> train(const core::Config& config) {
   core::log_info("data: " + std::to_string(train_data->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(*entropy) + " nats/token");
 
-  std::filesystem::create_directories(tc.out_dir);
-  std::ofstream metrics(tc.out_dir + "/metrics.jsonl", std::ios::trunc);
-  if (!metrics) {
-    return core::Status::error("cannot write '" + tc.out_dir + "/metrics.jsonl'; check train.out_dir");
+  const bool writer = grid.world_rank() == 0;
+  std::ofstream metrics;
+  if (writer) {
+    std::filesystem::create_directories(tc.out_dir);
+    metrics.open(tc.out_dir + "/metrics.jsonl", std::ios::trunc);
+    if (!metrics) {
+      throw Error("cannot write '" + tc.out_dir + "/metrics.jsonl'; check train.out_dir");
+    }
   }
 
   // Step buffers, allocated once.
   std::vector<int32_t> inputs(B_local * T), targets(B_local * T);
   auto evaluate = [&]() {
+    // Every dp rank evaluates the same batches (tp ranks share the work of each).
+    parallel::Timeline::Scope scope(timeline.get(), "validation", "validation");
     val_data->set_cursor({});
     double sum = 0;
     int64_t count = 0;
@@ -162,16 +190,30 @@ core::Result<TrainSummary> train(const core::Config& config) {
     core::Timer step_timer;
     model.zero_grad();
     train_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
-    const float loss_scale = 1.0f / static_cast<float>(global_batch * T);
+    // Each rank's gradient is that of its own mean loss; the reducer averages them over dp,
+    // which gives the gradient of the global mean.
+    const float loss_scale = 1.0f / static_cast<float>(B_local * T);
     double loss_sum = 0;
     for (int64_t m = 0; m < B_local; m += micro) {
-      loss_sum += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T);
-      model.backward(loss_scale);
+      const bool last_micro = m + micro == B_local;
+      {
+        parallel::Timeline::Scope scope(timeline.get(), "forward", "forward");
+        loss_sum += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T);
+      }
+      model.backward(loss_scale, reducer && last_micro ? on_ready : nullptr);
     }
+    if (reducer) reducer->finish();  // gradients are now averaged over dp
+    if (dp_size > 1) grid.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
     const double loss = loss_sum / static_cast<double>(global_batch * T);
-    const double norm = optim::clip_grad_norm(model.param_set(), model.grads(), config.optim.grad_clip);
+    summary.losses.push_back(loss);
+    double norm = 0;
     const double lr = optim::learning_rate(config.optim, step, tc.steps);
-    adamw.step(model.weights(), model.grads(), lr, step + 1, config.optim);
+    {
+      parallel::Timeline::Scope scope(timeline.get(), "optimizer", "optimizer");
+      norm = optim::clip_grad_norm(model.param_set(), model.grads(), config.optim.grad_clip,
+                                   &grid.tp_comm());
+      adamw.step(model.weights(), model.grads(), lr, step + 1, config.optim);
+    }
     const double dt = step_timer.seconds();
     tokens_per_s = static_cast<double>(global_batch * T) / dt;
     const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9 * dp_size);
@@ -185,8 +227,10 @@ core::Result<TrainSummary> train(const core::Config& config) {
       summary.final_val_loss = evaluate();
       rec["val_loss"] = summary.final_val_loss;
     }
-    metrics << rec.dump() << "\n";
-    metrics.flush();
+    if (writer) {
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+    }
     if ((step + 1) % tc.log_every == 0 || last || rec.contains("val_loss")) {
       const double eta = run_timer.seconds() / (step + 1) * (tc.steps - step - 1);
       std::snprintf(line, sizeof line,
@@ -201,8 +245,20 @@ core::Result<TrainSummary> train(const core::Config& config) {
   }
   summary.tokens_per_s = tokens_per_s;
   summary.weights_path = tc.out_dir + "/model.tsw";
-  TESSERA_RETURN_IF_ERROR(checkpoint::save_interim_weights(summary.weights_path, model, config));
+  if (grid.dp_rank() == 0) {
+    // Collective over tp_comm of dp replica 0: the shards are gathered to tp rank 0.
+    core::Status st = checkpoint::save_interim_weights(summary.weights_path, model, config);
+    if (!st.is_ok()) throw Error(st.message());
+  }
   core::log_info("wrote " + summary.weights_path + " (interim weights format)");
+  if (timeline) {
+    const std::string path = grid.world_size() == 1
+                                 ? tc.timeline
+                                 : tc.timeline + ".rank" + std::to_string(grid.world_rank());
+    core::Status st = timeline->write(path);
+    if (!st.is_ok()) throw Error(st.message());
+    core::log_info("wrote timeline " + path + " (open in ui.perfetto.dev)");
+  }
   if (summary.final_val_loss >= 0) {
     std::snprintf(line, sizeof line,
                   "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "

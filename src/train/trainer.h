@@ -1,11 +1,18 @@
 // The training loop of tessera-train: data, model, AdamW with schedule and clipping, progress
-// lines, validation, JSONL metrics and the final weights. One rank until the grid issue.
+// lines, validation, JSONL metrics and the final weights, on a dp x tp process grid: each dp rank
+// takes its slice of every global batch, the GradientReducer averages gradients over dp while
+// backward runs, the model's shards talk over tp.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "core/status.h"
+
+namespace tessera::parallel {
+class ProcessGrid;
+}
 
 namespace tessera::train {
 
@@ -15,9 +22,13 @@ struct TrainSummary {
   double unigram_entropy = 0;      // nats/token of the training tokens: a frequency-only model's loss
   double tokens_per_s = 0;
   std::string weights_path;
+  std::vector<double> losses;      // the global mean training loss of every step
 };
 
-// Runs config.train.steps steps. Bad input (data files, sizes) is returned as a Status.
-core::Result<TrainSummary> train(const core::Config& config);
+// Runs config.train.steps steps; a collective over the grid's world. Preconditions:
+// parallel::check_grid(config, world size) passed and `grid` was built with config.parallel.tp.
+// Bad input (data files, sizes) is returned as a Status; a failure only some ranks see is thrown
+// so the app aborts every rank.
+core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid);
 
 }  // namespace tessera::train

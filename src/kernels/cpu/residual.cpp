@@ -61,6 +61,17 @@ double sum_squares(const T* x, int64_t n) {
   return total;
 }
 
+template <typename T>
+void add_bias(T* out, const T* bias, int64_t N, int64_t C) {
+#pragma omp parallel for schedule(static) if (N * C > 32768)
+  for (int64_t n = 0; n < N; ++n) {
+    T* row = out + n * C;
+    for (int64_t c = 0; c < C; ++c) row[c] += bias[c];
+  }
+}
+
+template void add_bias<float>(float*, const float*, int64_t, int64_t);
+template void add_bias<double>(double*, const double*, int64_t, int64_t);
 template void residual_forward<float>(float*, const float*, const float*, int64_t);
 template void residual_forward<double>(double*, const double*, const double*, int64_t);
 template void add_inplace<float>(float*, const float*, int64_t);

@@ -20,6 +20,11 @@ void scale_inplace(T* x, T s, int64_t n);
 
 // sum of x[i]² accumulated in double. Deterministic for a fixed thread count (per-thread partial
 // sums added in thread order).
+// out (N, C) += bias (C) broadcast over rows: the bias of a row-parallel linear, added once
+// after its partial outputs were summed over tp.
+template <typename T>
+void add_bias(T* out, const T* bias, int64_t N, int64_t C);
+
 template <typename T>
 double sum_squares(const T* x, int64_t n);
 

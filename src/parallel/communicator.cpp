@@ -1,0 +1,303 @@
+// MpiCommunicator: host-memory collectives over a duplicated MPI communicator. MPI counts are
+// int, so every verb splits counts above max_elements_per_call_ (INT_MAX) into chunks; each
+// collective is recorded to the timeline when one is set.
+#include "parallel/communicator.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "parallel/timeline.h"
+
+namespace tessera::parallel {
+namespace {
+
+// bf16 <-> f32. bf16 is the top half of an IEEE binary32; rounding to nearest even adds
+// 0x7FFF plus the lowest kept bit before truncating. NaN stays a (quiet) NaN.
+float bf16_to_float(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  }
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// MPI user reduction: inout[i] = bf16(float(in[i]) + float(inout[i])).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+MPI_Op g_bf16_sum_op = MPI_OP_NULL;
+
+// Called by MPI_Finalize when it deletes MPI_COMM_SELF's attributes: frees the op before MPI
+// goes away (the standard's hook for cleanup at finalisation).
+int free_bf16_op(MPI_Comm, int, void*, void*) {
+  if (g_bf16_sum_op != MPI_OP_NULL) MPI_Op_free(&g_bf16_sum_op);
+  return MPI_SUCCESS;
+}
+
+// The bf16 sum op, created on first use and freed at MPI_Finalize.
+MPI_Op bf16_sum_op() {
+  if (g_bf16_sum_op == MPI_OP_NULL) {
+    TESSERA_MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &g_bf16_sum_op),
+                      "creating the bf16 sum reduction");
+    int keyval = MPI_KEYVAL_INVALID;
+    TESSERA_MPI_CHECK(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, &free_bf16_op, &keyval,
+                                             nullptr),
+                      "registering the bf16 op's cleanup at MPI_Finalize");
+    TESSERA_MPI_CHECK(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, nullptr),
+                      "registering the bf16 op's cleanup at MPI_Finalize");
+    // The attribute keeps the key alive until MPI_Finalize deletes it.
+    TESSERA_MPI_CHECK(MPI_Comm_free_keyval(&keyval), "freeing the bf16 cleanup key");
+  }
+  return g_bf16_sum_op;
+}
+
+// Chunk size of the staged (packed) paths of all_gather and reduce_scatter: bounds the staging
+// buffer to size() * 64 Mi floats.
+constexpr int64_t kStageElements = int64_t{1} << 26;
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX; }
+
+std::string bytes_args(int64_t bytes) { return "{\"bytes\": " + std::to_string(bytes) + "}"; }
+
+// Records [start, now) of a blocking collective when a timeline is set.
+class CollectiveEvent {
+ public:
+  CollectiveEvent(Timeline* timeline, const std::string& comm_name, const char* verb,
+                  int64_t bytes)
+      : timeline_(timeline), bytes_(bytes), start_us_(timeline ? core::now_us() : 0.0) {
+    if (timeline_) name_ = comm_name + "." + verb;
+  }
+  ~CollectiveEvent() {
+    if (timeline_) {
+      timeline_->record(name_, "collective", Lane::kCommunication, start_us_, core::now_us(),
+                        bytes_args(bytes_));
+    }
+  }
+  CollectiveEvent(const CollectiveEvent&) = delete;
+  CollectiveEvent& operator=(const CollectiveEvent&) = delete;
+
+ private:
+  Timeline* timeline_;
+  std::string name_;
+  int64_t bytes_;
+  double start_us_;
+};
+
+// One MPI_Iallreduce per chunk; complete when all are.
+class MpiRequest : public Request {
+ public:
+  MpiRequest(std::vector<MPI_Request> requests, Timeline* timeline, std::string name,
+             std::string args)
+      : requests_(std::move(requests)),
+        timeline_(timeline),
+        name_(std::move(name)),
+        args_(std::move(args)),
+        start_us_(core::now_us()) {}
+  ~MpiRequest() override {
+    // Invariant: the buffer belongs to the caller and must not be written after we return.
+    // No throw from a destructor: a failed wait is reported by MPI's return code only.
+    if (!done_) {
+      MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+      done_ = true;
+      record();
+    }
+  }
+  MpiRequest(const MpiRequest&) = delete;
+  MpiRequest& operator=(const MpiRequest&) = delete;
+
+  void wait() override {
+    if (done_) return;
+    TESSERA_MPI_CHECK(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
+                                  MPI_STATUSES_IGNORE),
+                      "waiting for a non-blocking all-reduce");
+    done_ = true;
+    record();
+  }
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    TESSERA_MPI_CHECK(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
+                                  MPI_STATUSES_IGNORE),
+                      "testing a non-blocking all-reduce");
+    if (flag) {
+      done_ = true;
+      record();
+    }
+    return done_;
+  }
+
+ private:
+  void record() {
+    if (timeline_) {
+      timeline_->record(name_, "collective", Lane::kCommunication, start_us_, core::now_us(),
+                        args_);
+    }
+  }
+
+  std::vector<MPI_Request> requests_;
+  Timeline* timeline_;
+  std::string name_, args_;
+  double start_us_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+void Communicator::all_reduce_avg(float* buf, int64_t count) {
+  all_reduce_sum(buf, count);
+  const float scale = 1.0f / static_cast<float>(size());
+  for (int64_t i = 0; i < count; ++i) buf[i] *= scale;
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
+    : name_(std::move(name)), max_elements_per_call_(INT_MAX) {
+  TESSERA_MPI_CHECK(MPI_Comm_dup(comm, &comm_), "duplicating the communicator");
+  // Errors come back as return codes, so TESSERA_MPI_CHECK can say what failed; the app then
+  // aborts the job (docs/DESIGN.md decision 13).
+  TESSERA_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN),
+                    "setting the communicator's error handler");
+  TESSERA_MPI_CHECK(MPI_Comm_rank(comm_, &rank_), "reading the rank in the communicator");
+  TESSERA_MPI_CHECK(MPI_Comm_size(comm_, &size_), "reading the communicator size");
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::set_max_elements_per_call(int64_t max_elements) {
+  TESSERA_ASSERT(max_elements >= 1 && max_elements <= INT_MAX,
+                 "setting the largest element count per MPI call (1 to INT_MAX)");
+  max_elements_per_call_ = max_elements;
+}
+
+void MpiCommunicator::all_reduce(float* buf, int64_t count, ReduceOp op) {
+  CollectiveEvent event(timeline_, name_, "all_reduce", count * 4);
+  for (int64_t off = 0; off < count; off += max_elements_per_call_) {
+    const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
+    TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_FLOAT, mpi_op(op), comm_),
+                      "all-reducing floats");
+  }
+}
+
+void MpiCommunicator::all_reduce(double* buf, int64_t count, ReduceOp op) {
+  CollectiveEvent event(timeline_, name_, "all_reduce", count * 8);
+  for (int64_t off = 0; off < count; off += max_elements_per_call_) {
+    const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
+    TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_DOUBLE, mpi_op(op), comm_),
+                      "all-reducing doubles");
+  }
+}
+
+void MpiCommunicator::all_gather(float* recv, const float* send, int64_t count) {
+  CollectiveEvent event(timeline_, name_, "all_gather", count * size_ * 4);
+  const bool in_place = send == recv + static_cast<int64_t>(rank_) * count;
+  if (count <= max_elements_per_call_) {
+    TESSERA_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : send, static_cast<int>(count),
+                                    MPI_FLOAT, recv, static_cast<int>(count), MPI_FLOAT, comm_),
+                      "all-gathering floats");
+    return;
+  }
+  // Chunk [off, off + n) of every rank's block: gather rank-major into `staged`, then place each
+  // block's piece. Reading send[off, +n) before writing recv keeps the in-place case correct (a
+  // rank's own piece is rewritten with the same values).
+  const int64_t chunk = std::min(max_elements_per_call_, kStageElements);
+  std::vector<float> staged(static_cast<size_t>(chunk) * size_);
+  for (int64_t off = 0; off < count; off += chunk) {
+    const int64_t n = std::min(chunk, count - off);
+    TESSERA_MPI_CHECK(MPI_Allgather(send + off, static_cast<int>(n), MPI_FLOAT, staged.data(),
+                                    static_cast<int>(n), MPI_FLOAT, comm_),
+                      "all-gathering a chunk of floats");
+    for (int i = 0; i < size_; ++i) {
+      std::memcpy(recv + i * count + off, staged.data() + i * n, n * sizeof(float));
+    }
+  }
+}
+
+void MpiCommunicator::reduce_scatter(float* recv, const float* send, int64_t count) {
+  CollectiveEvent event(timeline_, name_, "reduce_scatter", count * size_ * 4);
+  if (count <= max_elements_per_call_) {
+    TESSERA_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, static_cast<int>(count), MPI_FLOAT,
+                                               MPI_SUM, comm_),
+                      "reduce-scattering floats");
+    return;
+  }
+  // Chunk [off, off + n) of every rank's block packed rank-major, then reduce-scattered.
+  const int64_t chunk = std::min(max_elements_per_call_, kStageElements);
+  std::vector<float> staged(static_cast<size_t>(chunk) * size_);
+  for (int64_t off = 0; off < count; off += chunk) {
+    const int64_t n = std::min(chunk, count - off);
+    for (int i = 0; i < size_; ++i) {
+      std::memcpy(staged.data() + i * n, send + i * count + off, n * sizeof(float));
+    }
+    TESSERA_MPI_CHECK(MPI_Reduce_scatter_block(staged.data(), recv + off, static_cast<int>(n),
+                                               MPI_FLOAT, MPI_SUM, comm_),
+                      "reduce-scattering a chunk of floats");
+  }
+}
+
+void MpiCommunicator::broadcast(float* buf, int64_t count, int root) {
+  CollectiveEvent event(timeline_, name_, "broadcast", count * 4);
+  for (int64_t off = 0; off < count; off += max_elements_per_call_) {
+    const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
+    TESSERA_MPI_CHECK(MPI_Bcast(buf + off, n, MPI_FLOAT, root, comm_), "broadcasting floats");
+  }
+}
+
+void MpiCommunicator::broadcast_bytes(void* buf, int64_t bytes, int root) {
+  CollectiveEvent event(timeline_, name_, "broadcast", bytes);
+  auto* p = static_cast<char*>(buf);
+  for (int64_t off = 0; off < bytes; off += max_elements_per_call_) {
+    const int n = static_cast<int>(std::min(max_elements_per_call_, bytes - off));
+    TESSERA_MPI_CHECK(MPI_Bcast(p + off, n, MPI_BYTE, root, comm_), "broadcasting bytes");
+  }
+}
+
+void MpiCommunicator::barrier() {
+  CollectiveEvent event(timeline_, name_, "barrier", 0);
+  TESSERA_MPI_CHECK(MPI_Barrier(comm_), "waiting at a barrier");
+}
+
+std::unique_ptr<Request> MpiCommunicator::all_reduce_sum_async(void* buf, int64_t count,
+                                                               WireType wire) {
+  const bool bf16 = wire == WireType::kBF16;
+  const MPI_Datatype type = bf16 ? MPI_UINT16_T : MPI_FLOAT;
+  const MPI_Op op = bf16 ? bf16_sum_op() : MPI_SUM;
+  const int64_t element_bytes = bf16 ? 2 : 4;
+  auto* p = static_cast<char*>(buf);
+  std::vector<MPI_Request> requests;
+  for (int64_t off = 0; off < count; off += max_elements_per_call_) {
+    const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
+    MPI_Request request = MPI_REQUEST_NULL;
+    TESSERA_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p + off * element_bytes, n, type, op, comm_,
+                                     &request),
+                      "starting a non-blocking all-reduce");
+    requests.push_back(request);
+  }
+  std::string args = "{\"bytes\": " + std::to_string(count * element_bytes) + ", \"wire\": \"" +
+                     (bf16 ? "bf16" : "f32") + "\"}";
+  return std::make_unique<MpiRequest>(std::move(requests), timeline_,
+                                      name_ + ".all_reduce_async", std::move(args));
+}
+
+}  // namespace tessera::parallel

@@ -1,0 +1,211 @@
+// GradientReducer: bucket packing at construction, in-order launch of non-blocking all-reduces
+// as gradients become final, and the wait / average / reset of finish(). The protocol is told
+// step by step in gradient_reducer.h.
+#include "parallel/gradient_reducer.h"
+
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "models/param_spec.h"
+#include "parallel/communicator.h"
+#include "parallel/timeline.h"
+
+namespace tessera::parallel {
+namespace {
+
+constexpr int64_t kMinParallel = 1 << 16;  // elements below which a loop stays on one thread
+
+// f32 -> bf16, round to nearest even: add 0x7FFF plus the lowest kept bit, keep the top half.
+// A NaN stays a quiet NaN (rounding could carry it into an infinity).
+inline uint16_t to_bf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x0040u) : rounded);
+}
+
+inline float from_bf16(uint16_t value) {
+  const uint32_t bits = static_cast<uint32_t>(value) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+}  // namespace
+
+GradientReducer::GradientReducer(const models::ParamSet& params, const core::Tensor& grads,
+                                 Communicator& dp_comm, ReducerOptions options,
+                                 Timeline* timeline)
+    : grads_(grads),
+      dp_comm_(dp_comm),
+      options_(options),
+      timeline_(timeline),
+      dp_size_(dp_comm.size()) {
+  TESSERA_ASSERT(grads.dtype() == core::DType::kF32 && grads.device() == core::Device::kCpu,
+                 "building the gradient reducer (the gradient arena must be f32 host memory)");
+  TESSERA_ASSERT(grads.numel() == params.total_local_numel(),
+                 "building the gradient reducer (the gradient arena must have the ParamSet's "
+                 "total_local_numel elements)");
+  const int n = params.size();
+  offsets_.resize(n);
+  numels_.resize(n);
+  bucket_of_.assign(n, -1);
+  ready_.assign(n, 0);
+  for (int i = 0; i < n; ++i) {
+    offsets_[i] = params.offset(i);
+    numels_[i] = params.local_numel(i);
+  }
+
+  // Greedy packing from the last parameter to the first. The cap compares f32 bytes of the
+  // parameters themselves (padding excluded), so bucket_mb means the same for both wire types.
+  const double cap_bytes = options_.bucket_mb * 1024.0 * 1024.0;
+  double bucket_bytes = 0.0;
+  for (int i = n - 1; i >= 0; --i) {
+    const double bytes = static_cast<double>(numels_[i]) * sizeof(float);
+    if (buckets_.empty() || bucket_bytes + bytes > cap_bytes) {
+      buckets_.push_back(Bucket{});
+      buckets_.back().first_param = i;
+      bucket_bytes = 0.0;
+    }
+    Bucket& bucket = buckets_.back();
+    bucket.last_param = i;
+    bucket.pending += 1;
+    bucket_bytes += bytes;
+    bucket_of_[i] = num_buckets() - 1;
+  }
+  for (Bucket& bucket : buckets_) {
+    bucket.begin = offsets_[bucket.last_param];
+    bucket.count = offsets_[bucket.first_param] + numels_[bucket.first_param] - bucket.begin;
+    // Invariant: registration order is arena order, so a run of parameters is one range.
+    TESSERA_ASSERT(bucket.count >= 0 && bucket.begin + bucket.count <= grads.numel(),
+                   "building the gradient reducer (ParamSet offsets must increase with index)");
+  }
+  if (options_.compress_bf16 && dp_size_ > 1) {
+    wire_bf16_.assign(static_cast<size_t>(grads.numel()), 0);
+  }
+}
+
+GradientReducer::~GradientReducer() = default;
+
+std::vector<int> GradientReducer::bucket_params(int bucket) const {
+  TESSERA_ASSERT(bucket >= 0 && bucket < num_buckets(), "listing a bucket's parameters");
+  std::vector<int> out;
+  for (int i = buckets_[bucket].first_param; i >= buckets_[bucket].last_param; --i) {
+    out.push_back(i);
+  }
+  return out;
+}
+
+int64_t GradientReducer::wire_bytes_per_step() const {
+  if (dp_size_ == 1) return 0;
+  int64_t elements = 0;
+  for (const Bucket& bucket : buckets_) elements += bucket.count;
+  return elements * (options_.compress_bf16 ? 2 : 4);
+}
+
+void GradientReducer::mark_ready(int param_index) {
+  TESSERA_ASSERT(param_index >= 0 && param_index < static_cast<int>(ready_.size()),
+                 "marking a gradient ready (the index must name a registered parameter)");
+  TESSERA_ASSERT(!ready_[param_index],
+                 "marking a gradient ready (each parameter at most once per step; finish() "
+                 "ends the step)");
+  ready_[param_index] = 1;
+  if (dp_size_ == 1) return;
+  if (options_.compress_bf16) convert_to_wire(param_index);
+  Bucket& bucket = buckets_[bucket_of_[param_index]];
+  bucket.pending -= 1;
+  if (!options_.overlap) return;
+  launch_full_buckets();
+  // Progress: testing the oldest request drives the MPI progress engine for all of them.
+  while (next_complete_ < next_start_ && buckets_[next_complete_].request->test()) {
+    complete(next_complete_++);
+  }
+}
+
+void GradientReducer::finish() {
+  Timeline::Scope scope(timeline_, "reducer.finish", "allreduce", Lane::kCompute);
+  if (dp_size_ == 1) {
+    reset();
+    return;
+  }
+  for (int i = 0; i < static_cast<int>(ready_.size()); ++i) {
+    if (ready_[i]) continue;
+    ready_[i] = 1;
+    if (options_.compress_bf16) convert_to_wire(i);
+    buckets_[bucket_of_[i]].pending -= 1;
+  }
+  launch_full_buckets();
+  // Invariant: every bucket is full now, so every bucket has started.
+  TESSERA_ASSERT(next_start_ == num_buckets(), "finishing the gradient reduction");
+
+  const float scale = 1.0f / static_cast<float>(dp_size_);
+  float* arena = grads_.f32();
+  for (int b = 0; b < num_buckets(); ++b) {
+    Bucket& bucket = buckets_[b];
+    bucket.request->wait();
+    if (b >= next_complete_) complete(b);
+    // The average: sum * (1 / dp_size), as Communicator::all_reduce_avg computes it. Only the
+    // parameters' own elements are written (the padding between them is left alone).
+    for (int i = bucket.first_param; i >= bucket.last_param; --i) {
+      float* grad = arena + offsets_[i];
+      const int64_t n = numels_[i];
+      if (options_.compress_bf16) {
+        const uint16_t* wire = wire_bf16_.data() + offsets_[i];
+#pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
+        for (int64_t k = 0; k < n; ++k) grad[k] = from_bf16(wire[k]) * scale;
+      } else {
+#pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
+        for (int64_t k = 0; k < n; ++k) grad[k] *= scale;
+      }
+    }
+    bucket.request.reset();
+  }
+  next_complete_ = num_buckets();
+  reset();
+}
+
+void GradientReducer::convert_to_wire(int param_index) {
+  const float* grad = grads_.f32() + offsets_[param_index];
+  uint16_t* wire = wire_bf16_.data() + offsets_[param_index];
+  const int64_t n = numels_[param_index];
+#pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
+  for (int64_t k = 0; k < n; ++k) wire[k] = to_bf16(grad[k]);
+}
+
+void GradientReducer::launch_full_buckets() {
+  while (next_start_ < num_buckets() && buckets_[next_start_].pending == 0) start(next_start_++);
+}
+
+void GradientReducer::start(int b) {
+  Bucket& bucket = buckets_[b];
+  bucket.start_us = timeline_ ? core::now_us() : 0.0;
+  void* buf = options_.compress_bf16 ? static_cast<void*>(wire_bf16_.data() + bucket.begin)
+                                     : static_cast<void*>(grads_.f32() + bucket.begin);
+  bucket.request = dp_comm_.all_reduce_sum_async(
+      buf, bucket.count, options_.compress_bf16 ? WireType::kBF16 : WireType::kF32);
+}
+
+void GradientReducer::complete(int b) {
+  if (!timeline_) return;
+  const Bucket& bucket = buckets_[b];
+  const int64_t bytes = bucket.count * (options_.compress_bf16 ? 2 : 4);
+  timeline_->record("bucket " + std::to_string(b) + " allreduce", "allreduce",
+                    Lane::kCommunication, bucket.start_us, core::now_us(),
+                    "{\"bytes\": " + std::to_string(bytes) + ", \"params\": " +
+                        std::to_string(bucket.first_param - bucket.last_param + 1) + "}");
+}
+
+void GradientReducer::reset() {
+  for (Bucket& bucket : buckets_) {
+    bucket.pending = bucket.first_param - bucket.last_param + 1;
+    bucket.request.reset();
+  }
+  ready_.assign(ready_.size(), 0);
+  next_start_ = 0;
+  next_complete_ = 0;
+}
+
+}  // namespace tessera::parallel

@@ -1,0 +1,124 @@
+// GradientReducer: Horovod-style fused data-parallel gradient averaging. Gradients are grouped
+// into buckets in reverse registration order; a full bucket is all-reduced (non-blocking) over
+// dp_comm while backward goes on, and finish() waits and leaves the dp average in the arena.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera::models {
+class ParamSet;
+}
+
+namespace tessera::parallel {
+
+class Communicator;
+class Request;
+class Timeline;
+
+struct ReducerOptions {
+  double bucket_mb = 25.0;     // cap of one bucket, MiB of f32 gradient (2^20 bytes)
+  bool overlap = true;         // start a bucket's all-reduce as soon as it is full (else: finish)
+  bool compress_bf16 = false;  // bf16 on the wire: half the bytes, ~3 significant digits
+};
+
+// Averages a rank's gradient arena over the data-parallel group, one step at a time.
+//
+// Protocol (every member of dp_comm builds the reducer from the same ParamSet layout and runs
+// the same steps; only the order of mark_ready calls may differ between ranks):
+//  1. Construction (no communication). Parameters are walked from the last registered to the
+//     first and packed greedily into buckets of at most bucket_mb MiB of f32 gradient; a
+//     parameter larger than the cap is a bucket of its own. Bucket 0 thus holds the last
+//     layers, whose gradients backward finishes first. A bucket is a run of consecutive
+//     parameters, so its gradients are one contiguous range of the arena (ParamSet offsets,
+//     the alignment padding between them included): that range is the bucket's fusion buffer.
+//     f32 buckets are all-reduced in place in the arena, so nothing is copied in or out (the
+//     copies Horovod needs for scattered tensors cost ~2 memory passes here: see
+//     bench/bench_reducer.cpp). With compress_bf16 a bf16 fusion buffer with the arena's layout
+//     is allocated here, once.
+//  2. mark_ready(i), once per parameter per step, when its gradient is final (after the last
+//     micro-batch). bf16: the gradient is rounded (to nearest even) into the bf16 buffer. The
+//     parameter's bucket counts one pending parameter less.
+//  3. Launch, in bucket order. With overlap on, mark_ready starts every bucket that is full and
+//     whose predecessors have all started (all_reduce_sum_async over dp_comm). Bucket b is the
+//     b-th collective on dp_comm on every rank, whatever order the ranks marked parameters in:
+//     MPI matches non-blocking collectives by issue order. (Horovod agrees on an order through
+//     its coordinator; a fixed bucket order needs no negotiation.)
+//  4. Progress. Each mark_ready tests the oldest unfinished all-reduce: OpenMPI has no progress
+//     thread, so a started all-reduce moves only inside MPI calls.
+//  5. finish(): parameters never marked are marked now, buckets not started are started in
+//     order (all of them when overlap is off), then, bucket by bucket in order, it waits and
+//     writes sum / dp_size into each parameter's gradient.
+//  6. Reset: every parameter is unmarked and every bucket empty; the next step starts at 2.
+// With dp_size 1, steps 3-5 are skipped: the average over one rank is the gradient itself
+// (so compress_bf16 does not round it either).
+//
+// Between mark_ready(i) and finish() the caller neither reads nor writes gradient i: its arena
+// range may be under an in-flight all-reduce. The arena's padding between parameters is summed
+// too (it is never read as a gradient). No other collective may be issued on dp_comm between
+// the first mark_ready of a step and finish().
+// Timeline (optional, not owned): per bucket and step an event "bucket <b> allreduce" (lane
+// communication, category "allreduce") from its start until the reducer sees it complete, and
+// "reducer.finish" (lane compute) around finish(). A timeline set on dp_comm itself adds its
+// own "<name>.all_reduce_async" events, distinct from these.
+// Not thread-safe: call from the thread that runs the step loop.
+class GradientReducer {
+ public:
+  // Registers the parameters of `params` in their order; `grads` is the gradient arena with the
+  // ParamSet layout (f32, params.total_local_numel() elements). `grads` shares its storage with
+  // the caller's arena; dp_comm and timeline must outlive the reducer.
+  GradientReducer(const models::ParamSet& params, const core::Tensor& grads,
+                  Communicator& dp_comm, ReducerOptions options, Timeline* timeline = nullptr);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Step 2-4 of the protocol for parameter `param_index` (0 <= index < params.size(), at most
+  // once per step; both asserted). Not a collective on its own, but it may start collectives on
+  // dp_comm, so every rank marks every parameter (or leaves it to finish()).
+  void mark_ready(int param_index);
+  // Collective over dp_comm. Steps 5-6: on return every gradient is the dp average.
+  void finish();
+
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // Parameter indices of bucket b, in the order they were packed (descending).
+  std::vector<int> bucket_params(int bucket) const;
+  // All-reduce payload per step on each rank (bucket ranges x wire element size); 0 when
+  // dp_size is 1 (nothing is sent).
+  int64_t wire_bytes_per_step() const;
+
+ private:
+  struct Bucket {
+    int first_param = 0;          // highest parameter index (packed first)
+    int last_param = 0;           // lowest parameter index
+    int64_t begin = 0;            // arena offset of the range (offset of last_param)
+    int64_t count = 0;            // elements in the range, padding between parameters included
+    int pending = 0;              // parameters not yet marked this step
+    std::unique_ptr<Request> request;  // in flight when set
+    double start_us = 0.0;
+  };
+
+  void convert_to_wire(int param_index);
+  void launch_full_buckets();
+  void start(int bucket);
+  void complete(int bucket);  // records the timeline event of a finished all-reduce
+  void reset();
+
+  core::Tensor grads_;
+  Communicator& dp_comm_;
+  ReducerOptions options_;
+  Timeline* timeline_;
+  int dp_size_ = 1;
+  std::vector<int64_t> offsets_, numels_;  // per parameter, from the ParamSet
+  std::vector<int> bucket_of_;             // per parameter
+  std::vector<char> ready_;                // per parameter: marked this step
+  std::vector<Bucket> buckets_;
+  std::vector<uint16_t> wire_bf16_;        // bf16 fusion buffer (arena layout), if compressing
+  int next_start_ = 0;                     // buckets [0, next_start_) have started this step
+  int next_complete_ = 0;                  // buckets [0, next_complete_) have completed
+};
+
+}  // namespace tessera::parallel

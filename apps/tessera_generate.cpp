@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <algorithm>
 #include <iterator>
 
 #include "checkpoint/interim_weights.h"
@@ -11,6 +12,7 @@
 #include "data/tokenizer.h"
 #include "generate/generator.h"
 #include "models/gpt.h"
+#include "parallel/process_grid.h"
 
 using namespace tessera;
 
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
     generate::GenerateOptions o;
     bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
+    int tp = 0;
     app.add_option("weights", weights_path, "weights file written by tessera-train")->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
     app.add_option("--tokenizer", tokenizer_prefix, "tokenizer prefix (default: the one in the weights' config)");
@@ -31,7 +34,8 @@ int main(int argc, char** argv) {
     app.add_option("--top-k", o.sampling.top_k, "keep the k most likely tokens (0: off)")->capture_default_str();
     app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass (1: off)")->capture_default_str();
     app.add_option("--seed", o.sampling.seed, "sampling seed")->capture_default_str();
-    app.add_option("--threads", threads, "threads (0: all cores)");
+    app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
+    app.add_option("--tp", tp, "tensor-parallel size (default: every rank; ranks beyond one tp group repeat it)");
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
     app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
     app.add_flag("--no-kv-cache", no_cache, "recompute the whole prefix for every token (reference path)");
@@ -45,9 +49,24 @@ int main(int argc, char** argv) {
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;
-    core::set_threads(threads, 1);
     auto config = checkpoint::read_interim_config(weights_path);
     if (!config) return config.status();
+    int world_size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    if (tp == 0) tp = world_size;
+    // The grid checks of training, with a batch that every dp size divides.
+    core::Config grid_config = *config;
+    grid_config.parallel.tp = tp;
+    grid_config.train.batch_size = world_size / std::max(1, tp);
+    grid_config.train.micro_batch_size = 1;
+    if (tp < 1 || world_size % tp != 0) {
+      return core::Status::error("--tp " + std::to_string(tp) + " does not divide the " +
+                                 std::to_string(world_size) + " ranks; pick a divisor");
+    }
+    TESSERA_RETURN_IF_ERROR(parallel::check_grid(grid_config, world_size));
+    parallel::ProcessGrid grid(tp);
+    const bool printer = grid.world_rank() == 0;
+    core::set_threads(threads, grid.local_size());
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
     auto tokenizer = data::Tokenizer::load_prefix(tokenizer_prefix);
     if (!tokenizer) return tokenizer.status();
@@ -57,21 +76,31 @@ int main(int argc, char** argv) {
                                  std::to_string(config->model.vocab_size) +
                                  "; pass the tokenizer the model was trained with (--tokenizer)");
     }
-    models::Gpt model(config->model, 1, config->model.max_seq_len);
+    models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.tp_comm());
     TESSERA_RETURN_IF_ERROR(checkpoint::load_interim_weights(weights_path, model));
     if (!app.count("--prompt")) {
-      prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      // mpirun hands stdin to rank 0 only: it reads, every rank gets the same prompt.
+      if (grid.world_rank() == 0) {
+        prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      }
+      int64_t bytes = static_cast<int64_t>(prompt.size());
+      grid.world_comm().broadcast_bytes(&bytes, sizeof bytes, 0);
+      prompt.resize(bytes);
+      grid.world_comm().broadcast_bytes(prompt.data(), bytes, 0);
     }
     o.eot_token = tokenizer->eot_token();
     generate::Generator generator(model);
-    std::fputs(prompt.c_str(), stdout);
-    std::fflush(stdout);
+    if (printer) {
+      std::fputs(prompt.c_str(), stdout);
+      std::fflush(stdout);
+    }
     auto out = generator.generate(tokenizer->encode(prompt), o, [&](int32_t token) {
+      if (!printer) return;
       const std::string piece = tokenizer->decode_token(token);
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     });
-    std::fputs("\n", stdout);
+    if (printer) std::fputs("\n", stdout);
     if (!out) return out.status();
     return 0;
   });

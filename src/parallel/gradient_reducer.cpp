@@ -3,6 +3,7 @@
 // step by step in gradient_reducer.h.
 #include "parallel/gradient_reducer.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -16,6 +17,8 @@ namespace tessera::parallel {
 namespace {
 
 constexpr int64_t kMinParallel = 1 << 16;  // elements below which a loop stays on one thread
+// Elements averaged between two progress tests in finish() (1 MiB of f32).
+constexpr int64_t kProgressChunk = 1 << 18;
 
 // f32 -> bf16, round to nearest even: add 0x7FFF plus the lowest kept bit, keep the top half.
 // A NaN stays a quiet NaN (rounding could carry it into an infinity).
@@ -119,7 +122,11 @@ void GradientReducer::mark_ready(int param_index) {
   bucket.pending -= 1;
   if (!options_.overlap) return;
   launch_full_buckets();
-  // Progress: testing the oldest request drives the MPI progress engine for all of them.
+  progress();
+}
+
+void GradientReducer::progress() {
+  // Testing the oldest unfinished request drives MPI's progress engine for all of them.
   while (next_complete_ < next_start_ && buckets_[next_complete_].request->test()) {
     complete(next_complete_++);
   }
@@ -145,25 +152,31 @@ void GradientReducer::finish() {
   float* arena = grads_.f32();
   for (int b = 0; b < num_buckets(); ++b) {
     Bucket& bucket = buckets_[b];
-    bucket.request->wait();
-    if (b >= next_complete_) complete(b);
+    if (b >= next_complete_) {
+      bucket.request->wait();
+      complete(b);
+      next_complete_ = b + 1;
+    }
     // The average: sum * (1 / dp_size), as Communicator::all_reduce_avg computes it. Only the
-    // parameters' own elements are written (the padding between them is left alone).
+    // parameters' own elements are written (the padding between them is left alone). The pass
+    // runs in chunks with a progress test between them, so later buckets move meanwhile.
     for (int i = bucket.first_param; i >= bucket.last_param; --i) {
-      float* grad = arena + offsets_[i];
-      const int64_t n = numels_[i];
-      if (options_.compress_bf16) {
-        const uint16_t* wire = wire_bf16_.data() + offsets_[i];
+      for (int64_t chunk = 0; chunk < numels_[i]; chunk += kProgressChunk) {
+        float* grad = arena + offsets_[i] + chunk;
+        const int64_t n = std::min(kProgressChunk, numels_[i] - chunk);
+        if (options_.compress_bf16) {
+          const uint16_t* wire = wire_bf16_.data() + offsets_[i] + chunk;
 #pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
-        for (int64_t k = 0; k < n; ++k) grad[k] = from_bf16(wire[k]) * scale;
-      } else {
+          for (int64_t k = 0; k < n; ++k) grad[k] = from_bf16(wire[k]) * scale;
+        } else {
 #pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
-        for (int64_t k = 0; k < n; ++k) grad[k] *= scale;
+          for (int64_t k = 0; k < n; ++k) grad[k] *= scale;
+        }
+        progress();
       }
     }
     bucket.request.reset();
   }
-  next_complete_ = num_buckets();
   reset();
 }
 

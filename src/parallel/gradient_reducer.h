@@ -103,6 +103,7 @@ class GradientReducer {
 
   void convert_to_wire(int param_index);
   void launch_full_buckets();
+  void progress();  // tests the oldest unfinished all-reduce; records those that completed
   void start(int bucket);
   void complete(int bucket);  // records the timeline event of a finished all-reduce
   void reset();

@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -14,6 +15,10 @@ namespace tessera::core {
 int run_app(const char* app_name, int argc, char** argv,
             const std::function<Result<int>(int, char**)>& body) {
   prepare_thread_environment(argc, argv);
+  // Open MPI 4.1 picks a slow tree algorithm for non-blocking all-reduce with fewer than 4 ranks
+  // or in place (the gradient reducer's case); the ring algorithm is 2-3x faster there
+  // (docs/PERF.md). A user's own setting wins.
+  setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", /*overwrite=*/0);
   MPI_Init(&argc, &argv);
   int world_rank = 0, world_size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);

@@ -58,9 +58,9 @@ MPI_Op bf16_sum_op() {
     TESSERA_MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &g_bf16_sum_op),
                       "creating the bf16 sum reduction");
     int keyval = MPI_KEYVAL_INVALID;
-    TESSERA_MPI_CHECK(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, &free_bf16_op, &keyval,
-                                             nullptr),
-                      "registering the bf16 op's cleanup at MPI_Finalize");
+    TESSERA_MPI_CHECK(
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, &free_bf16_op, &keyval, nullptr),
+        "registering the bf16 op's cleanup at MPI_Finalize");
     TESSERA_MPI_CHECK(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, nullptr),
                       "registering the bf16 op's cleanup at MPI_Finalize");
     // The attribute keeps the key alive until MPI_Finalize deletes it.
@@ -80,8 +80,7 @@ std::string bytes_args(int64_t bytes) { return "{\"bytes\": " + std::to_string(b
 // Records [start, now) of a blocking collective when a timeline is set.
 class CollectiveEvent {
  public:
-  CollectiveEvent(Timeline* timeline, const std::string& comm_name, const char* verb,
-                  int64_t bytes)
+  CollectiveEvent(Timeline* timeline, const std::string& comm_name, const char* verb, int64_t bytes)
       : timeline_(timeline), bytes_(bytes), start_us_(timeline ? core::now_us() : 0.0) {
     if (timeline_) name_ = comm_name + "." + verb;
   }
@@ -125,9 +124,9 @@ class MpiRequest : public Request {
 
   void wait() override {
     if (done_) return;
-    TESSERA_MPI_CHECK(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
-                                  MPI_STATUSES_IGNORE),
-                      "waiting for a non-blocking all-reduce");
+    TESSERA_MPI_CHECK(
+        MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
+        "waiting for a non-blocking all-reduce");
     done_ = true;
     record();
   }
@@ -237,9 +236,9 @@ void MpiCommunicator::all_gather(float* recv, const float* send, int64_t count) 
 void MpiCommunicator::reduce_scatter(float* recv, const float* send, int64_t count) {
   CollectiveEvent event(timeline_, name_, "reduce_scatter", count * size_ * 4);
   if (count <= max_elements_per_call_) {
-    TESSERA_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, static_cast<int>(count), MPI_FLOAT,
-                                               MPI_SUM, comm_),
-                      "reduce-scattering floats");
+    TESSERA_MPI_CHECK(
+        MPI_Reduce_scatter_block(send, recv, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_),
+        "reduce-scattering floats");
     return;
   }
   // Chunk [off, off + n) of every rank's block packed rank-major, then reduce-scattered.
@@ -289,15 +288,15 @@ std::unique_ptr<Request> MpiCommunicator::all_reduce_sum_async(void* buf, int64_
   for (int64_t off = 0; off < count; off += max_elements_per_call_) {
     const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
     MPI_Request request = MPI_REQUEST_NULL;
-    TESSERA_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p + off * element_bytes, n, type, op, comm_,
-                                     &request),
-                      "starting a non-blocking all-reduce");
+    TESSERA_MPI_CHECK(
+        MPI_Iallreduce(MPI_IN_PLACE, p + off * element_bytes, n, type, op, comm_, &request),
+        "starting a non-blocking all-reduce");
     requests.push_back(request);
   }
   std::string args = "{\"bytes\": " + std::to_string(count * element_bytes) + ", \"wire\": \"" +
                      (bf16 ? "bf16" : "f32") + "\"}";
-  return std::make_unique<MpiRequest>(std::move(requests), timeline_,
-                                      name_ + ".all_reduce_async", std::move(args));
+  return std::make_unique<MpiRequest>(std::move(requests), timeline_, name_ + ".all_reduce_async",
+                                      std::move(args));
 }
 
 }  // namespace tessera::parallel

@@ -63,8 +63,8 @@ void scatter_to_tp_forward(Communicator& tp_comm, float* x_local, const float* x
   take_column_block(x_local, x, rows, cols, tp_comm.rank(), local_cols(tp_comm, cols));
 }
 
-void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_local,
-                            int64_t rows, int64_t cols, float* workspace) {
+void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_local, int64_t rows,
+                            int64_t cols, float* workspace) {
   all_gather_last_dim(tp_comm, dx, dx_local, rows, cols, workspace);
 }
 
@@ -73,8 +73,8 @@ void gather_from_tp_forward(Communicator& tp_comm, float* x, const float* x_loca
   all_gather_last_dim(tp_comm, x, x_local, rows, cols, workspace);
 }
 
-void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx,
-                             int64_t rows, int64_t cols) {
+void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx, int64_t rows,
+                             int64_t cols) {
   take_column_block(dx_local, dx, rows, cols, tp_comm.rank(), local_cols(tp_comm, cols));
 }
 

@@ -19,10 +19,9 @@ core::Status check_grid(const core::Config& config, int world_size) {
                                " must be at least 1; use 1 for no tensor parallelism");
   }
   if (world_size < 1 || world_size % tp != 0) {
-    return core::Status::error("grid: world size " + std::to_string(world_size) +
-                               " is not divisible by parallel.tp " + tp_text +
-                               "; run on a multiple of " + tp_text +
-                               " ranks or change parallel.tp");
+    return core::Status::error(
+        "grid: world size " + std::to_string(world_size) + " is not divisible by parallel.tp " +
+        tp_text + "; run on a multiple of " + tp_text + " ranks or change parallel.tp");
   }
   const core::ModelConfig& model = config.model;
   if (model.n_head % tp != 0) {
@@ -41,8 +40,8 @@ core::Status check_grid(const core::Config& config, int world_size) {
   if (Vp % tp != 0) {
     return core::Status::error(
         "grid: model.vocab_size " + std::to_string(model.vocab_size) +
-        " padded to model.pad_vocab_to " + std::to_string(model.pad_vocab_to) + " (= " +
-        std::to_string(Vp) + ") is not divisible by parallel.tp " + tp_text +
+        " padded to model.pad_vocab_to " + std::to_string(model.pad_vocab_to) +
+        " (= " + std::to_string(Vp) + ") is not divisible by parallel.tp " + tp_text +
         "; change model.pad_vocab_to to a multiple of " + tp_text + ", or change parallel.tp");
   }
   const int dp = world_size / tp;
@@ -55,14 +54,15 @@ core::Status check_grid(const core::Config& config, int world_size) {
       return core::Status::error(
           "grid: train.batch_size " + std::to_string(batch) + " is not divisible by " + dp_text +
           " with train.micro_batch_size 0 (= batch_size / dp); change train.batch_size to a "
-          "multiple of " + std::to_string(dp) + ", or run on another number of ranks");
+          "multiple of " +
+          std::to_string(dp) + ", or run on another number of ranks");
     }
   } else if (batch % (dp * micro) != 0) {
-    return core::Status::error(
-        "grid: train.batch_size " + std::to_string(batch) + " is not divisible by " + dp_text +
-        " x train.micro_batch_size " + std::to_string(micro) + " (= " +
-        std::to_string(dp * micro) + "); change train.batch_size to a multiple of " +
-        std::to_string(dp * micro) + ", or change train.micro_batch_size");
+    return core::Status::error("grid: train.batch_size " + std::to_string(batch) +
+                               " is not divisible by " + dp_text + " x train.micro_batch_size " +
+                               std::to_string(micro) + " (= " + std::to_string(dp * micro) +
+                               "); change train.batch_size to a multiple of " +
+                               std::to_string(dp * micro) + ", or change train.micro_batch_size");
   }
   return core::Status::ok();
 }
@@ -96,9 +96,9 @@ ProcessGrid::ProcessGrid(MPI_Comm world, int tp_size) : tp_size_(tp_size) {
   TESSERA_ASSERT(dp_comm_->rank() == dp_rank() && dp_comm_->size() == dp_size(),
                  "checking the dp communicator against the rank map");
 
-  TESSERA_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, world_rank_,
-                                        MPI_INFO_NULL, &node_split),
-                    "finding the ranks on this node");
+  TESSERA_MPI_CHECK(
+      MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, world_rank_, MPI_INFO_NULL, &node_split),
+      "finding the ranks on this node");
   TESSERA_MPI_CHECK(MPI_Comm_rank(node_split, &local_rank_), "reading the node-local rank");
   TESSERA_MPI_CHECK(MPI_Comm_size(node_split, &local_size_), "reading the node-local size");
   TESSERA_MPI_CHECK(MPI_Comm_free(&node_split), "freeing the node split");

@@ -6,19 +6,16 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "core/timer.h"
 
 namespace tessera::parallel {
 namespace {
 
-const char* lane_name(Lane lane) {
-  return lane == Lane::kCompute ? "compute" : "communication";
-}
+const char* lane_name(Lane lane) { return lane == Lane::kCompute ? "compute" : "communication"; }
 
 // `args` is JSON object text; anything else (not an object, not JSON) is kept as a string so
 // that a bad caller never loses the event.

@@ -133,7 +133,10 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                                                           grid.dp_comm(), ro, timeline.get());
   }
   const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
-  const double peak_gflops = measure_sgemm_gflops();
+  // The job's peak: every rank measures its own share of the machine at the same moment (so
+  // ranks sharing cores each see their part) and the shares are summed.
+  double peak_gflops = measure_sgemm_gflops();
+  grid.world_comm().all_reduce(&peak_gflops, 1, parallel::ReduceOp::kSum);
   const double flops_per_token = models::Gpt::flops_per_token(mc, T);
 
   core::log_info("model: GPT-2, " + std::to_string(model.param_set().global_param_count(true)) +
@@ -146,8 +149,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                 grid.world_size(), dp_size, grid.tp_size());
   core::log_info(line);
   std::snprintf(line, sizeof line,
-                "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads, "
-                "sgemm peak %.1f GFLOP/s",
+                "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads per rank, "
+                "sgemm peak %.1f GFLOP/s (all ranks)",
                 static_cast<long>(tc.steps), static_cast<long>(global_batch),
                 static_cast<long>(T), static_cast<long>(micro), threads, peak_gflops);
   core::log_info(line);
@@ -216,7 +219,7 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
     }
     const double dt = step_timer.seconds();
     tokens_per_s = static_cast<double>(global_batch * T) / dt;
-    const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9 * dp_size);
+    const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9);
     summary.final_train_loss = loss;
 
     nlohmann::json rec = {{"step", step + 1}, {"loss", loss},         {"lr", lr},

@@ -1,0 +1,166 @@
+// Data-parallel gradient averaging: the GradientReducer (mark every parameter ready in backward
+// order, then finish) against one raw MPI_Allreduce of the same bytes, for the GPT-2 layouts of
+// the tiny config and of GPT-2 small (124M). Medians over repetitions, one JSON line per case.
+// Usage: mpirun -n 2 bench_reducer [--reps 5] [--bucket-mb 25] [--models tiny,gpt2-124m]
+#include <mpi.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/app.h"
+#include "core/config.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "models/gpt.h"
+#include "models/param_spec.h"
+#include "parallel/communicator.h"
+#include "parallel/gradient_reducer.h"
+
+using namespace tessera;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+core::ModelConfig model_config(const std::string& name) {
+  core::ModelConfig m;  // the defaults are the tiny config
+  if (name == "gpt2-124m") {
+    m.vocab_size = 50257;
+    m.pad_vocab_to = 128;
+    m.max_seq_len = 1024;
+    m.n_layer = 12;
+    m.n_head = 12;
+    m.n_embd = 768;
+  }
+  return m;
+}
+
+// Rank-dependent gradient values; the reducer overwrites them with averages every repetition.
+void fill(const core::Tensor& grads, int rank) {
+  float* g = grads.f32();
+  for (int64_t i = 0; i < grads.numel(); ++i) g[i] = static_cast<float>((i % 97) * 0.01 + rank);
+}
+
+// Times `body` `reps` times (after one warm-up), each between barriers; the slowest rank's time
+// counts (MPI_MAX), as a step does.
+template <typename F>
+double median_ms(int reps, F body) {
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    core::Timer timer;
+    body();
+    double t = timer.seconds() * 1e3;
+    MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (r > 0) ms.push_back(t);
+  }
+  return median(ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return core::run_app("bench_reducer", argc, argv, [](int ac, char** av) -> core::Result<int> {
+    CLI::App app{"Tessera gradient reducer benchmark"};
+    int reps = 5;
+    double bucket_mb = 25.0;
+    std::string models = "tiny,gpt2-124m";
+    bool bf16 = true;
+    app.add_option("--reps", reps, "timed repetitions per case (after one warm-up)");
+    app.add_option("--bucket-mb", bucket_mb, "reducer bucket cap (MiB)");
+    app.add_option("--models", models, "comma-separated: tiny, gpt2-124m");
+    app.add_option("--bf16", bf16, "also time the bf16-compressed reducer");
+    try {
+      app.parse(ac, av);
+    } catch (const CLI::ParseError& e) {
+      return core::Status::error(std::string(e.what()) + "; see bench_reducer --help");
+    }
+    core::set_threads(1, 1);
+    parallel::MpiCommunicator dp_comm(MPI_COMM_WORLD, "dp");
+    const int dp_rank = dp_comm.rank();
+
+    std::stringstream list(models);
+    std::string name;
+    while (std::getline(list, name, ',')) {
+      if (name != "tiny" && name != "gpt2-124m") {
+        return core::Status::error("bench_reducer: unknown model '" + name +
+                                   "'; use tiny or gpt2-124m");
+      }
+      const models::ParamSet params(models::Gpt::param_specs(model_config(name)), 0, 1);
+      const int n = params.size();
+      core::Tensor grads = params.make_twin();
+      fill(grads, dp_rank);
+      const int64_t floats = params.total_local_numel();
+
+      parallel::GradientReducer reducer(params, grads, dp_comm,
+                                        parallel::ReducerOptions{bucket_mb, true, false});
+      const double reducer_ms = median_ms(reps, [&] {
+        for (int i = n - 1; i >= 0; --i) reducer.mark_ready(i);
+        reducer.finish();
+      });
+
+      // The peer: one blocking, in-place MPI_Allreduce of the whole arena (no averaging).
+      core::Tensor raw = core::Tensor::zeros({floats});
+      fill(raw, dp_rank);
+      const double raw_ms = median_ms(reps, [&] {
+        MPI_Allreduce(MPI_IN_PLACE, raw.f32(), static_cast<int>(floats), MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+      });
+
+      // What a separate f32 fusion buffer would add: copy in and copy back (two passes).
+      core::Tensor fusion = core::Tensor::zeros({floats});
+      const double copies_ms = median_ms(reps, [&] {
+        std::memcpy(fusion.f32(), grads.f32(), floats * sizeof(float));
+        std::memcpy(grads.f32(), fusion.f32(), floats * sizeof(float));
+      });
+
+      double bf16_ms = 0.0;
+      int64_t bf16_bytes = 0;
+      if (bf16) {
+        parallel::GradientReducer compressed(params, grads, dp_comm,
+                                             parallel::ReducerOptions{bucket_mb, true, true});
+        bf16_ms = median_ms(reps, [&] {
+          for (int i = n - 1; i >= 0; --i) compressed.mark_ready(i);
+          compressed.finish();
+        });
+        bf16_bytes = compressed.wire_bytes_per_step();
+      }
+
+      if (dp_rank == 0) {
+        nlohmann::json line = {{"bench", "reducer"},
+                               {"model", name},
+                               {"dp", dp_comm.size()},
+                               {"params", n},
+                               {"floats", floats},
+                               {"bucket_mb", bucket_mb},
+                               {"buckets", reducer.num_buckets()},
+                               {"wire_bytes", reducer.wire_bytes_per_step()},
+                               {"reps", reps},
+                               {"reducer_ms", reducer_ms},
+                               {"raw_allreduce_ms", raw_ms},
+                               {"reducer_vs_raw", raw_ms / reducer_ms},
+                               {"fusion_copy_ms", copies_ms}};
+        if (bf16) {
+          line["reducer_bf16_ms"] = bf16_ms;
+          line["bf16_wire_bytes"] = bf16_bytes;
+        }
+        std::printf("%s\n", line.dump().c_str());
+        std::printf("# %s: reducer %.1f ms, raw MPI_Allreduce %.1f ms -> reducer at %.1f%% of raw "
+                    "(goal >= 95%%)\n",
+                    name.c_str(), reducer_ms, raw_ms, 100.0 * raw_ms / reducer_ms);
+        std::fflush(stdout);
+      }
+    }
+    return 0;
+  });
+}

@@ -11,10 +11,9 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "parallel/timeline.h"
 
@@ -58,11 +57,11 @@ class CommunicatorSuite : public ::testing::Test {
     comms_.back()->set_max_elements_per_call(3);
   }
   std::vector<std::unique_ptr<MpiCommunicator>> comms_;
-  const int rank_ = world_rank();
-  const int size_ = world_size();
+  const int world_rank_ = world_rank();
+  const int world_size_ = world_size();
   const int64_t count_ = 10;
   // Sum over ranks of r: size (size - 1) / 2.
-  const double rank_sum_ = size_ * (size_ - 1) / 2.0;
+  const double rank_sum_ = world_size_ * (world_size_ - 1) / 2.0;
 };
 using Communicator = CommunicatorSuite;  // the gtest suite name
 
@@ -70,8 +69,8 @@ TEST_F(Communicator, RankAndSizeMatchTheWorld) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
-    EXPECT_EQ(comm->rank(), rank_);
-    EXPECT_EQ(comm->size(), size_);
+    EXPECT_EQ(comm->rank(), world_rank_);
+    EXPECT_EQ(comm->size(), world_size_);
     EXPECT_EQ(comm->name(), "world");
     int result = MPI_UNEQUAL;
     MPI_Comm_compare(comm->comm(), MPI_COMM_WORLD, &result);
@@ -84,9 +83,10 @@ TEST_F(Communicator, AllReduceSumAddsEveryRanksValues) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
     std::vector<float> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(rank_ + i);
+    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(world_rank_ + i);
     comm->all_reduce_sum(buf.data(), count_);
-    for (int64_t i = 0; i < count_; ++i) EXPECT_EQ(buf[i], size_ * i + rank_sum_) << "i=" << i;
+    for (int64_t i = 0; i < count_; ++i)
+      EXPECT_EQ(buf[i], world_size_ * i + rank_sum_) << "i=" << i;
   }
 }
 
@@ -96,9 +96,11 @@ TEST_F(Communicator, AllReduceMaxTakesTheLargest) {
     MpiCommunicator* comm = comms_[c].get();
     // Even i: -rank (max 0); odd i: rank (max size - 1).
     std::vector<float> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(i % 2 ? rank_ : -rank_);
+    for (int64_t i = 0; i < count_; ++i)
+      buf[i] = static_cast<float>(i % 2 ? world_rank_ : -world_rank_);
     comm->all_reduce_max(buf.data(), count_);
-    for (int64_t i = 0; i < count_; ++i) EXPECT_EQ(buf[i], i % 2 ? size_ - 1 : 0) << "i=" << i;
+    for (int64_t i = 0; i < count_; ++i)
+      EXPECT_EQ(buf[i], i % 2 ? world_size_ - 1 : 0) << "i=" << i;
   }
 }
 
@@ -108,14 +110,14 @@ TEST_F(Communicator, AllReduceDoubleKeepsDoublePrecision) {
     MpiCommunicator* comm = comms_[c].get();
     // 1 + rank * 2^-40 is not a float; the sum size + 2^-40 rank_sum is exact in double.
     std::vector<double> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = i + 1.0 + rank_ * std::ldexp(1.0, -40);
+    for (int64_t i = 0; i < count_; ++i) buf[i] = i + 1.0 + world_rank_ * std::ldexp(1.0, -40);
     comm->all_reduce(buf.data(), count_, ReduceOp::kSum);
     for (int64_t i = 0; i < count_; ++i) {
-      EXPECT_EQ(buf[i], size_ * (i + 1.0) + rank_sum_ * std::ldexp(1.0, -40)) << "i=" << i;
+      EXPECT_EQ(buf[i], world_size_ * (i + 1.0) + rank_sum_ * std::ldexp(1.0, -40)) << "i=" << i;
     }
-    std::vector<double> mx(count_, static_cast<double>(rank_));
+    std::vector<double> mx(count_, static_cast<double>(world_rank_));
     comm->all_reduce(mx.data(), count_, ReduceOp::kMax);
-    for (double v : mx) EXPECT_EQ(v, size_ - 1.0);
+    for (double v : mx) EXPECT_EQ(v, world_size_ - 1.0);
   }
 }
 
@@ -124,10 +126,11 @@ TEST_F(Communicator, AllReduceAvgDividesTheSumBySize) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
     std::vector<float> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(2 * (rank_ + 1) + i);
+    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(2 * (world_rank_ + 1) + i);
     comm->all_reduce_avg(buf.data(), count_);
     // mean of 2 (r + 1) over r = size + 1.
-    for (int64_t i = 0; i < count_; ++i) EXPECT_FLOAT_EQ(buf[i], size_ + 1.0f + i) << "i=" << i;
+    for (int64_t i = 0; i < count_; ++i)
+      EXPECT_FLOAT_EQ(buf[i], world_size_ + 1.0f + i) << "i=" << i;
   }
 }
 
@@ -136,10 +139,10 @@ TEST_F(Communicator, AllGatherPlacesRankIBlockAtI) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
     std::vector<float> send(count_);
-    for (int64_t j = 0; j < count_; ++j) send[j] = static_cast<float>(100 * rank_ + j);
-    std::vector<float> recv(size_ * count_, -1.0f);
+    for (int64_t j = 0; j < count_; ++j) send[j] = static_cast<float>(100 * world_rank_ + j);
+    std::vector<float> recv(world_size_ * count_, -1.0f);
     comm->all_gather(recv.data(), send.data(), count_);
-    for (int i = 0; i < size_; ++i) {
+    for (int i = 0; i < world_size_; ++i) {
       for (int64_t j = 0; j < count_; ++j) {
         EXPECT_EQ(recv[i * count_ + j], 100.0f * i + j) << "block " << i << " element " << j;
       }
@@ -151,10 +154,11 @@ TEST_F(Communicator, AllGatherInPlace) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
-    std::vector<float> buf(size_ * count_, -1.0f);
-    for (int64_t j = 0; j < count_; ++j) buf[rank_ * count_ + j] = static_cast<float>(100 * rank_ + j);
-    comm->all_gather(buf.data(), buf.data() + rank_ * count_, count_);
-    for (int i = 0; i < size_; ++i) {
+    std::vector<float> buf(world_size_ * count_, -1.0f);
+    for (int64_t j = 0; j < count_; ++j)
+      buf[world_rank_ * count_ + j] = static_cast<float>(100 * world_rank_ + j);
+    comm->all_gather(buf.data(), buf.data() + world_rank_ * count_, count_);
+    for (int i = 0; i < world_size_; ++i) {
       for (int64_t j = 0; j < count_; ++j) {
         EXPECT_EQ(buf[i * count_ + j], 100.0f * i + j) << "block " << i << " element " << j;
       }
@@ -167,14 +171,15 @@ TEST_F(Communicator, ReduceScatterGivesRankIItsBlockSummed) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
     // send[i * count + j] on rank r = 1000 r + 10 i + j; recv[j] on rank i = sum over r.
-    std::vector<float> send(size_ * count_);
-    for (int i = 0; i < size_; ++i) {
-      for (int64_t j = 0; j < count_; ++j) send[i * count_ + j] = 1000.0f * rank_ + 10.0f * i + j;
+    std::vector<float> send(world_size_ * count_);
+    for (int i = 0; i < world_size_; ++i) {
+      for (int64_t j = 0; j < count_; ++j)
+        send[i * count_ + j] = 1000.0f * world_rank_ + 10.0f * i + j;
     }
     std::vector<float> recv(count_, -1.0f);
     comm->reduce_scatter(recv.data(), send.data(), count_);
     for (int64_t j = 0; j < count_; ++j) {
-      EXPECT_EQ(recv[j], 1000.0 * rank_sum_ + size_ * (10.0 * rank_ + j)) << "j=" << j;
+      EXPECT_EQ(recv[j], 1000.0 * rank_sum_ + world_size_ * (10.0 * world_rank_ + j)) << "j=" << j;
     }
   }
 }
@@ -183,13 +188,14 @@ TEST_F(Communicator, BroadcastCopiesTheRootsBuffer) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
-    const int root = size_ - 1;  // non-zero whenever size > 1
+    const int root = world_size_ - 1;  // non-zero whenever size > 1
     std::vector<float> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(rank_ * 100 + i);
+    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(world_rank_ * 100 + i);
     comm->broadcast(buf.data(), count_, root);
     for (int64_t i = 0; i < count_; ++i) EXPECT_EQ(buf[i], root * 100.0f + i) << "i=" << i;
 
-    std::string text = "from rank " + std::to_string(rank_) + "!!";  // equal lengths below 10 ranks
+    std::string text =
+        "from rank " + std::to_string(world_rank_) + "!!";  // equal lengths below 10 ranks
     comm->broadcast_bytes(text.data(), static_cast<int64_t>(text.size()), root);
     EXPECT_EQ(text, "from rank " + std::to_string(root) + "!!");
   }
@@ -200,7 +206,7 @@ TEST_F(Communicator, AsyncF32SumCompletesThroughTestAndWait) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
     std::vector<float> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(rank_ + 2 * i);
+    for (int64_t i = 0; i < count_; ++i) buf[i] = static_cast<float>(world_rank_ + 2 * i);
     auto request = comm->all_reduce_sum_async(buf.data(), count_, WireType::kF32);
     // test() must make progress on its own: poll (bounded) until done.
     bool done = false;
@@ -208,7 +214,8 @@ TEST_F(Communicator, AsyncF32SumCompletesThroughTestAndWait) {
     EXPECT_TRUE(done) << "test() never reported completion";
     request->wait();  // a completed request waits for nothing
     EXPECT_TRUE(request->test());
-    for (int64_t i = 0; i < count_; ++i) EXPECT_EQ(buf[i], rank_sum_ + size_ * 2.0 * i) << "i=" << i;
+    for (int64_t i = 0; i < count_; ++i)
+      EXPECT_EQ(buf[i], rank_sum_ + world_size_ * 2.0 * i) << "i=" << i;
   }
 }
 
@@ -220,11 +227,12 @@ TEST_F(Communicator, AsyncBf16SumIsWithinBf16Rounding) {
     // is below 64 with quarter steps, so bf16 (8 significant bits) holds it and every partial sum
     // exactly: the result must be exact whatever order MPI adds in.
     std::vector<uint16_t> buf(count_);
-    for (int64_t i = 0; i < count_; ++i) buf[i] = exact_bf16(static_cast<float>(i % 8) + rank_ / 4.0f);
+    for (int64_t i = 0; i < count_; ++i)
+      buf[i] = exact_bf16(static_cast<float>(i % 8) + world_rank_ / 4.0f);
     auto request = comm->all_reduce_sum_async(buf.data(), count_, WireType::kBF16);
     request->wait();
     for (int64_t i = 0; i < count_; ++i) {
-      const double expected = size_ * static_cast<double>(i % 8) + rank_sum_ / 4.0;
+      const double expected = world_size_ * static_cast<double>(i % 8) + rank_sum_ / 4.0;
       EXPECT_EQ(bf16_value(buf[i]), expected) << "i=" << i;
     }
 
@@ -233,12 +241,13 @@ TEST_F(Communicator, AsyncBf16SumIsWithinBf16Rounding) {
     // (even) and 1 + 2^-7 (odd): it rounds to 1. 1 + 3 2^-8 is a tie between 1 + 2^-7 (odd) and
     // 1 + 2^-6 (even): it rounds up (truncation would give 1 + 2^-7).
     std::vector<uint16_t> ties(2, exact_bf16(0.0f));
-    if (rank_ == 0) ties = {exact_bf16(1.0f), exact_bf16(1.0f + std::ldexp(1.0f, -7))};
-    if (rank_ == 1) ties = {exact_bf16(std::ldexp(1.0f, -8)), exact_bf16(std::ldexp(1.0f, -8))};
+    if (world_rank_ == 0) ties = {exact_bf16(1.0f), exact_bf16(1.0f + std::ldexp(1.0f, -7))};
+    if (world_rank_ == 1)
+      ties = {exact_bf16(std::ldexp(1.0f, -8)), exact_bf16(std::ldexp(1.0f, -8))};
     comm->all_reduce_sum_async(ties.data(), 2, WireType::kBF16)->wait();
     EXPECT_EQ(bf16_value(ties[0]), 1.0f);
-    EXPECT_EQ(bf16_value(ties[1]), size_ > 1 ? 1.0f + std::ldexp(1.0f, -6)
-                                             : 1.0f + std::ldexp(1.0f, -7));
+    EXPECT_EQ(bf16_value(ties[1]),
+              world_size_ > 1 ? 1.0f + std::ldexp(1.0f, -6) : 1.0f + std::ldexp(1.0f, -7));
   }
 }
 
@@ -246,7 +255,7 @@ TEST_F(Communicator, DestroyingAPendingRequestWaitsForIt) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
-    std::vector<float> buf(count_, static_cast<float>(rank_));
+    std::vector<float> buf(count_, static_cast<float>(world_rank_));
     comm->all_reduce_sum_async(buf.data(), count_, WireType::kF32);  // destroyed at once
     for (float v : buf) EXPECT_EQ(v, rank_sum_);
   }
@@ -259,7 +268,7 @@ TEST_F(Communicator, BarrierReturnsOnEveryRank) {
     comm->barrier();
     int one = 1, total = 0;
     MPI_Allreduce(&one, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    EXPECT_EQ(total, size_);
+    EXPECT_EQ(total, world_size_);
   }
 }
 
@@ -278,8 +287,8 @@ TEST_F(Communicator, RecordsEachCollectiveOnTheTimeline) {
   comm.barrier();
   EXPECT_EQ(timeline.size(), 3u) << "no events once the timeline is unset";
 
-  const std::string path = ::testing::TempDir() + "tessera_comm_timeline_" +
-                           std::to_string(world_rank()) + ".json";
+  const std::string path =
+      ::testing::TempDir() + "tessera_comm_timeline_" + std::to_string(world_rank()) + ".json";
   ASSERT_TRUE(timeline.write(path).is_ok());
   std::ifstream in(path);
   const nlohmann::json trace = nlohmann::json::parse(in);

@@ -94,7 +94,8 @@ TEST(Mappings, GatherPlacesBlocksInTpOrderAndScatterTakesThisRanksBlock) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t cols = kColsLocal * tp;
-    // x_local[r, j] on tp rank t = 1000 t + 10 r + j; gathered x[r, c] = 1000 (c / 5) + 10 r + c % 5.
+    // x_local[r, j] on tp rank t = 1000 t + 10 r + j; gathered x[r, c] = 1000 (c / 5) + 10 r + c
+    // % 5.
     std::vector<float> x_local(kRows * kColsLocal);
     for (int64_t r = 0; r < kRows; ++r) {
       for (int64_t j = 0; j < kColsLocal; ++j) {

@@ -23,8 +23,7 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
     const ::testing::TestInfo* test = current_;
     std::fprintf(stderr, "[rank %d] %s:%d: Failure in %s.%s\n%s\n", world_rank_,
                  result.file_name() ? result.file_name() : "unknown", result.line_number(),
-                 test ? test->test_suite_name() : "?", test ? test->name() : "?",
-                 result.message());
+                 test ? test->test_suite_name() : "?", test ? test->name() : "?", result.message());
     std::fflush(stderr);
   }
 

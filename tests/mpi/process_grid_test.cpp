@@ -54,9 +54,8 @@ TEST(ProcessGrid, RankMapFollowsWorldRankEqualsDpTimesTpPlusTp) {
     EXPECT_EQ(grid.world_comm().size(), world_size());
     EXPECT_EQ(grid.tp_comm().name(), "tp");
     EXPECT_EQ(grid.dp_comm().name(), "dp");
-    EXPECT_EQ(core::rank_prefix(), "[rank " + std::to_string(r) + " (dp " +
-                                       std::to_string(r / tp) + ", tp " +
-                                       std::to_string(r % tp) + ")]");
+    EXPECT_EQ(core::rank_prefix(), "[rank " + std::to_string(r) + " (dp " + std::to_string(r / tp) +
+                                       ", tp " + std::to_string(r % tp) + ")]");
   }
 }
 

@@ -6,10 +6,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/timer.h"
 
@@ -88,15 +87,17 @@ TEST(Timeline, EventsAreWrittenInStartOrder) {
   timeline.record("dp.all_reduce_async", "collective", Lane::kCommunication, 150.0, 320.0);
   timeline.record("optimizer", "optimizer", Lane::kCompute, 320.0, 330.0);
   timeline.record("tie.first", "x", Lane::kCompute, 320.0, 321.0);
-  const auto events = events_with_phase(write_and_parse(timeline, "tessera_timeline_order.json"),
-                                        "X");
+  const auto events =
+      events_with_phase(write_and_parse(timeline, "tessera_timeline_order.json"), "X");
   std::vector<std::string> names;
   for (const auto& e : events) names.push_back(e.at("name"));
   EXPECT_EQ(names, (std::vector<std::string>{"backward.layer3", "dp.all_reduce_async",
                                              "backward.layer2", "optimizer", "tie.first"}));
   EXPECT_EQ(events[1].at("tid"), 1);
   for (size_t i = 0; i < events.size(); ++i) {
-    if (i != 1) EXPECT_EQ(events[i].at("tid"), 0) << events[i].at("name");
+    if (i != 1) {
+      EXPECT_EQ(events[i].at("tid"), 0) << events[i].at("name");
+    }
   }
 }
 
@@ -110,8 +111,8 @@ TEST(Timeline, ScopeRecordsItsLifetimeAndNullIsOff) {
   }
   const double after = core::now_us();
   ASSERT_EQ(timeline.size(), 1u);
-  const auto events = events_with_phase(write_and_parse(timeline, "tessera_timeline_scope.json"),
-                                        "X");
+  const auto events =
+      events_with_phase(write_and_parse(timeline, "tessera_timeline_scope.json"), "X");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].at("name"), "step");
   EXPECT_EQ(events[0].at("tid"), 0);
@@ -124,8 +125,8 @@ TEST(Timeline, ScopeRecordsItsLifetimeAndNullIsOff) {
 TEST(Timeline, ArgsThatAreNotAJsonObjectAreKeptAsText) {
   Timeline timeline(0);
   timeline.record("odd", "x", Lane::kCompute, 0.0, 1.0, "not json");
-  const auto events = events_with_phase(write_and_parse(timeline, "tessera_timeline_args.json"),
-                                        "X");
+  const auto events =
+      events_with_phase(write_and_parse(timeline, "tessera_timeline_args.json"), "X");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].at("args").at("text"), "not json");
 }

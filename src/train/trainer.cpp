@@ -14,6 +14,7 @@
 
 #include "checkpoint/interim_weights.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -97,9 +98,12 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   }
   const int threads = core::set_threads(tc.threads, grid.local_size());
 
-  auto entropy = scan_tokens(config.data.train, mc.vocab_size);
+  const std::string train_paths = core::fault_requested("data")
+                                      ? config.data.train + ".injected-missing"
+                                      : config.data.train;
+  auto entropy = scan_tokens(train_paths, mc.vocab_size);
   if (!entropy) return entropy.status();
-  auto train_data = data::DataLoader::open(config.data.train, T, tc.seed);
+  auto train_data = data::DataLoader::open(train_paths, T, tc.seed);
   if (!train_data) return train_data.status();
   TESSERA_RETURN_IF_ERROR(train_data->validate_batch(global_batch));
   const bool have_val = !config.data.val.empty() && tc.val_every > 0;
@@ -202,6 +206,10 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
       {
         parallel::Timeline::Scope scope(timeline.get(), "forward", "forward");
         loss_sum += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T);
+      }
+      if (step == 2 && core::fault_requested("step")) {
+        throw Error("running backward of step 3: injected fault (TESSERA_INJECT_FAULT=step@" +
+                    std::to_string(grid.world_rank()) + ")");
       }
       model.backward(loss_scale, reducer && last_micro ? on_ready : nullptr);
     }

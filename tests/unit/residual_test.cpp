@@ -85,5 +85,20 @@ TEST(Residual, SumSquaresMatchesReferenceAndIsDeterministic) {
   EXPECT_EQ(sum_squares(static_cast<const float*>(nullptr), 0), 0.0);
 }
 
+TEST(Residual, AddBiasBroadcastsOverRows) {
+  for (int64_t N : {3, 1000}) {  // 1000 x 40 takes the threaded path
+    const int64_t C = 40;
+    std::vector<float> out(N * C), bias(C);
+    for (int64_t i = 0; i < N * C; ++i) out[i] = static_cast<float>(i % 7);
+    for (int64_t c = 0; c < C; ++c) bias[c] = 0.5f * static_cast<float>(c);
+    add_bias(out.data(), bias.data(), N, C);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t c = 0; c < C; ++c) {
+        ASSERT_EQ(out[n * C + c], static_cast<float>((n * C + c) % 7) + 0.5f * c) << n << "," << c;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessera::kernels::cpu

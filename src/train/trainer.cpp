@@ -98,9 +98,9 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   }
   const int threads = core::set_threads(tc.threads, grid.local_size());
 
-  const std::string train_paths = core::fault_requested("data")
-                                      ? config.data.train + ".injected-missing"
-                                      : config.data.train;
+  std::string train_paths = config.data.train;
+  if (core::fault_requested("data")) train_paths += ".injected-missing";
+  if (core::fault_requested("shard")) train_paths += ".injected-corrupt";
   auto entropy = scan_tokens(train_paths, mc.vocab_size);
   if (!entropy) return entropy.status();
   auto train_data = data::DataLoader::open(train_paths, T, tc.seed);

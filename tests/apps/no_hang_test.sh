@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Errors never hang: a failure on one rank of 4 (a data file only it cannot open; an exception in
-# the middle of a step while the others wait in a collective) and a bad grid shape end every rank
+# Errors never hang: a failure on one rank of 4 (a data file only it cannot open; a bad shard only
+# it reads; an exception in the middle of a step while the others wait in a collective) and a bad grid shape end every rank
 # with a non-zero exit and the rank-prefixed message, within 10 seconds.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
@@ -37,6 +37,10 @@ expect_mpi_failure() {
 
 expect_mpi_failure "data file only rank 2 cannot open" \
   '^\[rank 2 \(dp 1, tp 0\)\] tessera-train: data file .*injected-missing' 4 data@2 \
+  --set parallel.tp=2 --set train.steps=50
+head -c 4096 /dev/urandom > "$WORK/data/train.bin.injected-corrupt"
+expect_mpi_failure "bad shard on rank 1 only" \
+  '^\[rank 1 \(dp 0, tp 1\)\] tessera-train: data file .*injected-corrupt.*bad magic' 4 shard@1 \
   --set parallel.tp=2 --set train.steps=50
 expect_mpi_failure "exception on rank 3 inside step 3" \
   '^\[rank 3 \(dp 1, tp 1\)\] tessera-train: running backward of step 3: injected fault' 4 step@3 \

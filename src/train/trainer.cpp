@@ -139,7 +139,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
   // The job's peak: every rank measures its own share of the machine at the same moment (so
   // ranks sharing cores each see their part) and the shares are summed.
-  double peak_gflops = measure_sgemm_gflops();
+  grid.world_comm().barrier();
+  double peak_gflops = measure_sgemm_gflops(1024, 5);
   grid.world_comm().all_reduce(&peak_gflops, 1, parallel::ReduceOp::kSum);
   const double flops_per_token = models::Gpt::flops_per_token(mc, T);
 

@@ -275,13 +275,9 @@ int main(int argc, char** argv) {
     info_cmd->add_option("--tokenizer", prefix, "also decode the first tokens with this tokenizer");
     info_cmd->add_option("--count", count, "how many first tokens to show")->capture_default_str();
 
-    try {
-      app.parse(ac, av);
-    } catch (const CLI::CallForHelp& e) {
-      return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-      return core::Status::error("command line: " + std::string(e.what()) + "; see --help");
-    }
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
     core::Status st;
     if (*train_cmd) {
       st = train_tokenizer(input, vocab_size, out);

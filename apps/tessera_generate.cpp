@@ -39,13 +39,9 @@ int main(int argc, char** argv) {
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
     app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
     app.add_flag("--no-kv-cache", no_cache, "recompute the whole prefix for every token (reference path)");
-    try {
-      app.parse(ac, av);
-    } catch (const CLI::CallForHelp& e) {
-      return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-      return core::Status::error("command line: " + std::string(e.what()) + "; see --help");
-    }
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;

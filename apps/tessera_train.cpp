@@ -16,13 +16,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> overrides;
     app.add_option("config", config_path, "YAML config file")->capture_default_str();
     app.add_option("--set", overrides, "override a key: --set train.steps=100 (repeatable)");
-    try {
-      app.parse(ac, av);
-    } catch (const CLI::CallForHelp& e) {
-      return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-      return core::Status::error("command line: " + std::string(e.what()) + "; see --help");
-    }
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
     auto config = core::load_config(config_path, overrides);
     if (!config) return config.status();
     int world_size = 1;

@@ -80,11 +80,9 @@ int main(int argc, char** argv) {
     app.add_option("--bucket-mb", bucket_mb, "reducer bucket cap (MiB)");
     app.add_option("--models", models, "comma-separated: tiny, gpt2-124m");
     app.add_option("--bf16", bf16, "also time the bf16-compressed reducer");
-    try {
-      app.parse(ac, av);
-    } catch (const CLI::ParseError& e) {
-      return core::Status::error(std::string(e.what()) + "; see bench_reducer --help");
-    }
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
     core::set_threads(1, 1);
     parallel::MpiCommunicator dp_comm(MPI_COMM_WORLD, "dp");
     const int dp_rank = dp_comm.rank();

@@ -31,11 +31,9 @@ int main(int argc, char** argv) {
     app.add_option("--steps", steps);
     app.add_option("--warmup", warmup);
     app.add_option("--threads", threads);
-    try {
-      app.parse(ac, av);
-    } catch (const CLI::ParseError& e) {
-      return core::Status::error(std::string(e.what()));
-    }
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
     auto config = core::load_config(config_path, {"train.seq_len=" + std::to_string(T)});
     if (!config) return config.status();
     const core::ModelConfig& mc = config->model;

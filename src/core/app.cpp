@@ -3,6 +3,8 @@
 
 #include <mpi.h>
 
+#include <CLI/CLI.hpp>
+
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -46,6 +48,17 @@ int run_app(const char* app_name, int argc, char** argv,
   }
   MPI_Finalize();
   return code;
+}
+
+Status parse_command_line(CLI::App& app, int argc, char** argv, std::optional<int>* help_exit) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    *help_exit = app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return Status::error("command line: " + std::string(e.what()) + "; see --help");
+  }
+  return Status::ok();
 }
 
 }  // namespace tessera::core

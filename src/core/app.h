@@ -4,8 +4,13 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include "core/status.h"
+
+namespace CLI {
+class App;
+}
 
 namespace tessera::core {
 
@@ -13,5 +18,9 @@ namespace tessera::core {
 // is printed with the rank prefix and ends the job non-zero. `body` returns the exit code.
 int run_app(const char* app_name, int argc, char** argv,
             const std::function<Result<int>(int argc, char** argv)>& body);
+
+// Parses the command line into `app`. --help prints the usage and sets *help_exit to the exit
+// code the app should return; a parse error is a Status naming the problem.
+Status parse_command_line(CLI::App& app, int argc, char** argv, std::optional<int>* help_exit);
 
 }  // namespace tessera::core

@@ -13,28 +13,14 @@
 #include <vector>
 
 #include "core/error.h"
+#include "scratch_dir.h"
 
 namespace tessera::data {
 namespace {
 
 constexpr int64_t kT = 8;
 
-// A per-process scratch directory, removed when the test program exits.
-const std::filesystem::path& scratch_dir() {
-  struct Scratch {
-    std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                ("tessera_loader_test_" + std::to_string(::getpid()));
-    Scratch() { std::filesystem::create_directories(dir); }
-    ~Scratch() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  };
-  static const Scratch scratch;
-  return scratch.dir;
-}
-
-std::string temp_path(const std::string& name) { return (scratch_dir() / name).string(); }
+using tessera::testing::temp_path;
 
 // Two shards whose token values say where they came from: shard 0 holds 0..100 (12 sequences of
 // 8 + 1), shard 1 holds 10000..10056 (7 sequences). 19 sequences in all.

@@ -1,6 +1,7 @@
 // Token shards: llm.c header layout for both token widths, and every way a file can be wrong
 // (bad magic, bad version, truncated, trailing bytes, missing) with the message it gives.
 #include "data/token_shard.h"
+#include "scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -14,22 +15,7 @@
 namespace tessera::data {
 namespace {
 
-// A per-process scratch directory, removed when the test program exits.
-const std::filesystem::path& scratch_dir() {
-  struct Scratch {
-    std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                ("tessera_shard_test_" + std::to_string(::getpid()));
-    Scratch() { std::filesystem::create_directories(dir); }
-    ~Scratch() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  };
-  static const Scratch scratch;
-  return scratch.dir;
-}
-
-std::string temp_path(const std::string& name) { return (scratch_dir() / name).string(); }
+using tessera::testing::temp_path;
 
 // Writes a raw file: a 256-int header with the given first three words, then `payload` bytes.
 void write_raw(const std::string& path, int32_t magic, int32_t version, int32_t count,

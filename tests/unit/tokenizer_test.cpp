@@ -1,6 +1,7 @@
 // Tokenizer: GPT-2 pre-tokenisation, byte-exact round trips (also of invalid UTF-8), loading the
 // hand-made GPT-2-format files in tests/data, deterministic training and save/load.
 #include "data/tokenizer.h"
+#include "scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -31,22 +32,7 @@ Tokenizer tiny_gpt2() {
   return std::move(tok).value();
 }
 
-// A per-process scratch directory, removed when the test program exits.
-const std::filesystem::path& scratch_dir() {
-  struct Scratch {
-    std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                ("tessera_tokenizer_test_" + std::to_string(::getpid()));
-    Scratch() { std::filesystem::create_directories(dir); }
-    ~Scratch() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  };
-  static const Scratch scratch;
-  return scratch.dir;
-}
-
-std::string temp_path(const std::string& name) { return (scratch_dir() / name).string(); }
+using tessera::testing::temp_path;
 
 const char* kSampleText =
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"

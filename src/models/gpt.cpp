@@ -299,6 +299,9 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
   float* wte = params_.view(weights_, 0).f32();
   float* dwte = params_.view(grads_, 0).f32();
   float* dwpe = params_.view(grads_, 1).f32();
+  // The loss, LM head and final layernorm, as one timeline event.
+  std::optional<parallel::Timeline::Scope> head_scope;
+  if (timeline_) head_scope.emplace(timeline_, "bwd head", "backward");
   {
     Scope s(profiling_, &times_.xent);
     // dlogits (BT, Vp_local) = (softmax - onehot) * dloss; padding columns 0.
@@ -313,8 +316,6 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
     copy_to_tp_backward(dln_.f32(), BT * C);
   }
   const float* x_last = L_ > 0 ? acts_[L_ - 1].residual3.f32() : encoded_.f32();
-  std::optional<parallel::Timeline::Scope> head_scope;
-  if (timeline_) head_scope.emplace(timeline_, "bwd head", "backward");
   {
     Scope s(profiling_, &times_.layernorm);
     dresidual_.zero_();

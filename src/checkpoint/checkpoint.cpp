@@ -1,0 +1,664 @@
+// Parallel HDF5 checkpoints: collective hyperslab writes from one dp replica, collective
+// hyperslab reads on every rank, layout-independent checksums; see checkpoint.h and
+// docs/CHECKPOINT-FORMAT.md.
+#include "checkpoint/checkpoint.h"
+
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checksum.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "models/gpt.h"
+#include "optim/optimizer.h"
+#include "parallel/communicator.h"
+#include "parallel/process_grid.h"
+
+namespace tessera::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kChecksumAlgorithm = "sum mod 2^64 of mix64(mix64(global index) ^ f32 bits)";
+
+// An HDF5 identifier closed when it leaves scope, also while an exception unwinds (every rank
+// unwinds through the same collective closes: the failures we throw for are alike on all ranks).
+class H5Id {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  H5Id() = default;
+  H5Id(hid_t id, Closer close) : id_(id), close_(close) {}
+  ~H5Id() { reset(); }
+  H5Id(H5Id&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
+  H5Id& operator=(H5Id&& other) noexcept {
+    if (this != &other) {
+      reset();
+      id_ = other.id_;
+      close_ = other.close_;
+      other.id_ = -1;
+    }
+    return *this;
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset() {
+    if (id_ >= 0 && close_ != nullptr) close_(id_);
+    id_ = -1;
+  }
+
+ private:
+  hid_t id_ = -1;
+  Closer close_ = nullptr;
+};
+
+// A created or opened identifier; a negative one throws as TESSERA_H5_CHECK does.
+H5Id checked(hid_t id, H5Id::Closer close, const char* call_text, const std::string& doing,
+             const char* file, int line) {
+  if (id < 0) {
+    core::throw_check_failure("HDF5", call_text, doing.c_str(), "HDF5 call returned an error", file,
+                              line);
+  }
+  return H5Id(id, close);
+}
+#define TESSERA_H5_OPEN(call, close, doing) \
+  checked((call), (close), #call, (doing), __FILE__, __LINE__)
+
+// Turns HDF5's automatic error-stack printing off for calls whose failure is an expected answer
+// (a truncated file, a missing attribute); restores it on scope exit.
+class QuietH5Errors {
+ public:
+  QuietH5Errors() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietH5Errors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  QuietH5Errors(const QuietH5Errors&) = delete;
+  QuietH5Errors& operator=(const QuietH5Errors&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+MPI_Comm mpi_comm(parallel::Communicator& comm) {
+  auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&comm);
+  TESSERA_ASSERT(mpi != nullptr, "checkpoint I/O needs MPI communicators (MPI-IO)");
+  return mpi->comm();
+}
+
+// Collective over comm: every rank returns the status of the lowest rank that failed (OK when
+// none did), so all ranks take the same branch after it.
+core::Status agree(const core::Status& local, MPI_Comm comm) {
+  int rank = 0, size = 1;
+  TESSERA_MPI_CHECK(MPI_Comm_rank(comm, &rank), "agreeing on a checkpoint status");
+  TESSERA_MPI_CHECK(MPI_Comm_size(comm, &size), "agreeing on a checkpoint status");
+  const int mine = local.is_ok() ? size : rank;
+  int first = size;
+  TESSERA_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm),
+                    "agreeing on a checkpoint status");
+  if (first == size) return core::Status::ok();
+  std::string message = rank == first ? local.message() : std::string();
+  uint64_t length = message.size();
+  TESSERA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_UINT64_T, first, comm),
+                    "broadcasting a checkpoint error");
+  message.resize(length);
+  TESSERA_MPI_CHECK(MPI_Bcast(message.data(), static_cast<int>(length), MPI_CHAR, first, comm),
+                    "broadcasting a checkpoint error");
+  return core::Status::error(message);
+}
+
+// One dataset of the file: its path and the arena (weights or a moment twin) whose view `index`
+// holds this rank's shard of it.
+struct Dataset {
+  std::string name;
+  const core::Tensor* arena;
+  int index;
+};
+
+std::vector<Dataset> datasets(const models::ParamSet& ps, const core::Tensor& weights,
+                              const optim::AdamW* adamw) {
+  std::vector<Dataset> out;
+  for (int i = 0; i < ps.size(); ++i) out.push_back({"/model/" + ps.specs()[i].name, &weights, i});
+  if (adamw != nullptr) {
+    for (int i = 0; i < ps.size(); ++i) {
+      out.push_back({"/optim/m/" + ps.specs()[i].name, &adamw->m(), i});
+    }
+    for (int i = 0; i < ps.size(); ++i) {
+      out.push_back({"/optim/v/" + ps.specs()[i].name, &adamw->v(), i});
+    }
+  }
+  return out;
+}
+
+// Selects tp_rank's shard of `spec` in `space` (the dataset's global dataspace): all of it when
+// replicated, else for each of the split_parts blocks of the split dim the rank's slice of that
+// block, joined with H5S_SELECT_OR. HDF5 pairs memory elements with the selection in row-major
+// order of the file dataspace, which is the shard's local layout (part after part; row-parallel
+// weights: each row's column slice in turn).
+void select_shard(hid_t space, const models::ParamSpec& spec, int tp_rank, int tp_size) {
+  if (spec.replicated() || tp_size == 1) {
+    TESSERA_H5_CHECK(H5Sselect_all(space), "selecting a whole replicated dataset");
+    return;
+  }
+  const int sd = spec.split_dim;
+  std::vector<hsize_t> start(spec.global_shape.size(), 0);
+  std::vector<hsize_t> count(spec.global_shape.begin(), spec.global_shape.end());
+  const hsize_t block_local = spec.global_shape[sd] / (spec.split_parts * tp_size);
+  const hsize_t block_global = block_local * tp_size;
+  for (int part = 0; part < spec.split_parts; ++part) {
+    start[sd] = part * block_global + tp_rank * block_local;
+    count[sd] = block_local;
+    TESSERA_H5_CHECK(H5Sselect_hyperslab(space, part == 0 ? H5S_SELECT_SET : H5S_SELECT_OR,
+                                         start.data(), nullptr, count.data(), nullptr),
+                     "selecting a tp shard's hyperslab");
+  }
+}
+
+std::vector<hsize_t> dims_of(const core::Shape& shape) {
+  return std::vector<hsize_t>(shape.begin(), shape.end());
+}
+
+// ---- attributes ----
+
+void write_attr(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const void* value) {
+  const std::string doing = std::string("writing checkpoint attribute ") + name;
+  H5Id space = TESSERA_H5_OPEN(H5Screate(H5S_SCALAR), H5Sclose, doing);
+  H5Id attr = TESSERA_H5_OPEN(
+      H5Acreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, doing);
+  TESSERA_H5_CHECK(H5Awrite(attr.get(), mem_type, value), doing.c_str());
+}
+
+void write_i64(hid_t loc, const char* name, int64_t v) {
+  write_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+}
+void write_i32(hid_t loc, const char* name, int v) {
+  write_attr(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v);
+}
+void write_u64(hid_t loc, const char* name, uint64_t v) {
+  write_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
+}
+// Variable-length UTF-8 string (any length: the text lives in the global heap).
+void write_string(hid_t loc, const char* name, const std::string& text) {
+  const std::string doing = std::string("writing checkpoint attribute ") + name;
+  H5Id type = TESSERA_H5_OPEN(H5Tcopy(H5T_C_S1), H5Tclose, doing);
+  TESSERA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), doing.c_str());
+  TESSERA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), doing.c_str());
+  const char* p = text.c_str();
+  write_attr(loc, name, type.get(), type.get(), &p);
+}
+
+// Reads a scalar attribute converted to mem_type; false when absent or not convertible.
+// Call under QuietH5Errors.
+bool read_attr(hid_t loc, const char* name, hid_t mem_type, void* out) {
+  if (H5Aexists(loc, name) <= 0) return false;
+  H5Id attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!attr.valid()) return false;
+  H5Id space(H5Aget_space(attr.get()), H5Sclose);
+  if (!space.valid() || H5Sget_simple_extent_npoints(space.get()) != 1) return false;
+  return H5Aread(attr.get(), mem_type, out) >= 0;
+}
+
+// A string attribute, variable or fixed length. Call under QuietH5Errors.
+bool read_string(hid_t loc, const char* name, std::string* out) {
+  if (H5Aexists(loc, name) <= 0) return false;
+  H5Id attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!attr.valid()) return false;
+  H5Id file_type(H5Aget_type(attr.get()), H5Tclose);
+  if (!file_type.valid() || H5Tget_class(file_type.get()) != H5T_STRING) return false;
+  H5Id mem_type(H5Tcopy(H5T_C_S1), H5Tclose);
+  // HDF5 does not convert between character sets: read in the file's.
+  if (H5Tset_cset(mem_type.get(), H5Tget_cset(file_type.get())) < 0) return false;
+  if (H5Tis_variable_str(file_type.get()) > 0) {
+    if (H5Tset_size(mem_type.get(), H5T_VARIABLE) < 0) return false;
+    char* p = nullptr;
+    if (H5Aread(attr.get(), mem_type.get(), &p) < 0 || p == nullptr) return false;
+    *out = p;
+    H5free_memory(p);
+    return true;
+  }
+  const size_t size = H5Tget_size(file_type.get());
+  std::string buf(size + 1, '\0');
+  if (H5Tset_size(mem_type.get(), size + 1) < 0) return false;
+  if (H5Aread(attr.get(), mem_type.get(), buf.data()) < 0) return false;
+  buf.resize(std::char_traits<char>::length(buf.c_str()));
+  *out = buf;
+  return true;
+}
+
+std::string hex64(uint64_t v) {
+  char text[24];
+  std::snprintf(text, sizeof(text), "0x%016llx", static_cast<unsigned long long>(v));
+  return text;
+}
+
+// The model config keys whose values differ between the stored config text and `m`, e.g.
+// "model.n_embd 256 in the checkpoint, 128 in this model"; empty when none do or the text does
+// not parse.
+std::string model_config_diff(const std::string& stored_yaml, const core::ModelConfig& m) {
+  core::Result<core::Config> stored = core::parse_config(stored_yaml, "checkpoint config", {});
+  if (!stored) return "";
+  const core::ModelConfig& s = stored->model;
+  std::string diff;
+  auto add = [&](const char* key, const std::string& theirs, const std::string& ours) {
+    if (theirs == ours) return;
+    if (!diff.empty()) diff += ", ";
+    diff += std::string(key) + " " + theirs + " in the checkpoint, " + ours + " in this model";
+  };
+  add("model.arch", s.arch, m.arch);
+  add("model.vocab_size", std::to_string(s.vocab_size), std::to_string(m.vocab_size));
+  add("model.pad_vocab_to", std::to_string(s.pad_vocab_to), std::to_string(m.pad_vocab_to));
+  add("model.max_seq_len", std::to_string(s.max_seq_len), std::to_string(m.max_seq_len));
+  add("model.n_layer", std::to_string(s.n_layer), std::to_string(m.n_layer));
+  add("model.n_head", std::to_string(s.n_head), std::to_string(m.n_head));
+  add("model.n_embd", std::to_string(s.n_embd), std::to_string(m.n_embd));
+  return diff;
+}
+
+// The clause that ends a shape/name mismatch message.
+std::string another_config(const std::string& stored_yaml, const core::ModelConfig& m) {
+  const std::string diff = model_config_diff(stored_yaml, m);
+  if (diff.empty()) {
+    return "the file does not match its own stored config (model keys agree): it is corrupt or "
+           "was not written by write_checkpoint; use an earlier checkpoint";
+  }
+  return "the checkpoint was written with another model config (" + diff +
+         "); build the model from the checkpoint's config (read_checkpoint_config)";
+}
+
+// Metadata every rank reads alike: attributes, dataset presence, shapes, types and stored
+// checksums. Call under QuietH5Errors.
+core::Status check_metadata(hid_t file, const std::string& where, const models::Gpt& model,
+                            const optim::AdamW* adamw, const std::vector<Dataset>& sets,
+                            TrainState* state, std::vector<uint64_t>* stored_sums) {
+  int version = -1;
+  if (!read_attr(file, "format_version", H5T_NATIVE_INT, &version)) {
+    return core::Status::error(where +
+                               "has no format_version attribute: it is not a Tessera "
+                               "checkpoint; give a file written by write_checkpoint");
+  }
+  if (version != kFormatVersion) {
+    return core::Status::error(where + "format version " + std::to_string(version) +
+                               " is not supported (this build reads " +
+                               std::to_string(kFormatVersion) +
+                               "); read it with the Tessera version that wrote it");
+  }
+  std::string yaml;
+  const bool have_state =
+      read_attr(file, "step", H5T_NATIVE_INT64, &state->step) &&
+      read_attr(file, "tokens_seen", H5T_NATIVE_INT64, &state->tokens_seen) &&
+      read_attr(file, "seed", H5T_NATIVE_UINT64, &state->seed) &&
+      read_attr(file, "data_epoch", H5T_NATIVE_INT64, &state->data_epoch) &&
+      read_attr(file, "data_position", H5T_NATIVE_INT64, &state->data_position) &&
+      read_string(file, "config_yaml", &yaml);
+  if (!have_state) {
+    return core::Status::error(where +
+                               "lacks a training-state attribute (step, tokens_seen, "
+                               "seed, data_epoch, data_position, config_yaml): the file is "
+                               "corrupt; use an earlier checkpoint");
+  }
+  const core::ModelConfig& m = model.config();
+  if (H5Lexists(file, "/model", H5P_DEFAULT) <= 0) {
+    return core::Status::error(where + "has no /model group: it is not a Tessera checkpoint");
+  }
+  if (adamw != nullptr && (H5Lexists(file, "/optim", H5P_DEFAULT) <= 0 ||
+                           H5Lexists(file, "/optim/m", H5P_DEFAULT) <= 0 ||
+                           H5Lexists(file, "/optim/v", H5P_DEFAULT) <= 0)) {
+    return core::Status::error(where +
+                               "has no optimizer state (/optim/m, /optim/v): it was "
+                               "written without one; load the model weights alone, or use a "
+                               "checkpoint written during training");
+  }
+  {
+    H5Id group(H5Gopen2(file, "/model", H5P_DEFAULT), H5Gclose);
+    H5G_info_t info;
+    if (!group.valid() || H5Gget_info(group.get(), &info) < 0) {
+      return core::Status::error(where +
+                                 "cannot read its /model group: the file is corrupt; "
+                                 "use an earlier checkpoint");
+    }
+    const int expected = model.param_set().size();
+    if (info.nlinks != static_cast<hsize_t>(expected)) {
+      return core::Status::error(where + "/model holds " + std::to_string(info.nlinks) +
+                                 " datasets, the model has " + std::to_string(expected) +
+                                 " parameters: " + another_config(yaml, m));
+    }
+  }
+  stored_sums->assign(sets.size(), 0);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const Dataset& d = sets[k];
+    const models::ParamSpec& spec = model.param_set().specs()[d.index];
+    if (H5Lexists(file, d.name.c_str(), H5P_DEFAULT) <= 0) {
+      return core::Status::error(where + "dataset " + d.name +
+                                 " is missing: " + another_config(yaml, m));
+    }
+    H5Id dset(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT), H5Dclose);
+    H5Id type(dset.valid() ? H5Dget_type(dset.get()) : -1, H5Tclose);
+    H5Id space(dset.valid() ? H5Dget_space(dset.get()) : -1, H5Sclose);
+    if (!dset.valid() || !type.valid() || !space.valid()) {
+      return core::Status::error(where + "cannot open dataset " + d.name +
+                                 ": the file is corrupt; use an earlier checkpoint");
+    }
+    if (H5Tget_class(type.get()) != H5T_FLOAT || H5Tget_size(type.get()) != 4) {
+      return core::Status::error(where + "dataset " + d.name +
+                                 " is not float32: the file was "
+                                 "not written by write_checkpoint");
+    }
+    const int ndims = H5Sget_simple_extent_ndims(space.get());
+    core::Shape shape;
+    if (ndims > 0 && ndims <= 8) {
+      hsize_t dims[8];
+      H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+      for (int i = 0; i < ndims; ++i) shape.push_back(static_cast<int64_t>(dims[i]));
+    }
+    if (shape != spec.global_shape) {
+      return core::Status::error(where + d.name + " has shape " + core::shape_string(shape) +
+                                 ", the model expects " + core::shape_string(spec.global_shape) +
+                                 ": " + another_config(yaml, m));
+    }
+    if (!read_attr(dset.get(), "checksum", H5T_NATIVE_UINT64, &(*stored_sums)[k])) {
+      return core::Status::error(where + "dataset " + d.name +
+                                 " has no checksum attribute: the "
+                                 "file is corrupt; use an earlier checkpoint");
+    }
+  }
+  return core::Status::ok();
+}
+
+// TESSERA_CKPT_CRASH_AFTER=n: the number of datasets after which write_checkpoint throws; -1
+// when unset.
+int64_t crash_after_from_env() {
+  const char* text = std::getenv("TESSERA_CKPT_CRASH_AFTER");
+  if (text == nullptr || *text == '\0') return -1;
+  char* end = nullptr;
+  const long long n = std::strtoll(text, &end, 10);
+  return (end != nullptr && *end == '\0' && n >= 0) ? n : -1;
+}
+
+[[noreturn]] void injected_crash(const std::string& path, int64_t written) {
+  throw Error("write_checkpoint '" + path + "': injected crash after " + std::to_string(written) +
+              " datasets (TESSERA_CKPT_CRASH_AFTER), before the rename");
+}
+
+H5Id mpio_fapl(MPI_Comm world) {
+  H5Id fapl = TESSERA_H5_OPEN(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "creating a file-access list");
+  TESSERA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), world, MPI_INFO_NULL),
+                   "selecting the MPI-IO driver for a checkpoint");
+  return fapl;
+}
+
+H5Id collective_dxpl() {
+  H5Id dxpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_XFER), H5Pclose, "creating a transfer list");
+  TESSERA_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE),
+                   "selecting collective checkpoint transfers");
+  return dxpl;
+}
+
+void check_grid_matches(const models::Gpt& model, parallel::ProcessGrid& grid) {
+  // Invariant: the model's shards are those of this grid's tp group.
+  TESSERA_ASSERT(model.tp_size() == grid.tp_size() && model.tp_rank() == grid.tp_rank(),
+                 "checkpoint I/O with a model built for another grid");
+}
+
+}  // namespace
+
+core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
+                              const optim::AdamW* adamw, const TrainState& state,
+                              const core::Config& config, parallel::ProcessGrid& grid) {
+  check_grid_matches(model, grid);
+  MPI_Comm world = mpi_comm(grid.world_comm());
+  const std::string where = "checkpoint '" + path + "': ";
+  const std::string tmp = path + ".tmp";
+  const fs::path parent = fs::path(path).parent_path();
+
+  core::Status dir_ok;
+  if (grid.world_rank() == 0) {
+    std::error_code ec;
+    if (!parent.empty() && !fs::is_directory(parent, ec)) {
+      dir_ok = core::Status::error(where + "directory '" + parent.string() +
+                                   "' does not exist; create it, or set checkpoint.dir to an "
+                                   "existing directory");
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(agree(dir_ok, world));
+
+  const models::ParamSet& ps = model.param_set();
+  const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
+  const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
+  // Ranks that write a dataset: dp replica 0; of it only tp rank 0 for a replicated parameter.
+  // Their checksum parts, summed over the world, are the datasets' checksums.
+  std::vector<char> writes(sets.size(), 0);
+  std::vector<uint64_t> sums(sets.size(), 0);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const models::ParamSpec& spec = ps.specs()[sets[k].index];
+    writes[k] = grid.dp_rank() == 0 && (!spec.replicated() || tp_rank == 0);
+    if (writes[k]) {
+      sums[k] = shard_checksum(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
+                               ps.local_numel(sets[k].index), tp_rank, tp_size);
+    }
+  }
+  TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
+                                  MPI_UINT64_T, MPI_SUM, world),
+                    "summing checkpoint checksums");
+
+  const int64_t crash_after = crash_after_from_env();
+  {
+    H5Id fapl = mpio_fapl(world);
+    H5Id file = TESSERA_H5_OPEN(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                                H5Fclose, "creating checkpoint file " + tmp);
+    const hid_t f = file.get();
+    write_i32(f, "format_version", kFormatVersion);
+    write_i64(f, "step", state.step);
+    write_i64(f, "tokens_seen", state.tokens_seen);
+    write_u64(f, "seed", state.seed);
+    write_i64(f, "data_epoch", state.data_epoch);
+    write_i64(f, "data_position", state.data_position);
+    write_string(f, "config_yaml", config.to_yaml());
+    write_i32(f, "grid_dp", grid.dp_size());
+    write_i32(f, "grid_tp", grid.tp_size());
+    write_string(f, "checksum_algorithm", kChecksumAlgorithm);
+
+    std::vector<const char*> groups = {"/model"};
+    if (adamw != nullptr) groups.insert(groups.end(), {"/optim", "/optim/m", "/optim/v"});
+    for (const char* g : groups) {
+      TESSERA_H5_OPEN(H5Gcreate2(f, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose,
+                      std::string("creating checkpoint group ") + g);
+    }
+
+    H5Id dcpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "creating a dataset list");
+    // Every element is written, so no fill values (they would be one more pass over the file).
+    TESSERA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), "turning fill values off");
+    H5Id dxpl = collective_dxpl();
+    for (size_t k = 0; k < sets.size(); ++k) {
+      if (static_cast<int64_t>(k) == crash_after) injected_crash(path, static_cast<int64_t>(k));
+      const Dataset& d = sets[k];
+      const models::ParamSpec& spec = ps.specs()[d.index];
+      const std::string doing = "writing checkpoint dataset " + d.name;
+      const std::vector<hsize_t> dims = dims_of(spec.global_shape);
+      H5Id file_space = TESSERA_H5_OPEN(
+          H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose, doing);
+      H5Id dset = TESSERA_H5_OPEN(H5Dcreate2(f, d.name.c_str(), H5T_IEEE_F32LE, file_space.get(),
+                                             H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                                  H5Dclose, doing);
+      write_u64(dset.get(), "checksum", sums[k]);
+      const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
+      H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
+      if (writes[k]) {
+        select_shard(file_space.get(), spec, tp_rank, tp_size);
+        // Invariant: the selection holds exactly the shard's elements.
+        TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
+                       "selecting a shard's hyperslab (element count must equal the shard's)");
+      } else {
+        TESSERA_H5_CHECK(H5Sselect_none(file_space.get()), doing.c_str());
+        TESSERA_H5_CHECK(H5Sselect_none(mem_space.get()), doing.c_str());
+      }
+      TESSERA_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+                                dxpl.get(), ps.view(*d.arena, d.index).f32()),
+                       doing.c_str());
+    }
+    if (crash_after >= static_cast<int64_t>(sets.size())) {
+      injected_crash(path, static_cast<int64_t>(sets.size()));
+    }
+    // Global scope: MPI_File_sync on every rank, so every rank's data has reached the file.
+    TESSERA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing a checkpoint");
+  }  // closes every handle (collective), then the file
+
+  // Every rank has closed the file before rank 0 renames it.
+  TESSERA_MPI_CHECK(MPI_Barrier(world), "waiting for every rank to close a checkpoint");
+  core::Status renamed;
+  if (grid.world_rank() == 0) {
+    renamed = sync_file(tmp);
+    if (renamed.is_ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
+      renamed = core::Status::error("cannot rename '" + tmp + "' to '" + path +
+                                    "': " + std::strerror(errno));
+    }
+    if (renamed.is_ok()) renamed = sync_directory(parent.string());
+    renamed = renamed.with_context(where);
+  }
+  return agree(renamed, world);
+}
+
+core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& model,
+                                         optim::AdamW* adamw, parallel::ProcessGrid& grid) {
+  check_grid_matches(model, grid);
+  MPI_Comm world = mpi_comm(grid.world_comm());
+  MPI_Comm tp = mpi_comm(grid.tp_comm());
+  const std::string where = "checkpoint '" + path + "': ";
+
+  core::Status found;
+  if (grid.world_rank() == 0) {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+      found = core::Status::error(where +
+                                  "not found; check the path, or resume from 'latest' "
+                                  "in checkpoint.dir");
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(agree(found, world));
+
+  H5Id fapl = mpio_fapl(world);
+  H5Id file;
+  {
+    QuietH5Errors quiet;
+    file = H5Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+  }
+  TESSERA_RETURN_IF_ERROR(agree(
+      file.valid() ? core::Status::ok()
+                   : core::Status::error(where + "cannot be opened as an HDF5 file (truncated, "
+                                                 "corrupt, or not a checkpoint); use an earlier "
+                                                 "checkpoint"),
+      world));
+
+  const models::ParamSet& ps = model.param_set();
+  const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
+  TrainState state;
+  std::vector<uint64_t> stored;
+  core::Status meta;
+  {
+    QuietH5Errors quiet;
+    meta = check_metadata(file.get(), where, model, adamw, sets, &state, &stored);
+  }
+  TESSERA_RETURN_IF_ERROR(agree(meta, world));
+
+  // Every rank (of every replica) reads its own shard; replicated datasets whole.
+  const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
+  std::vector<uint64_t> computed(sets.size(), 0), sharded(sets.size(), 0);
+  H5Id dxpl = collective_dxpl();
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const Dataset& d = sets[k];
+    const models::ParamSpec& spec = ps.specs()[d.index];
+    const std::string doing = "reading checkpoint dataset " + d.name;
+    H5Id dset = TESSERA_H5_OPEN(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), H5Dclose, doing);
+    H5Id file_space = TESSERA_H5_OPEN(H5Dget_space(dset.get()), H5Sclose, doing);
+    select_shard(file_space.get(), spec, tp_rank, tp_size);
+    const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
+    H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
+    float* shard = ps.view(*d.arena, d.index).f32();
+    TESSERA_H5_CHECK(
+        H5Dread(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), dxpl.get(), shard),
+        doing.c_str());
+    const uint64_t part = shard_checksum(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size);
+    (spec.replicated() ? computed[k] : sharded[k]) = part;
+  }
+  // A sharded dataset's checksum is the sum of its tp ranks' parts; a replicated one each rank
+  // verifies whole.
+  TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sharded.data(), static_cast<int>(sharded.size()),
+                                  MPI_UINT64_T, MPI_SUM, tp),
+                    "summing checkpoint checksums over tp");
+  core::Status verified;
+  for (size_t k = 0; k < sets.size(); ++k) {
+    if (!ps.specs()[sets[k].index].replicated()) computed[k] = sharded[k];
+    if (computed[k] != stored[k]) {
+      verified =
+          core::Status::error(where + "dataset " + sets[k].name + " checksum mismatch " +
+                              "(stored " + hex64(stored[k]) + ", computed " + hex64(computed[k]) +
+                              "): the file is corrupt; use an earlier checkpoint");
+      break;
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(agree(verified, world));
+  return state;
+}
+
+core::Result<std::string> read_checkpoint_config(const std::string& path,
+                                                 parallel::ProcessGrid& grid) {
+  MPI_Comm world = mpi_comm(grid.world_comm());
+  const std::string where = "checkpoint '" + path + "': ";
+  core::Status status;
+  std::string yaml;
+  if (grid.world_rank() == 0) {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+      status = core::Status::error(where +
+                                   "not found; check the path, or resume from 'latest' "
+                                   "in checkpoint.dir");
+    } else {
+      // MPI-IO on this rank alone: the same driver as the collective reads (no POSIX file
+      // locks, which some parallel file systems refuse).
+      H5Id fapl = mpio_fapl(MPI_COMM_SELF);
+      QuietH5Errors quiet;
+      H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+      int version = -1;
+      if (!file.valid()) {
+        status = core::Status::error(where +
+                                     "cannot be opened as an HDF5 file (truncated, "
+                                     "corrupt, or not a checkpoint); use an earlier checkpoint");
+      } else if (!read_attr(file.get(), "format_version", H5T_NATIVE_INT, &version)) {
+        status = core::Status::error(where +
+                                     "has no format_version attribute: it is not a "
+                                     "Tessera checkpoint; give a file written by "
+                                     "write_checkpoint");
+      } else if (version != kFormatVersion) {
+        status = core::Status::error(where + "format version " + std::to_string(version) +
+                                     " is not supported (this build reads " +
+                                     std::to_string(kFormatVersion) +
+                                     "); read it with the Tessera version that wrote it");
+      } else if (!read_string(file.get(), "config_yaml", &yaml)) {
+        status = core::Status::error(where +
+                                     "has no config_yaml attribute: the file is corrupt; "
+                                     "use an earlier checkpoint");
+      }
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(agree(status, world));
+  uint64_t length = yaml.size();
+  TESSERA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_UINT64_T, 0, world), "broadcasting a config");
+  yaml.resize(length);
+  TESSERA_MPI_CHECK(MPI_Bcast(yaml.data(), static_cast<int>(length), MPI_CHAR, 0, world),
+                    "broadcasting a config");
+  return yaml;
+}
+
+#undef TESSERA_H5_OPEN
+
+}  // namespace tessera::checkpoint

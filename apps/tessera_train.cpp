@@ -16,9 +16,12 @@ int main(int argc, char** argv) {
     std::vector<std::string> overrides;
     app.add_option("config", config_path, "YAML config file")->capture_default_str();
     app.add_option("--set", overrides, "override a key: --set train.steps=100 (repeatable)");
+    bool resume = false;
+    app.add_flag("--resume", resume, "continue from <checkpoint.dir>/latest (same as --set checkpoint.resume=latest)");
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
+    if (resume) overrides.push_back("checkpoint.resume=latest");
     auto config = core::load_config(config_path, overrides);
     if (!config) return config.status();
     int world_size = 1;

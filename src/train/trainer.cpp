@@ -1,7 +1,9 @@
 // tessera-train's loop; see trainer.h.
 #include "train/trainer.h"
 
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -12,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "checkpoint/interim_weights.h"
 #include "core/error.h"
 #include "core/fault.h"
@@ -68,6 +71,10 @@ core::Result<double> scan_tokens(const std::string& paths, int vocab_size) {
   }
   return h;
 }
+
+// Set by SIGTERM / SIGUSR1 (Slurm sends one before a time limit): checkpoint, then stop.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
 
 std::string format_eta(double seconds) {
   char buf[32];
@@ -137,6 +144,46 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                                                           grid.dp_comm(), ro, timeline.get());
   }
   const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
+
+  // Resume: weights, AdamW moments, step (so the LR schedule), data order and position.
+  const core::CheckpointConfig& cc = config.checkpoint;
+  int first_step = 0;
+  if (!cc.resume.empty()) {
+    auto path = checkpoint::resolve_checkpoint(cc.dir, cc.resume);
+    if (!path) return path.status();
+    auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid);
+    if (!state) return state.status();
+    if (state->seed != tc.seed) {
+      return core::Status::error("checkpoint '" + *path + "' was trained with train.seed " +
+                                 std::to_string(state->seed) + ", the config says " +
+                                 std::to_string(tc.seed) + "; set train.seed: " +
+                                 std::to_string(state->seed) + " to continue its data order");
+    }
+    if (state->step >= tc.steps) {
+      return core::Status::error("checkpoint '" + *path + "' is at step " +
+                                 std::to_string(state->step) + ", train.steps is " +
+                                 std::to_string(tc.steps) + ": nothing to do; raise train.steps");
+    }
+    first_step = static_cast<int>(state->step);
+    train_data->set_cursor({state->data_epoch, state->data_position});
+    core::log_info("resumed from " + *path + " at step " + std::to_string(first_step));
+  }
+  auto save_checkpoint = [&](int steps_done) {
+    const std::string path = checkpoint::checkpoint_path(cc.dir, steps_done);
+    const data::LoaderCursor cursor = train_data->cursor();
+    const checkpoint::TrainState state{steps_done, int64_t{steps_done} * global_batch * T, tc.seed,
+                                       cursor.epoch, cursor.position};
+    parallel::Timeline::Scope scope(timeline.get(), "checkpoint", "checkpoint");
+    core::Status st = checkpoint::write_checkpoint(path, model, &adamw, state, config, grid);
+    if (st.is_ok() && grid.world_rank() == 0) st = checkpoint::publish_latest(cc.dir, path, cc.keep);
+    if (!st.is_ok()) throw Error(st.message());
+    core::log_info("checkpoint " + path);
+  };
+  if (!cc.dir.empty()) {
+    std::filesystem::create_directories(cc.dir);
+    std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGUSR1, on_stop_signal);
+  }
   // The job's peak: every rank measures its own share of the machine at the same moment (so
   // ranks sharing cores each see their part) and the shares are summed.
   grid.world_comm().barrier();
@@ -166,7 +213,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   std::ofstream metrics;
   if (writer) {
     std::filesystem::create_directories(tc.out_dir);
-    metrics.open(tc.out_dir + "/metrics.jsonl", std::ios::trunc);
+    // A resumed run continues the file; a fresh one starts it anew.
+    metrics.open(tc.out_dir + "/metrics.jsonl", first_step > 0 ? std::ios::app : std::ios::trunc);
     if (!metrics) {
       throw Error("cannot write '" + tc.out_dir + "/metrics.jsonl'; check train.out_dir");
     }
@@ -192,9 +240,10 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
 
   TrainSummary summary;
   summary.unigram_entropy = *entropy;
+  summary.first_step = first_step;
   core::Timer run_timer;
   double tokens_per_s = 0;
-  for (int step = 0; step < tc.steps; ++step) {
+  for (int step = first_step; step < tc.steps; ++step) {
     core::Timer step_timer;
     model.zero_grad();
     train_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
@@ -244,7 +293,7 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
       metrics.flush();
     }
     if ((step + 1) % tc.log_every == 0 || last || rec.contains("val_loss")) {
-      const double eta = run_timer.seconds() / (step + 1) * (tc.steps - step - 1);
+      const double eta = run_timer.seconds() / (step + 1 - first_step) * (tc.steps - step - 1);
       std::snprintf(line, sizeof line,
                     "step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1fk tok/s | MFU %.1f%% | "
                     "ETA %s",
@@ -254,8 +303,22 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
       if (rec.contains("val_loss")) s += " | val " + std::to_string(summary.final_val_loss);
       core::log_info(s);
     }
+    if (!cc.dir.empty() && step + 1 < tc.steps) {
+      // Every rank must agree to stop: a signal may reach only some of them.
+      double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+      grid.world_comm().all_reduce(&stop, 1, parallel::ReduceOp::kMax);
+      if (stop > 0) {
+        save_checkpoint(step + 1);
+        core::log_info("stopping after step " + std::to_string(step + 1) +
+                       " on a signal (checkpoint written); resume with --resume");
+        summary.stopped_by_signal = true;
+        break;
+      }
+      if (cc.every > 0 && (step + 1) % cc.every == 0) save_checkpoint(step + 1);
+    }
   }
   summary.tokens_per_s = tokens_per_s;
+  if (!cc.dir.empty() && !summary.stopped_by_signal) save_checkpoint(tc.steps);
   summary.weights_path = tc.out_dir + "/model.tsw";
   if (grid.dp_rank() == 0) {
     // Collective over tp_comm of dp replica 0: the shards are gathered to tp rank 0.

@@ -22,10 +22,14 @@ struct TrainSummary {
   double unigram_entropy = 0;      // nats/token of the training tokens: a frequency-only model's loss
   double tokens_per_s = 0;
   std::string weights_path;
-  std::vector<double> losses;      // the global mean training loss of every step
+  std::vector<double> losses;      // the global mean training loss of every step run here
+  int64_t first_step = 0;          // steps done before this run (a resumed run starts there)
+  bool stopped_by_signal = false;  // SIGTERM/SIGUSR1: checkpoint written, stopped early
 };
 
-// Runs config.train.steps steps; a collective over the grid's world. Preconditions:
+// Runs config.train.steps steps (resuming from config.checkpoint.resume when set; writing
+// checkpoints to config.checkpoint.dir every checkpoint.every steps, at the end, and when SIGTERM
+// or SIGUSR1 arrives, after which it stops cleanly); a collective over the grid's world. Preconditions:
 // parallel::check_grid(config, world size) passed and `grid` was built with config.parallel.tp.
 // Bad input (data files, sizes) is returned as a Status; a failure only some ranks see is thrown
 // so the app aborts every rank.

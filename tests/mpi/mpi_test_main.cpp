@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "core/log.h"
+
 #include <cstdio>
 
 namespace {
@@ -47,6 +49,8 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   int world_rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  // Progress lines of the code under test: world rank 0 only.
+  tessera::core::set_log_identity(world_rank, -1, -1);
   if (world_rank != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());

@@ -17,6 +17,7 @@
 #include "models/gpt.h"
 #include "optim/optimizer.h"
 #include "parallel/process_grid.h"
+#include "checkpoint/checkpoint.h"
 #include "train/trainer.h"
 
 namespace tessera {
@@ -153,6 +154,61 @@ TEST(Training, ReplicatedGradientsStayIdenticalAcrossTp) {
     }
   }
   EXPECT_EQ(replicated, 1 + 6 * c.model.n_layer + 2);  // wpe, ln x2 + row-parallel biases x2, ln_f
+}
+
+// A checkpoint directory shared by all ranks (rank 0's name), emptied first.
+std::string fresh_checkpoint_dir(const std::string& tag) {
+  const std::string dir = "/tmp/tessera-mpi-ckpt-" + std::to_string(getppid()) + "-" + tag;
+  if (world_rank() == 0) std::filesystem::remove_all(dir);
+  MPI_Barrier(MPI_COMM_WORLD);
+  return dir;
+}
+
+TEST(Training, ExactResumeIsBitIdenticalOnEveryGrid) {
+  for (int tp = 1; tp <= world_size(); tp *= 2) {
+    core::Config c = small_config(tp);
+    c.checkpoint.dir = fresh_checkpoint_dir("exact-" + std::to_string(tp));
+    c.checkpoint.every = 10;
+    const std::vector<double> full = run(c, MPI_COMM_WORLD);
+    ASSERT_EQ(full.size(), 20u);
+    c.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
+    const std::vector<double> resumed = run(c, MPI_COMM_WORLD);
+    ASSERT_EQ(resumed.size(), 10u);
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_EQ(resumed[i], full[10 + i]) << "step " << 11 + i << " on dp " << world_size() / tp
+                                          << " x tp " << tp;
+    }
+  }
+}
+
+TEST(Training, ResumeOnAnotherGridStaysWithinLayoutTolerance) {
+  // Written at 2 x 2 on 4 ranks (at dp 1 x tp world below that), resumed on every grid of this
+  // world and at 1 x 1.
+  const int tp_writer = world_size() >= 4 ? 2 : world_size();
+  core::Config c = small_config(tp_writer);
+  c.checkpoint.dir = fresh_checkpoint_dir("regrid");
+  c.checkpoint.every = 10;
+  const std::vector<double> full = run(c, MPI_COMM_WORLD);
+  ASSERT_EQ(full.size(), 20u);
+  const std::vector<double> expected(full.begin() + 10, full.end());
+  auto resume_at = [&](int tp, MPI_Comm world, int ranks) {
+    core::Config r = small_config(tp);
+    r.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
+    r.train.out_dir += "-regrid";
+    const std::vector<double> resumed = run(r, world);
+    ASSERT_EQ(resumed.size(), 10u);
+    const double diff = max_rel_diff(resumed, expected);
+    if (world_rank() == 0) {
+      std::printf("resume on another grid: written at dp %d x tp %d, resumed at dp %d x tp %d: "
+                  "max relative loss difference %.3g\n", world_size() / tp_writer, tp_writer,
+                  ranks / tp, tp, diff);
+    }
+    EXPECT_LT(diff, 1e-5) << "resumed at dp " << ranks / tp << " x tp " << tp;
+  };
+  for (int tp = 1; tp <= world_size(); tp *= 2) {
+    if (world_size() % tp == 0) resume_at(tp, MPI_COMM_WORLD, world_size());
+  }
+  resume_at(1, MPI_COMM_SELF, 1);
 }
 
 }  // namespace

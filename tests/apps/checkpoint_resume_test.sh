@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Checkpoints from tessera-train: SIGUSR1 (what Slurm sends before a time limit) makes it write
+# a checkpoint and exit 0; --resume continues to the end; `latest` names the newest checkpoint,
+# which h5dump can read.
+source "$(dirname "$0")/lib.sh"
+cd "$TESSERA_ROOT"
+make_small_data "$WORK/data"
+sets=$(small_sets "$WORK/data")
+ck="$WORK/ckpt"
+
+"$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=100000 --set train.log_every=1 \
+  --set checkpoint.dir="$ck" --set checkpoint.every=0 > "$WORK/run1.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+  grep -q '^step ' "$WORK/run1.log" && break
+  sleep 0.1
+done
+kill -USR1 $pid
+wait $pid
+rc=$?
+[[ $rc -eq 0 ]] && pass "SIGUSR1: exit 0" || { fail "SIGUSR1: exit $rc"; tail -5 "$WORK/run1.log"; }
+grep -q 'stopping after step .* on a signal (checkpoint written)' "$WORK/run1.log" \
+  && pass "SIGUSR1: $(grep 'stopping after' "$WORK/run1.log")" || fail "no stop line"
+latest=$(cat "$ck/latest" 2>/dev/null)
+[[ -n "$latest" && -f "$ck/$latest" || -f "$latest" ]] && pass "latest names $latest" \
+  || fail "latest missing or dangling: '$latest'"
+stopped=$(sed -n 's/^stopping after step \([0-9]*\).*/\1/p' "$WORK/run1.log")
+
+h5dump -H "$(ls "$ck"/step_*.h5 | tail -1)" > "$WORK/h5dump.txt" 2>&1 \
+  && grep -q 'DATASET "wte"' "$WORK/h5dump.txt" && pass "h5dump -H reads the checkpoint" \
+  || { fail "h5dump -H failed"; head -5 "$WORK/h5dump.txt"; }
+
+total=$((stopped + 5))
+"$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=$total --set train.log_every=1 \
+  --set checkpoint.dir="$ck" --resume > "$WORK/run2.log" 2>&1 \
+  || { fail "resume run failed"; tail -5 "$WORK/run2.log"; }
+grep -q "resumed from .* at step $stopped" "$WORK/run2.log" && pass "resumed at step $stopped" \
+  || fail "no resume line for step $stopped"
+grep -Eq "^step +$total/$total" "$WORK/run2.log" && pass "ran on to step $total" || fail "did not reach $total"
+first=$(grep -Em1 '^step ' "$WORK/run2.log" | awk '{print $2}')
+[[ "$first" == "$((stopped + 1))/$total" ]] && pass "first step after resume is $first" \
+  || fail "first step after resume is $first, expected $((stopped + 1))/$total"
+finish

@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
     if (!config) return config.status();
     const core::ModelConfig& mc = config->model;
     const int nthreads = core::set_threads(threads, 1);
-    const double peak = train::measure_sgemm_gflops();
+    // 2048^3 (17 GFLOP a run): large enough that the figure is the BLAS peak, not its start-up.
+    const double peak = train::measure_sgemm_gflops(2048, 5);
 
     models::Gpt model(mc, B, T);
     model.init_weights(1);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <iterator>
 
+#include "checkpoint/checkpoint.h"
 #include "checkpoint/interim_weights.h"
 #include "core/app.h"
 #include "core/log.h"
@@ -26,7 +27,7 @@ int main(int argc, char** argv) {
     bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
     int tp = 0;
-    app.add_option("weights", weights_path, "weights file written by tessera-train")->required();
+    app.add_option("weights", weights_path, "a checkpoint (.h5) or the weights file (model.tsw) written by tessera-train")->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
     app.add_option("--tokenizer", tokenizer_prefix, "tokenizer prefix (default: the one in the weights' config)");
     app.add_option("--max-tokens,-n", o.max_tokens, "tokens to generate")->capture_default_str();
@@ -45,7 +46,17 @@ int main(int argc, char** argv) {
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;
-    auto config = checkpoint::read_interim_config(weights_path);
+    // A checkpoint (.h5, written with checkpoint.dir) or the interim weights file (model.tsw).
+    const bool is_checkpoint = weights_path.ends_with(".h5");
+    core::Result<core::Config> config = core::Status::error("no config read");
+    if (is_checkpoint) {
+      parallel::ProcessGrid probe(MPI_COMM_WORLD, 1);  // any grid reads the stored config
+      auto text = checkpoint::read_checkpoint_config(weights_path, probe);
+      if (!text) return text.status();
+      config = core::parse_config(*text, weights_path + " (stored config)", {});
+    } else {
+      config = checkpoint::read_interim_config(weights_path);
+    }
     if (!config) return config.status();
     int world_size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
@@ -73,7 +84,12 @@ int main(int argc, char** argv) {
                                  "; pass the tokenizer the model was trained with (--tokenizer)");
     }
     models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.tp_comm());
-    TESSERA_RETURN_IF_ERROR(checkpoint::load_interim_weights(weights_path, model));
+    if (is_checkpoint) {
+      auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
+      if (!state) return state.status();
+    } else {
+      TESSERA_RETURN_IF_ERROR(checkpoint::load_interim_weights(weights_path, model));
+    }
     if (!app.count("--prompt")) {
       // mpirun hands stdin to rank 0 only: it reads, every rank gets the same prompt.
       if (grid.world_rank() == 0) {

@@ -118,12 +118,12 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   if (have_val) {
     auto v = data::DataLoader::open(config.data.val, T, tc.seed);
     if (!v) return v.status();
-    if (v->num_sequences() < micro) {
+    if (v->num_sequences() < global_batch) {
       return core::Status::error("data.val '" + config.data.val + "' has " +
                                  std::to_string(v->num_sequences()) + " sequences of " +
-                                 std::to_string(T + 1) + " tokens, fewer than one micro-batch (" +
-                                 std::to_string(micro) + "); give more validation text or set "
-                                 "train.val_every: 0");
+                                 std::to_string(T + 1) + " tokens, fewer than one batch (" +
+                                 std::to_string(global_batch) + "); give more validation text "
+                                 "or set train.val_every: 0");
     }
     val_data.emplace(std::move(*v));
   }
@@ -223,19 +223,22 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   // Step buffers, allocated once.
   std::vector<int32_t> inputs(B_local * T), targets(B_local * T);
   auto evaluate = [&]() {
-    // Every dp rank evaluates the same batches (tp ranks share the work of each).
+    // A validation batch is a global batch split over dp like a training batch (tp ranks share
+    // the work of each), and the sums are reduced over dp: the figure is the same on every grid.
     parallel::Timeline::Scope scope(timeline.get(), "validation", "validation");
     val_data->set_cursor({});
-    double sum = 0;
-    int64_t count = 0;
+    double sum_count[2] = {0, 0};
     for (int b = 0; b < tc.val_batches; ++b) {
       if (val_data->cursor().epoch > 0) break;  // validation set exhausted: use what we have
-      val_data->next_batch(micro, 0, micro, inputs.data(), targets.data());
-      int64_t n = 0;
-      sum += model.forward(inputs.data(), targets.data(), micro, T, &n);
-      count += n;
+      val_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
+      for (int64_t m = 0; m < B_local; m += micro) {
+        int64_t n = 0;
+        sum_count[0] += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T, &n);
+        sum_count[1] += static_cast<double>(n);
+      }
     }
-    return sum / static_cast<double>(count);
+    if (dp_size > 1) grid.dp_comm().all_reduce(sum_count, 2, parallel::ReduceOp::kSum);
+    return sum_count[0] / sum_count[1];
   };
 
   TrainSummary summary;

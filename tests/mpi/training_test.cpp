@@ -110,6 +110,26 @@ TEST(Training, LayoutInvarianceOnEveryGridOfThisWorld) {
   }
 }
 
+TEST(Training, ValidationLossIsTheSameOnEveryGrid) {
+  auto val_loss = [](int tp, MPI_Comm world) {
+    core::Config c = small_config(tp);
+    c.data.val = shared_shard();
+    c.train.val_every = 5;
+    c.train.val_batches = 3;
+    c.train.steps = 5;
+    parallel::ProcessGrid grid(world, tp);
+    auto summary = train::train(c, grid);
+    EXPECT_TRUE(summary.is_ok()) << summary.status().message();
+    return summary.is_ok() ? summary->final_val_loss : -1.0;
+  };
+  const double reference = val_loss(1, MPI_COMM_SELF);
+  ASSERT_GT(reference, 0);
+  for (int tp = 1; tp <= world_size(); tp *= 2) {
+    EXPECT_NEAR(val_loss(tp, MPI_COMM_WORLD), reference, 1e-5 * reference)
+        << "grid dp " << world_size() / tp << " x tp " << tp;
+  }
+}
+
 TEST(Training, GradientAccumulationEqualsTheWholeBatch) {
   core::Config whole = small_config(1);
   core::Config accumulated = small_config(1);

@@ -24,22 +24,16 @@
 #include "models/gpt.h"
 #include "optim/optimizer.h"
 #include "parallel/process_grid.h"
+#include "mpi_test_util.h"
 
 namespace tessera::checkpoint {
 namespace {
 
+using tessera::testing::world_rank;
+using tessera::testing::world_size;
+
 namespace fs = std::filesystem;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
 void barrier() { MPI_Barrier(MPI_COMM_WORLD); }
 
 // A directory all ranks share (rank 0 names and makes it), removed by rank 0 at exit. The first

@@ -16,21 +16,13 @@
 #include <vector>
 
 #include "parallel/timeline.h"
+#include "mpi_test_util.h"
 
 namespace tessera::parallel {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using tessera::testing::world_rank;
+using tessera::testing::world_size;
 
 // bf16 of a float that bf16 represents exactly (the top 16 bits).
 uint16_t exact_bf16(float f) {

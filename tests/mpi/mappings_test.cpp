@@ -14,15 +14,12 @@
 
 #include "core/philox.h"
 #include "parallel/process_grid.h"
+#include "mpi_test_util.h"
 
 namespace tessera::parallel {
 namespace {
 
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using tessera::testing::world_size;
 
 // tp = world size, and tp = 2 when the world has 4 ranks.
 std::vector<int> tp_sizes() {

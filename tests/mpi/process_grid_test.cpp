@@ -10,21 +10,13 @@
 #include <vector>
 
 #include "core/log.h"
+#include "mpi_test_util.h"
 
 namespace tessera::parallel {
 namespace {
 
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
+using tessera::testing::world_rank;
+using tessera::testing::world_size;
 
 // Every tp in {1, 2, 4} that divides the world size.
 std::vector<int> tp_sizes() {

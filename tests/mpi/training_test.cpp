@@ -19,20 +19,13 @@
 #include "parallel/process_grid.h"
 #include "checkpoint/checkpoint.h"
 #include "train/trainer.h"
+#include "mpi_test_util.h"
 
 namespace tessera {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using tessera::testing::world_rank;
+using tessera::testing::world_size;
 
 // A shard of random tokens shared by all ranks (rank 0 writes it).
 std::string shared_shard() {

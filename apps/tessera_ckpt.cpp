@@ -1,10 +1,10 @@
 // tessera-ckpt: look inside a checkpoint (inspect: attributes, stored config, dataset table) and
 // check it loads (verify: builds the model from the stored config and reads every dataset with
 // read_checkpoint, which checks each checksum). inspect is serial HDF5 on world rank 0.
-#include <CLI/CLI.hpp>
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <CLI/CLI.hpp>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -126,20 +126,23 @@ core::Status inspect(const std::string& path) {
   const std::string where = "checkpoint '" + path + "' ";
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    return core::Status::error(where + "not found; pass the path of a step_<n>.h5 file "
-                                       "(the one <checkpoint.dir>/latest names)");
+    return core::Status::error(where +
+                               "not found; pass the path of a step_<n>.h5 file "
+                               "(the one <checkpoint.dir>/latest names)");
   }
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures below are answers, not stack dumps
   H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!file.valid()) {
-    return core::Status::error(where + "cannot be opened as an HDF5 file (truncated, corrupt, "
-                                       "or not a checkpoint); use an earlier checkpoint");
+    return core::Status::error(where +
+                               "cannot be opened as an HDF5 file (truncated, corrupt, "
+                               "or not a checkpoint); use an earlier checkpoint");
   }
   const hid_t f = file.get();
   int32_t version = 0;
   if (!read_scalar_attr(f, "format_version", H5T_NATIVE_INT32, &version)) {
-    return core::Status::error(where + "is HDF5 but has no format_version attribute: not a "
-                                       "Tessera checkpoint; pass a file tessera-train wrote");
+    return core::Status::error(where +
+                               "is HDF5 but has no format_version attribute: not a "
+                               "Tessera checkpoint; pass a file tessera-train wrote");
   }
   checkpoint::TrainState s;
   int32_t grid_dp = 0, grid_tp = 0;
@@ -150,8 +153,9 @@ core::Status inspect(const std::string& path) {
                         read_scalar_attr(f, "data_position", H5T_NATIVE_INT64, &s.data_position);
   const std::optional<std::string> config = read_string_attr(f, "config_yaml");
   if (!complete || !config) {
-    return core::Status::error(where + "lacks training-state attributes or config_yaml: not a "
-                                       "complete Tessera checkpoint; use an earlier checkpoint");
+    return core::Status::error(where +
+                               "lacks training-state attributes or config_yaml: not a "
+                               "complete Tessera checkpoint; use an earlier checkpoint");
   }
   read_scalar_attr(f, "grid_dp", H5T_NATIVE_INT32, &grid_dp);
   read_scalar_attr(f, "grid_tp", H5T_NATIVE_INT32, &grid_tp);
@@ -159,16 +163,17 @@ core::Status inspect(const std::string& path) {
 
   std::vector<DatasetInfo> sets;
   if (H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &sets, H5O_INFO_BASIC) < 0) {
-    return core::Status::error(where + "has a dataset whose header cannot be read: the file is "
-                                       "corrupt; use an earlier checkpoint");
+    return core::Status::error(where +
+                               "has a dataset whose header cannot be read: the file is "
+                               "corrupt; use an earlier checkpoint");
   }
 
   std::printf("checkpoint      %s\n", path.c_str());
-  std::printf("format version  %d%s\n", version,
-              version == checkpoint::kFormatVersion
-                  ? ""
-                  : (" (this build reads " + std::to_string(checkpoint::kFormatVersion) + ")")
-                        .c_str());
+  std::printf(
+      "format version  %d%s\n", version,
+      version == checkpoint::kFormatVersion
+          ? ""
+          : (" (this build reads " + std::to_string(checkpoint::kFormatVersion) + ")").c_str());
   std::printf("step            %" PRId64 "\n", s.step);
   std::printf("tokens seen     %" PRId64 "\n", s.tokens_seen);
   std::printf("seed            %" PRIu64 "\n", s.seed);
@@ -192,13 +197,12 @@ core::Status inspect(const std::string& path) {
               "checksum");
   hsize_t total_elements = 0, total_bytes = 0;
   for (const DatasetInfo& d : sets) {
-    const std::string sum =
-        d.checksum ? ([&] {
-          char buf[24];
-          std::snprintf(buf, sizeof buf, "0x%016" PRIx64, *d.checksum);
-          return std::string(buf);
-        })()
-                   : std::string("-");
+    const std::string sum = d.checksum ? ([&] {
+      char buf[24];
+      std::snprintf(buf, sizeof buf, "0x%016" PRIx64, *d.checksum);
+      return std::string(buf);
+    })()
+                                       : std::string("-");
     std::printf("  %-*s  %-14s  %-7s  %12llu  %s\n", w, d.name.c_str(), shape_text(d.shape).c_str(),
                 d.dtype.c_str(), static_cast<unsigned long long>(d.bytes), sum.c_str());
     total_elements += d.elements;
@@ -245,8 +249,9 @@ core::Result<int> verify(const std::string& path) {
 
 int main(int argc, char** argv) {
   return core::run_app("tessera-ckpt", argc, argv, [](int ac, char** av) -> core::Result<int> {
-    CLI::App app{"Inspect or verify a Tessera checkpoint. Example: tessera-ckpt verify "
-                 "out/ckpt/step_00000200.h5"};
+    CLI::App app{
+        "Inspect or verify a Tessera checkpoint. Example: tessera-ckpt verify "
+        "out/ckpt/step_00000200.h5"};
     app.require_subcommand(1);
     std::string inspect_path, verify_path;
     CLI::App* inspect_cmd = app.add_subcommand(

@@ -1,8 +1,8 @@
 // tessera-generate: text from trained weights, streamed token by token.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <algorithm>
 #include <iterator>
 
 #include "checkpoint/checkpoint.h"
@@ -19,7 +19,9 @@ using namespace tessera;
 
 int main(int argc, char** argv) {
   return core::run_app("tessera-generate", argc, argv, [](int ac, char** av) -> core::Result<int> {
-    CLI::App app{"Generate text from a trained model. Example: tessera-generate out/tiny/model.tsw --prompt 'ROMEO:'"};
+    CLI::App app{
+        "Generate text from a trained model. Example: tessera-generate out/tiny/model.tsw --prompt "
+        "'ROMEO:'"};
     std::string weights_path;
     std::string prompt;
     std::string tokenizer_prefix;
@@ -27,19 +29,28 @@ int main(int argc, char** argv) {
     bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
     int tp = 0;
-    app.add_option("weights", weights_path, "a checkpoint (.h5) or the weights file (model.tsw) written by tessera-train")->required();
+    app.add_option("weights", weights_path,
+                   "a checkpoint (.h5) or the weights file (model.tsw) written by tessera-train")
+        ->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
-    app.add_option("--tokenizer", tokenizer_prefix, "tokenizer prefix (default: the one in the weights' config)");
+    app.add_option("--tokenizer", tokenizer_prefix,
+                   "tokenizer prefix (default: the one in the weights' config)");
     app.add_option("--max-tokens,-n", o.max_tokens, "tokens to generate")->capture_default_str();
-    app.add_option("--temperature,-t", o.sampling.temperature, "sampling temperature; 0 = greedy")->capture_default_str();
-    app.add_option("--top-k", o.sampling.top_k, "keep the k most likely tokens (0: off)")->capture_default_str();
-    app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass (1: off)")->capture_default_str();
+    app.add_option("--temperature,-t", o.sampling.temperature, "sampling temperature; 0 = greedy")
+        ->capture_default_str();
+    app.add_option("--top-k", o.sampling.top_k, "keep the k most likely tokens (0: off)")
+        ->capture_default_str();
+    app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass (1: off)")
+        ->capture_default_str();
     app.add_option("--seed", o.sampling.seed, "sampling seed")->capture_default_str();
     app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
-    app.add_option("--tp", tp, "tensor-parallel size (default: every rank; ranks beyond one tp group repeat it)");
+    app.add_option(
+        "--tp", tp,
+        "tensor-parallel size (default: every rank; ranks beyond one tp group repeat it)");
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
     app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
-    app.add_flag("--no-kv-cache", no_cache, "recompute the whole prefix for every token (reference path)");
+    app.add_flag("--no-kv-cache", no_cache,
+                 "recompute the whole prefix for every token (reference path)");
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;

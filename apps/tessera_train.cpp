@@ -11,13 +11,16 @@ using namespace tessera;
 
 int main(int argc, char** argv) {
   return core::run_app("tessera-train", argc, argv, [](int ac, char** av) -> core::Result<int> {
-    CLI::App app{"Train a GPT-2 family model. Example: tessera-train configs/tiny.yaml --set train.steps=100"};
+    CLI::App app{
+        "Train a GPT-2 family model. Example: tessera-train configs/tiny.yaml --set "
+        "train.steps=100"};
     std::string config_path = "configs/tiny.yaml";
     std::vector<std::string> overrides;
     app.add_option("config", config_path, "YAML config file")->capture_default_str();
     app.add_option("--set", overrides, "override a key: --set train.steps=100 (repeatable)");
     bool resume = false;
-    app.add_flag("--resume", resume, "continue from <checkpoint.dir>/latest (same as --set checkpoint.resume=latest)");
+    app.add_flag("--resume", resume,
+                 "continue from <checkpoint.dir>/latest (same as --set checkpoint.resume=latest)");
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;

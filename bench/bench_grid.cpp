@@ -40,11 +40,11 @@ double median(std::vector<double> v) {
 
 // What a rank's trace says about its timed steps (events starting at or after since_us).
 struct OverlapStats {
-  double overlap_fraction = 0;  // all-reduce time inside backward / all-reduce time
-  double allreduce_ms = 0;      // bucket all-reduce event time, summed over buckets
-  double allreduce_wall_ms = 0; // union of the bucket all-reduce events (buckets run together)
-  double backward_ms = 0;       // union of backward compute events
-  double finish_ms = 0;         // reducer.finish: the wait left after backward
+  double overlap_fraction = 0;   // all-reduce time inside backward / all-reduce time
+  double allreduce_ms = 0;       // bucket all-reduce event time, summed over buckets
+  double allreduce_wall_ms = 0;  // union of the bucket all-reduce events (buckets run together)
+  double backward_ms = 0;        // union of backward compute events
+  double finish_ms = 0;          // reducer.finish: the wait left after backward
 };
 
 // The union of [start, end) intervals, as disjoint sorted intervals.
@@ -64,8 +64,7 @@ std::vector<std::pair<double, double>> merge(std::vector<std::pair<double, doubl
 // Reads the Chrome trace this rank wrote (Timeline::write) and measures, over the timed steps,
 // how much of the "bucket <b> allreduce" events (communication lane) lies inside the union of
 // the "backward" compute events. Per-step figures are totals / steps.
-core::Result<OverlapStats> overlap_from_trace(const std::string& path, double since_us,
-                                              int steps) {
+core::Result<OverlapStats> overlap_from_trace(const std::string& path, double since_us, int steps) {
   std::ifstream in(path);
   if (!in) {
     return core::Status::error("bench_grid: cannot read back timeline '" + path +
@@ -151,9 +150,9 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     const int64_t dp_guess = tp >= 1 && world_size % tp == 0 ? world_size / tp : 1;
     auto config = core::load_config(
-        config_path, {"train.seq_len=" + std::to_string(T), "parallel.tp=" + std::to_string(tp),
-                      "train.batch_size=" + std::to_string(B_local * dp_guess),
-                      "train.micro_batch_size=0"});
+        config_path,
+        {"train.seq_len=" + std::to_string(T), "parallel.tp=" + std::to_string(tp),
+         "train.batch_size=" + std::to_string(B_local * dp_guess), "train.micro_batch_size=0"});
     if (!config) return config.status();
     TESSERA_RETURN_IF_ERROR(parallel::check_grid(*config, world_size));
     const core::ModelConfig& mc = config->model;

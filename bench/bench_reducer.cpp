@@ -153,9 +153,10 @@ int main(int argc, char** argv) {
           line["bf16_wire_bytes"] = bf16_bytes;
         }
         std::printf("%s\n", line.dump().c_str());
-        std::printf("# %s: reducer %.1f ms, raw MPI_Allreduce %.1f ms -> reducer at %.1f%% of raw "
-                    "(goal >= 95%%)\n",
-                    name.c_str(), reducer_ms, raw_ms, 100.0 * raw_ms / reducer_ms);
+        std::printf(
+            "# %s: reducer %.1f ms, raw MPI_Allreduce %.1f ms -> reducer at %.1f%% of raw "
+            "(goal >= 95%%)\n",
+            name.c_str(), reducer_ms, raw_ms, 100.0 * raw_ms / reducer_ms);
         std::fflush(stdout);
       }
     }

@@ -70,28 +70,27 @@ int main(int argc, char** argv) {
     const double mfu = models::Gpt::flops_per_token(mc, T) * tps / (peak * 1e9);
     const models::KernelTimes& kt = model.kernel_times();
     const double per = 1e3 / steps;  // ms per step
-    nlohmann::json out = {
-        {"impl", "tessera"},
-        {"config", config_path},
-        {"B", B},
-        {"T", T},
-        {"threads", nthreads},
-        {"params", model.param_set().global_param_count(true)},
-        {"tokens_per_s", tps},
-        {"step_ms_median", median_ms},
-        {"step_ms_min", sorted.front()},
-        {"steps", steps},
-        {"sgemm_gflops", peak},
-        {"mfu", mfu},
-        {"kernel_ms_per_step",
-         {{"matmul", kt.matmul * per},
-          {"attention", kt.attention * per},
-          {"layernorm", kt.layernorm * per},
-          {"gelu", kt.gelu * per},
-          {"xent", kt.xent * per},
-          {"embedding", kt.embedding * per},
-          {"other", kt.other * per},
-          {"optimizer_and_rest", median_ms - kt.total() * per}}}};
+    nlohmann::json out = {{"impl", "tessera"},
+                          {"config", config_path},
+                          {"B", B},
+                          {"T", T},
+                          {"threads", nthreads},
+                          {"params", model.param_set().global_param_count(true)},
+                          {"tokens_per_s", tps},
+                          {"step_ms_median", median_ms},
+                          {"step_ms_min", sorted.front()},
+                          {"steps", steps},
+                          {"sgemm_gflops", peak},
+                          {"mfu", mfu},
+                          {"kernel_ms_per_step",
+                           {{"matmul", kt.matmul * per},
+                            {"attention", kt.attention * per},
+                            {"layernorm", kt.layernorm * per},
+                            {"gelu", kt.gelu * per},
+                            {"xent", kt.xent * per},
+                            {"embedding", kt.embedding * per},
+                            {"other", kt.other * per},
+                            {"optimizer_and_rest", median_ms - kt.total() * per}}}};
     std::printf("%s\n", out.dump().c_str());
     return 0;
   });

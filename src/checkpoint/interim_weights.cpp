@@ -66,7 +66,8 @@ static std::vector<float> whole_tensor(const models::Gpt& model, int i) {
   std::vector<float> gathered(n_local * tp), whole(n_local * tp);
   model.tp_comm()->all_gather(gathered.data(), local, n_local);
   for (int r = 0; r < tp; ++r) {
-    for (int64_t j = 0; j < n_local; ++j) whole[s.global_index(j, r, tp)] = gathered[r * n_local + j];
+    for (int64_t j = 0; j < n_local; ++j)
+      whole[s.global_index(j, r, tp)] = gathered[r * n_local + j];
   }
   return whole;
 }
@@ -152,11 +153,10 @@ core::Status load_interim_weights(const std::string& path, models::Gpt& model) {
     shape.resize(ndim);
     for (auto& d : shape) get(f, d);
     if (name != s.name || shape != s.global_shape) {
-      return core::Status::error("weights file '" + path + "': parameter " + std::to_string(i) +
-                                 " is " + name + " " + core::shape_string(shape) +
-                                 ", the model expects " + s.name + " " +
-                                 core::shape_string(s.global_shape) +
-                                 "; the file was written for another model config");
+      return core::Status::error(
+          "weights file '" + path + "': parameter " + std::to_string(i) + " is " + name + " " +
+          core::shape_string(shape) + ", the model expects " + s.name + " " +
+          core::shape_string(s.global_shape) + "; the file was written for another model config");
     }
     whole.resize(core::shape_numel(shape));
     if (!f.read(reinterpret_cast<char*>(whole.data()),

@@ -4,7 +4,6 @@
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
-
 #include <cstdlib>
 #include <exception>
 #include <string>

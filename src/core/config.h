@@ -12,68 +12,71 @@
 namespace tessera::core {
 
 struct ModelConfig {
-  std::string arch = "gpt2";    // GPT-2 family (learned positions, pre-LN, GELU MLP, tied head)
-  int vocab_size = 4096;        // V: real tokens; the loss never sees padded rows
-  int pad_vocab_to = 128;       // Vp = V rounded up to this multiple (never derived from tp)
-  int max_seq_len = 256;        // maxT: rows of the positional embedding
-  int n_layer = 4;              // L
-  int n_head = 4;               // NH
-  int n_embd = 128;             // C
-  double init_std = 0.02;       // normal(0, init_std); residual projections scaled by 1/sqrt(2L)
-  int padded_vocab_size() const { return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to; }
+  std::string arch = "gpt2";  // GPT-2 family (learned positions, pre-LN, GELU MLP, tied head)
+  int vocab_size = 4096;      // V: real tokens; the loss never sees padded rows
+  int pad_vocab_to = 128;     // Vp = V rounded up to this multiple (never derived from tp)
+  int max_seq_len = 256;      // maxT: rows of the positional embedding
+  int n_layer = 4;            // L
+  int n_head = 4;             // NH
+  int n_embd = 128;           // C
+  double init_std = 0.02;     // normal(0, init_std); residual projections scaled by 1/sqrt(2L)
+  int padded_vocab_size() const {
+    return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to;
+  }
   bool operator==(const ModelConfig&) const = default;
 };
 
 struct DataConfig {
   std::string train = "out/tiny/data/train.bin";  // token shard(s) (llm.c layout); comma-separated
   std::string val = "out/tiny/data/val.bin";
-  std::string tokenizer = "out/tiny/data/tokenizer";  // prefix: <prefix>.vocab.json, <prefix>.merges.txt
+  std::string tokenizer =
+      "out/tiny/data/tokenizer";  // prefix: <prefix>.vocab.json, <prefix>.merges.txt
   bool operator==(const DataConfig&) const = default;
 };
 
 struct TrainConfig {
   uint64_t seed = 1337;
   int steps = 200;
-  int batch_size = 16;        // global batch in sequences per step (over all dp ranks)
-  int micro_batch_size = 0;   // sequences per forward/backward on one rank; 0 = batch_size / dp
-  int seq_len = 64;           // T
-  int val_every = 50;         // 0: never
+  int batch_size = 16;       // global batch in sequences per step (over all dp ranks)
+  int micro_batch_size = 0;  // sequences per forward/backward on one rank; 0 = batch_size / dp
+  int seq_len = 64;          // T
+  int val_every = 50;        // 0: never
   int val_batches = 8;
   int log_every = 1;
   std::string out_dir = "out/tiny";  // final weights, metrics.jsonl
-  std::string timeline;       // Chrome-trace JSON path; empty: off
-  std::string dtype = "fp32"; // fp32 | bf16 (bf16 is the CUDA backend's)
-  std::string device = "cpu"; // cpu | cuda
-  int threads = 0;            // threads per rank; 0 = cores / local ranks
+  std::string timeline;              // Chrome-trace JSON path; empty: off
+  std::string dtype = "fp32";        // fp32 | bf16 (bf16 is the CUDA backend's)
+  std::string device = "cpu";        // cpu | cuda
+  int threads = 0;                   // threads per rank; 0 = cores / local ranks
   bool operator==(const TrainConfig&) const = default;
 };
 
 struct OptimConfig {
-  double lr = 1e-3;           // peak learning rate
-  double min_lr = 1e-4;       // cosine floor
+  double lr = 1e-3;      // peak learning rate
+  double min_lr = 1e-4;  // cosine floor
   int warmup_steps = 20;
   std::string schedule = "cosine";  // cosine | constant
-  double weight_decay = 0.1;  // decoupled; not applied to biases and layernorm parameters
+  double weight_decay = 0.1;        // decoupled; not applied to biases and layernorm parameters
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0;     // global grad-norm clip; 0 = off
+  double grad_clip = 1.0;  // global grad-norm clip; 0 = off
   bool operator==(const OptimConfig&) const = default;
 };
 
 struct ParallelConfig {
-  int tp = 1;                 // tensor-parallel size; dp = world size / tp
-  double bucket_mb = 25.0;    // GradientReducer fusion bucket cap
-  bool overlap = true;        // start bucket all-reduces during backward
-  bool compress_bf16 = false; // bf16 wire format for the dp all-reduce
+  int tp = 1;                  // tensor-parallel size; dp = world size / tp
+  double bucket_mb = 25.0;     // GradientReducer fusion bucket cap
+  bool overlap = true;         // start bucket all-reduces during backward
+  bool compress_bf16 = false;  // bf16 wire format for the dp all-reduce
   bool operator==(const ParallelConfig&) const = default;
 };
 
 struct CheckpointConfig {
-  std::string dir;            // empty: off
-  int every = 0;              // steps between checkpoints; 0: only the final one
+  std::string dir;  // empty: off
+  int every = 0;    // steps between checkpoints; 0: only the final one
   int keep = 3;
-  std::string resume;         // "", "latest" or a path
+  std::string resume;  // "", "latest" or a path
   bool operator==(const CheckpointConfig&) const = default;
 };
 

@@ -17,22 +17,21 @@ class Error : public std::runtime_error {
 
 namespace core {
 // Builds and throws the Error for a failed check. `library` is "MPI", "HDF5", "CUDA"...
-[[noreturn]] void throw_check_failure(const char* library, const char* call_text,
-                                      const char* doing, const std::string& library_message,
-                                      const char* file, int line);
+[[noreturn]] void throw_check_failure(const char* library, const char* call_text, const char* doing,
+                                      const std::string& library_message, const char* file,
+                                      int line);
 std::string mpi_error_string(int code);
 }  // namespace core
 }  // namespace tessera
 
 // The generator: `failed` is evaluated once on the call's result `rc_`; `describe` turns rc_
 // into the library's message.
-#define TESSERA_CHECK_GEN(library, call, doing, failed, describe)                           \
-  do {                                                                                      \
-    auto rc_ = (call);                                                                      \
-    if (failed) {                                                                           \
-      ::tessera::core::throw_check_failure(library, #call, doing, describe, __FILE__,       \
-                                           __LINE__);                                       \
-    }                                                                                       \
+#define TESSERA_CHECK_GEN(library, call, doing, failed, describe)                                \
+  do {                                                                                           \
+    auto rc_ = (call);                                                                           \
+    if (failed) {                                                                                \
+      ::tessera::core::throw_check_failure(library, #call, doing, describe, __FILE__, __LINE__); \
+    }                                                                                            \
   } while (0)
 
 #define TESSERA_MPI_CHECK(call, doing) \

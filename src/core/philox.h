@@ -20,10 +20,11 @@ enum class RngStream : uint32_t {
   kInit = 1,       // parameter initialisation; parameter p uses kInit + (p << 8)
   kDataOrder = 2,  // per-epoch permutation of sequences
   kDropout = 3,
-  kSampling = 4,   // generation
+  kSampling = 4,  // generation
 };
 
-// Four 32-bit words for (seed, stream, index): key = seed, counter = (index lo, index hi, stream, 0).
+// Four 32-bit words for (seed, stream, index): key = seed, counter = (index lo, index hi, stream,
+// 0).
 PhiloxCounter philox_draw(uint64_t seed, uint64_t stream, uint64_t index);
 
 // Uniform in (0, 1) from the first word of the draw (24-bit mantissa, never exactly 0 or 1).

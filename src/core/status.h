@@ -34,8 +34,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}    // NOLINT: must be an error status
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must be an error status
 
   bool is_ok() const { return std::holds_alternative<T>(v_); }
   explicit operator bool() const { return is_ok(); }
@@ -55,8 +55,8 @@ class [[nodiscard]] Result {
 }  // namespace tessera::core
 
 // Returns the Status from the enclosing function when `expr` (a Status) is an error.
-#define TESSERA_RETURN_IF_ERROR(expr)                 \
-  do {                                                \
-    ::tessera::core::Status _st = (expr);             \
-    if (!_st.is_ok()) return _st;                     \
+#define TESSERA_RETURN_IF_ERROR(expr)     \
+  do {                                    \
+    ::tessera::core::Status _st = (expr); \
+    if (!_st.is_ok()) return _st;         \
   } while (0)

@@ -11,22 +11,32 @@ namespace tessera::core {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kU16: return 2;
-    case DType::kU32: return 4;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kU16:
+      return 2;
+    case DType::kU32:
+      return 4;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kI32: return "i32";
-    case DType::kU16: return "u16";
-    case DType::kU32: return "u32";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI32:
+      return "i32";
+    case DType::kU16:
+      return "u16";
+    case DType::kU32:
+      return "u32";
   }
   return "?";
 }
@@ -46,11 +56,13 @@ std::string shape_string(const Shape& shape) {
 }
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  TESSERA_ASSERT(device == Device::kCpu, "allocating host storage (device storage is the CUDA backend's)");
+  TESSERA_ASSERT(device == Device::kCpu,
+                 "allocating host storage (device storage is the CUDA backend's)");
   size_t rounded = (bytes + 63) / 64 * 64;
   data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (data_ == nullptr) {
-    throw Error("allocating " + std::to_string(bytes) + " bytes of host memory failed: out of memory; "
+    throw Error("allocating " + std::to_string(bytes) +
+                " bytes of host memory failed: out of memory; "
                 "reduce the batch size or sequence length");
   }
   std::memset(data_, 0, rounded == 0 ? 64 : rounded);

@@ -57,9 +57,7 @@ class Tensor {
   Device device() const { return device_; }
   bool defined() const { return storage_ != nullptr; }
 
-  void* raw() const {
-    return static_cast<char*>(storage_->data()) + byte_offset_;
-  }
+  void* raw() const { return static_cast<char*>(storage_->data()) + byte_offset_; }
   template <typename T>
   T* data() const {
     return static_cast<T*>(raw());

@@ -6,6 +6,7 @@ namespace {
 const auto kOrigin = std::chrono::steady_clock::now();
 }
 double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - kOrigin).count();
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - kOrigin)
+      .count();
 }
 }  // namespace tessera::core

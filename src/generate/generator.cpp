@@ -26,7 +26,8 @@ Generator::Generator(models::Gpt& model)
       NH_local_(model.config().n_head / model.tp_size()),
       maxT_(model.config().max_seq_len),
       Vp_local_(model.padded_vocab_local()) {
-  TESSERA_ASSERT(model.max_seq() == maxT_, "building a generator on a model sized for the full context");
+  TESSERA_ASSERT(model.max_seq() == maxT_,
+                 "building a generator on a model sized for the full context");
   k_cache_ = Tensor::zeros({L_, maxT_, Cl_});
   v_cache_ = Tensor::zeros({L_, maxT_, Cl_});
   x_ = Tensor::zeros({C_});
@@ -82,8 +83,8 @@ const float* Generator::step(int32_t token, int64_t pos) {
     kc::add_inplace(x, proj_.f32(), C);
     kc::layernorm_forward(ln_.f32(), mean_.f32(), rstd_.f32(), x, p(".ln_2.weight"),
                           p(".ln_2.bias"), int64_t{1}, C);
-    kc::matmul_forward(fch_.f32(), ln_.f32(), p(".mlp.fc.weight"), p(".mlp.fc.bias"), int64_t{1},
-                       C, 4 * Cl);
+    kc::matmul_forward(fch_.f32(), ln_.f32(), p(".mlp.fc.weight"), p(".mlp.fc.bias"), int64_t{1}, C,
+                       4 * Cl);
     kc::gelu_forward(fch_gelu_.f32(), fch_.f32(), 4 * Cl);
     kc::matmul_forward(proj_.f32(), fch_gelu_.f32(), p(".mlp.proj.weight"),
                        static_cast<const float*>(nullptr), int64_t{1}, 4 * Cl, C);
@@ -103,9 +104,9 @@ const float* Generator::recompute(const std::vector<int32_t>& tokens) {
   return gather_logits(model_.logits() + (T - 1) * Vp_local_);
 }
 
-core::Result<std::vector<int32_t>> Generator::generate(const std::vector<int32_t>& prompt,
-                                                       const GenerateOptions& o,
-                                                       const std::function<void(int32_t)>& on_token) {
+core::Result<std::vector<int32_t>> Generator::generate(
+    const std::vector<int32_t>& prompt, const GenerateOptions& o,
+    const std::function<void(int32_t)>& on_token) {
   const int64_t V = model_.vocab_size();
   if (prompt.empty()) {
     return core::Status::error("the prompt is empty; give at least one token of text");
@@ -113,7 +114,8 @@ core::Result<std::vector<int32_t>> Generator::generate(const std::vector<int32_t
   if (static_cast<int64_t>(prompt.size()) >= maxT_) {
     return core::Status::error("the prompt is " + std::to_string(prompt.size()) +
                                " tokens, the model's context (model.max_seq_len) is " +
-                               std::to_string(maxT_) + " and at least one position must remain; "
+                               std::to_string(maxT_) +
+                               " and at least one position must remain; "
                                "shorten the prompt");
   }
   for (int32_t t : prompt) {

@@ -20,8 +20,8 @@ struct GenerateOptions {
   SamplingOptions sampling;
   int max_tokens = 256;
   bool stop_at_eot = true;
-  int32_t eot_token = -1;     // stop when sampled (not emitted)
-  bool use_kv_cache = true;   // false: recompute the whole prefix each token (reference path)
+  int32_t eot_token = -1;    // stop when sampled (not emitted)
+  bool use_kv_cache = true;  // false: recompute the whole prefix each token (reference path)
 };
 
 class Generator {

@@ -41,8 +41,9 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingOptions& o, u
   }
   double total = 0;
   for (int64_t i = 0; i < keep; ++i) total += probs[order[i]];
-  const double u = core::uniform01(o.seed, static_cast<uint64_t>(core::RngStream::kSampling),
-                                   draw_index) * total;
+  const double u =
+      core::uniform01(o.seed, static_cast<uint64_t>(core::RngStream::kSampling), draw_index) *
+      total;
   double cum = 0;
   for (int64_t i = 0; i < keep; ++i) {
     cum += probs[order[i]];

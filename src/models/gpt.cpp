@@ -117,20 +117,38 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
   acts_.resize(L_);
   plan.push_back({&encoded_, {B, T, C}});
   for (LayerActs& a : acts_) {
-    plan.insert(plan.end(), {{&a.ln1, {BT, C}}, {&a.ln1_mean, {BT}}, {&a.ln1_rstd, {BT}},
-                             {&a.qkv, {BT, C3l}}, {&a.atty, {BT, Cl}}, {&a.att, {B, NHl, T, T}},
-                             {&a.attproj, {BT, C}}, {&a.residual2, {BT, C}}, {&a.ln2, {BT, C}},
-                             {&a.ln2_mean, {BT}}, {&a.ln2_rstd, {BT}}, {&a.fch, {BT, C4l}},
-                             {&a.fch_gelu, {BT, C4l}}, {&a.fcproj, {BT, C}},
+    plan.insert(plan.end(), {{&a.ln1, {BT, C}},
+                             {&a.ln1_mean, {BT}},
+                             {&a.ln1_rstd, {BT}},
+                             {&a.qkv, {BT, C3l}},
+                             {&a.atty, {BT, Cl}},
+                             {&a.att, {B, NHl, T, T}},
+                             {&a.attproj, {BT, C}},
+                             {&a.residual2, {BT, C}},
+                             {&a.ln2, {BT, C}},
+                             {&a.ln2_mean, {BT}},
+                             {&a.ln2_rstd, {BT}},
+                             {&a.fch, {BT, C4l}},
+                             {&a.fch_gelu, {BT, C4l}},
+                             {&a.fcproj, {BT, C}},
                              {&a.residual3, {BT, C}}});
   }
-  plan.insert(plan.end(),
-              {{&lnf_, {BT, C}}, {&lnf_mean_, {BT}}, {&lnf_rstd_, {BT}}, {&logits_, {BT, Vp_local_}},
-               {&losses_, {BT}}, {&row_max_, {BT}}, {&xent_sums_, {2, BT}},
-               {&attn_workspace_, {kc::attention_workspace_size(B, T, Cl, NHl)}},
-               {&dlogits_, {BT, Vp_local_}}, {&dlosses_, {BT}}, {&dresidual_, {BT, C}},
-               {&dln_, {BT, C}}, {&dqkv_, {BT, C3l}}, {&datty_, {BT, Cl}}, {&dfch_, {BT, C4l}},
-               {&dfch_gelu_, {BT, C4l}}});
+  plan.insert(plan.end(), {{&lnf_, {BT, C}},
+                           {&lnf_mean_, {BT}},
+                           {&lnf_rstd_, {BT}},
+                           {&logits_, {BT, Vp_local_}},
+                           {&losses_, {BT}},
+                           {&row_max_, {BT}},
+                           {&xent_sums_, {2, BT}},
+                           {&attn_workspace_, {kc::attention_workspace_size(B, T, Cl, NHl)}},
+                           {&dlogits_, {BT, Vp_local_}},
+                           {&dlosses_, {BT}},
+                           {&dresidual_, {BT, C}},
+                           {&dln_, {BT, C}},
+                           {&dqkv_, {BT, C3l}},
+                           {&datty_, {BT, Cl}},
+                           {&dfch_, {BT, C4l}},
+                           {&dfch_gelu_, {BT, C4l}}});
   int64_t total = 0;
   for (auto& [t, shape] : plan) total += (core::shape_numel(shape) + 15) / 16 * 16;
   arena_ = Tensor::zeros({total});
@@ -200,7 +218,8 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
     const LayerParams w = layer_params(weights_, l);
     {
       Scope s(profiling_, &times_.layernorm);
-      kc::layernorm_forward(a.ln1.f32(), a.ln1_mean.f32(), a.ln1_rstd.f32(), x, w.ln1w, w.ln1b, BT, C);
+      kc::layernorm_forward(a.ln1.f32(), a.ln1_mean.f32(), a.ln1_rstd.f32(), x, w.ln1w, w.ln1b, BT,
+                            C);
     }
     {
       Scope s(profiling_, &times_.matmul);
@@ -208,8 +227,8 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
     }
     {
       Scope s(profiling_, &times_.attention);
-      kc::attention_forward(a.atty.f32(), a.att.f32(), attn_workspace_.f32(), a.qkv.f32(), B, T,
-                            Cl, NH_local_);
+      kc::attention_forward(a.atty.f32(), a.att.f32(), attn_workspace_.f32(), a.qkv.f32(), B, T, Cl,
+                            NH_local_);
     }
     {
       Scope s(profiling_, &times_.matmul);
@@ -270,8 +289,8 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
   // logit, are reduced over tp between the passes; full logits never exist on one rank.
   kc::xent_row_max(row_max_.f32(), logits_.f32(), BT, V_real_local_, Vp_local_);
   if (tp_size_ > 1) tp_comm_->all_reduce_max(row_max_.f32(), BT);
-  kc::xent_row_sumexp_target(sumexp_.f32(), target_logit_.f32(), logits_.f32(), tgt,
-                             row_max_.f32(), BT, V_real_local_, Vp_local_, vocab_start_);
+  kc::xent_row_sumexp_target(sumexp_.f32(), target_logit_.f32(), logits_.f32(), tgt, row_max_.f32(),
+                             BT, V_real_local_, Vp_local_, vocab_start_);
   if (tp_size_ > 1) tp_comm_->all_reduce_sum(xent_sums_.f32(), 2 * BT);
   kc::xent_loss(losses_.f32(), row_max_.f32(), sumexp_.f32(), target_logit_.f32(), tgt, BT);
   double sum = 0;
@@ -340,8 +359,8 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
     // residual3 = residual2 + fcproj: dfcproj = dres; dres flows on to residual2 unchanged.
     {
       Scope s(profiling_, &times_.matmul);
-      kc::matmul_backward(dfch_gelu_.f32(), g.fcprojw, g.fcprojb, dres, a.fch_gelu.f32(),
-                          w.fcprojw, BT, C4l, C);
+      kc::matmul_backward(dfch_gelu_.f32(), g.fcprojw, g.fcprojb, dres, a.fch_gelu.f32(), w.fcprojw,
+                          BT, C4l, C);
     }
     {
       Scope s(profiling_, &times_.gelu);

@@ -18,7 +18,7 @@
 namespace tessera::parallel {
 class Communicator;
 class Timeline;
-}
+}  // namespace tessera::parallel
 
 namespace tessera::models {
 
@@ -46,7 +46,8 @@ class Gpt {
   const ParamSet& param_set() const { return params_; }
   const core::Tensor& weights() const { return weights_; }
   const core::Tensor& grads() const { return grads_; }
-  core::Tensor param(const std::string& name) const;  // view of this rank's shard; asserts it exists
+  core::Tensor param(
+      const std::string& name) const;  // view of this rank's shard; asserts it exists
   core::Tensor grad(const std::string& name) const;
   void init_weights(uint64_t seed) { params_.initialise(weights_, seed); }
   void zero_grad() { grads_.zero_(); }

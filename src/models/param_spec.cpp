@@ -27,8 +27,8 @@ int64_t ParamSpec::global_index(int64_t local_index, int tp_rank, int tp_size) c
   const int64_t in = local_index % inner;
   const int64_t k = (local_index / inner) % local_len;
   const int64_t outer = local_index / (inner * local_len);
-  const int64_t block_local = local_len / split_parts;       // rows of one part on this rank
-  const int64_t block_global = block_local * tp_size;       // rows of one part globally
+  const int64_t block_local = local_len / split_parts;  // rows of one part on this rank
+  const int64_t block_global = block_local * tp_size;   // rows of one part globally
   const int64_t part = k / block_local;
   const int64_t g = part * block_global + tp_rank * block_local + (k % block_local);
   return (outer * global_shape[split_dim] + g) * inner + in;
@@ -85,8 +85,12 @@ void ParamSet::initialise(const core::Tensor& arena, uint64_t seed) const {
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < n; ++j) {
       switch (s.init) {
-        case Init::kZeros: p[j] = 0.0f; break;
-        case Init::kOnes: p[j] = 1.0f; break;
+        case Init::kZeros:
+          p[j] = 0.0f;
+          break;
+        case Init::kOnes:
+          p[j] = 1.0f;
+          break;
         case Init::kNormal: {
           const int64_t g = s.global_index(j, tp_rank_, tp_size_);
           const bool padding = s.init_rows >= 0 && g / row_elems >= s.init_rows;

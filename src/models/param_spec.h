@@ -14,11 +14,11 @@ namespace tessera::models {
 enum class Init { kNormal, kZeros, kOnes };
 
 struct ParamSpec {
-  std::string name;           // stable, e.g. "h.0.attn.qkv.weight"
-  core::Shape global_shape;   // shape of the full (unsharded) tensor
-  int split_dim = -1;         // dimension split over tp; -1: replicated on every tp rank
-  int split_parts = 1;        // the split dim is this many equal blocks, each split over tp
-                              // (fused qkv: 3, so a rank holds its heads' q, k and v)
+  std::string name;          // stable, e.g. "h.0.attn.qkv.weight"
+  core::Shape global_shape;  // shape of the full (unsharded) tensor
+  int split_dim = -1;        // dimension split over tp; -1: replicated on every tp rank
+  int split_parts = 1;       // the split dim is this many equal blocks, each split over tp
+                             // (fused qkv: 3, so a rank holds its heads' q, k and v)
   Init init = Init::kZeros;
   float init_std = 0.0f;      // for kNormal
   int64_t init_rows = -1;     // kNormal: rows (dim 0) at or past this are zero (vocab padding)

@@ -36,9 +36,12 @@ AdamW::AdamW(const models::ParamSet& params)
 
 void AdamW::step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,
                  const core::OptimConfig& optim) {
-  const AdamWHyper h{static_cast<float>(lr),           static_cast<float>(optim.beta1),
-                     static_cast<float>(optim.beta2),  static_cast<float>(optim.eps),
-                     static_cast<float>(optim.weight_decay), step};
+  const AdamWHyper h{static_cast<float>(lr),
+                     static_cast<float>(optim.beta1),
+                     static_cast<float>(optim.beta2),
+                     static_cast<float>(optim.eps),
+                     static_cast<float>(optim.weight_decay),
+                     step};
   for (int i = 0; i < params_.size(); ++i) {
     adamw_update(params_.view(weights, i).f32(), params_.view(grads, i).f32(),
                  params_.view(m_, i).f32(), params_.view(v_, i).f32(), params_.local_numel(i), h,

@@ -54,7 +54,8 @@ class Communicator {
   virtual void barrier() = 0;
 
   // Non-blocking in-place sum of `count` elements of `wire` type at `buf`.
-  virtual std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count, WireType wire) = 0;
+  virtual std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count,
+                                                        WireType wire) = 0;
 
   // Records every collective as a timeline event (nullptr: off). Not owned.
   void set_timeline(Timeline* timeline) { timeline_ = timeline; }

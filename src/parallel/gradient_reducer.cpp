@@ -40,8 +40,7 @@ inline float from_bf16(uint16_t value) {
 }  // namespace
 
 GradientReducer::GradientReducer(const models::ParamSet& params, const core::Tensor& grads,
-                                 Communicator& dp_comm, ReducerOptions options,
-                                 Timeline* timeline)
+                                 Communicator& dp_comm, ReducerOptions options, Timeline* timeline)
     : grads_(grads),
       dp_comm_(dp_comm),
       options_(options),
@@ -205,8 +204,8 @@ void GradientReducer::complete(int b) {
   if (!timeline_) return;
   const Bucket& bucket = buckets_[b];
   const int64_t bytes = bucket.count * (options_.compress_bf16 ? 2 : 4);
-  timeline_->record("bucket " + std::to_string(b) + " allreduce", "allreduce",
-                    Lane::kCommunication, bucket.start_us, core::now_us(),
+  timeline_->record("bucket " + std::to_string(b) + " allreduce", "allreduce", Lane::kCommunication,
+                    bucket.start_us, core::now_us(),
                     "{\"bytes\": " + std::to_string(bytes) + ", \"params\": " +
                         std::to_string(bucket.first_param - bucket.last_param + 1) + "}");
 }

@@ -70,8 +70,8 @@ class GradientReducer {
   // Registers the parameters of `params` in their order; `grads` is the gradient arena with the
   // ParamSet layout (f32, params.total_local_numel() elements). `grads` shares its storage with
   // the caller's arena; dp_comm and timeline must outlive the reducer.
-  GradientReducer(const models::ParamSet& params, const core::Tensor& grads,
-                  Communicator& dp_comm, ReducerOptions options, Timeline* timeline = nullptr);
+  GradientReducer(const models::ParamSet& params, const core::Tensor& grads, Communicator& dp_comm,
+                  ReducerOptions options, Timeline* timeline = nullptr);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -92,11 +92,11 @@ class GradientReducer {
 
  private:
   struct Bucket {
-    int first_param = 0;          // highest parameter index (packed first)
-    int last_param = 0;           // lowest parameter index
-    int64_t begin = 0;            // arena offset of the range (offset of last_param)
-    int64_t count = 0;            // elements in the range, padding between parameters included
-    int pending = 0;              // parameters not yet marked this step
+    int first_param = 0;               // highest parameter index (packed first)
+    int last_param = 0;                // lowest parameter index
+    int64_t begin = 0;                 // arena offset of the range (offset of last_param)
+    int64_t count = 0;                 // elements in the range, padding between parameters included
+    int pending = 0;                   // parameters not yet marked this step
     std::unique_ptr<Request> request;  // in flight when set
     double start_us = 0.0;
   };
@@ -117,9 +117,9 @@ class GradientReducer {
   std::vector<int> bucket_of_;             // per parameter
   std::vector<char> ready_;                // per parameter: marked this step
   std::vector<Bucket> buckets_;
-  std::vector<uint16_t> wire_bf16_;        // bf16 fusion buffer (arena layout), if compressing
-  int next_start_ = 0;                     // buckets [0, next_start_) have started this step
-  int next_complete_ = 0;                  // buckets [0, next_complete_) have completed
+  std::vector<uint16_t> wire_bf16_;  // bf16 fusion buffer (arena layout), if compressing
+  int next_start_ = 0;               // buckets [0, next_start_) have started this step
+  int next_complete_ = 0;            // buckets [0, next_complete_) have completed
 };
 
 }  // namespace tessera::parallel

@@ -23,8 +23,8 @@ inline void reduce_from_tp_backward(Communicator&, float*, int64_t) {}
 // gather_from_tp_forward).
 void scatter_to_tp_forward(Communicator& tp_comm, float* x_local, const float* x, int64_t rows,
                            int64_t cols);
-void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_local,
-                            int64_t rows, int64_t cols, float* workspace);
+void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_local, int64_t rows,
+                            int64_t cols, float* workspace);
 
 // gather_from_tp: x_local (rows, cols / tp) -> x (rows, cols), blocks in tp-rank order.
 // forward: all-gather along the last dim; backward: take this rank's block.
@@ -32,7 +32,7 @@ void scatter_to_tp_backward(Communicator& tp_comm, float* dx, const float* dx_lo
 // (tp, rows, cols / tp), then each rank's block is copied into its columns of x); unused at tp 1.
 void gather_from_tp_forward(Communicator& tp_comm, float* x, const float* x_local, int64_t rows,
                             int64_t cols, float* workspace);
-void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx,
-                             int64_t rows, int64_t cols);
+void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx, int64_t rows,
+                             int64_t cols);
 
 }  // namespace tessera::parallel

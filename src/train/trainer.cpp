@@ -6,11 +6,11 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
-#include <fstream>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -55,8 +55,8 @@ core::Result<double> scan_tokens(const std::string& paths, int vocab_size) {
     for (int64_t i = 0; i < shard->size(); ++i) {
       const int32_t t = shard->token(i);
       if (t < 0 || t >= vocab_size) {
-        return core::Status::error("data file '" + path + "' holds token id " +
-                                   std::to_string(t) + " at position " + std::to_string(i) +
+        return core::Status::error("data file '" + path + "' holds token id " + std::to_string(t) +
+                                   " at position " + std::to_string(i) +
                                    ", outside model.vocab_size " + std::to_string(vocab_size) +
                                    "; tokenize with the tokenizer the model was configured for "
                                    "or raise model.vocab_size");
@@ -122,7 +122,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
       return core::Status::error("data.val '" + config.data.val + "' has " +
                                  std::to_string(v->num_sequences()) + " sequences of " +
                                  std::to_string(T + 1) + " tokens, fewer than one batch (" +
-                                 std::to_string(global_batch) + "); give more validation text "
+                                 std::to_string(global_batch) +
+                                 "); give more validation text "
                                  "or set train.val_every: 0");
     }
     val_data.emplace(std::move(*v));
@@ -154,10 +155,10 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
     auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid);
     if (!state) return state.status();
     if (state->seed != tc.seed) {
-      return core::Status::error("checkpoint '" + *path + "' was trained with train.seed " +
-                                 std::to_string(state->seed) + ", the config says " +
-                                 std::to_string(tc.seed) + "; set train.seed: " +
-                                 std::to_string(state->seed) + " to continue its data order");
+      return core::Status::error(
+          "checkpoint '" + *path + "' was trained with train.seed " + std::to_string(state->seed) +
+          ", the config says " + std::to_string(tc.seed) +
+          "; set train.seed: " + std::to_string(state->seed) + " to continue its data order");
     }
     if (state->step >= tc.steps) {
       return core::Status::error("checkpoint '" + *path + "' is at step " +
@@ -175,7 +176,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                                        cursor.epoch, cursor.position};
     parallel::Timeline::Scope scope(timeline.get(), "checkpoint", "checkpoint");
     core::Status st = checkpoint::write_checkpoint(path, model, &adamw, state, config, grid);
-    if (st.is_ok() && grid.world_rank() == 0) st = checkpoint::publish_latest(cc.dir, path, cc.keep);
+    if (st.is_ok() && grid.world_rank() == 0)
+      st = checkpoint::publish_latest(cc.dir, path, cc.keep);
     if (!st.is_ok()) throw Error(st.message());
     core::log_info("checkpoint " + path);
   };
@@ -192,19 +194,20 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   const double flops_per_token = models::Gpt::flops_per_token(mc, T);
 
   core::log_info("model: GPT-2, " + std::to_string(model.param_set().global_param_count(true)) +
-                 " parameters (V=" + std::to_string(mc.vocab_size) +
-                 ", Vp=" + std::to_string(mc.padded_vocab_size()) + ", L=" +
-                 std::to_string(mc.n_layer) + ", NH=" + std::to_string(mc.n_head) + ", C=" +
-                 std::to_string(mc.n_embd) + ")");
+                 " parameters (V=" + std::to_string(mc.vocab_size) + ", Vp=" +
+                 std::to_string(mc.padded_vocab_size()) + ", L=" + std::to_string(mc.n_layer) +
+                 ", NH=" + std::to_string(mc.n_head) + ", C=" + std::to_string(mc.n_embd) + ")");
   char line[256];
-  std::snprintf(line, sizeof line, "grid: %d ranks = dp %d x tp %d (tp groups of neighbouring ranks)",
+  std::snprintf(line, sizeof line,
+                "grid: %d ranks = dp %d x tp %d (tp groups of neighbouring ranks)",
                 grid.world_size(), dp_size, grid.tp_size());
   core::log_info(line);
-  std::snprintf(line, sizeof line,
-                "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads per rank, "
-                "sgemm peak %.1f GFLOP/s (all ranks)",
-                static_cast<long>(tc.steps), static_cast<long>(global_batch),
-                static_cast<long>(T), static_cast<long>(micro), threads, peak_gflops);
+  std::snprintf(
+      line, sizeof line,
+      "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads per rank, "
+      "sgemm peak %.1f GFLOP/s (all ranks)",
+      static_cast<long>(tc.steps), static_cast<long>(global_batch), static_cast<long>(T),
+      static_cast<long>(micro), threads, peak_gflops);
   core::log_info(line);
   core::log_info("data: " + std::to_string(train_data->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(*entropy) + " nats/token");
@@ -283,8 +286,12 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
     const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9);
     summary.final_train_loss = loss;
 
-    nlohmann::json rec = {{"step", step + 1}, {"loss", loss},         {"lr", lr},
-                          {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"mfu", mfu},
+    nlohmann::json rec = {{"step", step + 1},
+                          {"loss", loss},
+                          {"lr", lr},
+                          {"grad_norm", norm},
+                          {"tokens_per_s", tokens_per_s},
+                          {"mfu", mfu},
                           {"time_s", run_timer.seconds()}};
     const bool last = step + 1 == tc.steps;
     if (have_val && ((step + 1) % tc.val_every == 0 || last)) {

@@ -18,8 +18,8 @@ namespace tessera::train {
 
 struct TrainSummary {
   double final_train_loss = 0;
-  double final_val_loss = -1;      // -1: no validation data
-  double unigram_entropy = 0;      // nats/token of the training tokens: a frequency-only model's loss
+  double final_val_loss = -1;  // -1: no validation data
+  double unigram_entropy = 0;  // nats/token of the training tokens: a frequency-only model's loss
   double tokens_per_s = 0;
   std::string weights_path;
   std::vector<double> losses;      // the global mean training loss of every step run here
@@ -29,10 +29,10 @@ struct TrainSummary {
 
 // Runs config.train.steps steps (resuming from config.checkpoint.resume when set; writing
 // checkpoints to config.checkpoint.dir every checkpoint.every steps, at the end, and when SIGTERM
-// or SIGUSR1 arrives, after which it stops cleanly); a collective over the grid's world. Preconditions:
-// parallel::check_grid(config, world size) passed and `grid` was built with config.parallel.tp.
-// Bad input (data files, sizes) is returned as a Status; a failure only some ranks see is thrown
-// so the app aborts every rank.
+// or SIGUSR1 arrives, after which it stops cleanly); a collective over the grid's world.
+// Preconditions: parallel::check_grid(config, world size) passed and `grid` was built with
+// config.parallel.tp. Bad input (data files, sizes) is returned as a Status; a failure only some
+// ranks see is thrown so the app aborts every rank.
 core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid);
 
 }  // namespace tessera::train

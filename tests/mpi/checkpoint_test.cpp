@@ -22,9 +22,9 @@
 #include "checkpoint/checksum.h"
 #include "core/error.h"
 #include "models/gpt.h"
+#include "mpi_test_util.h"
 #include "optim/optimizer.h"
 #include "parallel/process_grid.h"
-#include "mpi_test_util.h"
 
 namespace tessera::checkpoint {
 namespace {

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/timeline.h"
 #include "mpi_test_util.h"
+#include "parallel/timeline.h"
 
 namespace tessera::parallel {
 namespace {

@@ -13,12 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "models/param_spec.h"
@@ -57,7 +56,9 @@ std::vector<ParamSpec> small_specs() {
 
 // Exact values: multiples of 1/8 below 2^10, so every sum over ranks (in any order) is exact and
 // the dp average has the closed form base + slope * (dp_size - 1) / 2.
-double dyadic_base(int p, int64_t j, int step) { return ((p * 7 + j * 3 + step * 5) % 64 - 32) / 8.0; }
+double dyadic_base(int p, int64_t j, int step) {
+  return ((p * 7 + j * 3 + step * 5) % 64 - 32) / 8.0;
+}
 double dyadic_slope(int p, int64_t j) { return ((j + p) % 5 + 1) / 4.0; }
 double dyadic_value(int p, int64_t j, int step, int dp_rank) {
   return dyadic_base(p, j, step) + dp_rank * dyadic_slope(p, j);
@@ -69,7 +70,9 @@ double dyadic_average(int p, int64_t j, int step, int dp_size) {
 // Generic values (no short binary expansion), same sign on every rank: the relative error of a
 // bf16 round trip is then bounded without cancellation.
 double generic_base(int p, int64_t j) { return (1.5 + std::sin(0.37 * j + 1.3 * p)) * 1.0137; }
-double generic_value(int p, int64_t j, int dp_rank) { return generic_base(p, j) * (1.0 + 0.125 * dp_rank); }
+double generic_value(int p, int64_t j, int dp_rank) {
+  return generic_base(p, j) * (1.0 + 0.125 * dp_rank);
+}
 double generic_average(int p, int64_t j, int dp_size) {
   return generic_base(p, j) * (1.0 + 0.125 * (dp_size - 1) / 2.0);
 }
@@ -160,9 +163,10 @@ TEST_F(GradientReducerTest, AnyMarkOrderAndUnmarkedParametersGiveTheAverage) {
       if (p % 3 != 1) reducer.mark_ready(p);
     }
     reducer.finish();
-    EXPECT_EQ(count_mismatches(params_, grads,
-                               [&](int p, int64_t j) { return dyadic_average(p, j, 0, dp_size()); }),
-              0);
+    EXPECT_EQ(
+        count_mismatches(params_, grads,
+                         [&](int p, int64_t j) { return dyadic_average(p, j, 0, dp_size()); }),
+        0);
   }
 }
 
@@ -252,10 +256,10 @@ TEST_F(GradientReducerTest, ConsecutiveStepsResetTheBuckets) {
       mark_all_reverse(reducer, n);
     }  // step 2: nothing marked, finish() does it all
     reducer.finish();
-    EXPECT_EQ(count_mismatches(params_, grads, [&](int p, int64_t j) {
-                return dyadic_average(p, j, step, dp_size());
-              }),
-              0);
+    EXPECT_EQ(
+        count_mismatches(params_, grads,
+                         [&](int p, int64_t j) { return dyadic_average(p, j, step, dp_size()); }),
+        0);
   }
 }
 
@@ -276,7 +280,8 @@ TEST_F(GradientReducerTest, BucketsFollowTheKnownLayout) {
   EXPECT_EQ(reducer.bucket_params(0), (std::vector<int>{4}));
   EXPECT_EQ(reducer.bucket_params(1), (std::vector<int>{3, 2}));
   EXPECT_EQ(reducer.bucket_params(2), (std::vector<int>{1, 0}));
-  EXPECT_EQ(reducer.wire_bytes_per_step(), dp_size() == 1 ? 0 : (1024 + 1024 + 2048 + 512 + 4096) * 4);
+  EXPECT_EQ(reducer.wire_bytes_per_step(),
+            dp_size() == 1 ? 0 : (1024 + 1024 + 2048 + 512 + 4096) * 4);
   // An 18 KiB cap is reached exactly by {4, 3} (16 + 2 KiB; the cap is inclusive): {2, 1, 0}.
   GradientReducer two(params, grads, comm_, ReducerOptions{18432.0 / (1 << 20), true, false});
   ASSERT_EQ(two.num_buckets(), 2);

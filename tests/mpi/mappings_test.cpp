@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "core/philox.h"
-#include "parallel/process_grid.h"
 #include "mpi_test_util.h"
+#include "parallel/process_grid.h"
 
 namespace tessera::parallel {
 namespace {

@@ -4,9 +4,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "core/log.h"
-
 #include <cstdio>
+
+#include "core/log.h"
 
 namespace {
 

@@ -56,7 +56,8 @@ TEST(ShardedModel, GatheredShardsEqualTheWholeModelBitwise) {
     for (int r = 0; r < world; ++r) {
       for (int64_t j = 0; j < n; ++j) {
         const int64_t g = s.replicated() ? j : s.global_index(j, r, world);
-        ASSERT_EQ(gathered[r * n + j], expected[g]) << s.name << " tp rank " << r << " element " << j;
+        ASSERT_EQ(gathered[r * n + j], expected[g])
+            << s.name << " tp rank " << r << " element " << j;
       }
     }
   }

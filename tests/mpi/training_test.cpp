@@ -4,22 +4,21 @@
 // world size allows against a 1 x 1 run made on MPI_COMM_SELF.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
-#include <unistd.h>
-
 #include <filesystem>
 
+#include "checkpoint/checkpoint.h"
 #include "core/config.h"
 #include "core/philox.h"
 #include "data/token_shard.h"
 #include "models/gpt.h"
+#include "mpi_test_util.h"
 #include "optim/optimizer.h"
 #include "parallel/process_grid.h"
-#include "checkpoint/checkpoint.h"
 #include "train/trainer.h"
-#include "mpi_test_util.h"
 
 namespace tessera {
 namespace {
@@ -39,7 +38,8 @@ std::string shared_shard() {
       // A learnable stream: mostly a repeating pattern with noise, so the loss moves.
       for (size_t i = 0; i < tokens.size(); ++i) {
         const uint32_t r = core::philox_draw(5, 0, i)[0];
-        tokens[i] = (r % 4 == 0) ? static_cast<int32_t>(r % 250) : static_cast<int32_t>((i * 7) % 50);
+        tokens[i] =
+            (r % 4 == 0) ? static_cast<int32_t>(r % 250) : static_cast<int32_t>((i * 7) % 50);
       }
       core::Status st = data::write_token_shard(path, tokens, 250);
       EXPECT_TRUE(st.is_ok()) << st.message();
@@ -96,8 +96,10 @@ TEST(Training, LayoutInvarianceOnEveryGridOfThisWorld) {
     ASSERT_EQ(losses.size(), reference.size());
     const double diff = max_rel_diff(losses, reference);
     if (world_rank() == 0) {
-      std::printf("layout invariance: grid dp %d x tp %d vs 1 x 1: max relative loss difference "
-                  "over 20 steps %.3g\n", world_size() / tp, tp, diff);
+      std::printf(
+          "layout invariance: grid dp %d x tp %d vs 1 x 1: max relative loss difference "
+          "over 20 steps %.3g\n",
+          world_size() / tp, tp, diff);
     }
     EXPECT_LT(diff, 1e-5) << "grid dp " << world_size() / tp << " x tp " << tp;
   }
@@ -161,8 +163,8 @@ TEST(Training, ReplicatedGradientsStayIdenticalAcrossTp) {
     grid.tp_comm().all_gather(all.data(), ps.view(model.grads(), i).f32(), n);
     for (int r = 1; r < tp; ++r) {
       for (int64_t j = 0; j < n; ++j) {
-        ASSERT_EQ(all[r * n + j], all[j]) << ps.specs()[i].name << " element " << j
-                                          << " differs between tp rank 0 and " << r;
+        ASSERT_EQ(all[r * n + j], all[j])
+            << ps.specs()[i].name << " element " << j << " differs between tp rank 0 and " << r;
       }
     }
   }
@@ -188,8 +190,8 @@ TEST(Training, ExactResumeIsBitIdenticalOnEveryGrid) {
     const std::vector<double> resumed = run(c, MPI_COMM_WORLD);
     ASSERT_EQ(resumed.size(), 10u);
     for (int i = 0; i < 10; ++i) {
-      EXPECT_EQ(resumed[i], full[10 + i]) << "step " << 11 + i << " on dp " << world_size() / tp
-                                          << " x tp " << tp;
+      EXPECT_EQ(resumed[i], full[10 + i])
+          << "step " << 11 + i << " on dp " << world_size() / tp << " x tp " << tp;
     }
   }
 }
@@ -212,9 +214,10 @@ TEST(Training, ResumeOnAnotherGridStaysWithinLayoutTolerance) {
     ASSERT_EQ(resumed.size(), 10u);
     const double diff = max_rel_diff(resumed, expected);
     if (world_rank() == 0) {
-      std::printf("resume on another grid: written at dp %d x tp %d, resumed at dp %d x tp %d: "
-                  "max relative loss difference %.3g\n", world_size() / tp_writer, tp_writer,
-                  ranks / tp, tp, diff);
+      std::printf(
+          "resume on another grid: written at dp %d x tp %d, resumed at dp %d x tp %d: "
+          "max relative loss difference %.3g\n",
+          world_size() / tp_writer, tp_writer, ranks / tp, tp, diff);
     }
     EXPECT_LT(diff, 1e-5) << "resumed at dp " << ranks / tp << " x tp " << tp;
   };

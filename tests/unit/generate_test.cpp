@@ -85,12 +85,14 @@ TEST(Sampler, TopKAndTopPKeepOnlyTheMostLikelyTokens) {
   SamplingOptions o;
   o.top_k = 2;
   std::set<int32_t> seen;
-  for (uint64_t i = 0; i < 500; ++i) seen.insert(sample_token(logits.data(), 6, o, i, probs, order));
+  for (uint64_t i = 0; i < 500; ++i)
+    seen.insert(sample_token(logits.data(), 6, o, i, probs, order));
   EXPECT_EQ(seen, (std::set<int32_t>{1, 5}));
   o.top_k = 0;
   o.top_p = 0.5f;  // token 1 alone has p ~ 0.37 < 0.5; with token 5 the mass passes 0.5
   seen.clear();
-  for (uint64_t i = 0; i < 500; ++i) seen.insert(sample_token(logits.data(), 6, o, i, probs, order));
+  for (uint64_t i = 0; i < 500; ++i)
+    seen.insert(sample_token(logits.data(), 6, o, i, probs, order));
   EXPECT_EQ(seen, (std::set<int32_t>{1, 5}));
   o.temperature = 0.0f;
   EXPECT_EQ(sample_token(logits.data(), 6, o, 0, probs, order), 1);

@@ -52,8 +52,8 @@ class GptFidelity : public ::testing::Test {
   }
   double forward() {
     int64_t n = 0;
-    const double sum = gpt_->forward(ref_->get("tokens").i.data(), ref_->get("targets").i.data(),
-                                     B_, T_, &n);
+    const double sum =
+        gpt_->forward(ref_->get("tokens").i.data(), ref_->get("targets").i.data(), B_, T_, &n);
     n_valid_ = n;
     return sum / static_cast<double>(n);
   }

@@ -1,7 +1,8 @@
 // Header-only reader for the PyTorch fidelity file (tests/data/gpt2_reference.bin) that
 // scripts/make_reference.py writes; golden tests compare our model against its tensors.
 // Format (little-endian): int32 magic 0x46525354, int32 version 1, int32 tensor_count, then per
-// tensor: int32 name_len, name bytes, int32 dtype (0 f32, 1 i32), int32 ndim, int64 dims[ndim], data.
+// tensor: int32 name_len, name bytes, int32 dtype (0 f32, 1 i32), int32 ndim, int64 dims[ndim],
+// data.
 #pragma once
 
 #include <bit>

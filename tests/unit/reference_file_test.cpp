@@ -1,6 +1,6 @@
 // Checks the committed PyTorch fidelity file (tests/data/gpt2_reference.bin) and its reader: every
-// tensor present with the shape the config implies, the file's own numbers consistent, and corrupted
-// copies rejected with a message naming the file.
+// tensor present with the shape the config implies, the file's own numbers consistent, and
+// corrupted copies rejected with a message naming the file.
 #include "reference_file.h"
 
 #include <gtest/gtest.h>

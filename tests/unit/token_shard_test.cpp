@@ -1,7 +1,6 @@
 // Token shards: llm.c header layout for both token widths, and every way a file can be wrong
 // (bad magic, bad version, truncated, trailing bytes, missing) with the message it gives.
 #include "data/token_shard.h"
-#include "scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -11,6 +10,8 @@
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include "scratch_dir.h"
 
 namespace tessera::data {
 namespace {

@@ -1,7 +1,6 @@
 // Tokenizer: GPT-2 pre-tokenisation, byte-exact round trips (also of invalid UTF-8), loading the
 // hand-made GPT-2-format files in tests/data, deterministic training and save/load.
 #include "data/tokenizer.h"
-#include "scratch_dir.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -13,6 +12,8 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include "scratch_dir.h"
 
 namespace tessera::data {
 namespace {

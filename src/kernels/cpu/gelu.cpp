@@ -10,10 +10,10 @@
 
 #include "kernels/cpu/gelu.h"
 
-#include "kernels/cpu/fast_exp.h"
-
 #include <bit>
 #include <cmath>
+
+#include "kernels/cpu/fast_exp.h"
 
 namespace tessera::kernels::cpu {
 namespace {
@@ -21,7 +21,6 @@ namespace {
 constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2 / pi)
 constexpr double kCubic = 0.044715;
 constexpr int64_t kMinParallel = 1 << 14;
-
 
 // sigmoid(2u) = 0.5 · (1 + tanh(u)), with u = sqrt(2/pi) · (x + 0.044715 x³).
 template <typename T>

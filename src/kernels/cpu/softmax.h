@@ -14,5 +14,4 @@ namespace tessera::kernels::cpu {
 template <typename T>
 void softmax_forward(T* probs, const T* logits, int64_t n, T temperature);
 
-
 }  // namespace tessera::kernels::cpu

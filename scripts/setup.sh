@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Tessera needs, only those missing; safe to run again.
-# Usage: scripts/setup.sh [--peers]   (--peers adds PyTorch and h5py for benchmarks and references)
+# Usage: scripts/setup.sh [--peers]   (--peers adds PyTorch for benchmarks and the reference)
 set -euo pipefail
 
 packages=(
@@ -13,9 +13,10 @@ packages=(
   nlohmann-json3-dev                    # JSONL metrics, vocab.json, timelines
   libpcre2-dev                          # tokenizer's GPT-2 regex (Unicode classes, lookahead)
   python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
+  python3-h5py                          # tests read checkpoints with h5py as a user would
 )
 if [[ "${1:-}" == "--peers" ]]; then
-  packages+=(python3-torch python3-h5py)
+  packages+=(python3-torch)
 fi
 
 missing=()

@@ -30,6 +30,18 @@ h5dump -H "$(ls "$ck"/step_*.h5 | tail -1)" > "$WORK/h5dump.txt" 2>&1 \
   && grep -q 'DATASET "wte"' "$WORK/h5dump.txt" && pass "h5dump -H reads the checkpoint" \
   || { fail "h5dump -H failed"; head -5 "$WORK/h5dump.txt"; }
 
+h5py_out=$(/usr/bin/python3 - "$(ls "$ck"/step_*.h5 | tail -1)" <<'PY' 2>&1
+import sys
+import h5py
+with h5py.File(sys.argv[1], "r") as f:
+    wte = f["model/wte"]
+    m = f["optim/m/wte"]
+    assert wte.shape == m.shape and wte.dtype == "float32", (wte.shape, m.shape, wte.dtype)
+    assert f.attrs["step"] > 0 and "checksum" in wte.attrs
+    print(f"step {int(f.attrs['step'])}, wte {wte.shape}, {len(f['model'])} model datasets")
+PY
+) && pass "h5py reads the checkpoint: $h5py_out" || fail "h5py cannot read the checkpoint: $h5py_out"
+
 total=$((stopped + 5))
 "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=$total --set train.log_every=1 \
   --set checkpoint.dir="$ck" --resume > "$WORK/run2.log" 2>&1 \

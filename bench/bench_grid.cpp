@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/app.h"
 #include "core/config.h"
 #include "core/philox.h"
@@ -32,11 +33,7 @@ using namespace tessera;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using tessera::bench::median;
 
 // What a rank's trace says about its timed steps (events starting at or after since_us).
 struct OverlapStats {

@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/app.h"
 #include "core/config.h"
+#include "core/error.h"
 #include "core/threads.h"
 #include "core/timer.h"
 #include "models/gpt.h"
@@ -26,23 +28,14 @@ using namespace tessera;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using tessera::bench::median;
 
+// The model section of configs/<name>.yaml (tiny, gpt2-124m, ...).
 core::ModelConfig model_config(const std::string& name) {
-  core::ModelConfig m;  // the defaults are the tiny config
-  if (name == "gpt2-124m") {
-    m.vocab_size = 50257;
-    m.pad_vocab_to = 128;
-    m.max_seq_len = 1024;
-    m.n_layer = 12;
-    m.n_head = 12;
-    m.n_embd = 768;
-  }
-  return m;
+  auto config =
+      core::load_config(std::string(TESSERA_SOURCE_DIR) + "/configs/" + name + ".yaml", {});
+  if (!config) throw Error(config.status().message());
+  return config->model;
 }
 
 // Rank-dependent gradient values; the reducer overwrites them with averages every repetition.

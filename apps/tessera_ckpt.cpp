@@ -1,12 +1,17 @@
-// tessera-ckpt: look inside a checkpoint (inspect: attributes, stored config, dataset table) and
-// check it loads (verify: builds the model from the stored config and reads every dataset with
-// read_checkpoint, which checks each checksum). inspect is serial HDF5 on world rank 0.
+// tessera-ckpt: look inside a checkpoint (inspect: attributes, stored config, dataset table), check
+// it loads (verify: read_checkpoint into the stored config's model, every checksum), convert it
+// (llm.c .bin, bf16, without optimizer state; serial) and print its logits for a token sequence.
 #include <hdf5.h>
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cinttypes>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -14,6 +19,8 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/convert.h"
+#include "checkpoint/h5_util.h"
 #include "core/app.h"
 #include "models/gpt.h"
 #include "optim/optimizer.h"
@@ -22,23 +29,6 @@
 using namespace tessera;
 
 namespace {
-
-// An HDF5 id closed by `close_` on scope exit (invalid ids are never closed).
-class H5Handle {
- public:
-  H5Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  ~H5Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  H5Handle(const H5Handle&) = delete;
-  H5Handle& operator=(const H5Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
 
 // One dataset's row of the inspect table.
 struct DatasetInfo {
@@ -51,7 +41,8 @@ struct DatasetInfo {
 };
 
 std::string dtype_name(hid_t type) {
-  if (H5Tequal(type, H5T_IEEE_F32LE) > 0) return "float32";
+  if (checkpoint::is_float32(type)) return "float32";
+  if (checkpoint::is_bf16(type)) return "bfloat16";
   if (H5Tequal(type, H5T_IEEE_F64LE) > 0) return "float64";
   if (H5Tequal(type, H5T_STD_I32LE) > 0) return "int32";
   if (H5Tequal(type, H5T_STD_I64LE) > 0) return "int64";
@@ -69,54 +60,24 @@ std::string shape_text(const std::vector<hsize_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
-// A root (or dataset) attribute read as `mem_type` into `out`; false when absent or unreadable.
-bool read_scalar_attr(hid_t obj, const char* name, hid_t mem_type, void* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  return attr.valid() && H5Aread(attr.get(), mem_type, out) >= 0;
-}
-
-// A string attribute, variable- or fixed-length; nullopt when absent or not a string.
-std::optional<std::string> read_string_attr(hid_t obj, const char* name) {
-  if (H5Aexists(obj, name) <= 0) return std::nullopt;
-  H5Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  if (!attr.valid()) return std::nullopt;
-  H5Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (!type.valid() || H5Tget_class(type.get()) != H5T_STRING) return std::nullopt;
-  if (H5Tis_variable_str(type.get()) > 0) {
-    H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(mem.get(), H5T_VARIABLE);
-    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));  // HDF5 converts no ASCII <-> UTF-8
-    char* text = nullptr;
-    if (H5Aread(attr.get(), mem.get(), &text) < 0 || text == nullptr) return std::nullopt;
-    std::string s(text);
-    H5free_memory(text);
-    return s;
-  }
-  std::string s(H5Tget_size(type.get()), '\0');
-  if (H5Aread(attr.get(), type.get(), s.data()) < 0) return std::nullopt;
-  s.resize(s.find('\0') == std::string::npos ? s.size() : s.find('\0'));
-  return s;
-}
-
 herr_t collect_dataset(hid_t obj, const char* name, const H5O_info_t* info, void* data) {
   if (info->type != H5O_TYPE_DATASET) return 0;
   auto* out = static_cast<std::vector<DatasetInfo>*>(data);
   DatasetInfo d;
   d.name = std::string("/") + name;
-  H5Handle set(H5Dopen2(obj, name, H5P_DEFAULT), H5Dclose);
+  checkpoint::H5Id set(H5Dopen2(obj, name, H5P_DEFAULT), H5Dclose);
   if (!set.valid()) return -1;
-  H5Handle space(H5Dget_space(set.get()), H5Sclose);
+  checkpoint::H5Id space(H5Dget_space(set.get()), H5Sclose);
   const int rank = H5Sget_simple_extent_ndims(space.get());
   if (rank < 0) return -1;
   d.shape.resize(rank);
   H5Sget_simple_extent_dims(space.get(), d.shape.data(), nullptr);
   for (hsize_t n : d.shape) d.elements *= n;
-  H5Handle type(H5Dget_type(set.get()), H5Tclose);
+  checkpoint::H5Id type(H5Dget_type(set.get()), H5Tclose);
   d.dtype = dtype_name(type.get());
   d.bytes = H5Dget_storage_size(set.get());
   uint64_t sum = 0;
-  if (read_scalar_attr(set.get(), "checksum", H5T_NATIVE_UINT64, &sum)) d.checksum = sum;
+  if (checkpoint::read_attr(set.get(), "checksum", H5T_NATIVE_UINT64, &sum)) d.checksum = sum;
   out->push_back(std::move(d));
   return 0;
 }
@@ -131,7 +92,7 @@ core::Status inspect(const std::string& path) {
                                "(the one <checkpoint.dir>/latest names)");
   }
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures below are answers, not stack dumps
-  H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  checkpoint::H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!file.valid()) {
     return core::Status::error(where +
                                "cannot be opened as an HDF5 file (truncated, corrupt, "
@@ -139,27 +100,32 @@ core::Status inspect(const std::string& path) {
   }
   const hid_t f = file.get();
   int32_t version = 0;
-  if (!read_scalar_attr(f, "format_version", H5T_NATIVE_INT32, &version)) {
+  if (!checkpoint::read_attr(f, "format_version", H5T_NATIVE_INT32, &version)) {
     return core::Status::error(where +
                                "is HDF5 but has no format_version attribute: not a "
                                "Tessera checkpoint; pass a file tessera-train wrote");
   }
   checkpoint::TrainState s;
   int32_t grid_dp = 0, grid_tp = 0;
-  const bool complete = read_scalar_attr(f, "step", H5T_NATIVE_INT64, &s.step) &&
-                        read_scalar_attr(f, "tokens_seen", H5T_NATIVE_INT64, &s.tokens_seen) &&
-                        read_scalar_attr(f, "seed", H5T_NATIVE_UINT64, &s.seed) &&
-                        read_scalar_attr(f, "data_epoch", H5T_NATIVE_INT64, &s.data_epoch) &&
-                        read_scalar_attr(f, "data_position", H5T_NATIVE_INT64, &s.data_position);
-  const std::optional<std::string> config = read_string_attr(f, "config_yaml");
+  const bool complete =
+      checkpoint::read_attr(f, "step", H5T_NATIVE_INT64, &s.step) &&
+      checkpoint::read_attr(f, "tokens_seen", H5T_NATIVE_INT64, &s.tokens_seen) &&
+      checkpoint::read_attr(f, "seed", H5T_NATIVE_UINT64, &s.seed) &&
+      checkpoint::read_attr(f, "data_epoch", H5T_NATIVE_INT64, &s.data_epoch) &&
+      checkpoint::read_attr(f, "data_position", H5T_NATIVE_INT64, &s.data_position);
+  std::optional<std::string> config;
+  if (std::string text; checkpoint::read_string(f, "config_yaml", &text)) config = text;
   if (!complete || !config) {
     return core::Status::error(where +
                                "lacks training-state attributes or config_yaml: not a "
                                "complete Tessera checkpoint; use an earlier checkpoint");
   }
-  read_scalar_attr(f, "grid_dp", H5T_NATIVE_INT32, &grid_dp);
-  read_scalar_attr(f, "grid_tp", H5T_NATIVE_INT32, &grid_tp);
-  const std::optional<std::string> algorithm = read_string_attr(f, "checksum_algorithm");
+  checkpoint::read_attr(f, "grid_dp", H5T_NATIVE_INT32, &grid_dp);
+  checkpoint::read_attr(f, "grid_tp", H5T_NATIVE_INT32, &grid_tp);
+  std::optional<std::string> algorithm;
+  if (std::string text; checkpoint::read_string(f, "checksum_algorithm", &text)) algorithm = text;
+  std::optional<std::string> converted_from;
+  if (std::string text; checkpoint::read_string(f, "converted_from", &text)) converted_from = text;
 
   std::vector<DatasetInfo> sets;
   if (H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &sets, H5O_INFO_BASIC) < 0) {
@@ -181,6 +147,7 @@ core::Status inspect(const std::string& path) {
               s.data_position);
   std::printf("written by grid dp %d x tp %d\n", grid_dp, grid_tp);
   if (algorithm) std::printf("checksum        %s\n", algorithm->c_str());
+  if (converted_from) std::printf("converted from  %s\n", converted_from->c_str());
   std::printf("config:\n");
   size_t start = 0;
   while (start < config->size()) {
@@ -219,7 +186,7 @@ core::Status inspect(const std::string& path) {
 // that follows reports why).
 bool has_optimizer_state(const std::string& path) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  checkpoint::H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   return file.valid() && H5Lexists(file.get(), "/optim", H5P_DEFAULT) > 0;
 }
 
@@ -245,12 +212,111 @@ core::Result<int> verify(const std::string& path) {
   return 0;
 }
 
+// Token ids from "1,2,3"; errors name the bad item.
+core::Result<std::vector<int32_t>> parse_tokens(const std::string& text) {
+  std::vector<int32_t> tokens;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(start, end - start);
+    char* stop = nullptr;
+    const long value = std::strtol(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || value < 0 || value > INT32_MAX) {
+      return core::Status::error("--tokens '" + text + "': item '" + item +
+                                 "' is not a token id; give comma-separated ids, e.g. 464,3290");
+    }
+    tokens.push_back(static_cast<int32_t>(value));
+    start = end + 1;
+  }
+  return tokens;
+}
+
+// Collective over MPI_COMM_WORLD (tp = 1, every rank computes; world rank 0 writes): the logits
+// of the checkpoint's model for `tokens_text`, float32 little-endian, (T, vocab_size) row-major,
+// row t the prediction after token t (padding columns dropped).
+core::Result<int> logits(const std::string& path, const std::string& tokens_text,
+                         const std::string& out_path) {
+  auto tokens = parse_tokens(tokens_text);
+  if (!tokens) return tokens.status();
+  parallel::ProcessGrid grid(MPI_COMM_WORLD, 1);
+  auto text = checkpoint::read_checkpoint_config(path, grid);
+  if (!text) return text.status();
+  auto config = core::parse_config(*text, path + " (stored config)", {});
+  if (!config) return config.status();
+  const core::ModelConfig& m = config->model;
+  const auto T = static_cast<int64_t>(tokens->size());
+  if (T > m.max_seq_len) {
+    return core::Status::error("--tokens: " + std::to_string(T) + " tokens exceed the model's " +
+                               "max_seq_len " + std::to_string(m.max_seq_len) + "; give fewer");
+  }
+  for (int32_t t : *tokens) {
+    if (t >= m.vocab_size) {
+      return core::Status::error("--tokens: id " + std::to_string(t) +
+                                 " is outside the vocabulary (vocab_size " +
+                                 std::to_string(m.vocab_size) + ")");
+    }
+  }
+  models::Gpt model(m, 1, T, &grid.tp_comm());
+  auto state = checkpoint::read_checkpoint(path, model, nullptr, grid);
+  if (!state) return state.status();
+  model.forward(tokens->data(), nullptr, 1, T);
+  if (grid.world_rank() != 0) return 0;
+  std::FILE* out = std::fopen(out_path.c_str(), "wb");
+  if (out == nullptr) {
+    return core::Status::error("--out '" + out_path +
+                               "' cannot be created: " + std::strerror(errno));
+  }
+  const int64_t V = m.vocab_size, Vp = model.padded_vocab_local();
+  bool ok = true;
+  for (int64_t t = 0; t < T; ++t) {
+    ok =
+        ok && std::fwrite(model.logits() + t * Vp, sizeof(float), V, out) == static_cast<size_t>(V);
+  }
+  ok = std::fclose(out) == 0 && ok;
+  if (!ok) return core::Status::error("--out '" + out_path + "': write failed; check free space");
+  std::printf("wrote logits (%" PRId64 " x %" PRId64 ", float32) of %s at step %" PRId64 " to %s\n",
+              T, V, path.c_str(), state->step, out_path.c_str());
+  return 0;
+}
+
+// Serial: world rank 0 converts; the other ranks wait for its verdict.
+core::Result<int> convert(const std::string& in, const std::string& out, const std::string& to,
+                          bool drop_optimizer, bool force) {
+  checkpoint::ConvertOptions options;
+  options.drop_optimizer = drop_optimizer;
+  options.overwrite = force;
+  if (to == "hdf5") {
+    options.to = checkpoint::ConvertTarget::kHdf5;
+  } else if (to == "bf16") {
+    options.to = checkpoint::ConvertTarget::kBf16;
+  } else if (to == "llmc") {
+    options.to = checkpoint::ConvertTarget::kLlmc;
+  } else {
+    return core::Status::error("--to '" + to + "' is not a target; use hdf5, bf16 or llmc");
+  }
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  if (world_rank != 0) return 0;
+  auto report = checkpoint::convert_checkpoint(in, out, options);
+  if (!report) return report.status();
+  std::printf("converted %s -> %s (%s): %" PRId64 " tensors, %" PRId64 " numbers, %" PRId64
+              " bytes; optimizer state %s; peak buffer %" PRId64 " numbers (one tensor)\n",
+              in.c_str(), out.c_str(), to.c_str(), report->datasets, report->elements,
+              report->output_bytes,
+              report->wrote_optimizer ? "kept"
+              : report->had_optimizer ? "dropped"
+                                      : "none in the input",
+              report->largest_tensor);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   return core::run_app("tessera-ckpt", argc, argv, [](int ac, char** av) -> core::Result<int> {
     CLI::App app{
-        "Inspect or verify a Tessera checkpoint. Example: tessera-ckpt verify "
+        "Inspect, verify or convert a Tessera checkpoint. Example: tessera-ckpt verify "
         "out/ckpt/step_00000200.h5"};
     app.require_subcommand(1);
     std::string inspect_path, verify_path;
@@ -260,6 +326,30 @@ int main(int argc, char** argv) {
     CLI::App* verify_cmd = app.add_subcommand(
         "verify", "load every dataset into the stored config's model and check every checksum");
     verify_cmd->add_option("file", verify_path, "a checkpoint (.h5)")->required();
+    std::string convert_in, convert_out, convert_to;
+    bool drop_optimizer = false, force = false;
+    CLI::App* convert_cmd = app.add_subcommand(
+        "convert",
+        "convert a checkpoint: to an llm.c GPT-2 model file (--to llmc), to bfloat16 for serving "
+        "(--to bf16, weights only), or to float32 HDF5 (--to hdf5, e.g. from an llm.c file or "
+        "with --drop-optimizer); streams one tensor at a time");
+    convert_cmd->add_option("input", convert_in, "a Tessera checkpoint (.h5) or llm.c model (.bin)")
+        ->required();
+    convert_cmd->add_option("output", convert_out, "the file to write")->required();
+    convert_cmd->add_option("--to", convert_to,
+                            "hdf5 | bf16 | llmc (default: from the output's "
+                            "extension: .bin -> llmc, else hdf5)");
+    convert_cmd->add_flag("--drop-optimizer", drop_optimizer,
+                          "leave AdamW state out (hdf5; bf16 and llmc never carry it)");
+    convert_cmd->add_flag("--force", force, "replace an existing output file");
+    std::string logits_path, logits_tokens, logits_out;
+    CLI::App* logits_cmd = app.add_subcommand(
+        "logits",
+        "write the model's logits for a token sequence (float32, T x vocab_size) to check other "
+        "frameworks against");
+    logits_cmd->add_option("file", logits_path, "a checkpoint (.h5)")->required();
+    logits_cmd->add_option("--tokens", logits_tokens, "comma-separated token ids")->required();
+    logits_cmd->add_option("--out", logits_out, "output file (raw float32)")->required();
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
@@ -270,6 +360,13 @@ int main(int argc, char** argv) {
       TESSERA_RETURN_IF_ERROR(inspect(inspect_path));
       return 0;
     }
+    if (convert_cmd->parsed()) {
+      if (convert_to.empty()) {
+        convert_to = std::filesystem::path(convert_out).extension() == ".bin" ? "llmc" : "hdf5";
+      }
+      return convert(convert_in, convert_out, convert_to, drop_optimizer, force);
+    }
+    if (logits_cmd->parsed()) return logits(logits_path, logits_tokens, logits_out);
     return verify(verify_path);
   });
 }

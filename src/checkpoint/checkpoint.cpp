@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "checkpoint/checksum.h"
+#include "checkpoint/h5_util.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "models/gpt.h"
@@ -26,70 +27,6 @@ namespace tessera::checkpoint {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr const char* kChecksumAlgorithm = "sum mod 2^64 of mix64(mix64(global index) ^ f32 bits)";
-
-// An HDF5 identifier closed when it leaves scope, also while an exception unwinds (every rank
-// unwinds through the same collective closes: the failures we throw for are alike on all ranks).
-class H5Id {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Id() = default;
-  H5Id(hid_t id, Closer close) : id_(id), close_(close) {}
-  ~H5Id() { reset(); }
-  H5Id(H5Id&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
-  H5Id& operator=(H5Id&& other) noexcept {
-    if (this != &other) {
-      reset();
-      id_ = other.id_;
-      close_ = other.close_;
-      other.id_ = -1;
-    }
-    return *this;
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  void reset() {
-    if (id_ >= 0 && close_ != nullptr) close_(id_);
-    id_ = -1;
-  }
-
- private:
-  hid_t id_ = -1;
-  Closer close_ = nullptr;
-};
-
-// A created or opened identifier; a negative one throws as TESSERA_H5_CHECK does.
-H5Id checked(hid_t id, H5Id::Closer close, const char* call_text, const std::string& doing,
-             const char* file, int line) {
-  if (id < 0) {
-    core::throw_check_failure("HDF5", call_text, doing.c_str(), "HDF5 call returned an error", file,
-                              line);
-  }
-  return H5Id(id, close);
-}
-#define TESSERA_H5_OPEN(call, close, doing) \
-  checked((call), (close), #call, (doing), __FILE__, __LINE__)
-
-// Turns HDF5's automatic error-stack printing off for calls whose failure is an expected answer
-// (a truncated file, a missing attribute); restores it on scope exit.
-class QuietH5Errors {
- public:
-  QuietH5Errors() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietH5Errors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  QuietH5Errors(const QuietH5Errors&) = delete;
-  QuietH5Errors& operator=(const QuietH5Errors&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
 
 MPI_Comm mpi_comm(parallel::Communicator& comm) {
   auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&comm);
@@ -167,73 +104,6 @@ void select_shard(hid_t space, const models::ParamSpec& spec, int tp_rank, int t
 
 std::vector<hsize_t> dims_of(const core::Shape& shape) {
   return std::vector<hsize_t>(shape.begin(), shape.end());
-}
-
-// ---- attributes ----
-
-void write_attr(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const void* value) {
-  const std::string doing = std::string("writing checkpoint attribute ") + name;
-  H5Id space = TESSERA_H5_OPEN(H5Screate(H5S_SCALAR), H5Sclose, doing);
-  H5Id attr = TESSERA_H5_OPEN(
-      H5Acreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, doing);
-  TESSERA_H5_CHECK(H5Awrite(attr.get(), mem_type, value), doing.c_str());
-}
-
-void write_i64(hid_t loc, const char* name, int64_t v) {
-  write_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
-}
-void write_i32(hid_t loc, const char* name, int v) {
-  write_attr(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v);
-}
-void write_u64(hid_t loc, const char* name, uint64_t v) {
-  write_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
-}
-// Variable-length UTF-8 string (any length: the text lives in the global heap).
-void write_string(hid_t loc, const char* name, const std::string& text) {
-  const std::string doing = std::string("writing checkpoint attribute ") + name;
-  H5Id type = TESSERA_H5_OPEN(H5Tcopy(H5T_C_S1), H5Tclose, doing);
-  TESSERA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), doing.c_str());
-  TESSERA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), doing.c_str());
-  const char* p = text.c_str();
-  write_attr(loc, name, type.get(), type.get(), &p);
-}
-
-// Reads a scalar attribute converted to mem_type; false when absent or not convertible.
-// Call under QuietH5Errors.
-bool read_attr(hid_t loc, const char* name, hid_t mem_type, void* out) {
-  if (H5Aexists(loc, name) <= 0) return false;
-  H5Id attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  if (!attr.valid()) return false;
-  H5Id space(H5Aget_space(attr.get()), H5Sclose);
-  if (!space.valid() || H5Sget_simple_extent_npoints(space.get()) != 1) return false;
-  return H5Aread(attr.get(), mem_type, out) >= 0;
-}
-
-// A string attribute, variable or fixed length. Call under QuietH5Errors.
-bool read_string(hid_t loc, const char* name, std::string* out) {
-  if (H5Aexists(loc, name) <= 0) return false;
-  H5Id attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  if (!attr.valid()) return false;
-  H5Id file_type(H5Aget_type(attr.get()), H5Tclose);
-  if (!file_type.valid() || H5Tget_class(file_type.get()) != H5T_STRING) return false;
-  H5Id mem_type(H5Tcopy(H5T_C_S1), H5Tclose);
-  // HDF5 does not convert between character sets: read in the file's.
-  if (H5Tset_cset(mem_type.get(), H5Tget_cset(file_type.get())) < 0) return false;
-  if (H5Tis_variable_str(file_type.get()) > 0) {
-    if (H5Tset_size(mem_type.get(), H5T_VARIABLE) < 0) return false;
-    char* p = nullptr;
-    if (H5Aread(attr.get(), mem_type.get(), &p) < 0 || p == nullptr) return false;
-    *out = p;
-    H5free_memory(p);
-    return true;
-  }
-  const size_t size = H5Tget_size(file_type.get());
-  std::string buf(size + 1, '\0');
-  if (H5Tset_size(mem_type.get(), size + 1) < 0) return false;
-  if (H5Aread(attr.get(), mem_type.get(), buf.data()) < 0) return false;
-  buf.resize(std::char_traits<char>::length(buf.c_str()));
-  *out = buf;
-  return true;
 }
 
 std::string hex64(uint64_t v) {
@@ -349,10 +219,12 @@ core::Status check_metadata(hid_t file, const std::string& where, const models::
       return core::Status::error(where + "cannot open dataset " + d.name +
                                  ": the file is corrupt; use an earlier checkpoint");
     }
-    if (H5Tget_class(type.get()) != H5T_FLOAT || H5Tget_size(type.get()) != 4) {
+    // bfloat16 serving files (tessera-ckpt convert --to bf16) hold no optimizer state; HDF5
+    // widens their values to float32 exactly on read.
+    if (!is_float32(type.get()) && !is_bf16(type.get())) {
       return core::Status::error(where + "dataset " + d.name +
-                                 " is not float32: the file was "
-                                 "not written by write_checkpoint");
+                                 " is neither float32 nor bfloat16: the file was not written "
+                                 "by Tessera (write_checkpoint or tessera-ckpt convert)");
     }
     const int ndims = H5Sget_simple_extent_ndims(space.get());
     core::Shape shape;
@@ -658,7 +530,5 @@ core::Result<std::string> read_checkpoint_config(const std::string& path,
                     "broadcasting a config");
   return yaml;
 }
-
-#undef TESSERA_H5_OPEN
 
 }  // namespace tessera::checkpoint

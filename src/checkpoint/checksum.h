@@ -9,6 +9,9 @@
 
 namespace tessera::checkpoint {
 
+// The text of the `checksum_algorithm` attribute (informative).
+constexpr const char* kChecksumAlgorithm = "sum mod 2^64 of mix64(mix64(global index) ^ f32 bits)";
+
 // SplitMix64's output function (Steele, Lea & Flood, "Fast splittable pseudorandom number
 // generators", OOPSLA 2014): a bijection on 64-bit words with full avalanche.
 uint64_t mix64(uint64_t z);

@@ -17,6 +17,7 @@
 #include "checkpoint/checksum.h"
 #include "checkpoint/h5_util.h"
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/tensor.h"
 #include "models/gpt.h"
 #include "optim/optimizer.h"
@@ -353,6 +354,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     H5Id dxpl = collective_dxpl();
     for (size_t k = 0; k < sets.size(); ++k) {
       if (static_cast<int64_t>(k) == crash_after) injected_crash(path, static_cast<int64_t>(k));
+      core::kill_point("dataset-" + std::to_string(k));
       const Dataset& d = sets[k];
       const models::ParamSpec& spec = ps.specs()[d.index];
       const std::string doing = "writing checkpoint dataset " + d.name;
@@ -387,6 +389,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
 
   // Every rank has closed the file before rank 0 renames it.
   TESSERA_MPI_CHECK(MPI_Barrier(world), "waiting for every rank to close a checkpoint");
+  core::kill_point("before-rename");
   core::Status renamed;
   if (grid.world_rank() == 0) {
     renamed = sync_file(tmp);
@@ -396,6 +399,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     }
     if (renamed.is_ok()) renamed = sync_directory(parent.string());
     renamed = renamed.with_context(where);
+    if (renamed.is_ok()) core::kill_point("after-rename");
   }
   return agree(renamed, world);
 }

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/fault.h"
 #include "core/log.h"
 
 namespace tessera::checkpoint {
@@ -65,6 +66,7 @@ core::Status write_atomically(const std::string& path, const std::string& text) 
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     return core::Status::error("cannot sync '" + tmp + "': " + errno_text());
   }
+  core::kill_point("latest-tmp");
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return core::Status::error("cannot rename '" + tmp + "' to '" + path + "': " + errno_text());
   }
@@ -124,6 +126,8 @@ core::Status publish_latest(const std::string& dir, const std::string& path, int
   const std::string name = in_dir ? file.filename().string() : fs::absolute(file).string();
   TESSERA_RETURN_IF_ERROR(write_atomically((fs::path(dir) / kLatest).string(), name + "\n")
                               .with_context("checkpoint dir '" + dir + "': updating latest: "));
+
+  core::kill_point("before-prune");
 
   // Prune: the newest `keep` step files stay (the published one always), older ones go; .tmp
   // leftovers of crashed writes below the published step go too.

@@ -7,9 +7,20 @@
 // Unset (always, outside tests) it costs one getenv at start-up.
 #pragma once
 
+#include <string>
+
 namespace tessera::core {
 
 // True on the rank the variable names for `site`. Reads the rank from the log identity.
 bool fault_requested(const char* site);
+
+// Crash injection for the checkpoint tests: TESSERA_CKPT_KILL="<point>:<n>[:<world rank>]" makes
+// the process SIGKILL itself (no unwinding, no flush: as a node failure would) the n-th time
+// (1-based) it reaches `point`, on every rank or only on the one named. Points, in the order a
+// checkpoint passes them: dataset-<k> (before dataset k of the file is written), before-rename
+// (file complete and closed, still .tmp), after-rename (renamed, `latest` not yet moved),
+// latest-tmp (new `latest.tmp` written, not yet renamed), before-prune (`latest` moved, old
+// files not yet deleted). Unset, it costs one getenv per call.
+void kill_point(const std::string& point);
 
 }  // namespace tessera::core

@@ -2,7 +2,7 @@
 # Tessera against PyTorch (Debian's python3-torch) on the CPU, same GPT-2 shapes, same threads,
 # back to back in one run. Prints one JSON line per measurement and a summary table.
 # Usage: bench/run_cpu_bench.sh [threads] [--long]    (--long adds the 124M shape at T=1024)
-# Needs: scripts/build.sh, scripts/setup.sh --peers (PyTorch).
+# Needs: scripts/build.sh, scripts/setup.sh (installs PyTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}

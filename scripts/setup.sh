@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Tessera needs, only those missing; safe to run again.
-# Usage: scripts/setup.sh [--peers]   (--peers adds PyTorch for benchmarks and the reference)
+# Usage: scripts/setup.sh   (PyTorch, the CPU benchmark peer and fidelity reference, is in the
+# set because a test loads an exported checkpoint into it; an old --peers argument is ignored)
 set -euo pipefail
 
 packages=(
@@ -14,10 +15,8 @@ packages=(
   libpcre2-dev                          # tokenizer's GPT-2 regex (Unicode classes, lookahead)
   python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
   python3-h5py                          # tests read checkpoints with h5py as a user would
+  python3-torch python3-yaml            # PyTorch export (scripts/ckpt_to_torch.py) and its test
 )
-if [[ "${1:-}" == "--peers" ]]; then
-  packages+=(python3-torch)
-fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
+# The Slurm tests' local cluster comes up and goes down inside ctest (fixture slurm_cluster, see
+# tests/CMakeLists.txt); this trap makes sure no daemon of it outlives the command, whatever happens.
+trap 'scripts/slurm/local-cluster.sh down > /dev/null 2>&1 || true' EXIT
 ctest --test-dir build --output-on-failure -j2 "$@"

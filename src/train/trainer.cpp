@@ -18,6 +18,7 @@
 #include "checkpoint/interim_weights.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/launch_env.h"
 #include "core/log.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -202,6 +203,11 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                 "grid: %d ranks = dp %d x tp %d (tp groups of neighbouring ranks)",
                 grid.world_size(), dp_size, grid.tp_size());
   core::log_info(line);
+  // Under Slurm the job and its nodes go into the log and into this run's first metrics record.
+  core::LaunchEnv launch = core::read_slurm_env();
+  launch.local_rank = grid.local_rank();
+  launch.local_size = grid.local_size();
+  if (launch.under_slurm()) core::log_info("launch: " + launch.describe());
   std::snprintf(
       line, sizeof line,
       "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads per rank, "
@@ -293,6 +299,10 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
                           {"tokens_per_s", tokens_per_s},
                           {"mfu", mfu},
                           {"time_s", run_timer.seconds()}};
+    if (step == first_step && launch.under_slurm()) {
+      rec["slurm_job_id"] = launch.job_id;
+      rec["slurm_nodelist"] = launch.node_list;
+    }
     const bool last = step + 1 == tc.steps;
     if (have_val && ((step + 1) % tc.val_every == 0 || last)) {
       summary.final_val_loss = evaluate();

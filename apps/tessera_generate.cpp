@@ -6,7 +6,7 @@
 #include <iterator>
 
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/interim_weights.h"
+#include "checkpoint/convert.h"
 #include "core/app.h"
 #include "core/log.h"
 #include "core/threads.h"
@@ -20,7 +20,7 @@ using namespace tessera;
 int main(int argc, char** argv) {
   return core::run_app("tessera-generate", argc, argv, [](int ac, char** av) -> core::Result<int> {
     CLI::App app{
-        "Generate text from a trained model. Example: tessera-generate out/tiny/model.tsw --prompt "
+        "Generate text from a trained model. Example: tessera-generate out/tiny/model.h5 --prompt "
         "'ROMEO:'"};
     std::string weights_path;
     std::string prompt;
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     int threads = 0;
     int tp = 0;
     app.add_option("weights", weights_path,
-                   "a checkpoint (.h5) or the weights file (model.tsw) written by tessera-train")
+                   "a checkpoint (.h5): model.h5 written at the end of training, a step_<n>.h5, or a converted one")
         ->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
     app.add_option("--tokenizer", tokenizer_prefix,
@@ -57,16 +57,19 @@ int main(int argc, char** argv) {
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;
-    // A checkpoint (.h5, written with checkpoint.dir) or the interim weights file (model.tsw).
-    const bool is_checkpoint = weights_path.ends_with(".h5");
+    // A checkpoint: model.h5 (the final weights) or step_<n>.h5, float32 or bf16; any grid.
+    if (auto kind = checkpoint::detect_file_kind(weights_path);
+        kind && *kind == checkpoint::FileKind::kLlmc) {
+      return core::Status::error("'" + weights_path +
+                                 "' is an llm.c model file; convert it first: tessera-ckpt "
+                                 "convert " + weights_path + " model.h5");
+    }
     core::Result<core::Config> config = core::Status::error("no config read");
-    if (is_checkpoint) {
+    {
       parallel::ProcessGrid probe(MPI_COMM_WORLD, 1);  // any grid reads the stored config
       auto text = checkpoint::read_checkpoint_config(weights_path, probe);
       if (!text) return text.status();
       config = core::parse_config(*text, weights_path + " (stored config)", {});
-    } else {
-      config = checkpoint::read_interim_config(weights_path);
     }
     if (!config) return config.status();
     int world_size = 1;
@@ -95,12 +98,8 @@ int main(int argc, char** argv) {
                                  "; pass the tokenizer the model was trained with (--tokenizer)");
     }
     models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.tp_comm());
-    if (is_checkpoint) {
-      auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
-      if (!state) return state.status();
-    } else {
-      TESSERA_RETURN_IF_ERROR(checkpoint::load_interim_weights(weights_path, model));
-    }
+    auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
+    if (!state) return state.status();
     if (!app.count("--prompt")) {
       // mpirun hands stdin to rank 0 only: it reads, every rank gets the same prompt.
       if (grid.world_rank() == 0) {

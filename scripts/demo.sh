@@ -25,4 +25,4 @@ echo "== plot out/tiny/loss.png"
 /usr/bin/python3 scripts/plot_metrics.py out/tiny/metrics.jsonl out/tiny/loss.png
 
 echo "== generate with tp = 2"
-"${mpirun[@]}" -n 2 $bin/tessera-generate out/tiny/model.tsw --tp 2 --prompt "ROMEO:" --max-tokens 200 --temperature 0.8 --top-k 40 --seed 7
+"${mpirun[@]}" -n 2 $bin/tessera-generate out/tiny/model.h5 --tp 2 --prompt "ROMEO:" --max-tokens 200 --temperature 0.8 --top-k 40 --seed 7

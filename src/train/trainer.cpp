@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/interim_weights.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/launch_env.h"
@@ -339,13 +338,19 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   }
   summary.tokens_per_s = tokens_per_s;
   if (!cc.dir.empty() && !summary.stopped_by_signal) save_checkpoint(tc.steps);
-  summary.weights_path = tc.out_dir + "/model.tsw";
-  if (grid.dp_rank() == 0) {
-    // Collective over tp_comm of dp replica 0: the shards are gathered to tp rank 0.
-    core::Status st = checkpoint::save_interim_weights(summary.weights_path, model, config);
+  {
+    // The final weights: a weights-only checkpoint (no AdamW state), written like any other
+    // (collective, each rank its hyperslabs), for generation and conversion on any grid.
+    summary.weights_path = tc.out_dir + "/model.h5";
+    const data::LoaderCursor cursor = train_data->cursor();
+    const int64_t steps_done = summary.first_step + static_cast<int64_t>(summary.losses.size());
+    const checkpoint::TrainState state{steps_done, steps_done * global_batch * T, tc.seed,
+                                       cursor.epoch, cursor.position};
+    core::Status st =
+        checkpoint::write_checkpoint(summary.weights_path, model, nullptr, state, config, grid);
     if (!st.is_ok()) throw Error(st.message());
   }
-  core::log_info("wrote " + summary.weights_path + " (interim weights format)");
+  core::log_info("wrote " + summary.weights_path + " (final weights)");
   if (timeline) {
     const std::string path = grid.world_size() == 1
                                  ? tc.timeline

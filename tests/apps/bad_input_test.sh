@@ -24,14 +24,18 @@ expect_error "shard with a wrong magic" "garbage.bin.*magic" \
 
 expect_error "bad command line" "command line" "$TESSERA_BIN/tessera-train" --no-such-flag
 
-expect_error "weights file that does not exist" "weights file '/nonexistent/model.tsw' not found" \
-  "$TESSERA_BIN/tessera-generate" /nonexistent/model.tsw --prompt hi
+expect_error "weights file that does not exist" "checkpoint '/nonexistent/model.h5': not found; check the path" \
+  "$TESSERA_BIN/tessera-generate" /nonexistent/model.h5 --prompt hi
 
 # A trained (2-step) model for the generation errors.
 "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=2 > "$WORK/train.log" 2>&1 \
   || { cat "$WORK/train.log"; fail "2-step training run"; }
 long_prompt=$(head -c 3000 "$TESSERA_ROOT/data/shakespeare.txt")
 expect_error "prompt longer than the context" "prompt is [0-9]+ tokens.*shorten the prompt" \
-  "$TESSERA_BIN/tessera-generate" "$WORK/run/model.tsw" --prompt "$long_prompt"
+  "$TESSERA_BIN/tessera-generate" "$WORK/run/model.h5" --prompt "$long_prompt"
+# An llm.c model file (its magic, 20240326 little-endian) is named as such, with the fix.
+{ printf '\xc6\xd7\x34\x01'; head -c 2000 /dev/zero; } > "$WORK/gpt2.bin"
+expect_error "llm.c file given to generate" "is an llm.c model file; convert it first: tessera-ckpt convert" \
+  "$TESSERA_BIN/tessera-generate" "$WORK/gpt2.bin" --prompt hi
 
 finish

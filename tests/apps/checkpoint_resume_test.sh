@@ -57,10 +57,10 @@ first=$(grep -Em1 '^step ' "$WORK/run2.log" | awk '{print $2}')
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 final="$ck/$(cat "$ck/latest")"
 gen() { "$@" --prompt "ROMEO:" --max-tokens 20 --ignore-eot --greedy 2>&1; }
-a=$(gen "$TESSERA_BIN/tessera-generate" "$WORK/run/model.tsw")
+a=$(gen "$TESSERA_BIN/tessera-generate" "$WORK/run/model.h5")
 b=$(gen "$TESSERA_BIN/tessera-generate" "$final")
 c=$(gen mpirun --oversubscribe --bind-to none -n 2 "$TESSERA_BIN/tessera-generate" "$final" --tp 2)
 [[ "$a" == "$b" && "$b" == "$c" && "$a" == ROMEO:* ]] \
-  && pass "generation from the checkpoint (1 rank and tp 2) = from model.tsw" \
+  && pass "generation from the checkpoint (1 rank and tp 2) = from model.h5 (final weights)" \
   || fail "generation differs: [$a] [$b] [$c]"
 finish

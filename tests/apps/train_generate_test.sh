@@ -10,7 +10,7 @@ sets=$(small_sets "$WORK/data")
   > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; fail "training run"; finish; exit 1; }
 lines=$(wc -l < "$WORK/run/metrics.jsonl")
 [[ $lines -eq 60 ]] && pass "metrics.jsonl has one line per step" || fail "metrics.jsonl has $lines lines, expected 60"
-[[ -s "$WORK/run/model.tsw" ]] && pass "weights written" || fail "no weights file"
+[[ -s "$WORK/run/model.h5" ]] && pass "weights written" || fail "no weights file"
 grep -Eq '^step +60/60 \| loss [0-9.]+ \| lr .* tok/s \| MFU .*ETA' "$WORK/train.log" \
   && pass "progress line format" || { fail "progress line format"; tail -3 "$WORK/train.log"; }
 
@@ -27,7 +27,7 @@ awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 1.0) }' \
 grep -Eq '^final: val loss [0-9.]+ nats/token vs unigram entropy' "$WORK/train.log" \
   && pass "final line: $(grep '^final:' "$WORK/train.log")" || fail "no final val-vs-unigram line"
 
-gen() { "$TESSERA_BIN/tessera-generate" "$WORK/run/model.tsw" --prompt "ROMEO:" --max-tokens 30 --ignore-eot "$@"; }
+gen() { "$TESSERA_BIN/tessera-generate" "$WORK/run/model.h5" --prompt "ROMEO:" --max-tokens 30 --ignore-eot "$@"; }
 a=$(gen --greedy 2>&1) || fail "generate (kv cache): $a"
 b=$(gen --greedy --no-kv-cache 2>&1) || fail "generate (recompute): $b"
 [[ "$a" == "$b" ]] && pass "greedy text identical with and without KV cache" \

@@ -7,7 +7,7 @@ make_small_data "$WORK/data"
 "$TESSERA_BIN/tessera-train" "$TESSERA_ROOT/configs/tiny.yaml" $(small_sets "$WORK/data") \
   --set train.steps=5 --set train.val_every=0 > "$WORK/train.log" 2>&1 ||
   { cat "$WORK/train.log"; fail "training the model to generate from"; finish; exit 1; }
-args=("$WORK/run/model.tsw" --tp 2 --prompt "ROMEO:" --max-tokens 24 --ignore-eot
+args=("$WORK/run/model.h5" --tp 2 --prompt "ROMEO:" --max-tokens 24 --ignore-eot
   --temperature 0.8 --top-k 40 --seed 7)
 
 id=$(submit "$SLURM_SCRIPTS/generate.sbatch" "${args[@]}") ||

@@ -600,7 +600,7 @@ Status Config::validate() const {
                    "use 0 to write only the final checkpoint");
   }
   if (c.keep < 1) return invalid("checkpoint.keep", c.keep, "must be >= 1", "e.g. 3");
-  if (c.resume == "latest" && c.dir.empty()) {
+  if ((c.resume == "latest" || c.resume == "auto") && c.dir.empty()) {
     return invalid("checkpoint.resume", c.resume, "needs checkpoint.dir to look in",
                    "set checkpoint.dir, or give checkpoint.resume a file path");
   }

@@ -76,7 +76,7 @@ struct CheckpointConfig {
   std::string dir;  // empty: off
   int every = 0;    // steps between checkpoints; 0: only the final one
   int keep = 3;
-  std::string resume;  // "", "latest" or a path
+  std::string resume;  // "", "latest", "auto" (latest if there is one, else fresh) or a path
   bool operator==(const CheckpointConfig&) const = default;
 };
 

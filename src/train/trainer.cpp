@@ -149,8 +149,20 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   // Resume: weights, AdamW moments, step (so the LR schedule), data order and position.
   const core::CheckpointConfig& cc = config.checkpoint;
   int first_step = 0;
-  if (!cc.resume.empty()) {
-    auto path = checkpoint::resolve_checkpoint(cc.dir, cc.resume);
+  std::string resume = cc.resume;
+  if (resume == "auto") {
+    // Every rank looks; `latest` only ever moves after a complete write, so all see the same.
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::path(cc.dir) / "latest", ec)) {
+      resume = "latest";
+    } else {
+      resume.clear();
+      core::log_info("checkpoint.resume auto: no checkpoint in " + cc.dir +
+                     " yet; starting at step 0");
+    }
+  }
+  if (!resume.empty()) {
+    auto path = checkpoint::resolve_checkpoint(cc.dir, resume);
     if (!path) return path.status();
     auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid);
     if (!state) return state.status();

@@ -63,4 +63,17 @@ c=$(gen mpirun --oversubscribe --bind-to none -n 2 "$TESSERA_BIN/tessera-generat
 [[ "$a" == "$b" && "$b" == "$c" && "$a" == ROMEO:* ]] \
   && pass "generation from the checkpoint (1 rank and tp 2) = from model.h5 (final weights)" \
   || fail "generation differs: [$a] [$b] [$c]"
+
+# checkpoint.resume=auto (for requeued jobs): a fresh directory starts at step 1; once a checkpoint
+# exists the same command continues from it.
+auto=("$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.log_every=1
+  --set train.val_every=0 --set checkpoint.dir="$WORK/auto" --set checkpoint.resume=auto)
+"${auto[@]}" --set train.steps=3 > "$WORK/auto1.log" 2>&1 \
+  && grep -q "resume auto: no checkpoint in .* yet; starting at step 0" "$WORK/auto1.log" \
+  && grep -Eq '^step +1/3 ' "$WORK/auto1.log" \
+  && pass "resume=auto with no checkpoint starts fresh" || { fail "resume=auto, fresh"; tail -3 "$WORK/auto1.log"; }
+"${auto[@]}" --set train.steps=5 > "$WORK/auto2.log" 2>&1 \
+  && grep -q "resumed from .*step_00000003.h5 at step 3" "$WORK/auto2.log" \
+  && grep -Eq '^step +4/5 ' "$WORK/auto2.log" \
+  && pass "resume=auto continues from latest (step 3)" || { fail "resume=auto, existing"; tail -3 "$WORK/auto2.log"; }
 finish

@@ -95,6 +95,13 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   const int64_t T = tc.seq_len;
   const int64_t global_batch = tc.batch_size;
   const int dp_size = grid.dp_size(), dp_rank = grid.dp_rank();
+  if (tc.device != "cpu") {
+    // Said plainly rather than silently training on the CPU: the CUDA kernels exist
+    // (src/kernels/cuda) but the model does not run on them yet.
+    return core::Status::error("train.device '" + tc.device +
+                               "': the CUDA training path is not wired into the trainer yet "
+                               "(docs/CUDA.md); use train.device=cpu");
+  }
   const int64_t B_local = global_batch / dp_size;
   const int64_t micro = tc.micro_batch_size > 0 ? tc.micro_batch_size : B_local;
   if (B_local % micro != 0) {

@@ -19,11 +19,11 @@ core::Shape ParamSpec::local_shape(int tp_size) const {
 
 int64_t ParamSpec::global_index(int64_t local_index, int tp_rank, int tp_size) const {
   if (replicated() || tp_size == 1) return local_index;
-  const core::Shape local = local_shape(tp_size);
-  // Split the local index into (outer, split coordinate, inner) around split_dim.
+  // Split the local index into (outer, split coordinate, inner) around split_dim. Only split_dim
+  // differs between the local and global shapes. (No Shape is built: this runs per element.)
   int64_t inner = 1;
-  for (size_t d = split_dim + 1; d < local.size(); ++d) inner *= local[d];
-  const int64_t local_len = local[split_dim];
+  for (size_t d = split_dim + 1; d < global_shape.size(); ++d) inner *= global_shape[d];
+  const int64_t local_len = global_shape[split_dim] / tp_size;
   const int64_t in = local_index % inner;
   const int64_t k = (local_index / inner) % local_len;
   const int64_t outer = local_index / (inner * local_len);

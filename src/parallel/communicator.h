@@ -40,8 +40,9 @@ class Communicator {
   virtual void all_reduce(float* buf, int64_t count, ReduceOp op) = 0;
   void all_reduce_sum(float* buf, int64_t count) { all_reduce(buf, count, ReduceOp::kSum); }
   void all_reduce_max(float* buf, int64_t count) { all_reduce(buf, count, ReduceOp::kMax); }
-  // buf (count) becomes the sum over ranks divided by size().
-  void all_reduce_avg(float* buf, int64_t count);
+  // buf (count) becomes the sum over ranks divided by size(). Virtual: the host loop of the
+  // default cannot touch device memory (NcclCommunicator uses ncclAvg).
+  virtual void all_reduce_avg(float* buf, int64_t count);
   virtual void all_reduce(double* buf, int64_t count, ReduceOp op) = 0;
   // recv (size() * count): rank i's send (count) lands at recv + i * count. send may equal
   // recv + rank() * count (in place).

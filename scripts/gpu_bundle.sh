@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Packs what a lent GPU machine needs to run the CUDA tests built here into gpu-bundle/ (ignored
+# by git, carried by the device tool): the test executables and every shared library they need
+# that such a machine lacks (MPI, BLAS, HDF5... from Debian). The CUDA libraries (cudart, cuBLAS,
+# cuDNN, NCCL) and the C/C++ runtime are left out: the GPU image has its own (docs/CUDA.md).
+#   scripts/gpu_bundle.sh [BUILD_DIR]      then run scripts/gpu_check.sh there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+out=gpu-bundle
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+exes=()
+for exe in tests/tessera_cuda_tests tests/tessera_cuda_mpi_tests; do
+  [[ -x "$build/$exe" ]] && exes+=("$build/$exe")
+done
+if ((${#exes[@]} == 0)); then
+  echo "gpu_bundle: no CUDA test executables in $build; configure with -DTESSERA_CUDA=ON and build" >&2
+  exit 1
+fi
+cp "${exes[@]}" "$out/bin/"
+# Shared libraries from ldd, less the ones the GPU image provides.
+skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libcuda\.|libcudart|libcublas|libcudnn|libnccl|libnvrtc|libnvJitLink)'
+ldd "${exes[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+  while read -r name path; do
+    [[ $name =~ $skip ]] || cp -L "$path" "$out/lib/$name"
+  done
+# Open MPI for the NCCL tests under mpirun: its launcher, daemon, plugins and help texts.
+if [[ -x "$build/tests/tessera_cuda_mpi_tests" ]]; then
+  mkdir -p "$out/openmpi/bin" "$out/openmpi/lib" "$out/openmpi/share"
+  cp -L /usr/bin/orterun /usr/bin/orted "$out/openmpi/bin/"
+  cp -rL /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3 "$out/openmpi/lib/"
+  cp -rL /usr/share/openmpi "$out/openmpi/share/"
+  ldd /usr/bin/orterun /usr/bin/orted "$out"/openmpi/lib/openmpi3/*.so 2>/dev/null |
+    awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u | while read -r name path; do
+      [[ $name =~ $skip || -e "$out/lib/$name" ]] || cp -L "$path" "$out/lib/$name"
+    done
+fi
+cp scripts/gpu_check.sh "$out/"
+du -sh "$out"

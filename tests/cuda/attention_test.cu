@@ -1,0 +1,129 @@
+// The plain CUDA attention kernels against their CPU twin run in double on the same inputs:
+// out, the saved probabilities att and every part of dqkv (q, k and v gradients), with odd sizes
+// (T = 37, HS = 16) and GPT-2's (T = 256, NH = 12, HS = 64).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention.h"
+
+namespace tessera::kernels::cuda {
+namespace {
+
+using testing::DeviceArray;
+using testing::random_floats;
+using testing::rel_error;
+
+// fp32 against a double reference: the kernels sum in a different order from BLAS, over at most
+// T = 256 terms, which leaves them near 1e-7 relative; 1e-5 is the project's fp32 bar.
+constexpr double kTolerance = 1e-5;
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+std::vector<float> to_float(const std::vector<double>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
+  return out;
+}
+
+// The columns [part * C, part * C + C) of every (b, t) row of a (B, T, 3C) tensor: part 0 is q,
+// 1 is k, 2 is v. Compared separately so an error in one gradient cannot hide in the others.
+std::vector<float> qkv_part(const std::vector<float>& qkv, int64_t BT, int64_t C, int part) {
+  std::vector<float> out(static_cast<size_t>(BT * C));
+  for (int64_t i = 0; i < BT; ++i) {
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = qkv[i * 3 * C + part * C + c];
+  }
+  return out;
+}
+
+struct Sizes {
+  int64_t B, T, NH, HS;
+};
+
+class CudaAttention : public ::testing::TestWithParam<Sizes> {};
+
+TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpuTwinInDouble) {
+  const auto [B, T, NH, HS] = GetParam();
+  const int64_t C = NH * HS;
+  const auto qkv = random_floats(B * T * 3 * C, 101);
+  const auto dout = random_floats(B * T * C, 102);
+
+  // CPU reference in double.
+  const auto qkv_d = to_double(qkv);
+  const auto dout_d = to_double(dout);
+  std::vector<double> out_ref(B * T * C), att_ref(B * NH * T * T), dqkv_ref(B * T * 3 * C);
+  std::vector<double> ws_cpu(cpu::attention_workspace_size(B, T, C, NH));
+  cpu::attention_forward(out_ref.data(), att_ref.data(), ws_cpu.data(), qkv_d.data(), B, T, C,
+                         NH);
+  cpu::attention_backward(dqkv_ref.data(), ws_cpu.data(), dout_d.data(), qkv_d.data(),
+                          att_ref.data(), B, T, C, NH);
+
+  // GPU, outputs poisoned (NaN) so an unwritten element fails; dqkv poisoned too, which also
+  // shows that backward overwrites rather than accumulates.
+  DeviceArray<float> qkv_dev(qkv), dout_dev(dout);
+  DeviceArray<float> out_dev(B * T * C), att_dev(B * NH * T * T), dqkv_dev(B * T * 3 * C);
+  DeviceArray<float> ws_dev(attention_workspace_size(B, T, C, NH));
+  out_dev.poison();
+  att_dev.poison();
+  dqkv_dev.poison();
+  ws_dev.poison();
+  attention_forward(out_dev.get(), att_dev.get(), ws_dev.get(), qkv_dev.get(), B, T, C, NH,
+                    nullptr);
+  attention_backward(dqkv_dev.get(), ws_dev.get(), dout_dev.get(), qkv_dev.get(), att_dev.get(), B,
+                     T, C, NH, nullptr);
+
+  EXPECT_LE(rel_error(out_dev.download(), to_float(out_ref)), kTolerance) << "out";
+  const auto att = att_dev.download();
+  EXPECT_LE(rel_error(att, to_float(att_ref)), kTolerance) << "att";
+  // The masked upper triangle is exactly zero, as the CPU twin leaves it.
+  int64_t nonzero_masked = 0;
+  for (int64_t bh = 0; bh < B * NH; ++bh) {
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = t + 1; j < T; ++j) nonzero_masked += att[(bh * T + t) * T + j] != 0.0f;
+    }
+  }
+  EXPECT_EQ(nonzero_masked, 0);
+
+  const auto dqkv = dqkv_dev.download();
+  const auto dqkv_reff = to_float(dqkv_ref);
+  const char* names[] = {"dq", "dk", "dv"};
+  for (int part = 0; part < 3; ++part) {
+    EXPECT_LE(rel_error(qkv_part(dqkv, B * T, C, part), qkv_part(dqkv_reff, B * T, C, part)),
+              kTolerance)
+        << names[part];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, CudaAttention,
+                         ::testing::Values(Sizes{2, 37, 4, 16}, Sizes{1, 1, 2, 8},
+                                           Sizes{2, 256, 12, 64}),
+                         [](const ::testing::TestParamInfo<Sizes>& param_info) {
+                           const Sizes& s = param_info.param;
+                           return "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) +
+                                  "_NH" + std::to_string(s.NH) + "_HS" + std::to_string(s.HS);
+                         });
+
+// No atomics: two runs on the same inputs agree bit for bit.
+TEST(CudaAttentionDeterminism, TwoRunsAreBitIdentical) {
+  const int64_t B = 1, T = 65, NH = 3, HS = 32, C = NH * HS;
+  DeviceArray<float> qkv(random_floats(B * T * 3 * C, 201)), dout(random_floats(B * T * C, 202));
+  DeviceArray<float> out(B * T * C), att(B * NH * T * T), dqkv(B * T * 3 * C);
+  DeviceArray<float> ws(attention_workspace_size(B, T, C, NH));
+  std::vector<float> first[3];
+  for (int run = 0; run < 2; ++run) {
+    attention_forward(out.get(), att.get(), ws.get(), qkv.get(), B, T, C, NH, nullptr);
+    attention_backward(dqkv.get(), ws.get(), dout.get(), qkv.get(), att.get(), B, T, C, NH,
+                       nullptr);
+    const std::vector<float> got[3] = {out.download(), att.download(), dqkv.download()};
+    if (run == 0) {
+      for (int i = 0; i < 3; ++i) first[i] = got[i];
+    } else {
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i], first[i]) << "output " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera::kernels::cuda

@@ -56,6 +56,28 @@ core::Status agree(const core::Status& local, MPI_Comm comm) {
   return core::Status::error(message);
 }
 
+// Collective over comm: an error on every rank when the ranks were given different paths (a
+// collective open of different files would hang or corrupt), naming world rank 0's path.
+core::Status agree_on_path(const std::string& path, MPI_Comm comm, const char* what) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the path
+  for (unsigned char c : path) h = (h ^ c) * 1099511628211ull;
+  uint64_t lo = h, hi = h;
+  TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, comm),
+                    "comparing checkpoint paths across ranks");
+  TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, comm),
+                    "comparing checkpoint paths across ranks");
+  if (lo == hi) return core::Status::ok();
+  std::string first = path;
+  uint64_t length = first.size();
+  TESSERA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_UINT64_T, 0, comm), "broadcasting a path");
+  first.resize(length);
+  TESSERA_MPI_CHECK(MPI_Bcast(first.data(), static_cast<int>(length), MPI_CHAR, 0, comm),
+                    "broadcasting a path");
+  return core::Status::error(std::string(what) + ": the ranks were given different paths (rank 0: '" +
+                             first + "', this rank: '" + path +
+                             "'); every rank must use the same train.out_dir / checkpoint.dir");
+}
+
 // One dataset of the file: its path and the arena (weights or a moment twin) whose view `index`
 // holds this rank's shard of it.
 struct Dataset {
@@ -293,6 +315,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   const std::string where = "checkpoint '" + path + "': ";
   const std::string tmp = path + ".tmp";
   const fs::path parent = fs::path(path).parent_path();
+  TESSERA_RETURN_IF_ERROR(agree_on_path(path, world, "writing a checkpoint"));
 
   core::Status dir_ok;
   if (grid.world_rank() == 0) {
@@ -410,6 +433,7 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
   MPI_Comm world = mpi_comm(grid.world_comm());
   MPI_Comm tp = mpi_comm(grid.tp_comm());
   const std::string where = "checkpoint '" + path + "': ";
+  TESSERA_RETURN_IF_ERROR(agree_on_path(path, world, "reading a checkpoint"));
 
   core::Status found;
   if (grid.world_rank() == 0) {

@@ -502,5 +502,24 @@ TEST(Checkpoint, AMissingDirectoryIsAnErrorNotACrash) {
   EXPECT_NE(got.status().message().find("not found"), std::string::npos);
 }
 
+TEST(Checkpoint, RanksGivenDifferentPathsFailAloneOnEveryRank) {
+  shared_dir();
+  // Each rank names its own file: a collective open of different files would hang.
+  const std::string path =
+      shared_path("per-rank-" + std::to_string(tessera::testing::world_rank()) + ".h5");
+  core::Status s = write_test_checkpoint(path, 1, true);
+  if (tessera::testing::world_size() == 1) {
+    EXPECT_TRUE(s.is_ok()) << s.message();
+    return;
+  }
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("the ranks were given different paths"), std::string::npos)
+      << s.message();
+  Replica r(MPI_COMM_WORLD, 1);
+  core::Result<TrainState> got = read_checkpoint(path, r.model, &r.adamw, r.grid);
+  ASSERT_FALSE(got.is_ok());
+  EXPECT_NE(got.status().message().find("different paths"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tessera::checkpoint

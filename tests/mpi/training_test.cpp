@@ -64,14 +64,17 @@ core::Config small_config(int tp) {
   c.train.steps = 20;
   c.train.val_every = 0;
   c.train.threads = 1;
-  c.train.out_dir = "/tmp/tessera-mpi-train-out-" + std::to_string(world_rank());
+  // One directory for the whole world (the final weights file is written collectively);
+  // run() gives each rank its own when it trains alone on MPI_COMM_SELF.
+  c.train.out_dir = "/tmp/tessera-mpi-train-out-" + std::to_string(static_cast<int>(getppid()));
   c.optim.lr = 1e-2;
   c.optim.warmup_steps = 2;
   c.parallel.tp = tp;
   return c;
 }
 
-std::vector<double> run(const core::Config& c, MPI_Comm world) {
+std::vector<double> run(core::Config c, MPI_Comm world) {
+  if (world == MPI_COMM_SELF) c.train.out_dir += "-self" + std::to_string(world_rank());
   parallel::ProcessGrid grid(world, c.parallel.tp);
   auto summary = train::train(c, grid);
   EXPECT_TRUE(summary.is_ok()) << summary.status().message();

@@ -115,6 +115,7 @@ TEST(Training, ValidationLossIsTheSameOnEveryGrid) {
     c.train.val_every = 5;
     c.train.val_batches = 3;
     c.train.steps = 5;
+    if (world == MPI_COMM_SELF) c.train.out_dir += "-self" + std::to_string(world_rank());
     parallel::ProcessGrid grid(world, tp);
     auto summary = train::train(c, grid);
     EXPECT_TRUE(summary.is_ok()) << summary.status().message();

@@ -1,0 +1,662 @@
+// Checkpoint bandwidth: times write_checkpoint and read_checkpoint of a model with its AdamW
+// state on a dp x tp grid (median of --reps, GB/s of the bytes in the file; the write includes
+// its fsync), optionally with `dd` of the same bytes to the same directory after every
+// repetition. Other modes time prototypes of the same file (see --mode) to measure what a change
+// to src/checkpoint would gain. Usage:
+//   mpirun -n 2 bench_checkpoint --dir /disk/dir --tp 2 --reps 5 --dd [--drop-caches]
+#include <hdf5.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checksum.h"
+#include "core/app.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/philox.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "models/gpt.h"
+#include "optim/optimizer.h"
+#include "parallel/process_grid.h"
+
+using namespace tessera;
+
+namespace {
+
+namespace fs = std::filesystem;
+using tessera::bench::median;
+
+// ---- page cache, waiting, timing ----
+
+// Writes back dirty pages and, when `drop` is set, empties the page cache (Linux, root), so the
+// next read comes from the disk. World rank 0 only (the cache is the machine's).
+core::Status settle_page_cache(bool drop) {
+  ::sync();
+  if (!drop) return core::Status::ok();
+  std::ofstream knob("/proc/sys/vm/drop_caches");
+  knob << "3\n";
+  knob.flush();
+  if (!knob) {
+    return core::Status::error(
+        "bench_checkpoint: cannot write 3 to /proc/sys/vm/drop_caches (not root, or a container "
+        "that forbids it); run without --drop-caches and read the figures as page-cache reads");
+  }
+  return core::Status::ok();
+}
+
+// A barrier that sleeps instead of spinning, so ranks waiting for rank 0's dd or sync leave the
+// cores to it (Open MPI's blocking calls busy-poll).
+void quiet_barrier() {
+  MPI_Request request;
+  MPI_Ibarrier(MPI_COMM_WORLD, &request);
+  int done = 0;
+  while (MPI_Test(&request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) ::usleep(1000);
+}
+
+// Rank 0 runs `work` (a Status); every rank returns its verdict. Other ranks sleep meanwhile.
+core::Status on_rank0(parallel::ProcessGrid& grid, const std::function<core::Status()>& work) {
+  core::Status status;
+  if (grid.world_rank() == 0) status = work();
+  quiet_barrier();
+  int ok = status.is_ok();
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (ok) return core::Status::ok();
+  return grid.world_rank() == 0 ? status
+                                : core::Status::error("bench_checkpoint: rank 0 failed (above)");
+}
+
+// Seconds since the timer started, on the slowest rank.
+double slowest(const core::Timer& timer) {
+  double s = timer.seconds();
+  MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return s;
+}
+
+// Runs a shell command on rank 0 and returns its wall time (process start to exit).
+core::Status timed_shell(const std::string& command, double* seconds) {
+  core::Timer timer;
+  const int rc = std::system(command.c_str());
+  *seconds = timer.seconds();
+  if (rc != 0) {
+    return core::Status::error("bench_checkpoint: '" + command + "' exited with " +
+                               std::to_string(rc));
+  }
+  return core::Status::ok();
+}
+
+// ---- a row-wise shard checksum (prototype for src/checkpoint/checksum.cpp) ----
+
+uint32_t float_bits(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof(b));
+  return b;
+}
+
+// The same value as checkpoint::shard_checksum, but the global index is computed once per row
+// of the split dim (a contiguous run of `inner` elements) instead of per element through
+// ParamSpec::global_index, which builds a Shape (a heap allocation) and divides four times for
+// every element.
+uint64_t rows_checksum(const models::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
+                       int tp_size) {
+  if (spec.replicated() || tp_size == 1) return checkpoint::tensor_checksum(shard, n);
+  const core::Shape local = spec.local_shape(tp_size);
+  const int sd = spec.split_dim;
+  int64_t inner = 1;
+  for (size_t d = sd + 1; d < local.size(); ++d) inner *= local[d];
+  const int64_t local_len = local[sd], rows = n / inner;
+  const int64_t block_local = local_len / spec.split_parts, block_global = block_local * tp_size;
+  uint64_t sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t k = row % local_len, outer = row / local_len;
+    const int64_t g = (k / block_local) * block_global + tp_rank * block_local + k % block_local;
+    const uint64_t base = static_cast<uint64_t>((outer * spec.global_shape[sd] + g) * inner);
+    const float* x = shard + row * inner;
+    for (int64_t j = 0; j < inner; ++j) sum += checkpoint::checksum_term(base + j, float_bits(x[j]));
+  }
+  return sum;
+}
+
+// One dataset of the file: its name, the arena holding this rank's shard, the parameter index.
+struct Dataset {
+  std::string name;
+  const core::Tensor* arena;
+  int index;
+};
+
+std::vector<Dataset> datasets(const models::Gpt& model, const optim::AdamW& adamw) {
+  const models::ParamSet& ps = model.param_set();
+  std::vector<Dataset> out;
+  for (int i = 0; i < ps.size(); ++i) out.push_back({"/model/" + ps.specs()[i].name, &model.weights(), i});
+  for (int i = 0; i < ps.size(); ++i) out.push_back({"/optim/m/" + ps.specs()[i].name, &adamw.m(), i});
+  for (int i = 0; i < ps.size(); ++i) out.push_back({"/optim/v/" + ps.specs()[i].name, &adamw.v(), i});
+  return out;
+}
+
+// Whether this rank writes dataset d: dp replica 0, and tp rank 0 alone for a replicated one.
+bool writes(const models::ParamSpec& spec, parallel::ProcessGrid& grid) {
+  return grid.dp_rank() == 0 && (!spec.replicated() || grid.tp_rank() == 0);
+}
+
+// ---- prototype HDF5 writer and reader (the file write_checkpoint writes, with knobs) ----
+
+struct Knobs {
+  std::string checksum = "rows";  // lib (checkpoint::shard_checksum), rows, none
+  hsize_t align = 0;              // H5Pset_alignment(fapl, align, align) when > 0
+  bool independent = false;       // H5FD_MPIO_INDEPENDENT transfers instead of collective
+  bool coll_metadata = false;     // H5Pset_coll_metadata_write + H5Pset_all_coll_metadata_ops
+};
+
+uint64_t knob_checksum(const Knobs& knobs, const models::ParamSpec& spec, const float* shard,
+                       int64_t n, int tp_rank, int tp_size) {
+  if (knobs.checksum == "none") return 0;
+  if (knobs.checksum == "lib") return checkpoint::shard_checksum(spec, shard, n, tp_rank, tp_size);
+  return rows_checksum(spec, shard, n, tp_rank, tp_size);
+}
+
+hid_t proto_fapl(const Knobs& knobs) {
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  TESSERA_H5_CHECK(fapl, "creating a file-access list");
+  TESSERA_H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL), "selecting MPI-IO");
+  if (knobs.align > 0) {
+    TESSERA_H5_CHECK(H5Pset_alignment(fapl, knobs.align, knobs.align), "setting alignment");
+  }
+  if (knobs.coll_metadata) {
+    TESSERA_H5_CHECK(H5Pset_coll_metadata_write(fapl, true), "collective metadata writes");
+    TESSERA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, true), "collective metadata reads");
+  }
+  return fapl;
+}
+
+hid_t proto_dxpl(const Knobs& knobs) {
+  const hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+  TESSERA_H5_CHECK(dxpl, "creating a transfer list");
+  TESSERA_H5_CHECK(
+      H5Pset_dxpl_mpio(dxpl, knobs.independent ? H5FD_MPIO_INDEPENDENT : H5FD_MPIO_COLLECTIVE),
+      "selecting the transfer mode");
+  return dxpl;
+}
+
+// tp_rank's hyperslab of `spec` in the global dataspace (docs/CHECKPOINT-FORMAT.md, Writing 3).
+void select_shard(hid_t space, const models::ParamSpec& spec, int tp_rank, int tp_size) {
+  if (spec.replicated() || tp_size == 1) {
+    TESSERA_H5_CHECK(H5Sselect_all(space), "selecting a whole dataset");
+    return;
+  }
+  const int sd = spec.split_dim;
+  std::vector<hsize_t> start(spec.global_shape.size(), 0);
+  std::vector<hsize_t> count(spec.global_shape.begin(), spec.global_shape.end());
+  const hsize_t block_local = spec.global_shape[sd] / (spec.split_parts * tp_size);
+  for (int part = 0; part < spec.split_parts; ++part) {
+    start[sd] = (part * tp_size + tp_rank) * block_local;
+    count[sd] = block_local;
+    TESSERA_H5_CHECK(H5Sselect_hyperslab(space, part == 0 ? H5S_SELECT_SET : H5S_SELECT_OR,
+                                         start.data(), nullptr, count.data(), nullptr),
+                     "selecting a shard");
+  }
+}
+
+void write_u64_attr(hid_t loc, const char* name, uint64_t v) {
+  const hid_t space = H5Screate(H5S_SCALAR);
+  const hid_t attr = H5Acreate2(loc, name, H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  TESSERA_H5_CHECK(attr, "creating an attribute");
+  TESSERA_H5_CHECK(H5Awrite(attr, H5T_NATIVE_UINT64, &v), "writing an attribute");
+  H5Aclose(attr);
+  H5Sclose(space);
+}
+
+// write_checkpoint's sequence (checksums all-reduced, create, attributes, one H5Dwrite per
+// dataset, global flush, close, fsync, rename, directory fsync) with Knobs applied. The root
+// attributes are reduced to the format version and the config text (a few KB either way).
+core::Status proto_write(const std::string& path, const models::Gpt& model,
+                         const optim::AdamW& adamw, const core::Config& config,
+                         parallel::ProcessGrid& grid, const Knobs& knobs) {
+  const models::ParamSet& ps = model.param_set();
+  const std::vector<Dataset> sets = datasets(model, adamw);
+  const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
+  std::vector<uint64_t> sums(sets.size(), 0);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const models::ParamSpec& spec = ps.specs()[sets[k].index];
+    if (writes(spec, grid)) {
+      sums[k] = knob_checksum(knobs, spec, ps.view(*sets[k].arena, sets[k].index).f32(),
+                              ps.local_numel(sets[k].index), tp_rank, tp_size);
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()), MPI_UINT64_T, MPI_SUM,
+                MPI_COMM_WORLD);
+  const std::string tmp = path + ".tmp";
+  const hid_t fapl = proto_fapl(knobs);
+  const hid_t file = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  TESSERA_H5_CHECK(file, "creating the prototype file");
+  {
+    const int version = checkpoint::kFormatVersion;
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t attr =
+        H5Acreate2(file, "format_version", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, H5T_NATIVE_INT, &version);
+    H5Aclose(attr);
+    const hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    const std::string yaml = config.to_yaml();
+    const char* text = yaml.c_str();
+    const hid_t yattr = H5Acreate2(file, "config_yaml", str, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(yattr, str, &text);
+    H5Aclose(yattr);
+    H5Tclose(str);
+    H5Sclose(space);
+  }
+  for (const char* g : {"/model", "/optim", "/optim/m", "/optim/v"}) {
+    const hid_t group = H5Gcreate2(file, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    TESSERA_H5_CHECK(group, "creating a group");
+    H5Gclose(group);
+  }
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  const hid_t dxpl = proto_dxpl(knobs);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const models::ParamSpec& spec = ps.specs()[sets[k].index];
+    std::vector<hsize_t> dims(spec.global_shape.begin(), spec.global_shape.end());
+    const hid_t file_space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    const hid_t dset = H5Dcreate2(file, sets[k].name.c_str(), H5T_IEEE_F32LE, file_space,
+                                  H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    TESSERA_H5_CHECK(dset, "creating a prototype dataset");
+    write_u64_attr(dset, "checksum", sums[k]);
+    const bool mine = writes(spec, grid);
+    if (knobs.independent && !mine) {  // independent transfers: only writers take part
+      H5Dclose(dset);
+      H5Sclose(file_space);
+      continue;
+    }
+    const hsize_t n = static_cast<hsize_t>(ps.local_numel(sets[k].index));
+    const hid_t mem_space = H5Screate_simple(1, &n, nullptr);
+    if (mine) {
+      select_shard(file_space, spec, tp_rank, tp_size);
+    } else {
+      H5Sselect_none(file_space);
+      H5Sselect_none(mem_space);
+    }
+    TESSERA_H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl,
+                              ps.view(*sets[k].arena, sets[k].index).f32()),
+                     "writing a prototype dataset");
+    H5Sclose(mem_space);
+    H5Dclose(dset);
+    H5Sclose(file_space);
+  }
+  TESSERA_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flushing the prototype file");
+  H5Pclose(dxpl);
+  H5Pclose(dcpl);
+  H5Fclose(file);
+  H5Pclose(fapl);
+  MPI_Barrier(MPI_COMM_WORLD);
+  core::Status done;
+  if (grid.world_rank() == 0) {
+    done = checkpoint::sync_file(tmp);
+    if (done.is_ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
+      done = core::Status::error("bench_checkpoint: cannot rename " + tmp);
+    }
+    if (done.is_ok()) done = checkpoint::sync_directory(fs::path(path).parent_path().string());
+  }
+  int ok = done.is_ok();
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return ok ? core::Status::ok() : core::Status::error("bench_checkpoint: prototype write failed");
+}
+
+// read_checkpoint's data path: every rank reads its hyperslab of every dataset (one H5Dread
+// each) and checks the checksums (tp parts summed). The attribute and shape checks are left out.
+core::Status proto_read(const std::string& path, const models::Gpt& model,
+                        const optim::AdamW& adamw, parallel::ProcessGrid& grid,
+                        const Knobs& knobs) {
+  const models::ParamSet& ps = model.param_set();
+  const std::vector<Dataset> sets = datasets(model, adamw);
+  const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
+  const hid_t fapl = proto_fapl(knobs);
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl);
+  TESSERA_H5_CHECK(file, "opening the prototype file");
+  const hid_t dxpl = proto_dxpl(knobs);
+  std::vector<uint64_t> stored(sets.size()), whole(sets.size(), 0), parts(sets.size(), 0);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const models::ParamSpec& spec = ps.specs()[sets[k].index];
+    const hid_t dset = H5Dopen2(file, sets[k].name.c_str(), H5P_DEFAULT);
+    TESSERA_H5_CHECK(dset, "opening a prototype dataset");
+    const hid_t attr = H5Aopen(dset, "checksum", H5P_DEFAULT);
+    H5Aread(attr, H5T_NATIVE_UINT64, &stored[k]);
+    H5Aclose(attr);
+    const hid_t file_space = H5Dget_space(dset);
+    select_shard(file_space, spec, tp_rank, tp_size);
+    const hsize_t n = static_cast<hsize_t>(ps.local_numel(sets[k].index));
+    const hid_t mem_space = H5Screate_simple(1, &n, nullptr);
+    float* shard = ps.view(*sets[k].arena, sets[k].index).f32();
+    TESSERA_H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, shard),
+                     "reading a prototype dataset");
+    const uint64_t part = knob_checksum(knobs, spec, shard, static_cast<int64_t>(n), tp_rank,
+                                        tp_size);
+    (spec.replicated() ? whole[k] : parts[k]) = part;
+    H5Sclose(mem_space);
+    H5Sclose(file_space);
+    H5Dclose(dset);
+  }
+  H5Pclose(dxpl);
+  H5Fclose(file);
+  H5Pclose(fapl);
+  MPI_Comm tp_comm;
+  MPI_Comm_split(MPI_COMM_WORLD, grid.dp_rank(), grid.tp_rank(), &tp_comm);
+  MPI_Allreduce(MPI_IN_PLACE, parts.data(), static_cast<int>(parts.size()), MPI_UINT64_T,
+                MPI_SUM, tp_comm);
+  MPI_Comm_free(&tp_comm);
+  int bad = 0;
+  for (size_t k = 0; k < sets.size() && knobs.checksum != "none"; ++k) {
+    const uint64_t got = ps.specs()[sets[k].index].replicated() ? whole[k] : parts[k];
+    if (got != stored[k]) bad = 1;
+  }
+  MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return bad ? core::Status::error("bench_checkpoint: prototype read found a checksum mismatch")
+             : core::Status::ok();
+}
+
+// ---- raw MPI-IO of the same bytes (the ceiling without HDF5) ----
+
+// The ranks of dp replica 0 write exactly as many bytes as they put into a checkpoint, one
+// contiguous block per arena (weights, m, v), with MPI_File_write_at_all; then MPI_File_sync,
+// close and an fsync on rank 0. Reads mirror it: every replica reads its replica-0 twin's blocks.
+struct RawIo {
+  int64_t floats = 0;      // per arena: this rank's (its replica-0 twin's) written count
+  MPI_Offset offset = 0;   // byte offset of this rank's block within one arena's section
+  MPI_Offset section = 0;  // bytes of one arena's section (all writers)
+};
+
+RawIo raw_layout(const models::ParamSet& ps, parallel::ProcessGrid& grid) {
+  RawIo io;
+  for (int i = 0; i < ps.size(); ++i) {
+    if (!ps.specs()[i].replicated() || grid.tp_rank() == 0) io.floats += ps.local_numel(i);
+  }
+  std::vector<int64_t> counts(grid.world_size());
+  MPI_Allgather(&io.floats, 1, MPI_INT64_T, counts.data(), 1, MPI_INT64_T, MPI_COMM_WORLD);
+  int64_t before = 0, total = 0;
+  for (int t = 0; t < grid.tp_size(); ++t) {  // world ranks 0..tp-1 are replica 0
+    if (t < grid.tp_rank()) before += counts[t];
+    total += counts[t];
+  }
+  io.offset = before * 4;
+  io.section = total * 4;
+  return io;
+}
+
+core::Status raw_write(const std::string& path, const RawIo& io,
+                       const std::vector<const float*>& arenas, parallel::ProcessGrid& grid) {
+  MPI_File fh;
+  TESSERA_MPI_CHECK(MPI_File_open(MPI_COMM_WORLD, path.c_str(), MPI_MODE_CREATE | MPI_MODE_WRONLY,
+                                  MPI_INFO_NULL, &fh),
+                    "opening the raw MPI-IO file");
+  const int count = grid.dp_rank() == 0 ? static_cast<int>(io.floats) : 0;
+  for (size_t a = 0; a < arenas.size(); ++a) {
+    TESSERA_MPI_CHECK(MPI_File_write_at_all(fh, a * io.section + io.offset, arenas[a], count,
+                                            MPI_FLOAT, MPI_STATUS_IGNORE),
+                      "raw MPI-IO write");
+  }
+  TESSERA_MPI_CHECK(MPI_File_sync(fh), "raw MPI-IO sync");
+  TESSERA_MPI_CHECK(MPI_File_close(&fh), "raw MPI-IO close");
+  MPI_Barrier(MPI_COMM_WORLD);
+  core::Status synced;
+  if (grid.world_rank() == 0) synced = checkpoint::sync_file(path);
+  int ok = synced.is_ok();
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return ok ? core::Status::ok() : core::Status::error("bench_checkpoint: fsync failed");
+}
+
+core::Status raw_read(const std::string& path, const RawIo& io, const std::vector<float*>& arenas) {
+  MPI_File fh;
+  TESSERA_MPI_CHECK(
+      MPI_File_open(MPI_COMM_WORLD, path.c_str(), MPI_MODE_RDONLY, MPI_INFO_NULL, &fh),
+      "opening the raw MPI-IO file");
+  for (size_t a = 0; a < arenas.size(); ++a) {
+    TESSERA_MPI_CHECK(MPI_File_read_at_all(fh, a * io.section + io.offset, arenas[a],
+                                           static_cast<int>(io.floats), MPI_FLOAT,
+                                           MPI_STATUS_IGNORE),
+                      "raw MPI-IO read");
+  }
+  TESSERA_MPI_CHECK(MPI_File_close(&fh), "raw MPI-IO close");
+  return core::Status::ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return core::run_app("bench_checkpoint", argc, argv, [](int ac, char** av) -> core::Result<int> {
+    CLI::App app{"Tessera checkpoint write/read bandwidth on a dp x tp process grid"};
+    std::string config_path = "configs/gpt2-124m.yaml", dir, mode = "tessera";
+    int tp = 1, reps = 5, threads = 1;
+    bool drop_caches = false, keep = false, with_dd = false;
+    Knobs knobs;
+    app.add_option("--config", config_path, "model config (its model: section is used)");
+    app.add_option("--dir", dir, "directory on the disk to measure (the files go there)")
+        ->required();
+    app.add_option("--tp", tp, "tensor-parallel size; dp = world size / tp");
+    app.add_option("--reps", reps, "timed writes, then timed reads");
+    app.add_option("--threads", threads, "threads per rank (checksums; 0: cores / ranks)");
+    app.add_option("--mode", mode,
+                   "tessera: write_checkpoint/read_checkpoint; proto: the same file written by "
+                   "this program with --checksum/--align/--independent/--coll-metadata; mpiio: "
+                   "raw MPI-IO of the same bytes (the ceiling without HDF5)")
+        ->check(CLI::IsMember({"tessera", "proto", "mpiio"}));
+    app.add_option("--checksum", knobs.checksum, "proto: lib, rows (row-wise indices) or none")
+        ->check(CLI::IsMember({"lib", "rows", "none"}));
+    app.add_option("--align", knobs.align, "proto: H5Pset_alignment bytes (0: HDF5's default)");
+    app.add_flag("--independent", knobs.independent, "proto: independent transfers");
+    app.add_flag("--coll-metadata", knobs.coll_metadata, "proto: collective metadata I/O");
+    app.add_flag("--dd", with_dd,
+                 "after every timed write (read), rank 0 times dd writing (reading) as many bytes "
+                 "to <dir>/dd.bin, after the same cache settling");
+    app.add_flag("--drop-caches", drop_caches,
+                 "sync and drop the page cache before every write and read (root)");
+    app.add_flag("--keep", keep, "leave the last checkpoint file in --dir");
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
+    if (reps < 1) {
+      return core::Status::error("bench_checkpoint: --reps " + std::to_string(reps) +
+                                 " must be >= 1");
+    }
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {
+      return core::Status::error("bench_checkpoint: --dir '" + dir +
+                                 "' is not a directory; create it on the disk to measure");
+    }
+    int world_size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    const int64_t dp_guess = tp >= 1 && world_size % tp == 0 ? world_size / tp : 1;
+    const int64_t T = 16;  // activations are not measured: the smallest useful step
+    auto config = core::load_config(
+        config_path, {"train.seq_len=" + std::to_string(T), "parallel.tp=" + std::to_string(tp),
+                      "train.batch_size=" + std::to_string(dp_guess), "train.micro_batch_size=0"});
+    if (!config) return config.status();
+    TESSERA_RETURN_IF_ERROR(parallel::check_grid(*config, world_size));
+
+    parallel::ProcessGrid grid(tp);
+    const int nthreads = core::set_threads(threads, grid.local_size());
+    models::Gpt model(config->model, 1, T, &grid.tp_comm());
+    model.init_weights(1);
+    optim::AdamW adamw(model.param_set());
+    // One step on random tokens, so the moments hold real numbers rather than zeros.
+    {
+      std::vector<int32_t> tokens(T), targets(T);
+      const auto V = static_cast<uint64_t>(config->model.vocab_size);
+      for (int64_t i = 0; i < T; ++i) {
+        tokens[i] = static_cast<int32_t>(core::philox_draw(7, 0, i)[0] % V);
+        targets[i] = static_cast<int32_t>(core::philox_draw(7, 1, i)[0] % V);
+      }
+      model.zero_grad();
+      model.forward(tokens.data(), targets.data(), 1, T);
+      model.backward(1.0f / T);
+      adamw.step(model.weights(), model.grads(), 1e-4, 1, config->optim);
+    }
+
+    // The checksum pass a write makes (the slowest rank's), timed apart: the library's
+    // per-element indexing against the row-wise prototype, which must agree with it.
+    double checksum_lib_s = 0, checksum_rows_s = 0;
+    {
+      const models::ParamSet& ps = model.param_set();
+      const std::vector<Dataset> sets = datasets(model, adamw);
+      std::vector<uint64_t> lib(sets.size(), 0), rows(sets.size(), 0);
+      core::Timer lib_timer;
+      for (size_t k = 0; k < sets.size(); ++k) {
+        const models::ParamSpec& spec = ps.specs()[sets[k].index];
+        if (!writes(spec, grid)) continue;
+        lib[k] = checkpoint::shard_checksum(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
+                                            ps.local_numel(sets[k].index), grid.tp_rank(),
+                                            grid.tp_size());
+      }
+      checksum_lib_s = slowest(lib_timer);
+      core::Timer rows_timer;
+      for (size_t k = 0; k < sets.size(); ++k) {
+        const models::ParamSpec& spec = ps.specs()[sets[k].index];
+        if (!writes(spec, grid)) continue;
+        rows[k] = rows_checksum(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
+                                ps.local_numel(sets[k].index), grid.tp_rank(), grid.tp_size());
+      }
+      checksum_rows_s = slowest(rows_timer);
+      int differ = lib != rows;
+      MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+      if (differ) {
+        return core::Status::error("bench_checkpoint: the row-wise checksum disagrees with "
+                                   "checkpoint::shard_checksum; fix rows_checksum");
+      }
+    }
+
+    const std::string path = (fs::path(dir) / "bench_checkpoint.h5").string();
+    const std::string dd_path = (fs::path(dir) / "dd.bin").string();
+    const auto remove = [](const std::string& p) {
+      std::error_code rm_ec;
+      fs::remove(p, rm_ec);
+    };
+    const auto settle = [&] { return settle_page_cache(drop_caches); };
+    int64_t file_bytes = 0;
+    // Rank 0: the size of the file just written (dd writes as many bytes).
+    const auto learn_size = [&] {
+      if (grid.world_rank() == 0) file_bytes = static_cast<int64_t>(fs::file_size(path));
+      MPI_Bcast(&file_bytes, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    };
+
+    const RawIo raw = raw_layout(model.param_set(), grid);
+    const std::vector<const float*> raw_out = {model.weights().f32(), adamw.m().f32(),
+                                               adamw.v().f32()};
+    const std::vector<float*> raw_in = {model.weights().f32(), adamw.m().f32(), adamw.v().f32()};
+    const checkpoint::TrainState state{123, 4567, 1, 0, 89};
+    const auto write_once = [&]() -> core::Status {
+      if (mode == "tessera") {
+        return checkpoint::write_checkpoint(path, model, &adamw, state, *config, grid);
+      }
+      if (mode == "proto") return proto_write(path, model, adamw, *config, grid, knobs);
+      return raw_write(path, raw, raw_out, grid);
+    };
+    const auto read_once = [&]() -> core::Status {
+      if (mode == "tessera") {
+        auto loaded = checkpoint::read_checkpoint(path, model, &adamw, grid);
+        if (!loaded) return loaded.status();
+        return *loaded == state ? core::Status::ok()
+                                : core::Status::error("bench_checkpoint: read another state");
+      }
+      if (mode == "proto") return proto_read(path, model, adamw, grid, knobs);
+      return raw_read(path, raw, raw_in);
+    };
+
+    const auto fresh_file = [&] {
+      remove(path);
+      return settle();
+    };
+    std::vector<double> write_s, read_s, dd_write_s, dd_read_s;
+    for (int r = 0; r < reps; ++r) {
+      TESSERA_RETURN_IF_ERROR(on_rank0(grid, fresh_file));
+      MPI_Barrier(MPI_COMM_WORLD);
+      core::Timer timer;
+      TESSERA_RETURN_IF_ERROR(write_once());
+      write_s.push_back(slowest(timer));
+      if (r == 0) learn_size();
+      if (!with_dd) continue;
+      double s = 0;
+      const auto dd_write = [&]() -> core::Status {
+        remove(dd_path);
+        TESSERA_RETURN_IF_ERROR(settle());
+        return timed_shell("dd if=/dev/zero of='" + dd_path + "' bs=4M count=" +
+                               std::to_string(file_bytes) +
+                               " iflag=count_bytes conv=fsync status=none",
+                           &s);
+      };
+      TESSERA_RETURN_IF_ERROR(on_rank0(grid, dd_write));
+      dd_write_s.push_back(s);
+    }
+    for (int r = 0; r < reps; ++r) {
+      TESSERA_RETURN_IF_ERROR(on_rank0(grid, settle));
+      MPI_Barrier(MPI_COMM_WORLD);
+      core::Timer timer;
+      TESSERA_RETURN_IF_ERROR(read_once());
+      read_s.push_back(slowest(timer));
+      if (!with_dd) continue;
+      double s = 0;
+      const auto dd_read = [&]() -> core::Status {
+        TESSERA_RETURN_IF_ERROR(settle());
+        return timed_shell("dd if='" + dd_path + "' of=/dev/null bs=4M status=none", &s);
+      };
+      TESSERA_RETURN_IF_ERROR(on_rank0(grid, dd_read));
+      dd_read_s.push_back(s);
+    }
+    if (grid.world_rank() == 0) {
+      remove(dd_path);
+      if (!keep) remove(path);
+    }
+
+    const double gb = static_cast<double>(file_bytes) / 1e9;
+    const char* io_component = std::getenv("OMPI_MCA_io");
+    nlohmann::json out = {{"mode", mode},
+                          {"config", config_path},
+                          {"dir", dir},
+                          {"world", grid.world_size()},
+                          {"dp", grid.dp_size()},
+                          {"tp", grid.tp_size()},
+                          {"threads", nthreads},
+                          {"reps", reps},
+                          {"drop_caches", drop_caches},
+                          {"mpi_io", io_component != nullptr ? io_component : "default"},
+                          {"file_bytes", file_bytes},
+                          {"write_s", write_s},
+                          {"read_s", read_s},
+                          {"write_gbps", gb / median(write_s)},
+                          {"read_gbps", gb / median(read_s)},
+                          {"checksum_lib_s", checksum_lib_s},
+                          {"checksum_rows_s", checksum_rows_s}};
+    if (mode == "proto") {
+      out["knobs"] = {{"checksum", knobs.checksum},
+                      {"align", knobs.align},
+                      {"independent", knobs.independent},
+                      {"coll_metadata", knobs.coll_metadata}};
+    }
+    if (with_dd) {
+      out["dd_write_s"] = dd_write_s;
+      out["dd_read_s"] = dd_read_s;
+      out["dd_write_gbps"] = gb / median(dd_write_s);
+      out["dd_read_gbps"] = gb / median(dd_read_s);
+      out["write_vs_dd"] = median(dd_write_s) / median(write_s);
+      out["read_vs_dd"] = median(dd_read_s) / median(read_s);
+    }
+    if (grid.world_rank() == 0) {
+      std::printf("%s\n", out.dump().c_str());
+      std::fflush(stdout);
+    }
+    return 0;
+  });
+}

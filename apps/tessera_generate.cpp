@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
     int threads = 0;
     int tp = 0;
     app.add_option("weights", weights_path,
-                   "a checkpoint (.h5): model.h5 written at the end of training, a step_<n>.h5, or a converted one")
+                   "a checkpoint (.h5): model.h5 written at the end of training, a step_<n>.h5, or "
+                   "a converted one")
         ->required();
     app.add_option("--prompt,-p", prompt, "prompt text (default: read stdin)");
     app.add_option("--tokenizer", tokenizer_prefix,
@@ -62,7 +63,8 @@ int main(int argc, char** argv) {
         kind && *kind == checkpoint::FileKind::kLlmc) {
       return core::Status::error("'" + weights_path +
                                  "' is an llm.c model file; convert it first: tessera-ckpt "
-                                 "convert " + weights_path + " model.h5");
+                                 "convert " +
+                                 weights_path + " model.h5");
     }
     core::Result<core::Config> config = core::Status::error("no config read");
     {

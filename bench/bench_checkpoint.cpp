@@ -128,7 +128,8 @@ uint64_t rows_checksum(const models::ParamSpec& spec, const float* shard, int64_
     const int64_t g = (k / block_local) * block_global + tp_rank * block_local + k % block_local;
     const uint64_t base = static_cast<uint64_t>((outer * spec.global_shape[sd] + g) * inner);
     const float* x = shard + row * inner;
-    for (int64_t j = 0; j < inner; ++j) sum += checkpoint::checksum_term(base + j, float_bits(x[j]));
+    for (int64_t j = 0; j < inner; ++j)
+      sum += checkpoint::checksum_term(base + j, float_bits(x[j]));
   }
   return sum;
 }
@@ -143,9 +144,12 @@ struct Dataset {
 std::vector<Dataset> datasets(const models::Gpt& model, const optim::AdamW& adamw) {
   const models::ParamSet& ps = model.param_set();
   std::vector<Dataset> out;
-  for (int i = 0; i < ps.size(); ++i) out.push_back({"/model/" + ps.specs()[i].name, &model.weights(), i});
-  for (int i = 0; i < ps.size(); ++i) out.push_back({"/optim/m/" + ps.specs()[i].name, &adamw.m(), i});
-  for (int i = 0; i < ps.size(); ++i) out.push_back({"/optim/v/" + ps.specs()[i].name, &adamw.v(), i});
+  for (int i = 0; i < ps.size(); ++i)
+    out.push_back({"/model/" + ps.specs()[i].name, &model.weights(), i});
+  for (int i = 0; i < ps.size(); ++i)
+    out.push_back({"/optim/m/" + ps.specs()[i].name, &adamw.m(), i});
+  for (int i = 0; i < ps.size(); ++i)
+    out.push_back({"/optim/v/" + ps.specs()[i].name, &adamw.v(), i});
   return out;
 }
 
@@ -344,8 +348,8 @@ core::Status proto_read(const std::string& path, const models::Gpt& model,
     float* shard = ps.view(*sets[k].arena, sets[k].index).f32();
     TESSERA_H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, mem_space, file_space, dxpl, shard),
                      "reading a prototype dataset");
-    const uint64_t part = knob_checksum(knobs, spec, shard, static_cast<int64_t>(n), tp_rank,
-                                        tp_size);
+    const uint64_t part =
+        knob_checksum(knobs, spec, shard, static_cast<int64_t>(n), tp_rank, tp_size);
     (spec.replicated() ? whole[k] : parts[k]) = part;
     H5Sclose(mem_space);
     H5Sclose(file_space);
@@ -356,8 +360,8 @@ core::Status proto_read(const std::string& path, const models::Gpt& model,
   H5Pclose(fapl);
   MPI_Comm tp_comm;
   MPI_Comm_split(MPI_COMM_WORLD, grid.dp_rank(), grid.tp_rank(), &tp_comm);
-  MPI_Allreduce(MPI_IN_PLACE, parts.data(), static_cast<int>(parts.size()), MPI_UINT64_T,
-                MPI_SUM, tp_comm);
+  MPI_Allreduce(MPI_IN_PLACE, parts.data(), static_cast<int>(parts.size()), MPI_UINT64_T, MPI_SUM,
+                tp_comm);
   MPI_Comm_free(&tp_comm);
   int bad = 0;
   for (size_t k = 0; k < sets.size() && knobs.checksum != "none"; ++k) {
@@ -425,10 +429,10 @@ core::Status raw_read(const std::string& path, const RawIo& io, const std::vecto
       MPI_File_open(MPI_COMM_WORLD, path.c_str(), MPI_MODE_RDONLY, MPI_INFO_NULL, &fh),
       "opening the raw MPI-IO file");
   for (size_t a = 0; a < arenas.size(); ++a) {
-    TESSERA_MPI_CHECK(MPI_File_read_at_all(fh, a * io.section + io.offset, arenas[a],
-                                           static_cast<int>(io.floats), MPI_FLOAT,
-                                           MPI_STATUS_IGNORE),
-                      "raw MPI-IO read");
+    TESSERA_MPI_CHECK(
+        MPI_File_read_at_all(fh, a * io.section + io.offset, arenas[a], static_cast<int>(io.floats),
+                             MPI_FLOAT, MPI_STATUS_IGNORE),
+        "raw MPI-IO read");
   }
   TESSERA_MPI_CHECK(MPI_File_close(&fh), "raw MPI-IO close");
   return core::Status::ok();
@@ -533,8 +537,9 @@ int main(int argc, char** argv) {
       int differ = lib != rows;
       MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       if (differ) {
-        return core::Status::error("bench_checkpoint: the row-wise checksum disagrees with "
-                                   "checkpoint::shard_checksum; fix rows_checksum");
+        return core::Status::error(
+            "bench_checkpoint: the row-wise checksum disagrees with "
+            "checkpoint::shard_checksum; fix rows_checksum");
       }
     }
 
@@ -592,8 +597,8 @@ int main(int argc, char** argv) {
       const auto dd_write = [&]() -> core::Status {
         remove(dd_path);
         TESSERA_RETURN_IF_ERROR(settle());
-        return timed_shell("dd if=/dev/zero of='" + dd_path + "' bs=4M count=" +
-                               std::to_string(file_bytes) +
+        return timed_shell("dd if=/dev/zero of='" + dd_path +
+                               "' bs=4M count=" + std::to_string(file_bytes) +
                                " iflag=count_bytes conv=fsync status=none",
                            &s);
       };

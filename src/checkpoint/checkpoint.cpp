@@ -73,9 +73,9 @@ core::Status agree_on_path(const std::string& path, MPI_Comm comm, const char* w
   first.resize(length);
   TESSERA_MPI_CHECK(MPI_Bcast(first.data(), static_cast<int>(length), MPI_CHAR, 0, comm),
                     "broadcasting a path");
-  return core::Status::error(std::string(what) + ": the ranks were given different paths (rank 0: '" +
-                             first + "', this rank: '" + path +
-                             "'); every rank must use the same train.out_dir / checkpoint.dir");
+  return core::Status::error(
+      std::string(what) + ": the ranks were given different paths (rank 0: '" + first +
+      "', this rank: '" + path + "'); every rank must use the same train.out_dir / checkpoint.dir");
 }
 
 // One dataset of the file: its path and the arena (weights or a moment twin) whose view `index`

@@ -107,7 +107,7 @@ class NcclCommunicator : public Communicator {
   ncclComm* comm_ = nullptr;
   kernels::cuda::Stream stream_ = nullptr;
   kernels::cuda::Stream compute_stream_ = nullptr;
-  CUevent_st* compute_done_ = nullptr;  // recorded on compute_stream_ before each verb
+  CUevent_st* compute_done_ = nullptr;     // recorded on compute_stream_ before each verb
   CUevent_st* collective_done_ = nullptr;  // recorded on stream_ after each blocking verb
   float* scratch_ = nullptr;               // one device float for barrier()
   int device_ = -1;

@@ -55,8 +55,7 @@ TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpuTwinInDouble) {
   const auto dout_d = to_double(dout);
   std::vector<double> out_ref(B * T * C), att_ref(B * NH * T * T), dqkv_ref(B * T * 3 * C);
   std::vector<double> ws_cpu(cpu::attention_workspace_size(B, T, C, NH));
-  cpu::attention_forward(out_ref.data(), att_ref.data(), ws_cpu.data(), qkv_d.data(), B, T, C,
-                         NH);
+  cpu::attention_forward(out_ref.data(), att_ref.data(), ws_cpu.data(), qkv_d.data(), B, T, C, NH);
   cpu::attention_backward(dqkv_ref.data(), ws_cpu.data(), dout_d.data(), qkv_d.data(),
                           att_ref.data(), B, T, C, NH);
 
@@ -101,8 +100,8 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CudaAttention,
                                            Sizes{2, 256, 12, 64}),
                          [](const ::testing::TestParamInfo<Sizes>& param_info) {
                            const Sizes& s = param_info.param;
-                           return "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) +
-                                  "_NH" + std::to_string(s.NH) + "_HS" + std::to_string(s.HS);
+                           return "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) + "_NH" +
+                                  std::to_string(s.NH) + "_HS" + std::to_string(s.HS);
                          });
 
 // No atomics: two runs on the same inputs agree bit for bit.

@@ -70,9 +70,10 @@ int main(int argc, char** argv) {
                   rc != cudaSuccess ? cudaGetErrorString(rc) : "device count 0");
     }
     if (world_rank == 0) {
-      std::printf("tessera_cuda_mpi_tests: a rank has no usable CUDA device: %d tests NOT RUN on "
-                  "%d ranks\n",
-                  ::testing::UnitTest::GetInstance()->total_test_count(), world_size);
+      std::printf(
+          "tessera_cuda_mpi_tests: a rank has no usable CUDA device: %d tests NOT RUN on "
+          "%d ranks\n",
+          ::testing::UnitTest::GetInstance()->total_test_count(), world_size);
     }
     MPI_Finalize();
     return kNotRunExitCode;
@@ -103,10 +104,10 @@ int main(int argc, char** argv) {
   if (world_rank == 0) {
     cudaDeviceProp prop{};
     cudaGetDeviceProperties(&prop, device);
-    std::printf("tessera_cuda_mpi_tests: %d ranks, %d device(s) per node (%s)%s\n", world_size,
-                device_count, prop.name,
-                any_shares_gpu ? "; ranks share GPUs: one NCCL host id per rank, socket transport"
-                               : "");
+    std::printf(
+        "tessera_cuda_mpi_tests: %d ranks, %d device(s) per node (%s)%s\n", world_size,
+        device_count, prop.name,
+        any_shares_gpu ? "; ranks share GPUs: one NCCL host id per rank, socket transport" : "");
   }
 
   if (world_rank != 0) {

@@ -241,9 +241,9 @@ TEST(NcclCommunicator, CollectivesRunAfterTheComputeStream) {
     DeviceArray<float> buf(count);
     buf.poison();  // on the legacy stream, which a non-blocking stream does not wait for
     TESSERA_CUDA_CHECK(cudaDeviceSynchronize(), "finishing the poisoning");
-    TESSERA_CUDA_CHECK(cudaMemcpyAsync(buf.get(), host, count * sizeof(float),
-                                       cudaMemcpyHostToDevice, compute),
-                       "copying on the compute stream");
+    TESSERA_CUDA_CHECK(
+        cudaMemcpyAsync(buf.get(), host, count * sizeof(float), cudaMemcpyHostToDevice, compute),
+        "copying on the compute stream");
     comm.all_reduce_sum(buf.get(), count);
     const auto out = buf.download();
     int64_t wrong = 0;

@@ -184,8 +184,8 @@ void attention_forward(float* out, float* att, float* /*workspace*/, const float
   const int64_t HS = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const auto rows = static_cast<unsigned>(B * NH * T);
-  attention_forward_kernel<<<rows, kThreads, HS * sizeof(float), stream>>>(out, att, qkv, T, C,
-                                                                            NH, HS, scale);
+  attention_forward_kernel<<<rows, kThreads, HS * sizeof(float), stream>>>(out, att, qkv, T, C, NH,
+                                                                           HS, scale);
   TESSERA_CUDA_LAUNCH_CHECK("launching attention_forward_kernel");
 }
 

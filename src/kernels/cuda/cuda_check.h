@@ -26,7 +26,7 @@ std::string cublas_status_string(cublasStatus_t status);
   TESSERA_CHECK_GEN("cuBLAS", call, doing, rc_ != CUBLAS_STATUS_SUCCESS, \
                     ::tessera::kernels::cuda::cublas_status_string(rc_))
 
-#define TESSERA_CUDNN_CHECK(call, doing)                                \
+#define TESSERA_CUDNN_CHECK(call, doing)                               \
   TESSERA_CHECK_GEN("cuDNN", call, doing, rc_ != CUDNN_STATUS_SUCCESS, \
                     std::string(cudnnGetErrorString(rc_)))
 

@@ -345,14 +345,14 @@ std::unique_ptr<Request> NcclCommunicator::all_reduce_sum_async(void* buf, int64
       std::make_unique<NcclRequest>(this, done, name_ + ".all_reduce_async", std::move(args));
   if (count > 0) {
     order_after_compute();
-    TESSERA_NCCL_COMM_CHECK(ncclAllReduce(buf, buf, element_count(count),
-                                          bf16 ? ncclBfloat16 : ncclFloat32, ncclSum, comm_,
-                                          stream_),
-                            "starting a non-blocking all-reduce over NCCL");
+    TESSERA_NCCL_COMM_CHECK(
+        ncclAllReduce(buf, buf, element_count(count), bf16 ? ncclBfloat16 : ncclFloat32, ncclSum,
+                      comm_, stream_),
+        "starting a non-blocking all-reduce over NCCL");
   }
-  TESSERA_CUDA_CHECK(cudaEventRecord(done, stream_), "marking the end of a non-blocking all-reduce");
+  TESSERA_CUDA_CHECK(cudaEventRecord(done, stream_),
+                     "marking the end of a non-blocking all-reduce");
   return request;
 }
 
 }  // namespace tessera::parallel
-

@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "checkpoint/checksum.h"
+#include "checkpoint/checksum_worker.h"
 #include "checkpoint/h5_util.h"
 #include "core/error.h"
 #include "core/fault.h"
@@ -292,11 +294,46 @@ H5Id mpio_fapl(MPI_Comm world) {
   return fapl;
 }
 
-H5Id collective_dxpl() {
+// Independent transfers: each rank moves its own hyperslab when it is ready, and ranks with
+// nothing to move stay out. Collective two-phase I/O of the strided tp hyperslabs was 2-4x
+// slower than dd through Open MPI's ompio (docs/PERF.md); metadata calls stay collective.
+H5Id independent_dxpl() {
   H5Id dxpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_XFER), H5Pclose, "creating a transfer list");
-  TESSERA_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE),
-                   "selecting collective checkpoint transfers");
+  TESSERA_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT),
+                   "selecting independent checkpoint transfers");
   return dxpl;
+}
+
+// The dp replica that reads each dataset: datasets in order of size, largest first, each to
+// the replica with the fewest bytes so far (lowest index on ties). The same on every rank.
+std::vector<int> share_datasets(const models::ParamSet& ps, const std::vector<Dataset>& sets,
+                                int dp_size) {
+  std::vector<size_t> order(sets.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  auto numel = [&](size_t k) { return ps.local_numel(sets[k].index); };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return numel(a) > numel(b); });
+  std::vector<int64_t> load(static_cast<size_t>(dp_size), 0);
+  std::vector<int> reader(sets.size(), 0);
+  for (size_t k : order) {
+    const auto least = std::min_element(load.begin(), load.end()) - load.begin();
+    reader[k] = static_cast<int>(least);
+    load[static_cast<size_t>(least)] += numel(k);
+  }
+  return reader;
+}
+
+// Posts MPI_Ibcast of n floats from `root` over comm, in pieces that fit MPI's int count, and
+// appends their requests.
+void post_broadcast(float* data, int64_t n, int root, MPI_Comm comm, const std::string& doing,
+                    std::vector<MPI_Request>* requests) {
+  constexpr int64_t kPiece = int64_t{1} << 30;
+  for (int64_t at = 0; at < n; at += kPiece) {
+    const int count = static_cast<int>(std::min(kPiece, n - at));
+    requests->push_back(MPI_REQUEST_NULL);
+    TESSERA_MPI_CHECK(MPI_Ibcast(data + at, count, MPI_FLOAT, root, comm, &requests->back()),
+                      doing.c_str());
+  }
 }
 
 void check_grid_matches(const models::Gpt& model, parallel::ProcessGrid& grid) {
@@ -332,20 +369,19 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
   // Ranks that write a dataset: dp replica 0; of it only tp rank 0 for a replicated parameter.
-  // Their checksum parts, summed over the world, are the datasets' checksums.
+  // Their checksum parts, summed over the world, are the datasets' checksums: hashed on a worker
+  // thread while the data are written, and stored as attributes after the last dataset.
   std::vector<char> writes(sets.size(), 0);
   std::vector<uint64_t> sums(sets.size(), 0);
+  ChecksumWorker hasher;
   for (size_t k = 0; k < sets.size(); ++k) {
     const models::ParamSpec& spec = ps.specs()[sets[k].index];
     writes[k] = grid.dp_rank() == 0 && (!spec.replicated() || tp_rank == 0);
     if (writes[k]) {
-      sums[k] = shard_checksum(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
-                               ps.local_numel(sets[k].index), tp_rank, tp_size);
+      hasher.submit(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
+                    ps.local_numel(sets[k].index), tp_rank, tp_size, &sums[k]);
     }
   }
-  TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
-                                  MPI_UINT64_T, MPI_SUM, world),
-                    "summing checkpoint checksums");
 
   const int64_t crash_after = crash_after_from_env();
   {
@@ -374,7 +410,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     H5Id dcpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "creating a dataset list");
     // Every element is written, so no fill values (they would be one more pass over the file).
     TESSERA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), "turning fill values off");
-    H5Id dxpl = collective_dxpl();
+    H5Id dxpl = independent_dxpl();
+    std::vector<H5Id> dsets;
     for (size_t k = 0; k < sets.size(); ++k) {
       if (static_cast<int64_t>(k) == crash_after) injected_crash(path, static_cast<int64_t>(k));
       core::kill_point("dataset-" + std::to_string(k));
@@ -387,25 +424,27 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
       H5Id dset = TESSERA_H5_OPEN(H5Dcreate2(f, d.name.c_str(), H5T_IEEE_F32LE, file_space.get(),
                                              H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                                   H5Dclose, doing);
-      write_u64(dset.get(), "checksum", sums[k]);
+      const hid_t dset_id = dset.get();
+      dsets.push_back(std::move(dset));
+      if (!writes[k]) continue;  // independent transfers: only the writers take part
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
-      if (writes[k]) {
-        select_shard(file_space.get(), spec, tp_rank, tp_size);
-        // Invariant: the selection holds exactly the shard's elements.
-        TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
-                       "selecting a shard's hyperslab (element count must equal the shard's)");
-      } else {
-        TESSERA_H5_CHECK(H5Sselect_none(file_space.get()), doing.c_str());
-        TESSERA_H5_CHECK(H5Sselect_none(mem_space.get()), doing.c_str());
-      }
-      TESSERA_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+      select_shard(file_space.get(), spec, tp_rank, tp_size);
+      // Invariant: the selection holds exactly the shard's elements.
+      TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
+                     "selecting a shard's hyperslab (element count must equal the shard's)");
+      TESSERA_H5_CHECK(H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
                                 dxpl.get(), ps.view(*d.arena, d.index).f32()),
                        doing.c_str());
     }
     if (crash_after >= static_cast<int64_t>(sets.size())) {
       injected_crash(path, static_cast<int64_t>(sets.size()));
     }
+    hasher.wait();
+    TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
+                                    MPI_UINT64_T, MPI_SUM, world),
+                      "summing checkpoint checksums");
+    for (size_t k = 0; k < sets.size(); ++k) write_u64(dsets[k].get(), "checksum", sums[k]);
     // Global scope: MPI_File_sync on every rank, so every rank's data has reached the file.
     TESSERA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing a checkpoint");
   }  // closes every handle (collective), then the file
@@ -431,7 +470,6 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
                                          optim::AdamW* adamw, parallel::ProcessGrid& grid) {
   check_grid_matches(model, grid);
   MPI_Comm world = mpi_comm(grid.world_comm());
-  MPI_Comm tp = mpi_comm(grid.tp_comm());
   const std::string where = "checkpoint '" + path + "': ";
   TESSERA_RETURN_IF_ERROR(agree_on_path(path, world, "reading a checkpoint"));
 
@@ -470,39 +508,71 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
   }
   TESSERA_RETURN_IF_ERROR(agree(meta, world));
 
-  // Every rank (of every replica) reads its own shard; replicated datasets whole.
+  // The dp replicas share the reading: dataset k is read (and verified) by replica reader[k]
+  // alone, every rank of it taking its own shard (replicated datasets whole), and broadcast over
+  // dp while the next datasets are read. So the file is read once whatever dp is. Transfers are
+  // independent: a rank takes part only in the reads it needs. Each shard is hashed on a worker
+  // thread while the next one is read.
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
-  std::vector<uint64_t> computed(sets.size(), 0), sharded(sets.size(), 0);
-  H5Id dxpl = collective_dxpl();
-  for (size_t k = 0; k < sets.size(); ++k) {
-    const Dataset& d = sets[k];
-    const models::ParamSpec& spec = ps.specs()[d.index];
-    const std::string doing = "reading checkpoint dataset " + d.name;
-    H5Id dset = TESSERA_H5_OPEN(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), H5Dclose, doing);
-    H5Id file_space = TESSERA_H5_OPEN(H5Dget_space(dset.get()), H5Sclose, doing);
-    select_shard(file_space.get(), spec, tp_rank, tp_size);
-    const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
-    H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
-    float* shard = ps.view(*d.arena, d.index).f32();
-    TESSERA_H5_CHECK(
-        H5Dread(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), dxpl.get(), shard),
-        doing.c_str());
-    const uint64_t part = shard_checksum(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size);
-    (spec.replicated() ? computed[k] : sharded[k]) = part;
+  const int dp_rank = grid.dp_rank(), dp_size = grid.dp_size();
+  const std::vector<int> reader = share_datasets(ps, sets, dp_size);
+  MPI_Comm dp = mpi_comm(grid.dp_comm());
+  std::vector<uint64_t> computed(sets.size(), 0);
+  H5Id dxpl = independent_dxpl();
+  {
+    ChecksumWorker hasher;
+    // Every rank posts the broadcasts in dataset order, a reader its own after reading it, so
+    // no rank waits on another's read before its own.
+    std::vector<MPI_Request> broadcasts;
+    for (size_t k = 0; k < sets.size(); ++k) {
+      const Dataset& d = sets[k];
+      const models::ParamSpec& spec = ps.specs()[d.index];
+      const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
+      float* shard = ps.view(*d.arena, d.index).f32();
+      if (reader[k] == dp_rank) {
+        const std::string doing = "reading checkpoint dataset " + d.name;
+        H5Id dset =
+            TESSERA_H5_OPEN(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), H5Dclose, doing);
+        H5Id file_space = TESSERA_H5_OPEN(H5Dget_space(dset.get()), H5Sclose, doing);
+        select_shard(file_space.get(), spec, tp_rank, tp_size);
+        H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
+        TESSERA_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+                                 dxpl.get(), shard),
+                         doing.c_str());
+        hasher.submit(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size, &computed[k]);
+      }
+      if (dp_size > 1) {
+        const std::string doing = "broadcasting checkpoint dataset " + d.name + " over dp";
+        post_broadcast(shard, static_cast<int64_t>(n), reader[k], dp, doing, &broadcasts);
+        int done = 0;  // lets the posted broadcasts progress
+        TESSERA_MPI_CHECK(MPI_Testall(static_cast<int>(broadcasts.size()), broadcasts.data(), &done,
+                                      MPI_STATUSES_IGNORE),
+                          doing.c_str());
+      }
+    }
+    TESSERA_MPI_CHECK(
+        MPI_Waitall(static_cast<int>(broadcasts.size()), broadcasts.data(), MPI_STATUSES_IGNORE),
+        "broadcasting a checkpoint over dp");
+    hasher.wait();
   }
-  // A sharded dataset's checksum is the sum of its tp ranks' parts; a replicated one each rank
-  // verifies whole.
+  // A sharded dataset's checksum is the sum of its reader's tp ranks' parts (the other
+  // replicas add zeros); a replicated one each of its readers verifies whole.
+  std::vector<uint64_t> sharded(sets.size(), 0);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    if (!ps.specs()[sets[k].index].replicated()) sharded[k] = computed[k];
+  }
   TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sharded.data(), static_cast<int>(sharded.size()),
-                                  MPI_UINT64_T, MPI_SUM, tp),
-                    "summing checkpoint checksums over tp");
+                                  MPI_UINT64_T, MPI_SUM, world),
+                    "summing checkpoint checksums");
   core::Status verified;
   for (size_t k = 0; k < sets.size(); ++k) {
-    if (!ps.specs()[sets[k].index].replicated()) computed[k] = sharded[k];
-    if (computed[k] != stored[k]) {
-      verified =
-          core::Status::error(where + "dataset " + sets[k].name + " checksum mismatch " +
-                              "(stored " + hex64(stored[k]) + ", computed " + hex64(computed[k]) +
-                              "): the file is corrupt; use an earlier checkpoint");
+    const bool replicated = ps.specs()[sets[k].index].replicated();
+    if (replicated && reader[k] != dp_rank) continue;
+    const uint64_t sum = replicated ? computed[k] : sharded[k];
+    if (sum != stored[k]) {
+      verified = core::Status::error(where + "dataset " + sets[k].name + " checksum mismatch " +
+                                     "(stored " + hex64(stored[k]) + ", computed " + hex64(sum) +
+                                     "): the file is corrupt; use an earlier checkpoint");
       break;
     }
   }

@@ -2,24 +2,23 @@
 # Checkpoint bandwidth of the 124M model with AdamW state at 1, 2 and 4 ranks (tp = N and
 # dp = N), in one run. bench_checkpoint --dd times, after every checkpoint write (read), `dd`
 # writing (reading) the same number of bytes in the same directory, so Tessera and dd alternate
-# and share the disk's moods. Beside them, per rank count: the prototype of the suggested fixes
-# (bench_checkpoint --mode proto: row-wise checksums, independent transfers) and raw
-# MPI-IO of the same bytes (--mode mpiio: the ceiling without HDF5). Medians of REPS each.
+# and share the disk's moods. Beside them, per rank count: raw MPI-IO of the same bytes
+# (--mode mpiio: the ceiling without HDF5 and checksums). Medians of REPS each; the ratios are
+# the medians of each repetition's pair (Tessera, then dd right after), since the disk's speed
+# drifts between repetitions.
 # When this process may drop the page cache (root, not forbidden by a container) every write
 # and read starts from a synced, empty cache; otherwise reads come from the page cache for
 # Tessera and dd alike, and the output says so. Prints each JSON line as it comes, then a
 # markdown table; deletes its files.
 # Usage: bench/run_ckpt_bench.sh [DIR]   (DIR on the disk to measure, default out/ckpt-bench;
 # build with -DTESSERA_BENCH=ON first; TESSERA_BUILD_DIR=build-x for another build, REPS=n,
-# CONFIG=path another model, PROTO_ARGS and PROTO_ENV="VAR=value ..." for the prototype rows)
+# CONFIG=path another model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${TESSERA_BUILD_DIR:-build}/bench
 dir=${1:-out/ckpt-bench}
 reps=${REPS:-5}
 config=${CONFIG:-configs/gpt2-124m.yaml}
-proto_args=${PROTO_ARGS:---checksum rows --independent}
-proto_env=${PROTO_ENV:-}
 [[ -x $bin/bench_checkpoint ]] || {
   echo "run_ckpt_bench: $bin/bench_checkpoint not found; build with -DTESSERA_BENCH=ON" >&2
   exit 1
@@ -61,8 +60,6 @@ for n in 1 2 4; do
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   ckpt "tessera" "$n" --tp "$n" --dd
   if [[ $n -gt 1 ]]; then ckpt "tessera" "$n" --tp 1 --dd; fi
-  # shellcheck disable=SC2086 # word splitting intended
-  ckpt "proto" "$n" $proto_env --tp "$n" --mode proto $proto_args --dd
   ckpt "mpiio" "$n" --tp "$n" --mode mpiio --dd
 done
 echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -74,28 +71,20 @@ med = statistics.median
 print()
 print("reads: " + ("cold (page cache dropped before each)" if sys.argv[2] != "0"
                    else "from the page cache (it could not be dropped), Tessera and dd alike"))
-print("| ranks | grid | what | write GB/s | dd write GB/s | write / dd | read GB/s | dd read GB/s "
-      "| read / dd |")
+print("| ranks | grid | what | write GB/s | dd write GB/s | write / dd, paired | read GB/s | dd read GB/s "
+      "| read / dd, paired |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["case"] == "tessera":
         what = "write_checkpoint / read_checkpoint"
-    elif r["case"] == "proto":
-        k = r["knobs"]
-        parts = ([f"{k['checksum']} checksum"] + (["independent transfers"] if k["independent"] else [])
-                 + ([f"alignment {k['align']}"] if k["align"] else [])
-                 + (["collective metadata"] if k["coll_metadata"] else [])
-                 + ([r["env"]] if r["env"] else []))
-        what = "prototype: " + ", ".join(parts)
     else:
         what = "raw MPI-IO, same bytes (no HDF5, no checksum)"
-    w, rd = med(r["dd_write_s"]) / med(r["write_s"]), med(r["dd_read_s"]) / med(r["read_s"])
+    w, rd = r["write_vs_dd_paired"], r["read_vs_dd_paired"]
     print(f"| {r['ranks']} | dp{r['dp']} x tp{r['tp']} | {what} | {r['write_gbps']:.2f} "
           f"| {r['dd_write_gbps']:.2f} | {w:.0%} | {r['read_gbps']:.2f} | {r['dd_read_gbps']:.2f} "
           f"| {rd:.0%} |")
 b = rows[0]["file_bytes"]
-print(f"\nfile: {b} bytes ({b / 1e9:.2f} GB); checksum pass of a write, slowest rank, "
-      "library / row-wise (s):",
-      ", ".join(f"{r['ranks']}:dp{r['dp']}xtp{r['tp']} {r['checksum_lib_s']:.2f}/"
-                f"{r['checksum_rows_s']:.2f}" for r in rows if r["case"] == "tessera"))
+print(f"\nfile: {b} bytes ({b / 1e9:.2f} GB); checksum pass of a write, slowest rank (s):",
+      ", ".join(f"{r['ranks']}:dp{r['dp']}xtp{r['tp']} {r['checksum_s']:.2f}"
+                for r in rows if r["case"] == "tessera"))
 EOF

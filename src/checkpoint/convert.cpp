@@ -19,6 +19,7 @@
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checksum.h"
 #include "checkpoint/h5_util.h"
+#include "core/bf16.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "models/gpt.h"
@@ -235,7 +236,7 @@ class LlmcSource : public Source {
     if (bf16_) {
       std::vector<uint16_t> raw(static_cast<size_t>(n));
       got = std::fread(raw.data(), 2, raw.size(), file_.get());
-      for (size_t i = 0; i < raw.size(); ++i) (*out)[i] = from_bf16(raw[i]);
+      for (size_t i = 0; i < raw.size(); ++i) (*out)[i] = core::from_bf16(raw[i]);
     } else {
       got = std::fread(out->data(), 4, out->size(), file_.get());
     }
@@ -364,8 +365,8 @@ class Hdf5Sink : public Sink {
     if (bf16_) {
       half.resize(data.size());
       for (size_t i = 0; i < data.size(); ++i) {
-        half[i] = to_bf16(data[i]);
-        data[i] = from_bf16(half[i]);  // the checksum covers the stored (rounded) values
+        half[i] = core::to_bf16(data[i]);
+        data[i] = core::from_bf16(half[i]);  // the checksum covers the stored (rounded) values
       }
     }
     const std::vector<hsize_t> dims(spec.global_shape.begin(), spec.global_shape.end());

@@ -1,8 +1,6 @@
 // Shared HDF5 helpers; see h5_util.h.
 #include "checkpoint/h5_util.h"
 
-#include <bit>
-#include <cmath>
 #include <string>
 
 #include "core/error.h"
@@ -126,15 +124,5 @@ bool is_bf16(hid_t type) {
   H5Id bf16 = bf16_type();
   return H5Tequal(type, bf16.get()) > 0;
 }
-
-uint16_t to_bf16(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // stay a (quiet) NaN
-  // Round to nearest even: add 0x7fff plus the lowest kept bit, then truncate.
-  const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(rounded >> 16);
-}
-
-float from_bf16(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 
 }  // namespace tessera::checkpoint

@@ -76,8 +76,4 @@ H5Id bf16_type();
 bool is_float32(hid_t type);
 bool is_bf16(hid_t type);
 
-// float32 -> bfloat16, rounding to nearest, ties to even (NaN stays NaN), and back (exact).
-uint16_t to_bf16(float x);
-float from_bf16(uint16_t h);
-
 }  // namespace tessera::checkpoint

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "parallel/timeline.h"
@@ -17,30 +18,12 @@
 namespace tessera::parallel {
 namespace {
 
-// bf16 <-> f32. bf16 is the top half of an IEEE binary32; rounding to nearest even adds
-// 0x7FFF plus the lowest kept bit before truncating. NaN stays a (quiet) NaN.
-float bf16_to_float(uint16_t h) {
-  uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-uint16_t float_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  }
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 // MPI user reduction: inout[i] = bf16(float(in[i]) + float(inout[i])).
 void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
   const auto* a = static_cast<const uint16_t*>(in);
   auto* b = static_cast<uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+  for (int i = 0; i < *len; ++i)
+    b[i] = core::to_bf16(core::from_bf16(a[i]) + core::from_bf16(b[i]));
 }
 
 MPI_Op g_bf16_sum_op = MPI_OP_NULL;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "models/param_spec.h"
@@ -19,23 +20,6 @@ namespace {
 constexpr int64_t kMinParallel = 1 << 16;  // elements below which a loop stays on one thread
 // Elements averaged between two progress tests in finish() (1 MiB of f32).
 constexpr int64_t kProgressChunk = 1 << 18;
-
-// f32 -> bf16, round to nearest even: add 0x7FFF plus the lowest kept bit, keep the top half.
-// A NaN stays a quiet NaN (rounding could carry it into an infinity).
-inline uint16_t to_bf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x0040u) : rounded);
-}
-
-inline float from_bf16(uint16_t value) {
-  const uint32_t bits = static_cast<uint32_t>(value) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
 
 }  // namespace
 
@@ -166,7 +150,7 @@ void GradientReducer::finish() {
         if (options_.compress_bf16) {
           const uint16_t* wire = wire_bf16_.data() + offsets_[i] + chunk;
 #pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
-          for (int64_t k = 0; k < n; ++k) grad[k] = from_bf16(wire[k]) * scale;
+          for (int64_t k = 0; k < n; ++k) grad[k] = core::from_bf16(wire[k]) * scale;
         } else {
 #pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
           for (int64_t k = 0; k < n; ++k) grad[k] *= scale;
@@ -184,7 +168,7 @@ void GradientReducer::convert_to_wire(int param_index) {
   uint16_t* wire = wire_bf16_.data() + offsets_[param_index];
   const int64_t n = numels_[param_index];
 #pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
-  for (int64_t k = 0; k < n; ++k) wire[k] = to_bf16(grad[k]);
+  for (int64_t k = 0; k < n; ++k) wire[k] = core::to_bf16(grad[k]);
 }
 
 void GradientReducer::launch_full_buckets() {

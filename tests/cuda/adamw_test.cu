@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/bf16.h"
 #include "cuda_test_util.h"
 #include "kernels/cuda/adamw.h"
 #include "optim/adamw.h"
@@ -21,13 +22,6 @@ using testing::rel_error;
 // The same fp32 operations in the same order on both sides; they may differ only where one
 // compiler fuses a multiply-add the other does not (1 ulp per step), so 3 steps stay near 1e-7.
 constexpr double kTolerance = 1e-6;
-
-uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
 
 optim::AdamWHyper hyper(int64_t step) {
   // GPT-2-like settings; the learning rate changes per step as a schedule would change it.
@@ -95,7 +89,7 @@ TEST_P(CudaAdamW, Bf16CopyIsTheUpdatedMasterRounded) {
   const auto copy = param_bf16.download();
   EXPECT_LE(rel_error(master, cpu_param), kTolerance);
   int64_t mismatches = 0;
-  for (int64_t i = 0; i < n; ++i) mismatches += copy[i] != bf16_bits(master[i]);
+  for (int64_t i = 0; i < n; ++i) mismatches += copy[i] != core::to_bf16(master[i]);
   EXPECT_EQ(mismatches, 0) << "every bf16 element is the fp32 master rounded to nearest even";
 }
 

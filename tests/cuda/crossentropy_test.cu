@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "core/bf16.h"
 #include "cuda_test_util.h"
 #include "kernels/cpu/crossentropy.h"
 #include "kernels/cuda/crossentropy.h"
@@ -35,19 +36,6 @@ std::vector<float> to_float(const std::vector<double>& v) {
   return out;
 }
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
 
 struct Sizes {
   int64_t N, V, ld;  // V real columns in rows of ld
@@ -245,8 +233,8 @@ TEST_P(CudaCrossentropy, Bf16LogitsMatchTheCpuTwinOnTheSameValues) {
   std::vector<uint16_t> logits_h(in.logits.size());
   std::vector<float> rounded(in.logits.size());
   for (size_t i = 0; i < logits_h.size(); ++i) {
-    logits_h[i] = bf16_bits(in.logits[i]);
-    rounded[i] = bf16_value(logits_h[i]);
+    logits_h[i] = core::to_bf16(in.logits[i]);
+    rounded[i] = core::from_bf16(logits_h[i]);
   }
   const Reference ref = cpu_reference(rounded, in, s);
   DeviceArray<uint16_t> logits(logits_h), dlogits(s.N * s.ld);
@@ -270,7 +258,7 @@ TEST_P(CudaCrossentropy, Bf16LogitsMatchTheCpuTwinOnTheSameValues) {
   EXPECT_LE(rel_error(sumexp.download(), to_float(ref.sumexp)), kF32Tolerance) << "sumexp";
   EXPECT_LE(rel_error(losses.download(), to_float(ref.losses)), kF32Tolerance) << "losses";
   std::vector<float> got;
-  for (uint16_t b : dlogits.download()) got.push_back(bf16_value(b));
+  for (uint16_t b : dlogits.download()) got.push_back(core::from_bf16(b));
   EXPECT_LE(rel_error(got, to_float(ref.dlogits)), kBf16OutputTolerance) << "dlogits";
   EXPECT_TRUE(padding_is_zero(got, s));
 }

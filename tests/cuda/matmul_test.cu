@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/bf16.h"
 #include "cuda_test_util.h"
 #include "kernels/cpu/gelu.h"
 #include "kernels/cpu/matmul.h"
@@ -51,27 +52,14 @@ std::vector<float> to_float(const std::vector<double>& v) {
   return out;
 }
 
-// fp32 -> bf16 bits, rounded to nearest even (finite inputs), and back.
-uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
 std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_bits(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) out[i] = core::to_bf16(v[i]);
   return out;
 }
 std::vector<float> from_bf16(const std::vector<uint16_t>& v) {
   std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_value(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) out[i] = core::from_bf16(v[i]);
   return out;
 }
 

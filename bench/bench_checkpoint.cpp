@@ -193,6 +193,7 @@ int main(int argc, char** argv) {
   return core::run_app("bench_checkpoint", argc, argv, [](int ac, char** av) -> core::Result<int> {
     CLI::App app{"Tessera checkpoint write/read bandwidth on a dp x tp process grid"};
     std::string config_path = "configs/gpt2-124m.yaml", dir, mode = "tessera";
+    std::string transfers_name = "independent";
     int tp = 1, reps = 5, threads = 1;
     bool drop_caches = false, keep = false, with_dd = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
@@ -205,6 +206,8 @@ int main(int argc, char** argv) {
                    "tessera: write_checkpoint/read_checkpoint; mpiio: raw MPI-IO of the same "
                    "bytes (the ceiling without HDF5)")
         ->check(CLI::IsMember({"tessera", "mpiio"}));
+    app.add_option("--transfers", transfers_name, "tessera: independent or collective transfers")
+        ->check(CLI::IsMember({"independent", "collective"}));
     app.add_flag("--dd", with_dd,
                  "after every timed write (read), rank 0 times dd writing (reading) as many bytes "
                  "to <dir>/dd.bin, after the same cache settling");
@@ -287,15 +290,18 @@ int main(int argc, char** argv) {
                                                adamw.v().f32()};
     const std::vector<float*> raw_in = {model.weights().f32(), adamw.m().f32(), adamw.v().f32()};
     const checkpoint::TrainState state{123, 4567, 1, 0, 89};
+    const checkpoint::Transfers transfers = transfers_name == "collective"
+                                                ? checkpoint::Transfers::kCollective
+                                                : checkpoint::Transfers::kIndependent;
     const auto write_once = [&]() -> core::Status {
       if (mode == "tessera") {
-        return checkpoint::write_checkpoint(path, model, &adamw, state, *config, grid);
+        return checkpoint::write_checkpoint(path, model, &adamw, state, *config, grid, transfers);
       }
       return raw_write(path, raw, raw_out, grid);
     };
     const auto read_once = [&]() -> core::Status {
       if (mode == "tessera") {
-        auto loaded = checkpoint::read_checkpoint(path, model, &adamw, grid);
+        auto loaded = checkpoint::read_checkpoint(path, model, &adamw, grid, transfers);
         if (!loaded) return loaded.status();
         return *loaded == state ? core::Status::ok()
                                 : core::Status::error("bench_checkpoint: read another state");
@@ -351,6 +357,7 @@ int main(int argc, char** argv) {
     const double gb = static_cast<double>(file_bytes) / 1e9;
     const char* io_component = std::getenv("OMPI_MCA_io");
     nlohmann::json out = {{"mode", mode},
+                          {"transfers", mode == "tessera" ? transfers_name : "collective"},
                           {"config", config_path},
                           {"dir", dir},
                           {"world", grid.world_size()},

@@ -3,7 +3,8 @@
 # dp = N), in one run. bench_checkpoint --dd times, after every checkpoint write (read), `dd`
 # writing (reading) the same number of bytes in the same directory, so Tessera and dd alternate
 # and share the disk's moods. Beside them, per rank count: raw MPI-IO of the same bytes
-# (--mode mpiio: the ceiling without HDF5 and checksums). Medians of REPS each; the ratios are
+# (--mode mpiio: the ceiling without HDF5 and checksums). Tessera runs with both
+# checkpoint.transfers modes. Medians of REPS each; the ratios are
 # the medians of each repetition's pair (Tessera, then dd right after), since the disk's speed
 # drifts between repetitions.
 # When this process may drop the page cache (root, not forbidden by a container) every write
@@ -58,8 +59,10 @@ else
 fi
 for n in 1 2 4; do
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  ckpt "tessera" "$n" --tp "$n" --dd
-  if [[ $n -gt 1 ]]; then ckpt "tessera" "$n" --tp 1 --dd; fi
+  for transfers in independent collective; do
+    ckpt "tessera" "$n" --tp "$n" --transfers "$transfers" --dd
+    if [[ $n -gt 1 ]]; then ckpt "tessera" "$n" --tp 1 --transfers "$transfers" --dd; fi
+  done
   ckpt "mpiio" "$n" --tp "$n" --mode mpiio --dd
 done
 echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -76,7 +79,7 @@ print("| ranks | grid | what | write GB/s | dd write GB/s | write / dd, paired |
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["case"] == "tessera":
-        what = "write_checkpoint / read_checkpoint"
+        what = f"write_checkpoint / read_checkpoint, {r['transfers']} transfers"
     else:
         what = "raw MPI-IO, same bytes (no HDF5, no checksum)"
     w, rd = r["write_vs_dd_paired"], r["read_vs_dd_paired"]
@@ -86,5 +89,5 @@ for r in rows:
 b = rows[0]["file_bytes"]
 print(f"\nfile: {b} bytes ({b / 1e9:.2f} GB); checksum pass of a write, slowest rank (s):",
       ", ".join(f"{r['ranks']}:dp{r['dp']}xtp{r['tp']} {r['checksum_s']:.2f}"
-                for r in rows if r["case"] == "tessera"))
+                for r in rows if r["case"] == "tessera" and r["transfers"] == "independent"))
 EOF

@@ -294,13 +294,15 @@ H5Id mpio_fapl(MPI_Comm world) {
   return fapl;
 }
 
-// Independent transfers: each rank moves its own hyperslab when it is ready, and ranks with
-// nothing to move stay out. Collective two-phase I/O of the strided tp hyperslabs was 2-4x
-// slower than dd through Open MPI's ompio (docs/PERF.md); metadata calls stay collective.
-H5Id independent_dxpl() {
+// The transfer list of `transfers` (see Transfers in checkpoint.h; figures of both in
+// docs/PERF.md).
+H5Id transfer_list(Transfers transfers) {
   H5Id dxpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_XFER), H5Pclose, "creating a transfer list");
-  TESSERA_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT),
-                   "selecting independent checkpoint transfers");
+  const bool collective = transfers == Transfers::kCollective;
+  TESSERA_H5_CHECK(
+      H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT),
+      collective ? "selecting collective checkpoint transfers"
+                 : "selecting independent checkpoint transfers");
   return dxpl;
 }
 
@@ -344,9 +346,15 @@ void check_grid_matches(const models::Gpt& model, parallel::ProcessGrid& grid) {
 
 }  // namespace
 
+Transfers transfers_from_config(const core::Config& config) {
+  return config.checkpoint.transfers == "collective" ? Transfers::kCollective
+                                                     : Transfers::kIndependent;
+}
+
 core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                               const optim::AdamW* adamw, const TrainState& state,
-                              const core::Config& config, parallel::ProcessGrid& grid) {
+                              const core::Config& config, parallel::ProcessGrid& grid,
+                              Transfers transfers) {
   check_grid_matches(model, grid);
   MPI_Comm world = mpi_comm(grid.world_comm());
   const std::string where = "checkpoint '" + path + "': ";
@@ -410,7 +418,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     H5Id dcpl = TESSERA_H5_OPEN(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "creating a dataset list");
     // Every element is written, so no fill values (they would be one more pass over the file).
     TESSERA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), "turning fill values off");
-    H5Id dxpl = independent_dxpl();
+    H5Id dxpl = transfer_list(transfers);
+    const bool collective = transfers == Transfers::kCollective;
     std::vector<H5Id> dsets;
     for (size_t k = 0; k < sets.size(); ++k) {
       if (static_cast<int64_t>(k) == crash_after) injected_crash(path, static_cast<int64_t>(k));
@@ -426,13 +435,18 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                                   H5Dclose, doing);
       const hid_t dset_id = dset.get();
       dsets.push_back(std::move(dset));
-      if (!writes[k]) continue;  // independent transfers: only the writers take part
+      if (!writes[k] && !collective) continue;  // independent: only the writers take part
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
-      select_shard(file_space.get(), spec, tp_rank, tp_size);
-      // Invariant: the selection holds exactly the shard's elements.
-      TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
-                     "selecting a shard's hyperslab (element count must equal the shard's)");
+      if (writes[k]) {
+        select_shard(file_space.get(), spec, tp_rank, tp_size);
+        // Invariant: the selection holds exactly the shard's elements.
+        TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
+                       "selecting a shard's hyperslab (element count must equal the shard's)");
+      } else {
+        TESSERA_H5_CHECK(H5Sselect_none(file_space.get()), doing.c_str());
+        TESSERA_H5_CHECK(H5Sselect_none(mem_space.get()), doing.c_str());
+      }
       TESSERA_H5_CHECK(H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
                                 dxpl.get(), ps.view(*d.arena, d.index).f32()),
                        doing.c_str());
@@ -467,7 +481,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
 }
 
 core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& model,
-                                         optim::AdamW* adamw, parallel::ProcessGrid& grid) {
+                                         optim::AdamW* adamw, parallel::ProcessGrid& grid,
+                                         Transfers transfers) {
   check_grid_matches(model, grid);
   MPI_Comm world = mpi_comm(grid.world_comm());
   const std::string where = "checkpoint '" + path + "': ";
@@ -510,15 +525,17 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
 
   // The dp replicas share the reading: dataset k is read (and verified) by replica reader[k]
   // alone, every rank of it taking its own shard (replicated datasets whole), and broadcast over
-  // dp while the next datasets are read. So the file is read once whatever dp is. Transfers are
-  // independent: a rank takes part only in the reads it needs. Each shard is hashed on a worker
+  // dp while the next datasets are read. So the file is read once whatever dp is. With
+  // independent transfers a rank takes part only in the reads it needs; with collective ones
+  // the other replicas join each read with empty selections. Each shard is hashed on a worker
   // thread while the next one is read.
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
   const int dp_rank = grid.dp_rank(), dp_size = grid.dp_size();
   const std::vector<int> reader = share_datasets(ps, sets, dp_size);
   MPI_Comm dp = mpi_comm(grid.dp_comm());
   std::vector<uint64_t> computed(sets.size(), 0);
-  H5Id dxpl = independent_dxpl();
+  H5Id dxpl = transfer_list(transfers);
+  const bool collective = transfers == Transfers::kCollective;
   {
     ChecksumWorker hasher;
     // Every rank posts the broadcasts in dataset order, a reader its own after reading it, so
@@ -529,17 +546,25 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
       const models::ParamSpec& spec = ps.specs()[d.index];
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       float* shard = ps.view(*d.arena, d.index).f32();
-      if (reader[k] == dp_rank) {
+      const bool mine = reader[k] == dp_rank;
+      if (mine || collective) {
         const std::string doing = "reading checkpoint dataset " + d.name;
         H5Id dset =
             TESSERA_H5_OPEN(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), H5Dclose, doing);
         H5Id file_space = TESSERA_H5_OPEN(H5Dget_space(dset.get()), H5Sclose, doing);
-        select_shard(file_space.get(), spec, tp_rank, tp_size);
         H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
+        if (mine) {
+          select_shard(file_space.get(), spec, tp_rank, tp_size);
+        } else {
+          TESSERA_H5_CHECK(H5Sselect_none(file_space.get()), doing.c_str());
+          TESSERA_H5_CHECK(H5Sselect_none(mem_space.get()), doing.c_str());
+        }
         TESSERA_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
                                  dxpl.get(), shard),
                          doing.c_str());
-        hasher.submit(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size, &computed[k]);
+        if (mine) {
+          hasher.submit(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size, &computed[k]);
+        }
       }
       if (dp_size > 1) {
         const std::string doing = "broadcasting checkpoint dataset " + d.name + " over dp";

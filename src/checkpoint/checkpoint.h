@@ -1,4 +1,4 @@
-// Checkpoints: one HDF5 file per step, written and read collectively with parallel HDF5 over
+// Checkpoints: one HDF5 file per step, written and read by every rank with parallel HDF5 over
 // MPI-IO (docs/CHECKPOINT-FORMAT.md). Every parameter and AdamW moment is a dataset of its
 // global shape; each rank transfers only its own hyperslab, so any grid loads what any grid
 // wrote and no rank ever holds the whole model.
@@ -26,6 +26,15 @@ namespace tessera::checkpoint {
 // The format version this build writes and the only one it reads.
 constexpr int kFormatVersion = 1;
 
+// How ranks move their hyperslabs through MPI-IO (config key checkpoint.transfers). Metadata
+// calls (create, open, attributes) are collective either way, and the file is the same.
+enum class Transfers {
+  kIndependent,  // each rank alone when it is ready; ranks with nothing to move stay out
+  kCollective,   // MPI-IO collective (two-phase) calls; every rank joins, some with no data
+};
+// "independent" or "collective" (checked by Config::validate) to a mode.
+Transfers transfers_from_config(const core::Config& config);
+
 // Where training stands, saved as root attributes. `seed` is the whole RNG state: every draw is
 // a counter-based Philox function of (seed, stream, step, index). The data cursor is the same on
 // every dp rank (all walk one global order), so one value is stored.
@@ -43,28 +52,33 @@ struct TrainState {
 // (format_version, step, tokens_seen, seed, data_epoch, data_position, config_yaml, grid_dp,
 // grid_tp) and a "checksum" attribute (uint64) on each dataset; then flushes (MPI_File_sync on
 // every rank), closes, fsyncs and renames it to `path` (world rank 0) and fsyncs the directory.
-// Only dp replica 0 writes data (tp rank 0 alone for replicated parameters); every other rank
-// takes empty selections but joins every collective call. Preconditions: model (and adamw) are
-// this rank's shards for `grid`. Errors (same on every rank): the directory is missing or not
-// writable, sync or rename failed. An existing `path` is replaced. Fault injection for tests:
-// with TESSERA_CKPT_CRASH_AFTER=n in the environment (of every rank) it throws tessera::Error
-// once n datasets are written (or before the rename when the file holds fewer), leaving only
-// the `.tmp` file.
+// Only dp replica 0 writes data (tp rank 0 alone for replicated parameters); with collective
+// transfers every other rank joins each call with an empty selection. Checksums are hashed on a
+// worker thread while the data are written, and stored after the last dataset. Preconditions: model
+// (and adamw) are this rank's shards for `grid`. Errors (same on every rank): the directory is
+// missing or not writable, sync or rename failed. An existing `path` is replaced. Fault injection
+// for tests: with TESSERA_CKPT_CRASH_AFTER=n in the environment (of every rank) it throws
+// tessera::Error once n datasets are written (or before the rename when the file holds fewer),
+// leaving only the `.tmp` file.
 core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                               const optim::AdamW* adamw, const TrainState& state,
-                              const core::Config& config, parallel::ProcessGrid& grid);
+                              const core::Config& config, parallel::ProcessGrid& grid,
+                              Transfers transfers = Transfers::kIndependent);
 
-// Collective over grid.world_comm(). Reads this rank's hyperslab of every /model dataset into
+// Collective over grid.world_comm(). Loads this rank's hyperslab of every /model dataset into
 // model.weights() (and of /optim/m, /optim/v into adamw's moments when adamw != nullptr), and
-// returns the stored TrainState. Checks, with the same verdict on every rank (an error anywhere
-// is reduced over the world, so all ranks fail alike and none hangs): the file exists and opens,
-// its format version is kFormatVersion, every dataset exists with the global shape the model
-// expects and float32 type and /model holds no others (a mismatch names the dataset, both
-// shapes and the model config keys that differ), optimizer state is present when asked for, and
-// every dataset's checksum (each replica sums its tp ranks' parts; a mismatch names the
-// dataset). On error the model's and adamw's contents are unspecified.
+// returns the stored TrainState. The dp replicas share the reading: each dataset is read and
+// verified by one replica (balanced by bytes) and broadcast over dp while the next ones are
+// read, so the file is read once whatever dp is. Checks, with the same verdict on every rank (an
+// error anywhere is reduced over the world, so all ranks fail alike and none hangs): the file
+// exists and opens, its format version is kFormatVersion, every dataset exists with the global
+// shape the model expects and float32 type and /model holds no others (a mismatch names the
+// dataset, both shapes and the model config keys that differ), optimizer state is present when
+// asked for, and every dataset's checksum (its reading replica sums its tp ranks' parts; a mismatch
+// names the dataset). On error the model's and adamw's contents are unspecified.
 core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& model,
-                                         optim::AdamW* adamw, parallel::ProcessGrid& grid);
+                                         optim::AdamW* adamw, parallel::ProcessGrid& grid,
+                                         Transfers transfers = Transfers::kIndependent);
 
 // Collective over grid.world_comm(). The stored config_yaml (to build the model before
 // read_checkpoint), read by world rank 0 and broadcast; checks existence and format version.

@@ -86,6 +86,7 @@ const std::vector<Field>& fields() {
       field<&Config::checkpoint, &CheckpointConfig::every>("checkpoint.every"),
       field<&Config::checkpoint, &CheckpointConfig::keep>("checkpoint.keep"),
       field<&Config::checkpoint, &CheckpointConfig::resume>("checkpoint.resume"),
+      field<&Config::checkpoint, &CheckpointConfig::transfers>("checkpoint.transfers"),
   };
   return kFields;
 }
@@ -603,6 +604,10 @@ Status Config::validate() const {
   if ((c.resume == "latest" || c.resume == "auto") && c.dir.empty()) {
     return invalid("checkpoint.resume", c.resume, "needs checkpoint.dir to look in",
                    "set checkpoint.dir, or give checkpoint.resume a file path");
+  }
+  if (!is_one_of(c.transfers, {"independent", "collective"})) {
+    return invalid("checkpoint.transfers", c.transfers, "is not a transfer mode",
+                   "use independent (the default) or collective");
   }
   return Status::ok();
 }

@@ -77,6 +77,7 @@ struct CheckpointConfig {
   int every = 0;    // steps between checkpoints; 0: only the final one
   int keep = 3;
   std::string resume;  // "", "latest", "auto" (latest if there is one, else fresh) or a path
+  std::string transfers = "independent";  // independent | collective (MPI-IO data transfers)
   bool operator==(const CheckpointConfig&) const = default;
 };
 

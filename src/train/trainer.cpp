@@ -171,7 +171,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   if (!resume.empty()) {
     auto path = checkpoint::resolve_checkpoint(cc.dir, resume);
     if (!path) return path.status();
-    auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid);
+    auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid,
+                                             checkpoint::transfers_from_config(config));
     if (!state) return state.status();
     if (state->seed != tc.seed) {
       return core::Status::error(
@@ -194,7 +195,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
     const checkpoint::TrainState state{steps_done, int64_t{steps_done} * global_batch * T, tc.seed,
                                        cursor.epoch, cursor.position};
     parallel::Timeline::Scope scope(timeline.get(), "checkpoint", "checkpoint");
-    core::Status st = checkpoint::write_checkpoint(path, model, &adamw, state, config, grid);
+    core::Status st = checkpoint::write_checkpoint(path, model, &adamw, state, config, grid,
+                                                   checkpoint::transfers_from_config(config));
     if (st.is_ok() && grid.world_rank() == 0)
       st = checkpoint::publish_latest(cc.dir, path, cc.keep);
     if (!st.is_ok()) throw Error(st.message());
@@ -366,7 +368,8 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
     const checkpoint::TrainState state{steps_done, steps_done * global_batch * T, tc.seed,
                                        cursor.epoch, cursor.position};
     core::Status st =
-        checkpoint::write_checkpoint(summary.weights_path, model, nullptr, state, config, grid);
+        checkpoint::write_checkpoint(summary.weights_path, model, nullptr, state, config, grid,
+                                     checkpoint::transfers_from_config(config));
     if (!st.is_ok()) throw Error(st.message());
   }
   core::log_info("wrote " + summary.weights_path + " (final weights)");

@@ -159,11 +159,18 @@ TrainState test_state(int64_t step) {
 // Writes a checkpoint of a WORLD grid with tp ranks per group: dp replica 0 holds the values of
 // seed 11, other replicas garbage (seed 99) that must never reach the file.
 core::Status write_test_checkpoint(const std::string& path, int tp, bool with_optimizer,
-                                   int64_t step = 100, uint64_t seed = 11) {
+                                   int64_t step = 100, uint64_t seed = 11,
+                                   Transfers transfers = Transfers::kIndependent) {
   Replica w(MPI_COMM_WORLD, tp);
   fill(w, w.grid.dp_rank() == 0 ? seed : 99);
   return write_checkpoint(path, w.model, with_optimizer ? &w.adamw : nullptr, test_state(step),
-                          test_config(), w.grid);
+                          test_config(), w.grid, transfers);
+}
+
+// Both transfer modes, and their names for messages.
+constexpr Transfers kBothTransfers[] = {Transfers::kIndependent, Transfers::kCollective};
+std::string transfers_name(Transfers t) {
+  return t == Transfers::kCollective ? "collective" : "independent";
 }
 
 // ---- serial HDF5 helpers (rank 0 inspects and damages files) ----
@@ -226,16 +233,19 @@ void expect_read_fails_everywhere(const std::string& path, const std::string& ne
   for (int tp : world_tps()) grids.push_back({MPI_COMM_WORLD, tp});
   grids.push_back({MPI_COMM_SELF, 1});
   for (const auto& [comm, tp] : grids) {
-    Replica r(comm, tp, m);
-    core::Result<TrainState> got =
-        read_checkpoint(path, r.model, with_optimizer ? &r.adamw : nullptr, r.grid);
-    const std::string grid_text =
-        (comm == MPI_COMM_SELF ? "self" : "world") + std::string(" tp ") + std::to_string(tp);
-    ASSERT_FALSE(got.is_ok()) << grid_text;
-    EXPECT_NE(got.status().message().find(needle), std::string::npos)
-        << grid_text << ": " << got.status().message();
-    EXPECT_NE(got.status().message().find("checkpoint '" + path + "'"), std::string::npos)
-        << got.status().message();
+    for (Transfers transfers : kBothTransfers) {
+      Replica r(comm, tp, m);
+      core::Result<TrainState> got =
+          read_checkpoint(path, r.model, with_optimizer ? &r.adamw : nullptr, r.grid, transfers);
+      const std::string grid_text = (comm == MPI_COMM_SELF ? "self" : "world") +
+                                    std::string(" tp ") + std::to_string(tp) + ", " +
+                                    transfers_name(transfers) + " transfers";
+      ASSERT_FALSE(got.is_ok()) << grid_text;
+      EXPECT_NE(got.status().message().find(needle), std::string::npos)
+          << grid_text << ": " << got.status().message();
+      EXPECT_NE(got.status().message().find("checkpoint '" + path + "'"), std::string::npos)
+          << got.status().message();
+    }
   }
 }
 
@@ -258,20 +268,27 @@ TEST(Checkpoint, AnyGridReadsWhatAnyGridWrote) {
   const core::Config config = test_config();
   for (int tp_w : world_tps()) {
     const std::string path = shared_path("any_w" + std::to_string(tp_w) + ".h5");
-    core::Status s = write_test_checkpoint(path, tp_w, true, 100 + tp_w);
-    ASSERT_TRUE(s.is_ok()) << s.message();
-    std::vector<std::pair<MPI_Comm, int>> readers;
-    for (int tp : world_tps()) readers.push_back({MPI_COMM_WORLD, tp});
-    readers.push_back({MPI_COMM_SELF, 1});
-    for (const auto& [comm, tp_r] : readers) {
-      Replica r(comm, tp_r);
-      fill(r, 55);  // overwritten by the read
-      core::Result<TrainState> got = read_checkpoint(path, r.model, &r.adamw, r.grid);
-      const std::string what = "written at tp " + std::to_string(tp_w) + ", read at " +
-                               (comm == MPI_COMM_SELF ? "1x1 self" : "tp " + std::to_string(tp_r));
-      ASSERT_TRUE(got.is_ok()) << what << ": " << got.status().message();
-      EXPECT_EQ(*got, test_state(100 + tp_w)) << what;
-      expect_shards_equal_reference(r, ref, what);
+    for (Transfers written_with : kBothTransfers) {
+      core::Status s = write_test_checkpoint(path, tp_w, true, 100 + tp_w, 11, written_with);
+      ASSERT_TRUE(s.is_ok()) << s.message();
+      std::vector<std::pair<MPI_Comm, int>> readers;
+      for (int tp : world_tps()) readers.push_back({MPI_COMM_WORLD, tp});
+      readers.push_back({MPI_COMM_SELF, 1});
+      for (const auto& [comm, tp_r] : readers) {
+        for (Transfers read_with : kBothTransfers) {
+          Replica r(comm, tp_r);
+          fill(r, 55);  // overwritten by the read
+          core::Result<TrainState> got =
+              read_checkpoint(path, r.model, &r.adamw, r.grid, read_with);
+          const std::string what =
+              "written at tp " + std::to_string(tp_w) + " (" + transfers_name(written_with) +
+              "), read at " + (comm == MPI_COMM_SELF ? "1x1 self" : "tp " + std::to_string(tp_r)) +
+              " (" + transfers_name(read_with) + ")";
+          ASSERT_TRUE(got.is_ok()) << what << ": " << got.status().message();
+          EXPECT_EQ(*got, test_state(100 + tp_w)) << what;
+          expect_shards_equal_reference(r, ref, what);
+        }
+      }
     }
     Replica any(MPI_COMM_WORLD, tp_w);
     core::Result<std::string> yaml = read_checkpoint_config(path, any.grid);
@@ -298,11 +315,14 @@ TEST(Checkpoint, ChecksumsDoNotDependOnTheWriterGrid) {
     }
   }
   for (int tp_w : world_tps()) {
-    const std::string path = shared_path("sums_w" + std::to_string(tp_w) + ".h5");
-    core::Status s = write_test_checkpoint(path, tp_w, true);
-    ASSERT_TRUE(s.is_ok()) << s.message();
-    if (world_rank() == 0) {
-      EXPECT_EQ(stored_checksums(path, model_dataset_names(true)), expected) << "tp " << tp_w;
+    for (Transfers transfers : kBothTransfers) {
+      const std::string path = shared_path("sums_w" + std::to_string(tp_w) + ".h5");
+      core::Status s = write_test_checkpoint(path, tp_w, true, 100, 11, transfers);
+      ASSERT_TRUE(s.is_ok()) << s.message();
+      if (world_rank() == 0) {
+        EXPECT_EQ(stored_checksums(path, model_dataset_names(true)), expected)
+            << "tp " << tp_w << ", " << transfers_name(transfers) << " transfers";
+      }
     }
   }
 }

@@ -231,6 +231,10 @@ TEST(Config, ValidateNamesKeyValueAndFix) {
       {{"parallel.tp=0"}, "key 'parallel.tp' = 0 must be >= 1"},
       {{"parallel.bucket_mb=0"}, "key 'parallel.bucket_mb' = 0.0 must be > 0"},
       {{"checkpoint.keep=0"}, "key 'checkpoint.keep' = 0 must be >= 1"},
+      {{"checkpoint.transfers=async"},
+       "key 'checkpoint.transfers' = \"async\" is not a transfer mode; use independent (the "
+       "default) "
+       "or collective"},
       {{"checkpoint.every=-1"}, "key 'checkpoint.every' = -1 must be >= 0"},
       {{"checkpoint.resume=latest"},
        "key 'checkpoint.resume' = \"latest\" needs checkpoint.dir to look in"},
@@ -284,7 +288,7 @@ TEST(Config, ToYamlRoundTrips) {
 
 TEST(Config, KeyTableListsEveryFieldOnce) {
   std::vector<ConfigKeyInfo> keys = config_keys();
-  EXPECT_EQ(keys.size(), 41u);  // update with config.h when a field is added
+  EXPECT_EQ(keys.size(), 42u);  // update with config.h when a field is added
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i].key, keys[j].key);
   }

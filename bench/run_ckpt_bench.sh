@@ -43,13 +43,14 @@ ckpt() {
     shift
   done
   env "${envs[@]}" mpirun -n "$n" --oversubscribe --bind-to none "$bin/bench_checkpoint" \
-    --config "$config" --dir "$dir" --reps "$reps" --threads 1 "${drop[@]}" "$@" |
+    --config "$config" --dir "$dir" --reps "$reps" --threads 0 "${drop[@]}" "$@" |
     sed -u "s/^{/{\"case\":\"$tag\",\"ranks\":$n,\"env\":\"${envs[*]}\",/" | tee -a "$out/rows.jsonl"
 }
 
 dev=$(df "$dir" | awk 'NR == 2 {print $1}')
 echo "# $(lscpu | grep 'Model name' | sed 's/ \+/ /g'), $(getconf _NPROCESSORS_ONLN) cores," \
-  "$(free -g | awk '/Mem:/ {print $2}') GiB; 1 thread per rank; $(mpirun --version | head -1)"
+  "$(free -g | awk '/Mem:/ {print $2}') GiB; $(mpirun --version | head -1)"
+echo "# threads per rank: cores / ranks, as the apps set them (checksums on a worker thread)"
 echo "# disk: $(df -hT "$dir" | awk 'NR == 2 {print $1, $2, $3 " total,", $5 " free"}')," \
   "rotational=$(lsblk -dno ROTA "$dev" 2> /dev/null | tr -d ' ' || echo '?')"
 if [[ ${#drop[@]} -gt 0 ]]; then

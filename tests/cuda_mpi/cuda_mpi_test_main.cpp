@@ -11,41 +11,11 @@
 #include <cstdlib>
 #include <string>
 
+#include "../mpi/mpi_gtest.h"
+
 namespace {
 
 constexpr int kNotRunExitCode = 77;
-
-// Prints each failed assertion (and each failed test's name) of a rank other than 0 to stderr,
-// so a failure seen by one rank alone is never silent (as tests/mpi/mpi_test_main.cpp does).
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int world_rank) : world_rank_(world_rank) {}
-
-  // Remembered here: UnitTest::current_test_info() would take the lock gtest holds while it
-  // reports a part result.
-  void OnTestStart(const ::testing::TestInfo& test) override { current_ = &test; }
-
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    const ::testing::TestInfo* test = current_;
-    std::fprintf(stderr, "[rank %d] %s:%d: Failure in %s.%s\n%s\n", world_rank_,
-                 result.file_name() ? result.file_name() : "unknown", result.line_number(),
-                 test ? test->test_suite_name() : "?", test ? test->name() : "?", result.message());
-    std::fflush(stderr);
-  }
-
-  void OnTestEnd(const ::testing::TestInfo& test) override {
-    current_ = nullptr;
-    if (!test.result()->Failed()) return;
-    std::fprintf(stderr, "[rank %d] [  FAILED  ] %s.%s\n", world_rank_, test.test_suite_name(),
-                 test.name());
-    std::fflush(stderr);
-  }
-
- private:
-  int world_rank_;
-  const ::testing::TestInfo* current_ = nullptr;
-};
 
 // Sets name=value unless the user already set it.
 void default_env(const char* name, const std::string& value) { setenv(name, value.c_str(), 0); }
@@ -110,17 +80,8 @@ int main(int argc, char** argv) {
         any_shares_gpu ? "; ranks share GPUs: one NCCL host id per rank, socket transport" : "");
   }
 
-  if (world_rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(world_rank));  // gtest owns it
-  }
-  const int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (any_failed && world_rank == 0) {
-    std::fprintf(stderr, "CUDA MPI tests failed on at least one rank (see [rank r] lines above)\n");
-  }
+  const int any_failed =
+      tessera::testing::run_all_tests_on_every_rank(world_rank, "CUDA MPI tests");
   MPI_Finalize();
   return any_failed;
 }

@@ -106,7 +106,7 @@ struct Dataset {
 };
 
 std::vector<Dataset> datasets(const models::Gpt& model, const optim::AdamW& adamw) {
-  const models::ParamSet& ps = model.param_set();
+  const params::ParamSet& ps = model.param_set();
   std::vector<Dataset> out;
   for (int i = 0; i < ps.size(); ++i)
     out.push_back({"/model/" + ps.specs()[i].name, &model.weights(), i});
@@ -118,7 +118,7 @@ std::vector<Dataset> datasets(const models::Gpt& model, const optim::AdamW& adam
 }
 
 // Whether this rank writes dataset d: dp replica 0, and tp rank 0 alone for a replicated one.
-bool writes(const models::ParamSpec& spec, parallel::ProcessGrid& grid) {
+bool writes(const params::ParamSpec& spec, parallel::ProcessGrid& grid) {
   return grid.dp_rank() == 0 && (!spec.replicated() || grid.tp_rank() == 0);
 }
 
@@ -133,7 +133,7 @@ struct RawIo {
   MPI_Offset section = 0;  // bytes of one arena's section (all writers)
 };
 
-RawIo raw_layout(const models::ParamSet& ps, parallel::ProcessGrid& grid) {
+RawIo raw_layout(const params::ParamSet& ps, parallel::ProcessGrid& grid) {
   RawIo io;
   for (int i = 0; i < ps.size(); ++i) {
     if (!ps.specs()[i].replicated() || grid.tp_rank() == 0) io.floats += ps.local_numel(i);
@@ -259,11 +259,11 @@ int main(int argc, char** argv) {
     // worker thread while it writes and reads, and this says how much there is to hide.
     double checksum_s = 0;
     {
-      const models::ParamSet& ps = model.param_set();
+      const params::ParamSet& ps = model.param_set();
       const std::vector<Dataset> sets = datasets(model, adamw);
       core::Timer timer;
       for (const Dataset& d : sets) {
-        const models::ParamSpec& spec = ps.specs()[d.index];
+        const params::ParamSpec& spec = ps.specs()[d.index];
         if (!writes(spec, grid)) continue;
         checkpoint::shard_checksum(spec, ps.view(*d.arena, d.index).f32(), ps.local_numel(d.index),
                                    grid.tp_rank(), grid.tp_size());

@@ -20,7 +20,7 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "models/gpt.h"
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/gradient_reducer.h"
 
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
         return core::Status::error("bench_reducer: unknown model '" + name +
                                    "'; use tiny or gpt2-124m");
       }
-      const models::ParamSet params(models::Gpt::param_specs(model_config(name)), 0, 1);
+      const params::ParamSet params(models::Gpt::param_specs(model_config(name)), 0, 1);
       const int n = params.size();
       core::Tensor grads = params.make_twin();
       fill(grads, dp_rank);

@@ -88,7 +88,7 @@ struct Dataset {
   int index;
 };
 
-std::vector<Dataset> datasets(const models::ParamSet& ps, const core::Tensor& weights,
+std::vector<Dataset> datasets(const params::ParamSet& ps, const core::Tensor& weights,
                               const optim::AdamW* adamw) {
   std::vector<Dataset> out;
   for (int i = 0; i < ps.size(); ++i) out.push_back({"/model/" + ps.specs()[i].name, &weights, i});
@@ -108,7 +108,7 @@ std::vector<Dataset> datasets(const models::ParamSet& ps, const core::Tensor& we
 // block, joined with H5S_SELECT_OR. HDF5 pairs memory elements with the selection in row-major
 // order of the file dataspace, which is the shard's local layout (part after part; row-parallel
 // weights: each row's column slice in turn).
-void select_shard(hid_t space, const models::ParamSpec& spec, int tp_rank, int tp_size) {
+void select_shard(hid_t space, const params::ParamSpec& spec, int tp_rank, int tp_size) {
   if (spec.replicated() || tp_size == 1) {
     TESSERA_H5_CHECK(H5Sselect_all(space), "selecting a whole replicated dataset");
     return;
@@ -232,7 +232,7 @@ core::Status check_metadata(hid_t file, const std::string& where, const models::
   stored_sums->assign(sets.size(), 0);
   for (size_t k = 0; k < sets.size(); ++k) {
     const Dataset& d = sets[k];
-    const models::ParamSpec& spec = model.param_set().specs()[d.index];
+    const params::ParamSpec& spec = model.param_set().specs()[d.index];
     if (H5Lexists(file, d.name.c_str(), H5P_DEFAULT) <= 0) {
       return core::Status::error(where + "dataset " + d.name +
                                  " is missing: " + another_config(yaml, m));
@@ -308,7 +308,7 @@ H5Id transfer_list(Transfers transfers) {
 
 // The dp replica that reads each dataset: datasets in order of size, largest first, each to
 // the replica with the fewest bytes so far (lowest index on ties). The same on every rank.
-std::vector<int> share_datasets(const models::ParamSet& ps, const std::vector<Dataset>& sets,
+std::vector<int> share_datasets(const params::ParamSet& ps, const std::vector<Dataset>& sets,
                                 int dp_size) {
   std::vector<size_t> order(sets.size());
   for (size_t k = 0; k < order.size(); ++k) order[k] = k;
@@ -373,7 +373,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   }
   TESSERA_RETURN_IF_ERROR(agree(dir_ok, world));
 
-  const models::ParamSet& ps = model.param_set();
+  const params::ParamSet& ps = model.param_set();
   const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
   // Ranks that write a dataset: dp replica 0; of it only tp rank 0 for a replicated parameter.
@@ -383,7 +383,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   std::vector<uint64_t> sums(sets.size(), 0);
   ChecksumWorker hasher;
   for (size_t k = 0; k < sets.size(); ++k) {
-    const models::ParamSpec& spec = ps.specs()[sets[k].index];
+    const params::ParamSpec& spec = ps.specs()[sets[k].index];
     writes[k] = grid.dp_rank() == 0 && (!spec.replicated() || tp_rank == 0);
     if (writes[k]) {
       hasher.submit(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
@@ -425,7 +425,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
       if (static_cast<int64_t>(k) == crash_after) injected_crash(path, static_cast<int64_t>(k));
       core::kill_point("dataset-" + std::to_string(k));
       const Dataset& d = sets[k];
-      const models::ParamSpec& spec = ps.specs()[d.index];
+      const params::ParamSpec& spec = ps.specs()[d.index];
       const std::string doing = "writing checkpoint dataset " + d.name;
       const std::vector<hsize_t> dims = dims_of(spec.global_shape);
       H5Id file_space = TESSERA_H5_OPEN(
@@ -512,7 +512,7 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
                                                  "checkpoint"),
       world));
 
-  const models::ParamSet& ps = model.param_set();
+  const params::ParamSet& ps = model.param_set();
   const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
   TrainState state;
   std::vector<uint64_t> stored;
@@ -543,7 +543,7 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
     std::vector<MPI_Request> broadcasts;
     for (size_t k = 0; k < sets.size(); ++k) {
       const Dataset& d = sets[k];
-      const models::ParamSpec& spec = ps.specs()[d.index];
+      const params::ParamSpec& spec = ps.specs()[d.index];
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       float* shard = ps.view(*d.arena, d.index).f32();
       const bool mine = reader[k] == dp_rank;

@@ -27,7 +27,7 @@ uint64_t tensor_checksum(const float* data, int64_t n) {
   return sum;
 }
 
-uint64_t shard_checksum(const models::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
+uint64_t shard_checksum(const params::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
                         int tp_size) {
   if (spec.replicated() || tp_size == 1) return tensor_checksum(shard, n);
   // The shard is rows (outer, k) of `inner` contiguous elements each, around the split dim; row

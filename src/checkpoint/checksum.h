@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 
 namespace tessera::checkpoint {
 
@@ -29,7 +29,7 @@ uint64_t tensor_checksum(const float* data, int64_t n);
 // This tp rank's part of `spec`'s checksum: element j of `shard` (n = its local element count)
 // has global index spec.global_index(j, tp_rank, tp_size). Summed over the tp ranks of one
 // replica (a replicated parameter: taken once), the parts give tensor_checksum of the whole.
-uint64_t shard_checksum(const models::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
+uint64_t shard_checksum(const params::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
                         int tp_size);
 
 }  // namespace tessera::checkpoint

@@ -18,7 +18,7 @@ ChecksumWorker::~ChecksumWorker() {
   thread_.join();
 }
 
-void ChecksumWorker::submit(const models::ParamSpec& spec, const float* shard, int64_t n,
+void ChecksumWorker::submit(const params::ParamSpec& spec, const float* shard, int64_t n,
                             int tp_rank, int tp_size, uint64_t* out) {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 
 namespace tessera::checkpoint {
 
@@ -24,14 +24,14 @@ class ChecksumWorker {
 
   // Queues shard_checksum(spec, shard, n, tp_rank, tp_size) into *out. `spec`, `shard` and `out`
   // must stay valid, and `shard` unchanged, until wait() returns.
-  void submit(const models::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
+  void submit(const params::ParamSpec& spec, const float* shard, int64_t n, int tp_rank,
               int tp_size, uint64_t* out);
   // Returns once every queued checksum is in its *out.
   void wait();
 
  private:
   struct Job {
-    const models::ParamSpec* spec;
+    const params::ParamSpec* spec;
     const float* shard;
     int64_t n;
     int tp_rank, tp_size;

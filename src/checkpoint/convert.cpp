@@ -23,7 +23,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "models/gpt.h"
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 
 namespace tessera::checkpoint {
 namespace {
@@ -66,9 +66,9 @@ std::vector<std::string> llmc_order(int n_layer) {
   return names;
 }
 
-const models::ParamSpec& spec_named(const std::vector<models::ParamSpec>& specs,
+const params::ParamSpec& spec_named(const std::vector<params::ParamSpec>& specs,
                                     const std::string& name) {
-  for (const models::ParamSpec& s : specs) {
+  for (const params::ParamSpec& s : specs) {
     if (s.name == name) return s;
   }
   TESSERA_ASSERT(false, ("looking up parameter " + name + " in the ParamSpec table").c_str());
@@ -82,7 +82,7 @@ class Source {
   virtual ~Source() = default;
   const Meta& meta() const { return meta_; }
   // Reads dataset `path` ("/model/<name>", "/optim/m/<name>"...) of global shape spec into out.
-  virtual core::Status read(const std::string& path, const models::ParamSpec& spec,
+  virtual core::Status read(const std::string& path, const params::ParamSpec& spec,
                             std::vector<float>* out) = 0;
 
  protected:
@@ -97,7 +97,7 @@ class Hdf5Source : public Source {
     return source;
   }
 
-  core::Status read(const std::string& path, const models::ParamSpec& spec,
+  core::Status read(const std::string& path, const params::ParamSpec& spec,
                     std::vector<float>* out) override {
     QuietH5Errors quiet;
     if (H5Lexists(file_.get(), path.c_str(), H5P_DEFAULT) <= 0) {
@@ -214,7 +214,7 @@ class LlmcSource : public Source {
     return source;
   }
 
-  core::Status read(const std::string& path, const models::ParamSpec& spec,
+  core::Status read(const std::string& path, const params::ParamSpec& spec,
                     std::vector<float>* out) override {
     const std::string prefix = "/model/";
     auto it =
@@ -294,7 +294,7 @@ class LlmcSource : public Source {
     meta_.config.train.seq_len = std::min(meta_.config.train.seq_len, maxT);
     TESSERA_RETURN_IF_ERROR(meta_.config.validate().with_context(where_ + "its model sizes: "));
     // Tensor offsets (in elements after the header) in llm.c's order.
-    const std::vector<models::ParamSpec> specs = models::Gpt::param_specs(m);
+    const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(m);
     int64_t offset = 0;
     for (const std::string& name : llmc_order(L)) {
       offsets_[name] = offset;
@@ -326,7 +326,7 @@ class LlmcSource : public Source {
 class Sink {
  public:
   virtual ~Sink() = default;
-  virtual void write(const std::string& path, const models::ParamSpec& spec,
+  virtual void write(const std::string& path, const params::ParamSpec& spec,
                      std::vector<float>& data) = 0;
   // Closes the temporary file; the driver then syncs and renames it.
   virtual void close() = 0;
@@ -358,7 +358,7 @@ class Hdf5Sink : public Sink {
     file_type_ = bf16_ ? bf16_type() : H5Id(H5Tcopy(H5T_IEEE_F32LE), H5Tclose);
   }
 
-  void write(const std::string& path, const models::ParamSpec& spec,
+  void write(const std::string& path, const params::ParamSpec& spec,
              std::vector<float>& data) override {
     const std::string doing = "writing converted dataset " + path;
     std::vector<uint16_t> half;
@@ -416,7 +416,7 @@ class LlmcSink : public Sink {
     put(h, 4, kLlmcHeaderWords);
   }
 
-  void write(const std::string&, const models::ParamSpec&, std::vector<float>& data) override {
+  void write(const std::string&, const params::ParamSpec&, std::vector<float>& data) override {
     put(data.data(), 4, data.size());
   }
 
@@ -498,8 +498,8 @@ core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std:
   report.had_optimizer = meta.has_optimizer;
   report.wrote_optimizer =
       options.to == ConvertTarget::kHdf5 && meta.has_optimizer && !options.drop_optimizer;
-  const std::vector<models::ParamSpec> specs = models::Gpt::param_specs(m);
-  std::vector<std::pair<std::string, const models::ParamSpec*>> order;
+  const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(m);
+  std::vector<std::pair<std::string, const params::ParamSpec*>> order;
   if (options.to == ConvertTarget::kLlmc) {
     for (const std::string& name : llmc_order(m.n_layer)) {
       order.emplace_back("/model/" + name, &spec_named(specs, name));
@@ -507,7 +507,7 @@ core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std:
   } else {
     for (const char* group : {"/model/", "/optim/m/", "/optim/v/"}) {
       if (group != std::string("/model/") && !report.wrote_optimizer) continue;
-      for (const models::ParamSpec& s : specs) order.emplace_back(group + s.name, &s);
+      for (const params::ParamSpec& s : specs) order.emplace_back(group + s.name, &s);
     }
   }
 

@@ -1,5 +1,5 @@
 // tessera::Error and the one check-macro family for library calls (MPI, HDF5; CUDA, cuBLAS,
-// cuDNN and NCCL add theirs in src/kernels/cuda with the same generator). Every message says
+// cuDNN and NCCL add theirs in src/backends/cuda with the same generator). Every message says
 // what we were doing, the call, the rank, file:line and the library's own string.
 #pragma once
 

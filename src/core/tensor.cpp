@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "core/error.h"
 
@@ -68,7 +69,27 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   std::memset(data_, 0, rounded == 0 ? 64 : rounded);
 }
 
-Storage::~Storage() { std::free(data_); }
+Storage::Storage(void* data, size_t bytes, Device device, std::function<void(void*)> release)
+    : data_(data), bytes_(bytes), device_(device), release_(std::move(release)) {}
+
+Storage::~Storage() {
+  if (release_) {
+    release_(data_);
+  } else {
+    std::free(data_);
+  }
+}
+
+Tensor Tensor::adopt(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype) {
+  TESSERA_ASSERT(shape_numel(shape) * dtype_size(dtype) <= storage->bytes(),
+                 "adopting storage that holds the tensor");
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = storage->device();
+  t.storage_ = std::move(storage);
+  return t;
+}
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t;
@@ -96,6 +117,9 @@ float* Tensor::f32() const {
   return data<float>();
 }
 
-void Tensor::zero_() { std::memset(raw(), 0, bytes()); }
+void Tensor::zero_() {
+  TESSERA_ASSERT(device_ == Device::kCpu, "zeroing a tensor on the host (device: its backend)");
+  std::memset(raw(), 0, bytes());
+}
 
 }  // namespace tessera::core

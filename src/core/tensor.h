@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -22,10 +23,13 @@ using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& shape);
 std::string shape_string(const Shape& shape);  // "(4, 64, 128)"
 
-// Host storage is 64-byte aligned. Device storage is allocated by the CUDA backend.
+// Host storage is 64-byte aligned and zeroed. Device storage is allocated by a backend
+// (backends/backend.h) and adopted with the function that frees it.
 class Storage {
  public:
   Storage(size_t bytes, Device device);
+  // Adopts `bytes` at `data` on `device`; `release(data)` runs on destruction.
+  Storage(void* data, size_t bytes, Device device, std::function<void(void*)> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -37,6 +41,7 @@ class Storage {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   Device device_;
+  std::function<void(void*)> release_;  // empty: host memory from aligned_alloc
 };
 
 class Tensor {
@@ -44,6 +49,8 @@ class Tensor {
   Tensor() = default;
   // Allocates zeroed storage of shape_numel(shape) elements.
   static Tensor zeros(const Shape& shape, DType dtype = DType::kF32, Device device = Device::kCpu);
+  // A tensor of `shape` and `dtype` over all of `storage` (which must hold it).
+  static Tensor adopt(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype);
   // A view of `shape` starting `element_offset` elements into this tensor's storage.
   // Precondition: it fits inside this tensor.
   Tensor view(int64_t element_offset, const Shape& shape) const;
@@ -63,7 +70,7 @@ class Tensor {
     return static_cast<T*>(raw());
   }
   float* f32() const;  // checks dtype == kF32
-  void zero_();
+  void zero_();  // host tensors only (a device tensor is zeroed through its backend)
 
  private:
   Shape shape_;

@@ -1,112 +1,56 @@
-// KV-cache and full-recomputation generation; see generator.h.
+// Batched KV-cache generation and the full-recomputation reference; see generator.h.
 #include "generate/generator.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "backends/backend.h"
 #include "core/error.h"
-#include "kernels/cpu/attention_decode.h"
-#include "kernels/cpu/embedding.h"
-#include "kernels/cpu/gelu.h"
-#include "kernels/cpu/layernorm.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/residual.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 
 namespace tessera::generate {
 
-namespace kc = tessera::kernels::cpu;
-using core::Tensor;
+struct Generator::Sequence {
+  std::vector<int32_t> tokens;  // prompt, then every token emitted
+  int64_t prompt_len = 0;
+  int64_t cached = 0;  // positions already in the KV cache
+  int generated = 0;
+  GenerateOptions options;
+};
 
-Generator::Generator(models::Gpt& model)
+namespace {
+parallel::Communicator& host_comm(models::Gpt& model, parallel::Communicator* host_tp_comm) {
+  if (host_tp_comm) return *host_tp_comm;
+  TESSERA_ASSERT(model.backend().device() == core::Device::kCpu || model.tp_size() == 1,
+                 "generating with tp > 1 on a device backend needs a host tp communicator");
+  return model.tp_comm();
+}
+}  // namespace
+
+Generator::Generator(models::Gpt& model, int64_t max_sequences,
+                     parallel::Communicator* host_tp_comm)
     : model_(model),
-      C_(model.config().n_embd),
-      Cl_(model.config().n_embd / model.tp_size()),
-      L_(model.config().n_layer),
-      NH_local_(model.config().n_head / model.tp_size()),
+      host_tp_comm_(host_comm(model, host_tp_comm)),
       maxT_(model.config().max_seq_len),
-      Vp_local_(model.padded_vocab_local()) {
+      Vp_local_(model.padded_vocab_local()),
+      max_rows_(model.max_batch() * model.max_seq()),
+      cache_(model, max_sequences),
+      slots_(max_sequences) {
   TESSERA_ASSERT(model.max_seq() == maxT_,
                  "building a generator on a model sized for the full context");
-  k_cache_ = Tensor::zeros({L_, maxT_, Cl_});
-  v_cache_ = Tensor::zeros({L_, maxT_, Cl_});
-  x_ = Tensor::zeros({C_});
-  ln_ = Tensor::zeros({C_});
-  qkv_ = Tensor::zeros({3 * Cl_});
-  atty_ = Tensor::zeros({Cl_});
-  proj_ = Tensor::zeros({C_});
-  fch_ = Tensor::zeros({4 * Cl_});
-  fch_gelu_ = Tensor::zeros({4 * Cl_});
-  mean_ = Tensor::zeros({1});
-  rstd_ = Tensor::zeros({1});
-  logits_local_ = Tensor::zeros({Vp_local_});
-  logits_ = Tensor::zeros({Vp_local_ * model.tp_size()});
-  scratch_ = Tensor::zeros({maxT_});
+  tokens_.resize(max_rows_);
+  row_slots_.resize(max_rows_);
+  positions_.resize(max_rows_);
+  const int64_t Vp = Vp_local_ * model.tp_size();
+  rows_.resize(max_sequences * Vp_local_);
+  gathered_.resize(max_sequences * Vp);
+  workspace_.resize(max_sequences * Vp);
 }
 
-const float* Generator::gather_logits(const float* local) {
-  if (model_.tp_size() == 1) return local;
-  model_.tp_comm()->all_gather(logits_.f32(), local, Vp_local_);
-  return logits_.f32();
-}
+Generator::~Generator() = default;
 
-void Generator::reduce_and_bias(float* out, const float* bias) {
-  if (model_.tp_size() > 1) parallel::reduce_from_tp_forward(*model_.tp_comm(), out, C_);
-  kc::add_inplace(out, bias, C_);
-}
-
-const float* Generator::step(int32_t token, int64_t pos) {
-  const int64_t C = C_, Cl = Cl_;
-  float* x = x_.f32();
-  // Vocab-parallel lookup: zeros outside this rank's rows, summed over tp.
-  kc::embedding_forward(x, &token, model_.param("wte").f32(), int64_t{1}, C, model_.vocab_start(),
-                        Vp_local_);
-  if (model_.tp_size() > 1) parallel::reduce_from_tp_forward(*model_.tp_comm(), x, C);
-  kc::add_inplace(x, model_.param("wpe").f32() + pos * C, C);
-  for (int64_t l = 0; l < L_; ++l) {
-    const std::string h = "h." + std::to_string(l);
-    auto p = [&](const char* name) { return model_.param(h + name).f32(); };
-    kc::layernorm_forward(ln_.f32(), mean_.f32(), rstd_.f32(), x, p(".ln_1.weight"),
-                          p(".ln_1.bias"), int64_t{1}, C);
-    // Column-parallel qkv: this rank's heads, laid out [q | k | v] of Cl columns each.
-    kc::matmul_forward(qkv_.f32(), ln_.f32(), p(".attn.qkv.weight"), p(".attn.qkv.bias"),
-                       int64_t{1}, C, 3 * Cl);
-    float* k_row = k_cache_.f32() + (l * maxT_ + pos) * Cl;
-    float* v_row = v_cache_.f32() + (l * maxT_ + pos) * Cl;
-    std::memcpy(k_row, qkv_.f32() + Cl, Cl * sizeof(float));
-    std::memcpy(v_row, qkv_.f32() + 2 * Cl, Cl * sizeof(float));
-    kc::attention_decode(atty_.f32(), scratch_.f32(), qkv_.f32(), k_cache_.f32() + l * maxT_ * Cl,
-                         v_cache_.f32() + l * maxT_ * Cl, pos + 1, Cl, NH_local_);
-    kc::matmul_forward(proj_.f32(), atty_.f32(), p(".attn.proj.weight"),
-                       static_cast<const float*>(nullptr), int64_t{1}, Cl, C);
-    reduce_and_bias(proj_.f32(), p(".attn.proj.bias"));
-    kc::add_inplace(x, proj_.f32(), C);
-    kc::layernorm_forward(ln_.f32(), mean_.f32(), rstd_.f32(), x, p(".ln_2.weight"),
-                          p(".ln_2.bias"), int64_t{1}, C);
-    kc::matmul_forward(fch_.f32(), ln_.f32(), p(".mlp.fc.weight"), p(".mlp.fc.bias"), int64_t{1}, C,
-                       4 * Cl);
-    kc::gelu_forward(fch_gelu_.f32(), fch_.f32(), 4 * Cl);
-    kc::matmul_forward(proj_.f32(), fch_gelu_.f32(), p(".mlp.proj.weight"),
-                       static_cast<const float*>(nullptr), int64_t{1}, 4 * Cl, C);
-    reduce_and_bias(proj_.f32(), p(".mlp.proj.bias"));
-    kc::add_inplace(x, proj_.f32(), C);
-  }
-  kc::layernorm_forward(ln_.f32(), mean_.f32(), rstd_.f32(), x, model_.param("ln_f.weight").f32(),
-                        model_.param("ln_f.bias").f32(), int64_t{1}, C);
-  kc::matmul_forward(logits_local_.f32(), ln_.f32(), model_.param("wte").f32(),
-                     static_cast<const float*>(nullptr), int64_t{1}, C, Vp_local_);
-  return gather_logits(logits_local_.f32());
-}
-
-const float* Generator::recompute(const std::vector<int32_t>& tokens) {
-  const int64_t T = static_cast<int64_t>(tokens.size());
-  model_.forward(tokens.data(), nullptr, 1, T);
-  return gather_logits(model_.logits() + (T - 1) * Vp_local_);
-}
-
-core::Result<std::vector<int32_t>> Generator::generate(
-    const std::vector<int32_t>& prompt, const GenerateOptions& o,
-    const std::function<void(int32_t)>& on_token) {
+core::Status Generator::validate(const std::vector<int32_t>& prompt) const {
   const int64_t V = model_.vocab_size();
   if (prompt.empty()) {
     return core::Status::error("the prompt is empty; give at least one token of text");
@@ -125,22 +69,177 @@ core::Result<std::vector<int32_t>> Generator::generate(
                                  "); use the tokenizer the model was trained with");
     }
   }
-  std::vector<int32_t> seq = prompt;
-  std::vector<int32_t> out;
-  const float* logits = nullptr;
-  if (o.use_kv_cache) {
-    for (size_t i = 0; i < prompt.size(); ++i) logits = step(prompt[i], static_cast<int64_t>(i));
-  } else {
-    logits = recompute(seq);
+  return core::Status::ok();
+}
+
+void Generator::gather_rows(int64_t M) {
+  const int64_t Vp = Vp_local_ * model_.tp_size();
+  parallel::gather_from_tp_forward(host_tp_comm_, gathered_.data(), rows_.data(), M, Vp,
+                                   workspace_.data());
+}
+
+const float* Generator::recompute(const std::vector<int32_t>& tokens) {
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  model_.forward(tokens.data(), nullptr, 1, T);
+  model_.backend().copy_to_host(rows_.data(), model_.logits() + (T - 1) * Vp_local_,
+                                Vp_local_ * sizeof(float));
+  gather_rows(1);
+  return gathered_.data();
+}
+
+StepEvent Generator::choose(Sequence& s, const float* logits) {
+  StepEvent e;
+  const int32_t next = sample_token(logits, model_.vocab_size(), s.options.sampling,
+                                    static_cast<uint64_t>(s.generated), probs_, order_);
+  ++s.generated;
+  if (s.options.stop_at_eot && next == s.options.eot_token) {
+    e.finished = FinishReason::kEndOfText;
+    return e;
   }
-  for (int n = 0; n < o.max_tokens; ++n) {
-    const int32_t next = sample_token(logits, V, o.sampling, n, probs_, order_);
-    if (o.stop_at_eot && next == o.eot_token) break;
-    out.push_back(next);
-    seq.push_back(next);
-    if (on_token) on_token(next);
-    if (static_cast<int64_t>(seq.size()) >= maxT_) break;  // the context is full
-    logits = o.use_kv_cache ? step(next, static_cast<int64_t>(seq.size()) - 1) : recompute(seq);
+  e.token = next;
+  s.tokens.push_back(next);
+  if (s.generated >= s.options.max_tokens) {
+    e.finished = FinishReason::kLength;
+  } else if (static_cast<int64_t>(s.tokens.size()) >= maxT_) {
+    e.finished = FinishReason::kContextFull;
+  }
+  return e;
+}
+
+core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
+                                 const GenerateOptions& options) {
+  TESSERA_RETURN_IF_ERROR(validate(prompt));
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (slots_[i]) continue;
+    auto s = std::make_unique<Sequence>();
+    s->tokens = prompt;
+    s->prompt_len = static_cast<int64_t>(prompt.size());
+    s->options = options;
+    slots_[i] = std::move(s);
+    return static_cast<int>(i);
+  }
+  return core::Status::error("all " + std::to_string(slots_.size()) +
+                             " sequence slots are in use; wait for one to finish");
+}
+
+void Generator::remove(int id) {
+  if (id >= 0 && id < static_cast<int>(slots_.size())) slots_[id].reset();
+}
+
+bool Generator::idle() const { return running() == 0; }
+
+int64_t Generator::running() const {
+  return std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s != nullptr; });
+}
+
+std::vector<StepEvent> Generator::step() {
+  std::vector<StepEvent> events;
+  // Rows: first one decode row for each sequence whose prompt is cached (its newest token),
+  // then prompt chunks of the others, in slot order, while rows remain. A sequence samples this
+  // step when its last uncached token was fed: record the row that ends it.
+  int64_t N = 0;
+  std::vector<std::pair<int, int64_t>> samplers;  // (slot, row of its last token)
+  auto feed = [&](int slot, Sequence& s, int64_t count) {
+    for (int64_t k = 0; k < count; ++k) {
+      tokens_[N] = s.tokens[s.cached];
+      row_slots_[N] = slot;
+      positions_[N] = static_cast<int32_t>(s.cached);
+      ++s.cached;
+      ++N;
+    }
+    if (s.cached == static_cast<int64_t>(s.tokens.size())) samplers.emplace_back(slot, N - 1);
+  };
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Sequence* s = slots_[i].get();
+    if (s && s->cached >= s->prompt_len && N < max_rows_) feed(static_cast<int>(i), *s, 1);
+  }
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Sequence* s = slots_[i].get();
+    if (!s || s->cached >= s->prompt_len) continue;
+    const int64_t count = std::min(s->prompt_len - s->cached, max_rows_ - N);
+    if (count > 0) feed(static_cast<int>(i), *s, count);
+  }
+  if (N == 0) return events;
+  const float* logits = model_.decode(cache_, tokens_.data(), row_slots_.data(),
+                                      positions_.data(), N);
+  const int64_t M = static_cast<int64_t>(samplers.size());
+  for (int64_t m = 0; m < M; ++m) {
+    model_.backend().copy_to_host(rows_.data() + m * Vp_local_,
+                                  logits + samplers[m].second * Vp_local_,
+                                  Vp_local_ * sizeof(float));
+  }
+  gather_rows(M);
+  const int64_t Vp = Vp_local_ * model_.tp_size();
+  for (int64_t m = 0; m < M; ++m) {
+    const int slot = samplers[m].first;
+    StepEvent e = choose(*slots_[slot], gathered_.data() + m * Vp);
+    e.id = slot;
+    events.push_back(e);
+    if (e.finished != FinishReason::kNone) slots_[slot].reset();
+  }
+  return events;
+}
+
+core::Result<std::vector<int32_t>> Generator::generate(
+    const std::vector<int32_t>& prompt, const GenerateOptions& o,
+    const std::function<void(int32_t)>& on_token) {
+  TESSERA_RETURN_IF_ERROR(validate(prompt));
+  std::vector<int32_t> out;
+  if (o.max_tokens <= 0) return out;
+  if (o.use_kv_cache) {
+    TESSERA_ASSERT(idle(), "generate() runs alone: no sequence of add() may be running");
+    auto id = add(prompt, o);
+    if (!id) return id.status();
+    while (!idle()) {
+      for (const StepEvent& e : step()) {
+        if (e.token >= 0) {
+          out.push_back(e.token);
+          if (on_token) on_token(e.token);
+        }
+      }
+    }
+    return out;
+  }
+  Sequence s;
+  s.tokens = prompt;
+  s.options = o;
+  const float* logits = recompute(s.tokens);
+  while (true) {
+    const StepEvent e = choose(s, logits);
+    if (e.token >= 0) {
+      out.push_back(e.token);
+      if (on_token) on_token(e.token);
+    }
+    if (e.finished != FinishReason::kNone) break;
+    logits = recompute(s.tokens);
+  }
+  return out;
+}
+
+core::Result<std::vector<std::vector<int32_t>>> Generator::generate_batch(
+    const std::vector<std::vector<int32_t>>& prompts, const std::vector<GenerateOptions>& options) {
+  TESSERA_ASSERT(prompts.size() == options.size(), "one GenerateOptions per prompt");
+  TESSERA_ASSERT(idle(), "generate_batch() runs alone: no sequence of add() may be running");
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  std::vector<int> ids;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (options[i].max_tokens <= 0) {
+      ids.push_back(-1);
+      continue;
+    }
+    auto id = add(prompts[i], options[i]);
+    if (!id) {
+      for (int added : ids) remove(added);
+      return id.status();
+    }
+    ids.push_back(*id);
+  }
+  while (!idle()) {
+    for (const StepEvent& e : step()) {
+      if (e.token < 0) continue;
+      const size_t i = std::find(ids.begin(), ids.end(), e.id) - ids.begin();
+      out[i].push_back(e.token);
+    }
   }
   return out;
 }

@@ -1,18 +1,27 @@
-// Autoregressive generation from a GPT: a KV cache (one sequence) that feeds one token at a time,
-// and a full-recomputation path (the whole prefix through Gpt::forward) that the KV path is
-// tested against. Streams each token to a callback as it is chosen. With tensor parallelism the
-// heads, the MLP and the vocabulary stay split; each rank's logits are gathered over tp and every
-// rank samples the same token from the same counter RNG, so tp = N emits the tokens of tp = 1.
+// Autoregressive generation through the model's batched KV-cache decode (models::Gpt::decode):
+// several sequences, each with its own prompt length, sampling options and seed, share one decode
+// batch; a sequence may join or leave between steps (continuous batching), and a row's logits do
+// not depend on the other rows, so a sequence's tokens do not depend on the batch it ran in.
+// A full-recomputation path (the whole prefix through Gpt::forward each token) is kept as the
+// reference the KV path is tested against. With tensor parallelism each rank's logits are
+// gathered over tp and every rank samples the same token from the same counter RNG, so tp = N
+// emits the tokens of tp = 1.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
 #include "generate/sampler.h"
 #include "models/gpt.h"
+#include "models/kv_cache.h"
+
+namespace tessera::parallel {
+class Communicator;
+}
 
 namespace tessera::generate {
 
@@ -24,36 +33,71 @@ struct GenerateOptions {
   bool use_kv_cache = true;  // false: recompute the whole prefix each token (reference path)
 };
 
+enum class FinishReason { kNone, kLength, kEndOfText, kContextFull };
+
+// What one sequence did in one step: a token chosen (token >= 0), and/or finished.
+struct StepEvent {
+  int id = -1;          // the sequence, as add() returned it
+  int32_t token = -1;   // the token emitted this step; -1 when none (end-of-text, prefill chunk)
+  FinishReason finished = FinishReason::kNone;
+};
+
 class Generator {
  public:
-  // `model` must be built with B >= 1 and T = model.max_seq_len (full recomputation needs it);
-  // it is borrowed for the generator's lifetime. Allocates the KV cache once. With tp > 1,
-  // generate() is a collective over the model's tp_comm.
-  explicit Generator(models::Gpt& model);
+  // `model` must be built with T = model.max_seq_len (full recomputation needs it); it is
+  // borrowed for the generator's lifetime, as is host_tp_comm: a tp communicator over host
+  // memory for gathering the logits (nullptr: the model's own, which must then be host memory).
+  // max_sequences: KV-cache slots (sequences decoding at once). Allocates the cache once.
+  // With tp > 1, every call below is a collective over the tp group, made by every member with
+  // the same arguments.
+  explicit Generator(models::Gpt& model, int64_t max_sequences = 1,
+                     parallel::Communicator* host_tp_comm = nullptr);
+  ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
 
-  // Errors: empty prompt, prompt longer than the context, token ids outside the vocabulary.
-  // Stops at max_tokens, at end-of-text, or when the context is full.
+  // One prompt alone; streams each token to on_token. Errors: empty prompt, prompt longer than
+  // the context, token ids outside the vocabulary. Stops at max_tokens, at end-of-text, or when
+  // the context is full.
   core::Result<std::vector<int32_t>> generate(const std::vector<int32_t>& prompt,
                                               const GenerateOptions& options,
                                               const std::function<void(int32_t)>& on_token);
+  // Several prompts decoded in one batch (options[i] for prompts[i]); each result equals what
+  // generate() gives for that prompt alone. Needs prompts.size() <= max_sequences.
+  core::Result<std::vector<std::vector<int32_t>>> generate_batch(
+      const std::vector<std::vector<int32_t>>& prompts, const std::vector<GenerateOptions>& options);
+
+  // ---- Continuous batching (what a server's scheduler drives) ---------------------------------
+  // Joins a sequence (KV path only); its prompt is prefilled by the next steps. Returns its id
+  // (its cache slot) or the error of generate(), or "no free slot".
+  core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
+  // One iteration: a decode row for every running sequence, then as much pending prompt as fits
+  // in the model's rows (chunked prefill), then a token sampled for every sequence whose prompt
+  // is done. Finished sequences leave (their slot is free again). Empty when idle.
+  std::vector<StepEvent> step();
+  // Leaves at once (a cancelled request); a no-op for an unknown id.
+  void remove(int id);
+  bool idle() const;
+  int64_t running() const;
 
  private:
-  // Feeds `token` at position `pos` through the KV path; returns the gathered logits (Vp).
-  const float* step(int32_t token, int64_t pos);
+  struct Sequence;
+  core::Status validate(const std::vector<int32_t>& prompt) const;
   // Gathered logits (Vp) of the last position of `tokens` by full recomputation.
   const float* recompute(const std::vector<int32_t>& tokens);
-  // logits_local_ (Vp_local) -> logits_ (Vp), vocabulary shards in tp-rank order.
-  const float* gather_logits(const float* local);
-  // A row-parallel linear's output (C): sum the partial products over tp, then add the bias.
-  void reduce_and_bias(float* out, const float* bias);
+  // rows_ (M, Vp_local) of host logits -> gathered_ (M, Vp), vocabulary shards in tp-rank order.
+  void gather_rows(int64_t M);
+  // Samples the next token of `s` from `logits` (Vp) and applies the stop rules.
+  StepEvent choose(Sequence& s, const float* logits);
 
   models::Gpt& model_;
-  int64_t C_, Cl_, L_, NH_local_, maxT_, Vp_local_;
-  core::Tensor k_cache_, v_cache_;  // (L, maxT, C_local): this rank's heads
-  core::Tensor x_, ln_, qkv_, atty_, proj_, fch_, fch_gelu_, mean_, rstd_;
-  core::Tensor logits_local_, logits_, scratch_;
+  parallel::Communicator& host_tp_comm_;
+  int64_t maxT_, Vp_local_, max_rows_;
+  models::KvCache cache_;
+  std::vector<std::unique_ptr<Sequence>> slots_;  // null: free
+  // Step buffers, sized once.
+  std::vector<int32_t> tokens_, row_slots_, positions_;
+  std::vector<float> rows_, gathered_, workspace_;
   std::vector<float> probs_;
   std::vector<int32_t> order_;
 };

@@ -1,19 +1,32 @@
 // GPT-2 family model (Radford et al. 2019): learned positions, pre-LayerNorm blocks, GELU MLP of
-// 4C, tied embedding / LM head, biases, vocabulary padded to a config multiple. Explicit forward
-// and backward (llm.c style), activations in one arena sized at construction: the step loop never
-// allocates. Tensor parallel (Megatron-LM): vocabulary-parallel embedding, LM head and
-// cross-entropy; attention heads and the MLP's hidden units split over tp (column-parallel qkv and
-// fc, row-parallel projections). Sizes are per rank (`_local`).
+// 4C, tied embedding / LM head, biases, vocabulary padded to a config multiple. The model is a
+// list of modules, each written once with forward, backward and a batched KV-cache decode:
+//
+//   VocabParallelEmbedding -> Block x L (LayerNorm, CausalSelfAttention, LayerNorm, Mlp)
+//                          -> LayerNorm (ln_f) -> LmHead (tied to wte) + vocab-parallel xent
+//
+// Training (forward/backward), generation and serving all run these modules; they reach kernels
+// only through a backends::Backend (CPU or CUDA), and their parameter shards, gradients and
+// activations live in arenas on that backend's device, sized once at construction. Tensor
+// parallel (Megatron-LM): vocab-parallel embedding, head and cross-entropy; heads and the MLP's
+// hidden units split over tp. Sizes are per rank (`_local`).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "core/config.h"
 #include "core/tensor.h"
-#include "models/param_spec.h"
+#include "models/block.h"
+#include "models/embedding.h"
+#include "models/layernorm.h"
+#include "models/lm_head.h"
+#include "models/module.h"
+#include "params/param_spec.h"
 
 namespace tessera::parallel {
 class Communicator;
@@ -22,38 +35,42 @@ class Timeline;
 
 namespace tessera::models {
 
-// Seconds spent per kernel family, filled when profiling is on (bench/ reports them).
-struct KernelTimes {
-  double matmul = 0, attention = 0, layernorm = 0, gelu = 0, xent = 0, embedding = 0, other = 0;
-  double total() const { return matmul + attention + layernorm + gelu + xent + embedding + other; }
-};
+using backends::KernelTimes;
+using params::ParamSet;
+using params::ParamSpec;
+class KvCache;
 
 class Gpt {
  public:
   // Allocates this rank's parameter shard, its gradient twin and activations for micro-batches
-  // of up to B sequences of up to T tokens. tp_comm: the tensor-parallel group (nullptr: tp = 1);
-  // borrowed for the model's lifetime. Preconditions: config validated, T <= max_seq_len, grid
-  // checked (parallel::check_grid). forward and backward are collectives over tp_comm.
+  // of up to B sequences of up to T tokens (and decode batches of up to B * T rows), on
+  // `backend` (nullptr: the process's CPU backend). tp_comm: the tensor-parallel group, on
+  // memory of that backend's device (nullptr: no tensor parallelism); both borrowed for the
+  // model's lifetime. Preconditions: config validated, T <= max_seq_len, grid checked
+  // (parallel::check_grid). forward, backward and decode are collectives over tp_comm.
   Gpt(const core::ModelConfig& model, int64_t B, int64_t T,
-      parallel::Communicator* tp_comm = nullptr);
+      parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr);
+  ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
 
   // The parameter table for `model` (global shapes and tp splits). Order is the registration
-  // order the gradient reducer and checkpoints use.
-  static std::vector<ParamSpec> param_specs(const core::ModelConfig& model);
+  // order the gradient reducer and checkpoints use: wte, wpe, 12 per layer, ln_f.
+  static std::vector<params::ParamSpec> param_specs(const core::ModelConfig& model);
 
-  const ParamSet& param_set() const { return params_; }
+  const params::ParamSet& param_set() const { return params_; }
+  // The arenas on the backend's device (host memory on the CPU backend).
   const core::Tensor& weights() const { return weights_; }
   const core::Tensor& grads() const { return grads_; }
-  core::Tensor param(
-      const std::string& name) const;  // view of this rank's shard; asserts it exists
+  core::Tensor param(const std::string& name) const;  // view of this rank's shard
   core::Tensor grad(const std::string& name) const;
-  void init_weights(uint64_t seed) { params_.initialise(weights_, seed); }
-  void zero_grad() { grads_.zero_(); }
+  // Fills the weights from the specs (a pure function of seed, name and global index).
+  void init_weights(uint64_t seed);
+  void zero_grad();
 
-  // tokens, targets: (B_run, T_run) with B_run <= B, T_run <= T. targets may be null (logits only).
-  // Returns the sum of per-token losses over targets >= 0 and sets *n_valid to their count.
+  // tokens, targets: (B_run, T_run) host arrays with B_run <= B, T_run <= T. targets may be null
+  // (logits only). Returns the sum of per-token losses over targets >= 0 and sets *n_valid to
+  // their count.
   double forward(const int32_t* tokens, const int32_t* targets, int64_t B_run, int64_t T_run,
                  int64_t* n_valid = nullptr);
   // After forward with targets: accumulates parameter gradients (+=) of loss_scale * sum of
@@ -62,16 +79,26 @@ class Gpt {
   // (reverse layer order; the data-parallel reducer starts its buckets from it).
   void backward(float loss_scale, const std::function<void(int)>& on_ready = nullptr);
 
-  // logits of the last forward: (B_run, T_run, Vp_local), row stride Vp_local; columns past the
-  // rank's real vocabulary are padding.
-  const float* logits() const { return logits_.f32(); }
+  // One decode step over N rows (host arrays): row i feeds token tokens[i] of the sequence in
+  // cache slot slots[i] at position positions[i], appending its keys and values to `cache`.
+  // Rows of one slot may share a call in increasing positions (a chunk of prefill); every
+  // position below a row's must already be in the cache or earlier in the call. N <= B * T.
+  // Returns this rank's logits (N, Vp_local) on the device (valid until the next call). A row's
+  // logits do not depend on the other rows. Collective over tp_comm.
+  const float* decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
+                      const int32_t* positions, int64_t N);
+
+  // logits of the last forward: (B_run, T_run, Vp_local) on the device, row stride Vp_local;
+  // columns past the rank's real vocabulary are padding.
+  const float* logits() const { return head_->logits(); }
   int64_t vocab_size() const { return V_; }
   int64_t padded_vocab_local() const { return Vp_local_; }
   int64_t vocab_start() const { return vocab_start_; }
   int64_t real_vocab_local() const { return V_real_local_; }
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
-  parallel::Communicator* tp_comm() const { return tp_comm_; }
+  parallel::Communicator& tp_comm() const { return *tp_comm_; }
+  backends::Backend& backend() const { return backend_; }
   const core::ModelConfig& config() const { return model_; }
   int64_t max_batch() const { return B_; }
   int64_t max_seq() const { return T_; }
@@ -79,50 +106,42 @@ class Gpt {
   // Forward+backward FLOPs per token at sequence length T (6N + attention, PaLM appendix B).
   static double flops_per_token(const core::ModelConfig& model, int64_t T);
 
-  void set_profiling(bool on) { profiling_ = on; }
+  void set_profiling(bool on) { backend_.set_profiling(on); }
   // Records backward per layer (and the head and embeddings) to `timeline` (nullptr: off).
   void set_timeline(parallel::Timeline* timeline) { timeline_ = timeline; }
-  KernelTimes& kernel_times() { return times_; }
+  KernelTimes& kernel_times() { return backend_.kernel_times(); }
 
  private:
-  struct LayerActs {
-    core::Tensor ln1, ln1_mean, ln1_rstd, qkv, atty, att, attproj, residual2;
-    core::Tensor ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, residual3;
-  };
-  struct LayerParams {
-    float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
-  };
-  LayerParams layer_params(const core::Tensor& arena, int l) const;
-  Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
-      int tp_rank, int tp_size);
-  // The tp mappings (no-ops at tp = 1); see parallel/mappings.h.
-  void reduce_from_tp(float* x, int64_t count);
-  void copy_to_tp_backward(float* dx, int64_t count);
+  // Copies n host int32s to a device buffer of this model.
+  const int32_t* stage(core::Tensor& buffer, const int32_t* host, int64_t n);
 
   core::ModelConfig model_;
-  int64_t B_, T_, C_, NH_local_, L_, V_, Vp_local_, vocab_start_, V_real_local_;
+  int64_t B_, T_, C_, L_, V_, Vp_local_, vocab_start_, V_real_local_;
+  backends::Backend& backend_;
+  std::unique_ptr<parallel::Communicator> own_tp_comm_;  // size 1, when none was given
   parallel::Communicator* tp_comm_;
   int tp_rank_, tp_size_;
-  ParamSet params_;
+  params::ParamSet params_;
   core::Tensor weights_, grads_;
+  ModelContext ctx_;
 
-  // Activations (all sized for B_ x T_).
-  core::Tensor arena_;
-  core::Tensor encoded_;
-  std::vector<LayerActs> acts_;
-  core::Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, losses_, row_max_;
-  core::Tensor xent_sums_, sumexp_, target_logit_;  // sumexp and target_logit: views of xent_sums_
-  core::Tensor attn_workspace_;
-  // Backward scratch.
-  core::Tensor dlogits_, dlosses_, dresidual_, dln_, dqkv_, datty_, dfch_, dfch_gelu_;
-  core::Tensor tokens_, targets_;  // copies of the last forward's inputs (B_, T_) i32
+  // The modules, in forward order.
+  BlockScratch scratch_;
+  std::unique_ptr<VocabParallelEmbedding> embedding_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<LayerNorm> ln_f_;
+  std::unique_ptr<LmHead> head_;
+
+  core::Tensor arena_;     // every module's activations and the shared scratch
+  core::Tensor encoded_;   // (B*T, C): the embedding's output, the first block's input
+  core::Tensor lnf_out_;   // (B*T, C)
+  core::Tensor dresidual_; // (B*T, C): gradient of the residual stream
+  core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
   bool have_targets_ = false;
   int64_t last_B_ = 0, last_T_ = 0;
 
-  bool profiling_ = false;
   parallel::Timeline* timeline_ = nullptr;
   std::vector<std::string> backward_names_;  // "bwd h.<l>", made once (short: no allocation)
-  KernelTimes times_;
 };
 
 }  // namespace tessera::models

@@ -3,21 +3,25 @@
 
 #include <cmath>
 
-#include "kernels/cpu/residual.h"
-#include "optim/adamw.h"
+#include "backends/backend.h"
 #include "parallel/communicator.h"
 
 namespace tessera::optim {
 
-namespace kc = tessera::kernels::cpu;
+namespace {
+backends::Backend& backend_or_cpu(backends::Backend* backend) {
+  return backend ? *backend : backends::cpu_backend();
+}
+}  // namespace
 
-double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm,
-                      parallel::Communicator* tp_comm) {
+double clip_grad_norm(const params::ParamSet& params, const core::Tensor& grads, double max_norm,
+                      parallel::Communicator* tp_comm, backends::Backend* backend) {
+  backends::Backend& be = backend_or_cpu(backend);
   // Sharded parameters contribute their local squares (summed over tp with tp > 1); replicated
   // ones hold identical gradients on every tp rank, so they are added once, after that sum.
   double sharded = 0, replicated = 0;
   for (int i = 0; i < params.size(); ++i) {
-    const double sq = kc::sum_squares(params.view(grads, i).f32(), params.local_numel(i));
+    const double sq = be.sum_squares(params.view(grads, i).f32(), params.local_numel(i));
     (params.specs()[i].replicated() ? replicated : sharded) += sq;
   }
   if (tp_comm != nullptr && tp_comm->size() > 1) {
@@ -26,24 +30,27 @@ double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads,
   const double norm = std::sqrt(sharded + replicated);
   if (max_norm > 0 && norm > max_norm) {
     const float scale = static_cast<float>(max_norm / (norm + 1e-6));
-    kc::scale_inplace(grads.f32(), scale, params.total_local_numel());
+    be.scale_inplace(grads.f32(), scale, params.total_local_numel());
   }
   return norm;
 }
 
-AdamW::AdamW(const models::ParamSet& params)
-    : params_(params), m_(params.make_twin()), v_(params.make_twin()) {}
+AdamW::AdamW(const params::ParamSet& params, backends::Backend* backend)
+    : params_(params),
+      backend_(backend_or_cpu(backend)),
+      m_(backend_.zeros({params.total_local_numel()})),
+      v_(backend_.zeros({params.total_local_numel()})) {}
 
 void AdamW::step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,
                  const core::OptimConfig& optim) {
-  const AdamWHyper h{static_cast<float>(lr),
+  const backends::AdamWHyper h{static_cast<float>(lr),
                      static_cast<float>(optim.beta1),
                      static_cast<float>(optim.beta2),
                      static_cast<float>(optim.eps),
                      static_cast<float>(optim.weight_decay),
                      step};
   for (int i = 0; i < params_.size(); ++i) {
-    adamw_update(params_.view(weights, i).f32(), params_.view(grads, i).f32(),
+    backend_.adamw_update(params_.view(weights, i).f32(), params_.view(grads, i).f32(),
                  params_.view(m_, i).f32(), params_.view(v_, i).f32(), params_.local_numel(i), h,
                  params_.specs()[i].weight_decay);
   }

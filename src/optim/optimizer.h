@@ -4,8 +4,11 @@
 
 #include "core/config.h"
 #include "core/tensor.h"
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 
+namespace tessera::backends {
+class Backend;
+}
 namespace tessera::parallel {
 class Communicator;
 }
@@ -16,12 +19,15 @@ namespace tessera::optim {
 // and the norm above it, scales every gradient by max_norm / (norm + 1e-6) (PyTorch's
 // clip_grad_norm_). Returns the norm before clipping. Gradients must already be dp-averaged.
 // With tp_comm (size > 1) a collective over tp_comm: sharded squares are summed over tp.
-double clip_grad_norm(const models::ParamSet& params, const core::Tensor& grads, double max_norm,
-                      parallel::Communicator* tp_comm = nullptr);
+// grads live on `backend`'s device (nullptr: the CPU backend); tp_comm reduces host doubles.
+double clip_grad_norm(const params::ParamSet& params, const core::Tensor& grads, double max_norm,
+                      parallel::Communicator* tp_comm = nullptr,
+                      backends::Backend* backend = nullptr);
 
 class AdamW {
  public:
-  explicit AdamW(const models::ParamSet& params);
+  // Moments on `backend`'s device (nullptr: the CPU backend), zeroed; borrowed references.
+  explicit AdamW(const params::ParamSet& params, backends::Backend* backend = nullptr);
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
 
@@ -33,7 +39,8 @@ class AdamW {
   const core::Tensor& v() const { return v_; }
 
  private:
-  const models::ParamSet& params_;
+  const params::ParamSet& params_;
+  backends::Backend& backend_;
   core::Tensor m_, v_;
 };
 

@@ -175,6 +175,7 @@ void MpiCommunicator::set_max_elements_per_call(int64_t max_elements) {
 
 void MpiCommunicator::all_reduce(float* buf, int64_t count, ReduceOp op) {
   CollectiveEvent event(timeline_, name_, "all_reduce", count * 4);
+  if (size_ == 1) return;  // in place over one rank: nothing to do (tp = 1 costs nothing)
   for (int64_t off = 0; off < count; off += max_elements_per_call_) {
     const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
     TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_FLOAT, mpi_op(op), comm_),
@@ -184,6 +185,7 @@ void MpiCommunicator::all_reduce(float* buf, int64_t count, ReduceOp op) {
 
 void MpiCommunicator::all_reduce(double* buf, int64_t count, ReduceOp op) {
   CollectiveEvent event(timeline_, name_, "all_reduce", count * 8);
+  if (size_ == 1) return;  // in place over one rank: nothing to do
   for (int64_t off = 0; off < count; off += max_elements_per_call_) {
     const int n = static_cast<int>(std::min(max_elements_per_call_, count - off));
     TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_DOUBLE, mpi_op(op), comm_),

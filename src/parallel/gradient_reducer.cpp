@@ -10,7 +10,7 @@
 #include "core/bf16.h"
 #include "core/error.h"
 #include "core/timer.h"
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/timeline.h"
 
@@ -23,7 +23,7 @@ constexpr int64_t kProgressChunk = 1 << 18;
 
 }  // namespace
 
-GradientReducer::GradientReducer(const models::ParamSet& params, const core::Tensor& grads,
+GradientReducer::GradientReducer(const params::ParamSet& params, const core::Tensor& grads,
                                  Communicator& dp_comm, ReducerOptions options, Timeline* timeline)
     : grads_(grads),
       dp_comm_(dp_comm),

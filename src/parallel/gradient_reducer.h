@@ -9,7 +9,7 @@
 
 #include "core/tensor.h"
 
-namespace tessera::models {
+namespace tessera::params {
 class ParamSet;
 }
 
@@ -70,7 +70,7 @@ class GradientReducer {
   // Registers the parameters of `params` in their order; `grads` is the gradient arena with the
   // ParamSet layout (f32, params.total_local_numel() elements). `grads` shares its storage with
   // the caller's arena; dp_comm and timeline must outlive the reducer.
-  GradientReducer(const models::ParamSet& params, const core::Tensor& grads, Communicator& dp_comm,
+  GradientReducer(const params::ParamSet& params, const core::Tensor& grads, Communicator& dp_comm,
                   ReducerOptions options, Timeline* timeline = nullptr);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;

@@ -1,6 +1,6 @@
 // NcclCommunicator: the Communicator interface on DEVICE memory through NCCL, built from an MPI
 // communicator (the ProcessGrid's groups) by broadcasting the NCCL unique id over it. Compiled into
-// tessera_cuda (src/kernels/cuda/nccl_communicator.cu); this header needs no CUDA or NCCL headers.
+// tessera_cuda (src/backends/cuda/nccl_communicator.cu); this header needs no CUDA or NCCL headers.
 #pragma once
 
 #include <mpi.h>
@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "kernels/cuda/stream.h"
+#include "backends/cuda/stream.h"
 #include "parallel/communicator.h"
 
 struct ncclComm;
@@ -56,13 +56,13 @@ class NcclCommunicator : public Communicator {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
   // The stream the collectives run on (owned by the communicator).
-  kernels::cuda::Stream stream() const { return stream_; }
+  backends::cuda::Stream stream() const { return stream_; }
   // The stream whose kernels produce buffers before a verb and consume them after (not owned;
   // nullptr: the legacy default stream).
-  void set_compute_stream(kernels::cuda::Stream compute_stream) {
+  void set_compute_stream(backends::cuda::Stream compute_stream) {
     compute_stream_ = compute_stream;
   }
-  kernels::cuda::Stream compute_stream() const { return compute_stream_; }
+  backends::cuda::Stream compute_stream() const { return compute_stream_; }
 
   // In place: buf (count, device) becomes the element-wise sum or max over all ranks.
   void all_reduce(float* buf, int64_t count, ReduceOp op) override;
@@ -105,8 +105,8 @@ class NcclCommunicator : public Communicator {
   void release_cuda();
 
   ncclComm* comm_ = nullptr;
-  kernels::cuda::Stream stream_ = nullptr;
-  kernels::cuda::Stream compute_stream_ = nullptr;
+  backends::cuda::Stream stream_ = nullptr;
+  backends::cuda::Stream compute_stream_ = nullptr;
   CUevent_st* compute_done_ = nullptr;     // recorded on compute_stream_ before each verb
   CUevent_st* collective_done_ = nullptr;  // recorded on stream_ after each blocking verb
   float* scratch_ = nullptr;               // one device float for barrier()
@@ -115,5 +115,12 @@ class NcclCommunicator : public Communicator {
   int size_ = 1;
   std::string name_;
 };
+
+// A device communicator for a run on the CUDA backend: an NcclCommunicator over `comm` whose
+// collectives are ordered after `compute_stream` (the backend's stream, Backend::stream()).
+// Collective over `comm`. In a build without the CUDA backend it throws tessera::Error naming the
+// fix (parallel/nccl_unavailable.cpp), so callers need no #ifdef.
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, std::string name,
+                                                     void* compute_stream);
 
 }  // namespace tessera::parallel

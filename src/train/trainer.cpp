@@ -97,7 +97,7 @@ core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGr
   const int dp_size = grid.dp_size(), dp_rank = grid.dp_rank();
   if (tc.device != "cpu") {
     // Said plainly rather than silently training on the CPU: the CUDA kernels exist
-    // (src/kernels/cuda) but the model does not run on them yet.
+    // (src/backends/cuda) but the model does not run on them yet.
     return core::Status::error("train.device '" + tc.device +
                                "': the CUDA training path is not wired into the trainer yet "
                                "(docs/CUDA.md); use train.device=cpu");

@@ -1,4 +1,4 @@
-// The CUDA AdamW update against its CPU twin (optim/adamw.h, fp32 like the kernel): three steps
+// The CUDA AdamW update against its CPU twin (backends/cpu/adamw.h, fp32 like the kernel): three steps
 // with fresh gradients and a changing learning rate, with and without weight decay, and the bf16
 // working copy written by the same kernel.
 #include <gtest/gtest.h>
@@ -9,10 +9,10 @@
 
 #include "core/bf16.h"
 #include "cuda_test_util.h"
-#include "kernels/cuda/adamw.h"
-#include "optim/adamw.h"
+#include "backends/cuda/adamw.h"
+#include "backends/cpu/adamw.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 using testing::DeviceArray;
@@ -23,9 +23,9 @@ using testing::rel_error;
 // compiler fuses a multiply-add the other does not (1 ulp per step), so 3 steps stay near 1e-7.
 constexpr double kTolerance = 1e-6;
 
-optim::AdamWHyper hyper(int64_t step) {
+backends::AdamWHyper hyper(int64_t step) {
   // GPT-2-like settings; the learning rate changes per step as a schedule would change it.
-  return optim::AdamWHyper{6e-4f * static_cast<float>(step), 0.9f, 0.95f, 1e-8f, 0.1f, step};
+  return backends::AdamWHyper{6e-4f * static_cast<float>(step), 0.9f, 0.95f, 1e-8f, 0.1f, step};
 }
 
 // Runs three steps on the CPU twin and on the GPU from the same start and returns both.
@@ -39,7 +39,7 @@ void three_steps(int64_t n, bool decay, uint32_t seed, State* cpu, State* gpu) {
   DeviceArray<float> grad(n);
   for (int64_t step = 1; step <= 3; ++step) {
     const auto g = random_floats(n, seed + 100 + static_cast<uint32_t>(step), 0.01f);
-    optim::adamw_update(cpu->param.data(), g.data(), cpu->m.data(), cpu->v.data(), n, hyper(step),
+    backends::cpu::adamw_update(cpu->param.data(), g.data(), cpu->m.data(), cpu->v.data(), n, hyper(step),
                         decay);
     grad.upload(g);
     adamw_update(param.get(), grad.get(), m.get(), v.get(), n, hyper(step), decay, nullptr,
@@ -77,7 +77,7 @@ TEST_P(CudaAdamW, Bf16CopyIsTheUpdatedMasterRounded) {
   const auto param0 = random_floats(n, 13, 0.02f);
   const auto g = random_floats(n, 14, 0.01f);
   std::vector<float> cpu_param = param0, cpu_m(n, 0.0f), cpu_v(n, 0.0f);
-  optim::adamw_update(cpu_param.data(), g.data(), cpu_m.data(), cpu_v.data(), n, hyper(1), true);
+  backends::cpu::adamw_update(cpu_param.data(), g.data(), cpu_m.data(), cpu_v.data(), n, hyper(1), true);
 
   DeviceArray<float> param(param0), grad(g), m(std::vector<float>(n, 0.0f));
   DeviceArray<float> v(std::vector<float>(n, 0.0f));
@@ -106,4 +106,4 @@ TEST(CudaAdamWEdges, StepZeroIsRefused) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cuda/attention.h"
+#include "backends/cpu/attention.h"
+#include "backends/cuda/attention.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 using testing::DeviceArray;
@@ -125,4 +125,4 @@ TEST(CudaAttentionDeterminism, TwoRunsAreBitIdentical) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -1,4 +1,4 @@
-// The vocab-parallel cross-entropy passes against their CPU twin (kernels/cpu/crossentropy.h, in
+// The vocab-parallel cross-entropy passes against their CPU twin (backends/cpu/crossentropy.h, in
 // double on the same logits): every pass's output, padding columns left zero, ignored rows, the
 // in-place backward, two shards with the tp reductions done by hand matching the unsplit loss,
 // and the bf16-logits forms. Sizes: N = 37 rows of 100 real columns in a row of 104, and GPT-2's
@@ -14,10 +14,10 @@
 
 #include "core/bf16.h"
 #include "cuda_test_util.h"
-#include "kernels/cpu/crossentropy.h"
-#include "kernels/cuda/crossentropy.h"
+#include "backends/cpu/crossentropy.h"
+#include "backends/cuda/crossentropy.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 using testing::DeviceArray;
@@ -295,4 +295,4 @@ TEST(CudaCrossentropyEdges, RejectsMoreColumnsThanTheRowHolds) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

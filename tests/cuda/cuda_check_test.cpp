@@ -1,12 +1,12 @@
 // The CUDA check macros throw tessera::Error naming what was being done, the call and the
 // library's string; a clean call passes through.
-#include "kernels/cuda/cuda_check.h"
+#include "backends/cuda/cuda_check.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 TEST(CudaCheck, FailureNamesTheDoingTheCallAndTheLibraryString) {
@@ -31,4 +31,4 @@ TEST(CudaCheck, SuccessPassesThrough) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cuda/cuda_check.h"
+#include "backends/cuda/cuda_check.h"
 
 namespace tessera::testing {
 

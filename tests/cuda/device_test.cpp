@@ -1,7 +1,7 @@
 // Device plumbing: selection and description, DeviceBuffer round trips and moves, DeviceArena
 // offsets (256-byte aligned, non-overlapping, full-arena and out-of-memory errors), copies on an
 // owned stream, zeroing, and Event ordering and timing.
-#include "kernels/cuda/device.h"
+#include "backends/cuda/device.h"
 
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@
 
 #include "cuda_test_util.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 namespace tt = tessera::testing;
@@ -182,4 +182,4 @@ TEST(CudaDevice, EventOrdersTwoStreamsAndTimesNonNegative) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

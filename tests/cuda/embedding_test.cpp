@@ -1,8 +1,8 @@
-// CUDA token and position embeddings against their CPU twin (kernels/cpu/embedding.h). Forward
+// CUDA token and position embeddings against their CPU twin (backends/cpu/embedding.h). Forward
 // copies rows, and the backward kernels add each element's contributions in the CPU's order, so
 // every output must equal the CPU's bit for bit (tolerance 0). Tokens fall below, inside and above
 // the rank's vocabulary shard, with repeats.
-#include "kernels/cuda/embedding.h"
+#include "backends/cuda/embedding.h"
 
 #include <gtest/gtest.h>
 
@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "kernels/cpu/embedding.h"
+#include "backends/cpu/embedding.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 namespace tt = tessera::testing;
@@ -107,4 +107,4 @@ TEST(CudaEmbedding, PositionalBackwardAccumulatesAndLeavesLaterRows) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -1,8 +1,8 @@
-// CUDA GELU against its CPU twin (kernels/cpu/gelu.h) run in double on the same fp32 inputs.
+// CUDA GELU against its CPU twin (backends/cpu/gelu.h) run in double on the same fp32 inputs.
 // fp32 forward and backward: relative 1e-5 (expf and the CPU's exp differ by an ulp or two).
 // bf16 forward: every element within 2^-8 of the reference, relative (one round-to-nearest-even
 // to 8 significant bits is at most 2^-9), and 4e-3 over the whole tensor.
-#include "kernels/cuda/gelu.h"
+#include "backends/cuda/gelu.h"
 
 #include <gtest/gtest.h>
 
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "kernels/cpu/gelu.h"
+#include "backends/cpu/gelu.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 namespace tt = tessera::testing;
@@ -117,4 +117,4 @@ TEST(CudaGelu, Bf16ForwardMatchesTheCpuTwinWithinOneRounding) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -1,9 +1,9 @@
-// CUDA layernorm against its CPU twin (kernels/cpu/layernorm.h), which runs in double on the same
+// CUDA layernorm against its CPU twin (backends/cpu/layernorm.h), which runs in double on the same
 // fp32 inputs so the comparison measures the GPU's error alone. fp32: relative 1e-5 (the GPU sums
 // rows by warp and columns in 16 interleaved strands, a different order from the CPU; both are
 // fp32 rounding, ~1e-6 at these sizes). bf16 forward: relative 4e-3 (one round-to-nearest-even of
 // the output to 8 significant bits is at most 2^-9 ≈ 2e-3 per element).
-#include "kernels/cuda/layernorm.h"
+#include "backends/cuda/layernorm.h"
 
 #include <gtest/gtest.h>
 
@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "kernels/cpu/layernorm.h"
-#include "kernels/cuda/device.h"
+#include "backends/cpu/layernorm.h"
+#include "backends/cuda/device.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 namespace tt = tessera::testing;
@@ -161,4 +161,4 @@ TEST(CudaLayernorm, Bf16ForwardMatchesTheCpuTwinWithinOneRounding) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -1,4 +1,4 @@
-// The cuBLASLt matmuls against their CPU twin (kernels/cpu/matmul.h, run in double on the same
+// The cuBLASLt matmuls against their CPU twin (backends/cpu/matmul.h, run in double on the same
 // inputs): fp32 forward and backward with its += rules, the bf16 forms, and the GELU-fused
 // forward, at odd sizes (N = 37, C = 100, OC = 300) and GPT-2's QKV layer (256, 768, 2304).
 #include <gtest/gtest.h>
@@ -11,11 +11,11 @@
 
 #include "core/bf16.h"
 #include "cuda_test_util.h"
-#include "kernels/cpu/gelu.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cuda/matmul.h"
+#include "backends/cpu/gelu.h"
+#include "backends/cpu/matmul.h"
+#include "backends/cuda/matmul.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 using testing::DeviceArray;
@@ -308,4 +308,4 @@ TEST(CudaMatmulContext, RejectsAnEmptyReduction) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -1,8 +1,8 @@
-// CUDA residual helpers against their CPU twin (kernels/cpu/residual.h). The element-wise ops do
+// CUDA residual helpers against their CPU twin (backends/cpu/residual.h). The element-wise ops do
 // one IEEE operation per element, so they must equal the CPU bit for bit; sum_squares adds exact
 // double squares in another order: relative 1e-10 (double rounding over up to 5e6 terms), and
 // the same bits on every run.
-#include "kernels/cuda/residual.h"
+#include "backends/cuda/residual.h"
 
 #include <gtest/gtest.h>
 
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "cuda_test_util.h"
-#include "kernels/cpu/residual.h"
+#include "backends/cpu/residual.h"
 
-namespace tessera::kernels::cuda {
+namespace tessera::backends::cuda {
 namespace {
 
 namespace tt = tessera::testing;
@@ -102,4 +102,4 @@ TEST(CudaResidual, SumSquaresMatchesTheCpuTwinAndIsDeterministic) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cuda
+}  // namespace tessera::backends::cuda

@@ -100,7 +100,7 @@ std::vector<int> world_tps() {
 // A moment value: a pure function of (parameter, global index, salt), so any layout fills the
 // same global tensor. v is kept positive like a real second moment.
 float moment_value(const std::string& name, int64_t g, uint64_t salt, bool positive) {
-  const uint64_t h = mix64(models::init_stream(name) ^ mix64(static_cast<uint64_t>(g) + salt));
+  const uint64_t h = mix64(params::init_stream(name) ^ mix64(static_cast<uint64_t>(g) + salt));
   const float u = static_cast<float>(h >> 40) / static_cast<float>(1 << 24);  // [0, 1)
   return positive ? u * 1e-3f : u - 0.5f;
 }
@@ -108,9 +108,9 @@ float moment_value(const std::string& name, int64_t g, uint64_t salt, bool posit
 // Weights from `seed` and both moments from salts derived from it.
 void fill(Replica& r, uint64_t seed) {
   r.model.init_weights(seed);
-  const models::ParamSet& ps = r.model.param_set();
+  const params::ParamSet& ps = r.model.param_set();
   for (int i = 0; i < ps.size(); ++i) {
-    const models::ParamSpec& s = ps.specs()[i];
+    const params::ParamSpec& s = ps.specs()[i];
     float* m = ps.view(r.adamw.m(), i).f32();
     float* v = ps.view(r.adamw.v(), i).f32();
     for (int64_t j = 0; j < ps.local_numel(i); ++j) {
@@ -124,15 +124,15 @@ void fill(Replica& r, uint64_t seed) {
 // Counts elements of every shard of `r` (weights, m, v) whose bits differ from the 1 x 1
 // reference's element at the same global index; one EXPECT per parameter and arena.
 void expect_shards_equal_reference(const Replica& r, const Replica& ref, const std::string& what) {
-  const models::ParamSet& ps = r.model.param_set();
-  const models::ParamSet& ref_ps = ref.model.param_set();
+  const params::ParamSet& ps = r.model.param_set();
+  const params::ParamSet& ref_ps = ref.model.param_set();
   const core::Tensor* arenas[3][2] = {{&r.model.weights(), &ref.model.weights()},
                                       {&r.adamw.m(), &ref.adamw.m()},
                                       {&r.adamw.v(), &ref.adamw.v()}};
   const char* arena_names[3] = {"weights", "m", "v"};
   for (int a = 0; a < 3; ++a) {
     for (int i = 0; i < ps.size(); ++i) {
-      const models::ParamSpec& s = ps.specs()[i];
+      const params::ParamSpec& s = ps.specs()[i];
       const float* got = ps.view(*arenas[a][0], i).f32();
       const float* want = ref_ps.view(*arenas[a][1], i).f32();
       int64_t mismatches = 0;
@@ -251,10 +251,10 @@ void expect_read_fails_everywhere(const std::string& path, const std::string& ne
 
 std::vector<std::string> model_dataset_names(bool with_optimizer) {
   std::vector<std::string> names;
-  const std::vector<models::ParamSpec> specs = models::Gpt::param_specs(test_config().model);
+  const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(test_config().model);
   for (const char* group : {"/model/", "/optim/m/", "/optim/v/"}) {
     if (!with_optimizer && std::string(group) != "/model/") continue;
-    for (const models::ParamSpec& s : specs) names.push_back(group + s.name);
+    for (const params::ParamSpec& s : specs) names.push_back(group + s.name);
   }
   return names;
 }
@@ -308,7 +308,7 @@ TEST(Checkpoint, ChecksumsDoNotDependOnTheWriterGrid) {
   fill(ref, 11);
   // The expected checksums: whole tensors of the 1 x 1 reference.
   std::vector<uint64_t> expected;
-  const models::ParamSet& ps = ref.model.param_set();
+  const params::ParamSet& ps = ref.model.param_set();
   for (const core::Tensor* arena : {&ref.model.weights(), &ref.adamw.m(), &ref.adamw.v()}) {
     for (int i = 0; i < ps.size(); ++i) {
       expected.push_back(tensor_checksum(ps.view(*arena, i).f32(), ps.local_numel(i)));
@@ -413,10 +413,10 @@ TEST(Checkpoint, OptimizerStateIsOptional) {
     fill(r, 55);
     core::Result<TrainState> got = read_checkpoint(path, r.model, nullptr, r.grid);
     ASSERT_TRUE(got.is_ok()) << got.status().message();
-    const models::ParamSet& ps = r.model.param_set();
+    const params::ParamSet& ps = r.model.param_set();
     int64_t mismatches = 0;
     for (int i = 0; i < ps.size(); ++i) {
-      const models::ParamSpec& spec = ps.specs()[i];
+      const params::ParamSpec& spec = ps.specs()[i];
       const float* got_w = ps.view(r.model.weights(), i).f32();
       const float* want_w = ref.model.param_set().view(ref.model.weights(), i).f32();
       for (int64_t j = 0; j < ps.local_numel(i); ++j) {

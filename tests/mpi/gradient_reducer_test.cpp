@@ -20,15 +20,15 @@
 #include <vector>
 
 #include "core/error.h"
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/timeline.h"
 
 namespace tessera::parallel {
 namespace {
 
-using models::ParamSet;
-using models::ParamSpec;
+using params::ParamSet;
+using params::ParamSpec;
 
 // A small layout: matrices, vectors and sizes that are not multiples of the arena's 16-float
 // alignment (so buckets span padding).

@@ -157,7 +157,7 @@ TEST(Training, ReplicatedGradientsStayIdenticalAcrossTp) {
     optim::clip_grad_norm(model.param_set(), model.grads(), 1.0, &grid.tp_comm());
     adamw.step(model.weights(), model.grads(), 1e-2, step + 1, c.optim);
   }
-  const models::ParamSet& ps = model.param_set();
+  const params::ParamSet& ps = model.param_set();
   int replicated = 0;
   for (int i = 0; i < ps.size(); ++i) {
     if (!ps.specs()[i].replicated()) continue;

@@ -1,7 +1,7 @@
 // adamw_update against the update derived by hand for step 1 and against a double-precision
 // reference (torch.optim.AdamW's formula, computed offline) for three steps, with and without
 // decay; the threaded path against single-element calls; a 0 step is refused.
-#include "optim/adamw.h"
+#include "backends/cpu/adamw.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "grad_check.h"
 
-namespace tessera::optim {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -98,4 +98,4 @@ TEST(AdamW, StepZeroIsRefused) {
 }
 
 }  // namespace
-}  // namespace tessera::optim
+}  // namespace tessera::backends::cpu

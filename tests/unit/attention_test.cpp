@@ -1,6 +1,6 @@
 // Causal self-attention kernels: forward against a naive triple loop, causality, backward against
 // central differences (double), float against double, and the workspace contract.
-#include "kernels/cpu/attention.h"
+#include "backends/cpu/attention.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -12,7 +12,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 using testing::cast_vector;
@@ -258,4 +258,4 @@ TEST(Attention, ThreadCountDoesNotChangeResults) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

@@ -51,18 +51,18 @@ TEST(Checksum, ShardPartsSumToTheWholeAtEveryTp) {
   m.n_layer = 1;
   m.n_head = 4;
   m.n_embd = 32;
-  const std::vector<models::ParamSpec> specs = models::Gpt::param_specs(m);
-  models::ParamSet whole(specs, 0, 1);
+  const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(m);
+  params::ParamSet whole(specs, 0, 1);
   core::Tensor whole_arena = whole.make_twin();
   whole.initialise(whole_arena, 5);
   for (int tp : {1, 2, 4}) {
     for (int i = 0; i < whole.size(); ++i) {
-      const models::ParamSpec& s = specs[i];
+      const params::ParamSpec& s = specs[i];
       const float* full = whole.view(whole_arena, i).f32();
       const uint64_t expected = tensor_checksum(full, whole.local_numel(i));
       uint64_t sum = 0;
       for (int r = 0; r < tp; ++r) {
-        models::ParamSet shard_set(specs, r, tp);
+        params::ParamSet shard_set(specs, r, tp);
         std::vector<float> shard(shard_set.local_numel(i));
         for (size_t j = 0; j < shard.size(); ++j) {
           shard[j] = full[s.replicated() ? j : s.global_index(static_cast<int64_t>(j), r, tp)];

@@ -21,9 +21,9 @@ TEST(ChecksumWorker, GivesShardChecksumsValuesForEveryQueuedShard) {
   m.n_layer = 2;
   m.n_head = 4;
   m.n_embd = 32;
-  const std::vector<models::ParamSpec> specs = models::Gpt::param_specs(m);
+  const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(m);
   const int tp = 2, rank = 1;
-  models::ParamSet set(specs, rank, tp);
+  params::ParamSet set(specs, rank, tp);
   core::Tensor arena = set.make_twin();
   set.initialise(arena, 9);
   std::vector<uint64_t> got(specs.size(), 0), want(specs.size(), 0);
@@ -45,7 +45,7 @@ TEST(ChecksumWorker, GivesShardChecksumsValuesForEveryQueuedShard) {
 
 TEST(ChecksumWorker, DestroyingItFinishesTheQueuedWork) {
   std::vector<float> x(1 << 16, 0.25f);
-  const models::ParamSpec spec{"x", {1 << 16}};
+  const params::ParamSpec spec{"x", {1 << 16}};
   uint64_t out = 0;
   {
     ChecksumWorker worker;

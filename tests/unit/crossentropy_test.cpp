@@ -1,7 +1,7 @@
 // Vocab-parallel cross-entropy passes: loss against a direct log-softmax, ignored targets,
 // padding columns, backward against central differences, and tp = 2/4/8 shards simulated
 // in-process agreeing with one shard.
-#include "kernels/cpu/crossentropy.h"
+#include "backends/cpu/crossentropy.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -14,7 +14,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 using testing::cast_vector;
@@ -255,4 +255,4 @@ TEST(CrossEntropy, ThreadedPassesMatchDefinition) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

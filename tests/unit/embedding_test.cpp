@@ -1,7 +1,7 @@
 // Token and position embeddings: lookups on a vocab shard (out-of-range tokens give zero rows and
 // no gradient), gradients against central differences (double), accumulate/overwrite semantics,
 // shards summing to the unsharded result, float against double.
-#include "kernels/cpu/embedding.h"
+#include "backends/cpu/embedding.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -136,4 +136,4 @@ TEST(Embedding, FloatAgreesWithDouble) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

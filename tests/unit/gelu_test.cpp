@@ -1,6 +1,6 @@
 // gelu_forward/backward: forward against the tanh formula written out, the gradient against
 // central differences (double), overwrite and aliasing, float (own vector exp) against double.
-#include "kernels/cpu/gelu.h"
+#include "backends/cpu/gelu.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -90,4 +90,4 @@ TEST(Gelu, FloatAgreesWithDouble) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

@@ -1,7 +1,7 @@
 // layernorm_forward/backward: forward statistics (zero mean, unit variance, saved mean/rstd),
 // every gradient against central differences (double), dinp/dweight/dbias accumulate, float
 // against double, and a bit-identical repeat with many threads' partial sums.
-#include "kernels/cpu/layernorm.h"
+#include "backends/cpu/layernorm.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -146,4 +146,4 @@ TEST(Layernorm, BackwardIsDeterministic) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

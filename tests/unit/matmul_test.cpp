@@ -1,6 +1,6 @@
 // matmul_forward/backward: forward against a naive triple loop, every gradient against central
 // differences (double), accumulate/overwrite semantics, null bias/dinp, float against double.
-#include "kernels/cpu/matmul.h"
+#include "backends/cpu/matmul.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -124,4 +124,4 @@ TEST(Matmul, FloatAgreesWithDouble) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

@@ -1,12 +1,12 @@
 // ParamSpec table: GPT-2 parameter counts, shard index arithmetic and layout-invariant init.
-#include "models/param_spec.h"
+#include "params/param_spec.h"
 
 #include <gtest/gtest.h>
 
 #include "core/config.h"
 #include "models/gpt.h"
 
-namespace tessera::models {
+namespace tessera::params {
 namespace {
 
 TEST(ParamSpec, Gpt2SmallHas124439808Parameters) {
@@ -18,7 +18,7 @@ TEST(ParamSpec, Gpt2SmallHas124439808Parameters) {
   m.n_head = 12;
   m.n_embd = 768;
   EXPECT_EQ(m.padded_vocab_size(), 50304);
-  ParamSet ps(Gpt::param_specs(m), 0, 1);
+  ParamSet ps(models::Gpt::param_specs(m), 0, 1);
   EXPECT_EQ(ps.global_param_count(/*exclude_padding=*/true), 124439808);
   EXPECT_EQ(ps.global_param_count(false), 124439808 + (50304 - 50257) * 768);
   // Registration order is fixed: embeddings, 12 per layer, final layernorm.
@@ -37,12 +37,12 @@ TEST(ParamSpec, ShardsInitialiseToSlicesOfTheWholeTensor) {
   m.n_layer = 1;
   m.n_head = 4;
   m.n_embd = 16;
-  ParamSet whole(Gpt::param_specs(m), 0, 1);
+  ParamSet whole(models::Gpt::param_specs(m), 0, 1);
   core::Tensor full = whole.make_twin();
   whole.initialise(full, 99);
   for (int tp = 2; tp <= 4; tp *= 2) {
     for (int r = 0; r < tp; ++r) {
-      ParamSet shard(Gpt::param_specs(m), r, tp);
+      ParamSet shard(models::Gpt::param_specs(m), r, tp);
       core::Tensor local = shard.make_twin();
       shard.initialise(local, 99);
       for (int i = 0; i < shard.size(); ++i) {
@@ -80,7 +80,7 @@ TEST(ParamSpec, VocabularyPaddingRowsInitialiseToZero) {
   m.n_head = 2;
   m.n_embd = 8;
   m.max_seq_len = 8;
-  ParamSet ps(Gpt::param_specs(m), 0, 1);
+  ParamSet ps(models::Gpt::param_specs(m), 0, 1);
   core::Tensor w = ps.make_twin();
   ps.initialise(w, 5);
   const float* wte = ps.view(w, 0).f32();
@@ -97,4 +97,4 @@ TEST(ParamSpec, VocabularyPaddingRowsInitialiseToZero) {
 }
 
 }  // namespace
-}  // namespace tessera::models
+}  // namespace tessera::params

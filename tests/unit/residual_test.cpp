@@ -1,6 +1,6 @@
 // residual_forward, add_inplace, scale_inplace, sum_squares: values, aliasing, the threaded path,
 // and sum_squares' determinism; float against double.
-#include "kernels/cpu/residual.h"
+#include "backends/cpu/residual.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 namespace tt = tessera::testing;
@@ -101,4 +101,4 @@ TEST(Residual, AddBiasBroadcastsOverRows) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

@@ -1,5 +1,5 @@
 // Row softmax with temperature (sampling): the definition, stability, in-place use, bad input.
-#include "kernels/cpu/softmax.h"
+#include "backends/cpu/softmax.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "grad_check.h"
 
-namespace tessera::kernels::cpu {
+namespace tessera::backends::cpu {
 namespace {
 
 using testing::cast_vector;
@@ -116,4 +116,4 @@ TEST(Softmax, FastExpIsAccurateAndHandlesSpecialValues) {
 }
 
 }  // namespace
-}  // namespace tessera::kernels::cpu
+}  // namespace tessera::backends::cpu

@@ -1,0 +1,182 @@
+// Backend: everything a module needs from a device, as one flat interface (in the manner of
+// ggml's ggml-backend.h): memory (tensors, host/device copies), ordering (one compute stream,
+// synchronize) and the kernel entry points. CpuBackend (BLAS + OpenMP) and CudaBackend (cuBLASLt,
+// our .cu kernels) implement it; one is chosen at start-up from `train.device` by make_backend.
+// Model, trainer and generator code call only this header: no #ifdef, no stream, no BLAS call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "backends/adamw_hyper.h"
+
+namespace tessera::backends {
+
+// Seconds spent per kernel family, filled when profiling is on (bench/ reports them).
+struct KernelTimes {
+  double matmul = 0, attention = 0, layernorm = 0, gelu = 0, xent = 0, embedding = 0, other = 0;
+  double total() const { return matmul + attention + layernorm + gelu + xent + embedding + other; }
+};
+
+// Conventions for every op below. Pointers are memory of this backend's device (host memory for
+// the CPU backend), fp32 unless a type says otherwise; sizes are elements. Each op's shapes,
+// OVERWRITES / ACCUMULATES rules and derivation are those of its kernel twin in
+// src/backends/cpu/<op>.h (the CUDA twins keep the same contracts). Ops are queued on the
+// backend's compute stream in call order: an op sees every earlier op's result. Only the ops
+// documented as returning a host value wait for the device.
+//
+// Thread-safety: none; one host thread drives a backend. Not copyable.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  virtual core::Device device() const = 0;
+  // One line for the log, e.g. "cpu (OpenBLAS, 2 threads)" or "cuda:0 NVIDIA H200 (sm_90, ...)".
+  virtual std::string describe() const = 0;
+
+  // ---- Memory ---------------------------------------------------------------------------------
+  // A zeroed tensor on this backend's device. Throws tessera::Error when the device cannot hold
+  // it (naming the size and the fix). Allocate at start-up only: never inside a step.
+  virtual core::Tensor zeros(const core::Shape& shape, core::DType dtype = core::DType::kF32) = 0;
+  // Copies of `bytes` between host memory and this device, complete on return (they wait for the
+  // compute stream first, so they see every op queued before them).
+  virtual void copy_to_device(void* dst, const void* src_host, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst_host, const void* src, size_t bytes) = 0;
+  // Device-to-device copy and zero fill, queued.
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
+  // x (n) = value everywhere, queued.
+  virtual void fill(float* x, float value, int64_t n) = 0;
+  // The host waits until every queued op has finished.
+  virtual void synchronize() = 0;
+  // The compute stream as an opaque handle (cudaStream_t for CUDA, nullptr on the CPU), for the
+  // one place that must order another stream after it: a device communicator.
+  virtual void* stream() const = 0;
+
+  // ---- Linear layers --------------------------------------------------------------------------
+  // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC); bias may be null. OVERWRITES out.
+  virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                              int64_t N, int64_t C, int64_t OC) = 0;
+  // The GELU epilogue: pre_gelu (N, OC) = inp · weightᵀ + bias (saved for backward) and
+  // out = gelu(pre_gelu), both OVERWRITTEN. Fused into the GEMM where the device can.
+  virtual void matmul_gelu_forward(float* out, float* pre_gelu, const float* inp,
+                                   const float* weight, const float* bias, int64_t N, int64_t C,
+                                   int64_t OC) = 0;
+  // dinp (N, C) = dout · weight (OVERWRITES; skipped when null); dweight (OC, C) += doutᵀ · inp;
+  // dbias (OC) += column sums of dout (skipped when null).
+  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                               const float* inp, const float* weight, int64_t N, int64_t C,
+                               int64_t OC) = 0;
+
+  // ---- Normalisation and activations ----------------------------------------------------------
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                 const float* weight, const float* bias, int64_t N,
+                                 int64_t C) = 0;
+  // dinp ACCUMULATES (the residual stream); dweight, dbias ACCUMULATE.
+  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  const float* inp, const float* weight, const float* mean,
+                                  const float* rstd, int64_t N, int64_t C) = 0;
+  virtual void gelu_forward(float* out, const float* inp, int64_t n) = 0;
+  // dinp OVERWRITTEN; may alias dout.
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+
+  // ---- Element-wise ---------------------------------------------------------------------------
+  virtual void residual_forward(float* out, const float* a, const float* b, int64_t n) = 0;
+  virtual void add_inplace(float* acc, const float* x, int64_t n) = 0;
+  virtual void scale_inplace(float* x, float s, int64_t n) = 0;
+  // out (N, C) += bias (C) on every row.
+  virtual void add_bias(float* out, const float* bias, int64_t N, int64_t C) = 0;
+  // Σ x[i]² in double, returned to the host (waits). Deterministic for a fixed thread count.
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+
+  // ---- Attention (training) -------------------------------------------------------------------
+  // qkv (B, T, 3C) [q | k | v], heads of HS = C / NH; out (B, T, C); att (B, NH, T, T) saved
+  // probabilities. workspace: attention_workspace_size floats.
+  virtual void attention_forward(float* out, float* att, float* workspace, const float* qkv,
+                                 int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
+  // dqkv (B, T, 3C) OVERWRITTEN.
+  virtual void attention_backward(float* dqkv, float* workspace, const float* dout,
+                                  const float* qkv, const float* att, int64_t B, int64_t T,
+                                  int64_t C, int64_t NH) = 0;
+  virtual int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
+
+  // ---- Attention over a KV cache (generation, serving) ----------------------------------------
+  // A cache is (n_slots, maxT, C) for k and for v, one slot per sequence. Row i of a decode batch
+  // belongs to slot slots[i] at position positions[i] (device int32 arrays of N).
+  // kv_append: k_cache[slots[i], positions[i]] = k of row i, v alike; qkv (N, 3C) [q | k | v].
+  virtual void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
+                         const int32_t* positions, int64_t N, int64_t maxT, int64_t C) = 0;
+  // out (N, C) row i = causal attention of row i's q over its slot's positions 0..positions[i]
+  // (which kv_append has filled; rows of one slot may share a call in increasing positions, a
+  // chunk of prefill). Each row's result does not depend on the other rows (batch invariance).
+  virtual void attention_decode(float* out, const float* qkv, const float* k_cache,
+                                const float* v_cache, const int32_t* slots,
+                                const int32_t* positions, int64_t N, int64_t maxT, int64_t C,
+                                int64_t NH) = 0;
+
+  // ---- Embeddings -----------------------------------------------------------------------------
+  // out (N, C) = rows of wte_local for this rank's tokens, zeros for others' (OVERWRITES).
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte_local,
+                                 int64_t N, int64_t C, int64_t vocab_start, int64_t V_local) = 0;
+  virtual void embedding_backward(float* dwte_local, const float* dout, const int32_t* tokens,
+                                  int64_t N, int64_t C, int64_t vocab_start, int64_t V_local) = 0;
+  // out (B, T, C) += wpe[t] for every b.
+  virtual void positional_forward(float* out, const float* wpe, int64_t B, int64_t T,
+                                  int64_t C) = 0;
+  virtual void positional_backward(float* dwpe, const float* dout, int64_t B, int64_t T,
+                                   int64_t C) = 0;
+  // out (N, C) row i += wpe[positions[i]] (decode rows at their own positions).
+  virtual void positional_rows(float* out, const float* wpe, const int32_t* positions, int64_t N,
+                               int64_t C) = 0;
+
+  // ---- Vocab-parallel cross-entropy (passes; the caller reduces over tp between them) ---------
+  virtual void xent_row_max(float* row_max, const float* logits, int64_t N, int64_t n_cols,
+                            int64_t ld) = 0;
+  virtual void xent_row_sumexp_target(float* sumexp, float* target_logit, const float* logits,
+                                      const int32_t* targets, const float* row_max, int64_t N,
+                                      int64_t n_cols, int64_t ld, int64_t vocab_start) = 0;
+  virtual void xent_loss(float* losses, const float* row_max, const float* sumexp,
+                         const float* target_logit, const int32_t* targets, int64_t N) = 0;
+  virtual void xent_backward(float* dlogits, const float* logits, const int32_t* targets,
+                             const float* row_max, const float* sumexp, const float* dlosses,
+                             int64_t N, int64_t n_cols, int64_t ld, int64_t vocab_start) = 0;
+  // Σ losses[n] over targets[n] >= 0 (in double, rows in order) and the count of such rows,
+  // returned to the host (waits).
+  virtual double sum_losses(const float* losses, const int32_t* targets, int64_t N,
+                            int64_t* count) = 0;
+
+  // ---- Optimizer ------------------------------------------------------------------------------
+  // One AdamW step over n elements (backends/adamw_hyper.h has the update and its order).
+  virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                            const AdamWHyper& h, bool decay) = 0;
+
+  // ---- Profiling ------------------------------------------------------------------------------
+  // When on, each op adds its wall time to kernel_times() (the CUDA backend synchronises around
+  // each op to do so; off by default).
+  void set_profiling(bool on) { profiling_ = on; }
+  bool profiling() const { return profiling_; }
+  KernelTimes& kernel_times() { return times_; }
+
+ protected:
+  bool profiling_ = false;
+  KernelTimes times_;
+};
+
+// The backend named by `device` ("cpu" or "cuda") for a process that is local rank local_rank
+// of local_size on its node (the CUDA backend takes GPU local_rank % device_count). Errors name
+// the value and the fix: an unknown name; "cuda" in a build without the CUDA backend; "cuda" on
+// a machine with no usable GPU.
+core::Result<std::unique_ptr<Backend>> make_backend(const std::string& device, int local_rank,
+                                                    int local_size);
+
+// The process's CPU backend (host memory); the default of code that is given no backend.
+Backend& cpu_backend();
+
+}  // namespace tessera::backends

@@ -1,0 +1,70 @@
+// Decode-row attention over a KV cache; see attention_decode.h. The per-row arithmetic is fixed
+// (sequential over positions and head dims), so a row gives the same bits in any batch.
+#include "backends/cpu/attention_decode.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace tessera::backends::cpu {
+
+void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
+               const int32_t* positions, int64_t N, int64_t maxT, int64_t C) {
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t row = static_cast<int64_t>(slots[i]) * maxT + positions[i];
+    std::memcpy(k_cache + row * C, qkv + i * 3 * C + C, C * sizeof(float));
+    std::memcpy(v_cache + row * C, qkv + i * 3 * C + 2 * C, C * sizeof(float));
+  }
+}
+
+namespace {
+
+// One head of one row: out_h = softmax(q_h K^T * scale) V over n_ctx cache rows.
+void attend_head(float* oh, float* scratch, const float* qh, const float* k_slot,
+                 const float* v_slot, int64_t n_ctx, int64_t C, int64_t HS, float scale) {
+  float max = -INFINITY;
+  for (int64_t t = 0; t < n_ctx; ++t) {
+    const float* k = k_slot + t * C;
+    float dot = 0;
+    for (int64_t d = 0; d < HS; ++d) dot += qh[d] * k[d];
+    scratch[t] = dot * scale;
+    max = std::fmax(max, scratch[t]);
+  }
+  float sum = 0;
+  for (int64_t t = 0; t < n_ctx; ++t) {
+    scratch[t] = std::exp(scratch[t] - max);
+    sum += scratch[t];
+  }
+  for (int64_t d = 0; d < HS; ++d) oh[d] = 0;
+  for (int64_t t = 0; t < n_ctx; ++t) {
+    const float p = scratch[t] / sum;
+    const float* v = v_slot + t * C;
+    for (int64_t d = 0; d < HS; ++d) oh[d] += p * v[d];
+  }
+}
+
+}  // namespace
+
+void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
+                      const int32_t* slots, const int32_t* positions, int64_t N, int64_t maxT,
+                      int64_t C, int64_t NH) {
+  if (N == 0) return;
+  const int64_t HS = C / NH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const int64_t work = N * NH;
+  // Parallel over (row, head) pairs; each pair's arithmetic is the same in any schedule.
+#pragma omp parallel if (work > 1 && N * C * (positions[N - 1] + 1) > (1 << 15))
+  {
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < maxT) scratch.resize(maxT);
+#pragma omp for schedule(static)
+    for (int64_t w = 0; w < work; ++w) {
+      const int64_t i = w / NH, h = w % NH;
+      const int64_t slot_base = static_cast<int64_t>(slots[i]) * maxT * C + h * HS;
+      attend_head(out + i * C + h * HS, scratch.data(), qkv + i * 3 * C + h * HS,
+                  k_cache + slot_base, v_cache + slot_base, positions[i] + 1, C, HS, scale);
+    }
+  }
+}
+
+}  // namespace tessera::backends::cpu

@@ -1,0 +1,62 @@
+// Block: one pre-LayerNorm transformer layer (GPT-2), x -> x + attn(ln_1(x)) -> + mlp(ln_2(.)).
+// Saves every activation its backward needs; the residual stream's gradient flows through it.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "models/attention.h"
+#include "models/layernorm.h"
+#include "models/mlp.h"
+#include "models/module.h"
+
+namespace tessera::models {
+
+class KvCache;
+
+// Backward scratch shared by every layer.
+struct BlockScratch {
+  core::Tensor dln;  // (B*T, C): gradient at a layernorm's output
+  AttentionScratch attention;
+  MlpScratch mlp;
+};
+
+class Block {
+ public:
+  // first_index: the ParamSpec row of ln_1.weight; the layer's 12 rows follow in the order of
+  // Gpt::param_specs.
+  Block(const ModelContext& ctx, ArenaPlan& plan, BlockScratch& scratch, int first_index,
+        int64_t B, int64_t T, int64_t C, int64_t NH_local);
+
+  // out() (B*T, C) = the layer applied to x (B*T, C). Collective over tp_comm.
+  void forward(const float* x, int64_t B, int64_t T);
+  // dres (B*T, C): on entry the gradient at out(); on return the gradient at x (ACCUMULATED in
+  // place: both residual branches add their input gradients to it). Parameter gradients
+  // ACCUMULATE. x: what forward saw.
+  void backward(float* dres, const float* x, int64_t B, int64_t T);
+  // out() rows 0..N-1 = the layer applied to N decode rows x (N, C) (see
+  // CausalSelfAttention::decode for slots and positions).
+  void decode(const float* x, KvCache& cache, int layer, const int32_t* slots,
+              const int32_t* positions, int64_t N);
+
+  const float* out() const { return residual3_.f32(); }
+  // ParamSpec rows of this layer, first..first+11.
+  int first_index() const { return first_index_; }
+  static constexpr int kParams = 12;
+
+ private:
+  // The part of forward after attention: residual, ln_2, MLP, residual.
+  void finish(const float* x, int64_t N);
+
+  const ModelContext& ctx_;
+  BlockScratch& scratch_;
+  int first_index_;
+  int64_t C_;
+  LayerNorm ln1_;
+  CausalSelfAttention attn_;
+  LayerNorm ln2_;
+  Mlp mlp_;
+  core::Tensor ln1_out_, attproj_, residual2_, ln2_out_, fcproj_, residual3_;  // (B*T, C)
+};
+
+}  // namespace tessera::models

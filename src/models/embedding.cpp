@@ -1,0 +1,40 @@
+// VocabParallelEmbedding over the backend's embedding kernels.
+#include "models/embedding.h"
+
+#include "backends/backend.h"
+#include "parallel/mappings.h"
+
+namespace tessera::models {
+
+VocabParallelEmbedding::VocabParallelEmbedding(const ModelContext& ctx, int wte_index, int64_t C,
+                                               int64_t vocab_start, int64_t Vp_local)
+    : ctx_(ctx),
+      index_(wte_index),
+      C_(C),
+      vocab_start_(vocab_start),
+      Vp_local_(Vp_local),
+      wte_(ctx.weight(wte_index)),
+      wpe_(ctx.weight(wte_index + 1)),
+      dwte_(ctx.grad(wte_index)),
+      dwpe_(ctx.grad(wte_index + 1)) {}
+
+void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, int64_t B, int64_t T) {
+  ctx_.backend.embedding_forward(out, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
+  parallel::reduce_from_tp_forward(ctx_.tp_comm, out, B * T * C_);
+  ctx_.backend.positional_forward(out, wpe_, B, T, C_);
+}
+
+void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, int64_t B,
+                                      int64_t T) {
+  ctx_.backend.embedding_backward(dwte_, dout, tokens, B * T, C_, vocab_start_, Vp_local_);
+  ctx_.backend.positional_backward(dwpe_, dout, B, T, C_);
+}
+
+void VocabParallelEmbedding::decode(float* out, const int32_t* tokens, const int32_t* positions,
+                                    int64_t N) {
+  ctx_.backend.embedding_forward(out, tokens, wte_, N, C_, vocab_start_, Vp_local_);
+  parallel::reduce_from_tp_forward(ctx_.tp_comm, out, N * C_);
+  ctx_.backend.positional_rows(out, wpe_, positions, N, C_);
+}
+
+}  // namespace tessera::models

@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "core/philox.h"
-#include "backends/cpu/softmax.h"
+#include "generate/softmax.h"
 
 namespace tessera::generate {
 
@@ -16,7 +16,7 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingOptions& o, u
   }
   probs.resize(V);
   order.resize(V);
-  backends::cpu::softmax_forward(probs.data(), logits, V, o.temperature);
+  softmax_forward(probs.data(), logits, V, o.temperature);
   std::iota(order.begin(), order.end(), 0);
   // Highest probability first; ties by lower id, so the order is fully determined.
   auto by_prob = [&](int32_t a, int32_t b) {

@@ -1,5 +1,5 @@
 // Row softmax with temperature (sampling): the definition, stability, in-place use, bad input.
-#include "backends/cpu/softmax.h"
+#include "generate/softmax.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,8 @@
 #include "core/error.h"
 #include "grad_check.h"
 
-namespace tessera::backends::cpu {
+namespace tessera::generate {
+using core::fast_exp;
 namespace {
 
 using testing::cast_vector;
@@ -116,4 +117,4 @@ TEST(Softmax, FastExpIsAccurateAndHandlesSpecialValues) {
 }
 
 }  // namespace
-}  // namespace tessera::backends::cpu
+}  // namespace tessera::generate

@@ -9,10 +9,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/fast_exp.h"
 #include "core/error.h"
-#include "backends/cpu/softmax.h"
 
 namespace tessera::backends::cpu {
+using core::fast_exp;
 namespace {
 
 // Query rows are processed in blocks of this many: block r0..r0+rows-1 only sees keys

@@ -6,10 +6,11 @@
 #include <cmath>
 #include <limits>
 
+#include "core/fast_exp.h"
 #include "core/error.h"
-#include "backends/cpu/softmax.h"
 
 namespace tessera::backends::cpu {
+using core::fast_exp;
 namespace {
 
 // Calls touching fewer logits than this run on the calling thread: waking the team would cost

@@ -1,5 +1,5 @@
 // GELU (tanh form) written as x · sigmoid(2u): 0.5 · (1 + tanh(u)) = 1 / (1 + exp(-2u)), so only
-// exp is needed: fast_exp (backends/cpu/fast_exp.h), which vectorises; double calls std::exp.
+// exp is needed: fast_exp (core/fast_exp.h), which vectorises; double calls std::exp.
 
 // GCC will not if-convert float compares under trapping math (the default), which can leave a
 // loop scalar; we never read FP exception flags, so this changes no value.
@@ -13,9 +13,10 @@
 #include <bit>
 #include <cmath>
 
-#include "backends/cpu/fast_exp.h"
+#include "core/fast_exp.h"
 
 namespace tessera::backends::cpu {
+using core::fast_exp;
 namespace {
 
 constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2 / pi)

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-namespace tessera::backends::cpu {
+namespace tessera::core {
 
 // e^x in float, within 1e-7 relative of the true value for -87.3 <= x <= 88 (measured worst
 // 7.5e-8, i.e. about 1 ulp); results below FLT_MIN flush to 0, -inf gives 0, NaN stays NaN, and
@@ -61,4 +61,4 @@ inline float fast_exp(float x) {
 // Double keeps the library's correctly rounded exp: it is the reference precision.
 inline double fast_exp(double x) { return std::exp(x); }
 
-}  // namespace tessera::backends::cpu
+}  // namespace tessera::core

@@ -1,12 +1,13 @@
 // Row softmax with temperature (generation's sampling distribution).
-#include "backends/cpu/softmax.h"
+#include "generate/softmax.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 
-namespace tessera::backends::cpu {
+namespace tessera::generate {
+using core::fast_exp;
 
 template <typename T>
 void softmax_forward(T* probs, const T* logits, int64_t n, T temperature) {
@@ -33,4 +34,4 @@ void softmax_forward(T* probs, const T* logits, int64_t n, T temperature) {
 template void softmax_forward<float>(float*, const float*, int64_t, float);
 template void softmax_forward<double>(double*, const double*, int64_t, double);
 
-}  // namespace tessera::backends::cpu
+}  // namespace tessera::generate

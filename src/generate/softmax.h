@@ -3,9 +3,9 @@
 
 #include <cstdint>
 
-#include "backends/cpu/fast_exp.h"
+#include "core/fast_exp.h"
 
-namespace tessera::backends::cpu {
+namespace tessera::generate {
 
 // probs (n) = softmax(logits (n) / temperature), computed as exp((z - max z) / temperature) / sum
 // so no term overflows. Preconditions: n >= 1, temperature > 0 (greedy decoding is the caller's
@@ -14,4 +14,4 @@ namespace tessera::backends::cpu {
 template <typename T>
 void softmax_forward(T* probs, const T* logits, int64_t n, T temperature);
 
-}  // namespace tessera::backends::cpu
+}  // namespace tessera::generate

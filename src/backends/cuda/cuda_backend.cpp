@@ -1,10 +1,314 @@
-// Placeholder until the CudaBackend lands: the factory of a CUDA build.
+// CudaBackend: each op forwards to its CUDA launcher on the compute stream, timed per kernel
+// family when profiling; and make_cuda_backend, the factory of a CUDA build. Plain C++: only the
+// launchers' headers, no CUDA header.
+#include "backends/cuda/cuda_backend.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "backends/cuda/adamw.h"
+#include "backends/cuda/attention.h"
+#include "backends/cuda/crossentropy.h"
+#include "backends/cuda/decode.h"
+#include "backends/cuda/embedding.h"
+#include "backends/cuda/gelu.h"
+#include "backends/cuda/layernorm.h"
+#include "backends/cuda/misc.h"
+#include "backends/cuda/residual.h"
 #include "backends/cuda_factory.h"
+#include "core/error.h"
 
 namespace tessera::backends {
 
-core::Result<std::unique_ptr<Backend>> make_cuda_backend(int, int) {
-  return core::Status::error("train.device 'cuda': the CUDA backend is not wired yet; use cpu");
+namespace kc = backends::cuda;
+
+namespace {
+
+// scratch_ layout, in bytes: partials | sum_squares result | loss sum | loss count.
+constexpr size_t kPartialsOffset = 0;
+constexpr size_t kSumSquaresOffset = kc::kSumSquaresPartials * sizeof(double);
+constexpr size_t kLossTotalsOffset = kSumSquaresOffset + sizeof(double);
+
+// sum_losses' two results as they lie in scratch_, downloaded in one copy.
+struct LossTotals {
+  double sum;
+  int64_t count;
+};
+static_assert(sizeof(LossTotals) == sizeof(double) + sizeof(int64_t) &&
+                  offsetof(LossTotals, count) == sizeof(double),
+              "LossTotals mirrors the device layout");
+
+constexpr size_t kScratchBytes = kLossTotalsOffset + sizeof(LossTotals);
+
+}  // namespace
+
+CudaBackend::CudaBackend() : scratch_(kScratchBytes) {}
+
+CudaBackend::~CudaBackend() {
+  // Queued work may still read the scratch or the GEMM workspace freed next. A destructor must not
+  // throw; a failure here leaves a sticky error the next CUDA call reports.
+  try {
+    stream_.synchronize();
+  } catch (const Error&) {
+  }
+}
+
+template <typename Op>
+void CudaBackend::timed(double* slot, Op&& op) {
+  if (!profiling_) {
+    std::forward<Op>(op)();
+    return;
+  }
+  // Kernels run asynchronously: wait before and after, so the interval is this op's alone.
+  stream_.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::forward<Op>(op)();
+  stream_.synchronize();
+  *slot += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string CudaBackend::describe() const { return kc::describe_device(); }
+
+// ---- Memory -------------------------------------------------------------------------------------
+
+core::Tensor CudaBackend::zeros(const core::Shape& shape, core::DType dtype) {
+  const size_t bytes = static_cast<size_t>(core::shape_numel(shape)) * core::dtype_size(dtype);
+  std::shared_ptr<kc::DeviceBuffer> buffer;
+  try {
+    buffer = std::make_shared<kc::DeviceBuffer>(bytes);
+  } catch (const Error& e) {
+    throw Error("CUDA backend: cannot allocate a " + core::shape_string(shape) + " " +
+                core::dtype_name(dtype) + " tensor (" + std::to_string(bytes) + " bytes) on " +
+                kc::describe_device() + ": " + e.what() +
+                "; reduce train.batch_size or the sequence length, or use more tensor-parallel "
+                "ranks");
+  }
+  void* data = buffer->data();
+  if (bytes > 0) {
+    kc::fill_zero(data, bytes, stream_.get());
+    // Zeroed before the tensor is handed out, whichever stream uses it first.
+    stream_.synchronize();
+  }
+  // The release function owns the buffer: freeing it is dropping the last reference.
+  auto storage = std::make_shared<core::Storage>(
+      data, bytes, core::Device::kCuda,
+      [owner = std::move(buffer)](void*) mutable { owner.reset(); });
+  return core::Tensor::adopt(std::move(storage), shape, dtype);
+}
+
+void CudaBackend::copy_to_device(void* dst, const void* src_host, size_t bytes) {
+  if (bytes == 0) return;
+  kc::copy_to_device_sync(dst, src_host, bytes, stream_.get());
+}
+void CudaBackend::copy_to_host(void* dst_host, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  kc::copy_to_host_sync(dst_host, src, bytes, stream_.get());
+}
+void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
+  kc::copy_device_to_device(dst, src, bytes, stream_.get());
+}
+void CudaBackend::fill_zero(void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  kc::fill_zero(dst, bytes, stream_.get());
+}
+void CudaBackend::fill(float* x, float value, int64_t n) { kc::fill(x, value, n, stream_.get()); }
+void CudaBackend::synchronize() { stream_.synchronize(); }
+
+// ---- Linear layers ------------------------------------------------------------------------------
+
+void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
+                                 const float* bias, int64_t N, int64_t C, int64_t OC) {
+  timed(&times_.matmul,
+        [&] { kc::matmul_forward(matmul_, out, inp, weight, bias, N, C, OC, stream_.get()); });
+}
+void CudaBackend::matmul_gelu_forward(float* out, float* pre_gelu, const float* inp,
+                                      const float* weight, const float* bias, int64_t N, int64_t C,
+                                      int64_t OC) {
+  // Fused into the GEMM's epilogue where cuBLASLt can: the time is the matmul's.
+  timed(&times_.matmul, [&] {
+    kc::matmul_gelu_forward(matmul_, out, pre_gelu, inp, weight, bias, N, C, OC, stream_.get());
+  });
+}
+void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  const float* inp, const float* weight, int64_t N, int64_t C,
+                                  int64_t OC) {
+  timed(&times_.matmul, [&] {
+    kc::matmul_backward(matmul_, dinp, dweight, dbias, dout, inp, weight, N, C, OC, stream_.get());
+  });
+}
+
+// ---- Normalisation and activations --------------------------------------------------------------
+
+void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                    const float* weight, const float* bias, int64_t N, int64_t C) {
+  timed(&times_.layernorm,
+        [&] { kc::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, stream_.get()); });
+}
+void CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                     const float* inp, const float* weight, const float* mean,
+                                     const float* rstd, int64_t N, int64_t C) {
+  timed(&times_.layernorm, [&] {
+    kc::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C,
+                           stream_.get());
+  });
+}
+void CudaBackend::gelu_forward(float* out, const float* inp, int64_t n) {
+  timed(&times_.gelu, [&] { kc::gelu_forward(out, inp, n, stream_.get()); });
+}
+void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  timed(&times_.gelu, [&] { kc::gelu_backward(dinp, inp, dout, n, stream_.get()); });
+}
+
+// ---- Element-wise -------------------------------------------------------------------------------
+
+void CudaBackend::residual_forward(float* out, const float* a, const float* b, int64_t n) {
+  timed(&times_.other, [&] { kc::residual_forward(out, a, b, n, stream_.get()); });
+}
+void CudaBackend::add_inplace(float* acc, const float* x, int64_t n) {
+  timed(&times_.other, [&] { kc::add_inplace(acc, x, n, stream_.get()); });
+}
+void CudaBackend::scale_inplace(float* x, float s, int64_t n) {
+  timed(&times_.other, [&] { kc::scale_inplace(x, s, n, stream_.get()); });
+}
+void CudaBackend::add_bias(float* out, const float* bias, int64_t N, int64_t C) {
+  timed(&times_.matmul, [&] { kc::add_bias(out, bias, N, C, stream_.get()); });
+}
+double CudaBackend::sum_squares(const float* x, int64_t n) {
+  auto* base = static_cast<char*>(scratch_.data());
+  auto* result = reinterpret_cast<double*>(base + kSumSquaresOffset);
+  timed(&times_.other, [&] {
+    kc::sum_squares(result, reinterpret_cast<double*>(base + kPartialsOffset), x, n, stream_.get());
+  });
+  double host = 0;
+  kc::copy_to_host_sync(&host, result, sizeof(host), stream_.get());
+  return host;
+}
+
+// ---- Attention ----------------------------------------------------------------------------------
+
+void CudaBackend::attention_forward(float* out, float* att, float* workspace, const float* qkv,
+                                    int64_t B, int64_t T, int64_t C, int64_t NH) {
+  timed(&times_.attention,
+        [&] { kc::attention_forward(out, att, workspace, qkv, B, T, C, NH, stream_.get()); });
+}
+void CudaBackend::attention_backward(float* dqkv, float* workspace, const float* dout,
+                                     const float* qkv, const float* att, int64_t B, int64_t T,
+                                     int64_t C, int64_t NH) {
+  timed(&times_.attention, [&] {
+    kc::attention_backward(dqkv, workspace, dout, qkv, att, B, T, C, NH, stream_.get());
+  });
+}
+int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
+  return kc::attention_workspace_size(B, T, C, NH);
+}
+void CudaBackend::kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
+                            const int32_t* positions, int64_t N, int64_t maxT, int64_t C) {
+  timed(&times_.attention,
+        [&] { kc::kv_append(k_cache, v_cache, qkv, slots, positions, N, maxT, C, stream_.get()); });
+}
+void CudaBackend::attention_decode(float* out, const float* qkv, const float* k_cache,
+                                   const float* v_cache, const int32_t* slots,
+                                   const int32_t* positions, int64_t N, int64_t maxT, int64_t C,
+                                   int64_t NH) {
+  timed(&times_.attention, [&] {
+    kc::attention_decode(out, qkv, k_cache, v_cache, slots, positions, N, maxT, C, NH,
+                         stream_.get());
+  });
+}
+
+// ---- Embeddings ---------------------------------------------------------------------------------
+
+void CudaBackend::embedding_forward(float* out, const int32_t* tokens, const float* wte_local,
+                                    int64_t N, int64_t C, int64_t vocab_start, int64_t V_local) {
+  timed(&times_.embedding, [&] {
+    kc::embedding_forward(out, tokens, wte_local, N, C, vocab_start, V_local, stream_.get());
+  });
+}
+void CudaBackend::embedding_backward(float* dwte_local, const float* dout, const int32_t* tokens,
+                                     int64_t N, int64_t C, int64_t vocab_start, int64_t V_local) {
+  timed(&times_.embedding, [&] {
+    kc::embedding_backward(dwte_local, dout, tokens, N, C, vocab_start, V_local, stream_.get());
+  });
+}
+void CudaBackend::positional_forward(float* out, const float* wpe, int64_t B, int64_t T,
+                                     int64_t C) {
+  timed(&times_.embedding, [&] { kc::positional_forward(out, wpe, B, T, C, stream_.get()); });
+}
+void CudaBackend::positional_backward(float* dwpe, const float* dout, int64_t B, int64_t T,
+                                      int64_t C) {
+  timed(&times_.embedding, [&] { kc::positional_backward(dwpe, dout, B, T, C, stream_.get()); });
+}
+void CudaBackend::positional_rows(float* out, const float* wpe, const int32_t* positions, int64_t N,
+                                  int64_t C) {
+  timed(&times_.embedding, [&] { kc::positional_rows(out, wpe, positions, N, C, stream_.get()); });
+}
+
+// ---- Cross-entropy ------------------------------------------------------------------------------
+
+void CudaBackend::xent_row_max(float* row_max, const float* logits, int64_t N, int64_t n_cols,
+                               int64_t ld) {
+  timed(&times_.xent, [&] { kc::xent_row_max(row_max, logits, N, n_cols, ld, stream_.get()); });
+}
+void CudaBackend::xent_row_sumexp_target(float* sumexp, float* target_logit, const float* logits,
+                                         const int32_t* targets, const float* row_max, int64_t N,
+                                         int64_t n_cols, int64_t ld, int64_t vocab_start) {
+  timed(&times_.xent, [&] {
+    kc::xent_row_sumexp_target(sumexp, target_logit, logits, targets, row_max, N, n_cols, ld,
+                               vocab_start, stream_.get());
+  });
+}
+void CudaBackend::xent_loss(float* losses, const float* row_max, const float* sumexp,
+                            const float* target_logit, const int32_t* targets, int64_t N) {
+  timed(&times_.xent,
+        [&] { kc::xent_loss(losses, row_max, sumexp, target_logit, targets, N, stream_.get()); });
+}
+void CudaBackend::xent_backward(float* dlogits, const float* logits, const int32_t* targets,
+                                const float* row_max, const float* sumexp, const float* dlosses,
+                                int64_t N, int64_t n_cols, int64_t ld, int64_t vocab_start) {
+  timed(&times_.xent, [&] {
+    kc::xent_backward(dlogits, logits, targets, row_max, sumexp, dlosses, N, n_cols, ld,
+                      vocab_start, stream_.get());
+  });
+}
+double CudaBackend::sum_losses(const float* losses, const int32_t* targets, int64_t N,
+                               int64_t* count) {
+  auto* totals = static_cast<char*>(scratch_.data()) + kLossTotalsOffset;
+  kc::sum_losses(reinterpret_cast<double*>(totals),
+                 reinterpret_cast<int64_t*>(totals + offsetof(LossTotals, count)), losses, targets,
+                 N, stream_.get());
+  LossTotals host{};
+  kc::copy_to_host_sync(&host, totals, sizeof(host), stream_.get());
+  if (count) *count = host.count;
+  return host.sum;
+}
+
+// ---- Optimizer ----------------------------------------------------------------------------------
+
+void CudaBackend::adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                               const AdamWHyper& h, bool decay) {
+  // fp32 master weights only: no bf16 working copy through this interface.
+  timed(&times_.other,
+        [&] { kc::adamw_update(param, grad, m, v, n, h, decay, nullptr, stream_.get()); });
+}
+
+// ---- Factory ------------------------------------------------------------------------------------
+
+core::Result<std::unique_ptr<Backend>> make_cuda_backend(int local_rank, int local_size) {
+  // No usable GPU: select_device's message names the fix ("use train.device=cpu or run on a GPU
+  // node"); passed through unchanged.
+  TESSERA_RETURN_IF_ERROR(kc::select_device(local_rank, local_size));
+  try {
+    return std::unique_ptr<Backend>(std::make_unique<CudaBackend>());
+  } catch (const Error& e) {
+    return core::Status::error("train.device=cuda: setting up the CUDA backend on " +
+                               kc::describe_device() + " failed: " + e.what() +
+                               "; use train.device=cpu or run on a GPU node with free memory");
+  }
 }
 
 bool cuda_backend_built() { return true; }

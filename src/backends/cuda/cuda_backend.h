@@ -1,0 +1,110 @@
+// CudaBackend: the Backend interface over the CUDA kernels of this folder (cuBLASLt GEMMs in true
+// fp32, our .cu kernels). Every op is queued on one owned non-blocking compute stream in call
+// order; only copies to and from the host, sum_squares and sum_losses wait for it.
+#pragma once
+
+#include "backends/backend.h"
+#include "backends/cuda/device.h"
+#include "backends/cuda/matmul.h"
+
+namespace tessera::backends {
+
+// Lifetime: construct with the device already selected (make_cuda_backend does it); the device
+// current at construction must stay current on the driving host thread. Tensors from zeros() own
+// their memory and may outlive the backend. Thread-safety: none (one host thread, as Backend).
+class CudaBackend final : public Backend {
+ public:
+  // Creates the compute stream, the cuBLASLt context (with its 32 MiB workspace) and the
+  // reduction scratch on the current device. Throws tessera::Error when CUDA refuses any of them.
+  CudaBackend();
+  ~CudaBackend() override;
+
+  core::Device device() const override { return core::Device::kCuda; }
+  std::string describe() const override;
+
+  core::Tensor zeros(const core::Shape& shape, core::DType dtype) override;
+  void copy_to_device(void* dst, const void* src_host, size_t bytes) override;
+  void copy_to_host(void* dst_host, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(void* dst, size_t bytes) override;
+  void fill(float* x, float value, int64_t n) override;
+  void synchronize() override;
+  void* stream() const override { return stream_.get(); }
+
+  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                      int64_t N, int64_t C, int64_t OC) override;
+  void matmul_gelu_forward(float* out, float* pre_gelu, const float* inp, const float* weight,
+                           const float* bias, int64_t N, int64_t C, int64_t OC) override;
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       const float* inp, const float* weight, int64_t N, int64_t C,
+                       int64_t OC) override;
+
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                         const float* weight, const float* bias, int64_t N, int64_t C) override;
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                          const float* inp, const float* weight, const float* mean,
+                          const float* rstd, int64_t N, int64_t C) override;
+  void gelu_forward(float* out, const float* inp, int64_t n) override;
+  void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
+
+  void residual_forward(float* out, const float* a, const float* b, int64_t n) override;
+  void add_inplace(float* acc, const float* x, int64_t n) override;
+  void scale_inplace(float* x, float s, int64_t n) override;
+  void add_bias(float* out, const float* bias, int64_t N, int64_t C) override;
+  double sum_squares(const float* x, int64_t n) override;
+
+  void attention_forward(float* out, float* att, float* workspace, const float* qkv, int64_t B,
+                         int64_t T, int64_t C, int64_t NH) override;
+  void attention_backward(float* dqkv, float* workspace, const float* dout, const float* qkv,
+                          const float* att, int64_t B, int64_t T, int64_t C, int64_t NH) override;
+  int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) override;
+  void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
+                 const int32_t* positions, int64_t N, int64_t maxT, int64_t C) override;
+  void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
+                        const int32_t* slots, const int32_t* positions, int64_t N, int64_t maxT,
+                        int64_t C, int64_t NH) override;
+
+  void embedding_forward(float* out, const int32_t* tokens, const float* wte_local, int64_t N,
+                         int64_t C, int64_t vocab_start, int64_t V_local) override;
+  void embedding_backward(float* dwte_local, const float* dout, const int32_t* tokens, int64_t N,
+                          int64_t C, int64_t vocab_start, int64_t V_local) override;
+  void positional_forward(float* out, const float* wpe, int64_t B, int64_t T, int64_t C) override;
+  void positional_backward(float* dwpe, const float* dout, int64_t B, int64_t T,
+                           int64_t C) override;
+  void positional_rows(float* out, const float* wpe, const int32_t* positions, int64_t N,
+                       int64_t C) override;
+
+  void xent_row_max(float* row_max, const float* logits, int64_t N, int64_t n_cols,
+                    int64_t ld) override;
+  void xent_row_sumexp_target(float* sumexp, float* target_logit, const float* logits,
+                              const int32_t* targets, const float* row_max, int64_t N,
+                              int64_t n_cols, int64_t ld, int64_t vocab_start) override;
+  void xent_loss(float* losses, const float* row_max, const float* sumexp,
+                 const float* target_logit, const int32_t* targets, int64_t N) override;
+  void xent_backward(float* dlogits, const float* logits, const int32_t* targets,
+                     const float* row_max, const float* sumexp, const float* dlosses, int64_t N,
+                     int64_t n_cols, int64_t ld, int64_t vocab_start) override;
+  double sum_losses(const float* losses, const int32_t* targets, int64_t N,
+                    int64_t* count) override;
+
+  void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                    const AdamWHyper& h, bool decay) override;
+
+ private:
+  // When profiling, waits for the stream, runs op, waits again and adds the wall time to *slot;
+  // otherwise just queues op.
+  template <typename Op>
+  void timed(double* slot, Op&& op);
+
+  // Members are destroyed in reverse: the scratch and the GEMM context before their stream.
+  cuda::DeviceStream stream_;
+  cuda::MatmulContext matmul_;
+  // Reduction results and scratch, one allocation: sum_squares' kSumSquaresPartials partials and
+  // result, then sum_losses' sum (double) and count (int64) side by side (one 16-byte download).
+  cuda::DeviceBuffer scratch_;
+};
+
+// make_cuda_backend (backends/cuda_factory.h) is defined in cuda_backend.cpp: select_device, then
+// a CudaBackend.
+
+}  // namespace tessera::backends

@@ -1,0 +1,29 @@
+// Small device ops the Backend interface needs that no kernel family owns: a constant fill, a
+// device-to-device copy and the masked loss sum behind a step's mean loss. fp32; device
+// pointers; work is queued on `stream` and never waits for it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backends/cuda/stream.h"
+
+namespace tessera::backends::cuda {
+
+// x (n) = value everywhere. OVERWRITES x.
+void fill(float* x, float value, int64_t n, Stream stream);
+
+// `bytes` from src to dst, both device memory. dst == src is a no-op; other overlaps are not
+// allowed (cudaMemcpyAsync's rule).
+void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream);
+
+// *sum = Σ losses[n] over the rows with targets[n] >= 0, in double, and *count = the number of
+// such rows; losses, targets: (N). sum and count are one device double and one device int64,
+// OVERWRITTEN (0 and 0 when N == 0); the result stays on the device.
+// Deterministic: one block, thread t adds rows t, t + 256, ... in order, then a fixed halving
+// tree, so the same inputs give the same bits on every run (not the CPU's sequential order:
+// they agree to double rounding, ~1e-16 relative per row).
+void sum_losses(double* sum, int64_t* count, const float* losses, const int32_t* targets, int64_t N,
+                Stream stream);
+
+}  // namespace tessera::backends::cuda

@@ -1,0 +1,521 @@
+// Every op of the Backend interface through both backends, in the manner of ggml's
+// tests/test-backend-ops.cpp: seeded random inputs, CpuBackend on host buffers and CudaBackend on
+// device tensors (copied in, run, copied out), compared as ||cuda - cpu|| / ||cpu|| per op.
+// Tolerances: 0 (bit for bit) where both sides do the same IEEE operations per element (copies,
+// element-wise adds and scales, maxima, the embeddings' ordered sums); 1e-5, the project's fp32
+// bar, where the order of fp32 sums or expf/tanhf against libm differ (GEMMs are true fp32 on both:
+// CUBLAS_COMPUTE_32F, so each side is within ~sqrt(K) · 6e-8 of exact); 1e-6 for AdamW (1 ulp per
+// fused multiply-add, as tests/cuda/adamw_test.cu); 1e-10 for the double reductions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda_factory.h"
+#include "cuda_test_util.h"
+
+namespace tessera::backends {
+namespace {
+
+namespace tt = tessera::testing;
+
+constexpr double kF32Tolerance = 1e-5;
+constexpr double kAdamWTolerance = 1e-6;
+constexpr double kDoubleSumTolerance = 1e-10;
+
+template <typename T>
+constexpr core::DType dtype_of() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int32_t>, "f32 or i32 operands");
+  return std::is_same_v<T, float> ? core::DType::kF32 : core::DType::kI32;
+}
+
+// One operand in both backends' memory: `host` is the CPU backend's, `dev` a tensor of the CUDA
+// backend holding the same values when made. After the op each holds its own backend's result.
+template <typename T>
+struct Twin {
+  std::vector<T> host;
+  core::Tensor dev;
+  T* h() { return host.data(); }
+  T* d() const { return dev.data<T>(); }
+};
+
+std::vector<int32_t> random_ints(int64_t n, int32_t lo, int32_t hi, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int32_t> dist(lo, hi);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+class CudaBackendOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto made = make_cuda_backend(0, 1);
+    ASSERT_TRUE(made.is_ok()) << made.status().message();
+    gpu_ = std::move(made).value();
+  }
+
+  template <typename T>
+  Twin<T> twin(std::vector<T> host) {
+    const auto n = static_cast<int64_t>(host.size());
+    Twin<T> t{std::move(host), gpu_->zeros({n}, dtype_of<T>())};
+    gpu_->copy_to_device(t.d(), t.h(), n * sizeof(T));
+    return t;
+  }
+  // An OVERWRITTEN output: NaN on both sides, so an element one backend leaves unwritten fails.
+  Twin<float> output(int64_t n) { return twin(std::vector<float>(n, NAN)); }
+  Twin<float> random(int64_t n, uint32_t seed, float scale = 1.0f) {
+    return twin(tt::random_floats(n, seed, scale));
+  }
+
+  template <typename T>
+  std::vector<T> fetch(const Twin<T>& t) {
+    std::vector<T> out(t.host.size());
+    gpu_->copy_to_host(out.data(), t.d(), out.size() * sizeof(T));
+    return out;
+  }
+  void expect_close(const Twin<float>& t, double tolerance, const std::string& what) {
+    EXPECT_LE(tt::rel_error(fetch(t), t.host), tolerance) << what;
+  }
+  template <typename T>
+  void expect_equal(const Twin<T>& t, const std::string& what) {
+    EXPECT_EQ(fetch(t), t.host) << what;
+  }
+
+  CpuBackend cpu_;
+  std::unique_ptr<Backend> gpu_;
+};
+
+// ---- Backend plumbing ---------------------------------------------------------------------------
+
+TEST_F(CudaBackendOps, FactoryRejectsABadLocalRankNamingIt) {
+  const auto made = make_cuda_backend(3, 2);
+  ASSERT_FALSE(made.is_ok());
+  EXPECT_NE(made.status().message().find("local rank 3"), std::string::npos)
+      << made.status().message();
+  EXPECT_TRUE(cuda_backend_built());
+}
+
+TEST_F(CudaBackendOps, DescribesItsDeviceAndOwnsAStream) {
+  EXPECT_EQ(gpu_->device(), core::Device::kCuda);
+  EXPECT_EQ(gpu_->describe().rfind("cuda:", 0), 0u) << gpu_->describe();
+  EXPECT_NE(gpu_->stream(), nullptr);  // its own non-blocking stream, not the legacy default
+}
+
+TEST_F(CudaBackendOps, ZerosAreZeroedDeviceTensors) {
+  for (const auto dtype : {core::DType::kF32, core::DType::kI32, core::DType::kBF16}) {
+    const core::Tensor t = gpu_->zeros({3, 37, 5}, dtype);
+    EXPECT_EQ(t.device(), core::Device::kCuda);
+    EXPECT_EQ(t.dtype(), dtype);
+    EXPECT_EQ(t.shape(), (core::Shape{3, 37, 5}));
+    std::vector<unsigned char> host(t.bytes(), 0xAB);
+    gpu_->copy_to_host(host.data(), t.raw(), host.size());
+    EXPECT_EQ(host, std::vector<unsigned char>(t.bytes(), 0));
+  }
+  EXPECT_EQ(gpu_->zeros({0}, core::DType::kF32).numel(), 0);  // an empty tensor is allowed
+}
+
+TEST_F(CudaBackendOps, CopiesFillsAndRoundTrips) {
+  constexpr int64_t n = 100003;
+  auto src = random(n, 11);
+  expect_equal(src, "copy_to_device then copy_to_host");
+
+  auto dst = output(n);
+  cpu_.copy(dst.h(), src.h(), n * sizeof(float));
+  gpu_->copy(dst.d(), src.d(), n * sizeof(float));
+  expect_equal(dst, "copy");
+
+  cpu_.fill_zero(dst.h(), 1000 * sizeof(float));
+  gpu_->fill_zero(dst.d(), 1000 * sizeof(float));
+  expect_equal(dst, "fill_zero of a prefix");
+
+  cpu_.fill(dst.h() + 7, -2.5f, n - 7);
+  gpu_->fill(dst.d() + 7, -2.5f, n - 7);
+  gpu_->synchronize();
+  expect_equal(dst, "fill");
+}
+
+TEST_F(CudaBackendOps, ProfilingAddsWallTimeToTheOpsFamily) {
+  constexpr int64_t N = 64, C = 128, OC = 256;
+  auto inp = random(N * C, 21), weight = random(OC * C, 22), out = output(N * OC);
+  EXPECT_FALSE(gpu_->profiling());
+  gpu_->matmul_forward(out.d(), inp.d(), weight.d(), nullptr, N, C, OC);
+  EXPECT_EQ(gpu_->kernel_times().total(), 0.0);  // off by default: nothing timed
+  gpu_->set_profiling(true);
+  gpu_->matmul_forward(out.d(), inp.d(), weight.d(), nullptr, N, C, OC);
+  gpu_->gelu_forward(out.d(), out.d(), N * OC);
+  gpu_->set_profiling(false);
+  EXPECT_GT(gpu_->kernel_times().matmul, 0.0);
+  EXPECT_GT(gpu_->kernel_times().gelu, 0.0);
+  EXPECT_EQ(gpu_->kernel_times().attention, 0.0);
+}
+
+// ---- Linear layers ------------------------------------------------------------------------------
+
+// OC = 300 takes our GELU kernel after the GEMM (cuBLASLt's epilogue needs OC % 8 == 0); OC = 256
+// the fused GELU_AUX_BIAS epilogue. 1e-5.
+TEST_F(CudaBackendOps, MatmulForwardAndGeluEpilogue) {
+  for (const int64_t OC : {int64_t{300}, int64_t{256}}) {
+    SCOPED_TRACE(::testing::Message() << "OC " << OC);
+    constexpr int64_t N = 37, C = 100;
+    auto inp = random(N * C, 31), weight = random(OC * C, 32, 0.1f), bias = random(OC, 33);
+    auto out = output(N * OC);
+    cpu_.matmul_forward(out.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
+    gpu_->matmul_forward(out.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+    expect_close(out, kF32Tolerance, "matmul_forward");
+    cpu_.matmul_forward(out.h(), inp.h(), weight.h(), nullptr, N, C, OC);
+    gpu_->matmul_forward(out.d(), inp.d(), weight.d(), nullptr, N, C, OC);
+    expect_close(out, kF32Tolerance, "matmul_forward without bias");
+
+    auto gelu_out = output(N * OC), pre_gelu = output(N * OC);
+    cpu_.matmul_gelu_forward(gelu_out.h(), pre_gelu.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
+    gpu_->matmul_gelu_forward(gelu_out.d(), pre_gelu.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+    expect_close(pre_gelu, kF32Tolerance, "matmul_gelu_forward pre_gelu");
+    expect_close(gelu_out, kF32Tolerance, "matmul_gelu_forward out");
+  }
+}
+
+// dinp OVERWRITES; dweight and dbias ACCUMULATE onto random values; null dinp and dbias skip.
+// 1e-5.
+TEST_F(CudaBackendOps, MatmulBackward) {
+  constexpr int64_t N = 37, C = 100, OC = 300;
+  auto dout = random(N * OC, 41), inp = random(N * C, 42), weight = random(OC * C, 43, 0.1f);
+  auto dinp = output(N * C), dweight = random(OC * C, 44), dbias = random(OC, 45);
+  cpu_.matmul_backward(dinp.h(), dweight.h(), dbias.h(), dout.h(), inp.h(), weight.h(), N, C, OC);
+  gpu_->matmul_backward(dinp.d(), dweight.d(), dbias.d(), dout.d(), inp.d(), weight.d(), N, C, OC);
+  expect_close(dinp, kF32Tolerance, "dinp");
+  expect_close(dweight, kF32Tolerance, "dweight");
+  expect_close(dbias, kF32Tolerance, "dbias");
+
+  cpu_.matmul_backward(nullptr, dweight.h(), nullptr, dout.h(), inp.h(), weight.h(), N, C, OC);
+  gpu_->matmul_backward(nullptr, dweight.d(), nullptr, dout.d(), inp.d(), weight.d(), N, C, OC);
+  expect_close(dweight, kF32Tolerance, "dweight, second accumulation (null dinp, dbias)");
+  expect_close(dbias, kF32Tolerance, "dbias untouched by the second call");
+}
+
+// ---- Normalisation and activations --------------------------------------------------------------
+
+// Forward: out, mean, rstd OVERWRITTEN. Backward (on the CPU's saved mean and rstd, so it is
+// compared alone): dinp, dweight, dbias ACCUMULATE onto random values. 1e-5.
+TEST_F(CudaBackendOps, LayernormForwardAndBackward) {
+  constexpr int64_t N = 37, C = 300;
+  auto inp = random(N * C, 51, 2.0f), weight = random(C, 52), bias = random(C, 53);
+  auto out = output(N * C), mean = output(N), rstd = output(N);
+  cpu_.layernorm_forward(out.h(), mean.h(), rstd.h(), inp.h(), weight.h(), bias.h(), N, C);
+  gpu_->layernorm_forward(out.d(), mean.d(), rstd.d(), inp.d(), weight.d(), bias.d(), N, C);
+  expect_close(out, kF32Tolerance, "out");
+  expect_close(mean, kF32Tolerance, "mean");
+  expect_close(rstd, kF32Tolerance, "rstd");
+
+  auto saved_mean = twin(mean.host), saved_rstd = twin(rstd.host);
+  auto dout = random(N * C, 54), dinp = random(N * C, 55), dweight = random(C, 56),
+       dbias = random(C, 57);
+  cpu_.layernorm_backward(dinp.h(), dweight.h(), dbias.h(), dout.h(), inp.h(), weight.h(),
+                          saved_mean.h(), saved_rstd.h(), N, C);
+  gpu_->layernorm_backward(dinp.d(), dweight.d(), dbias.d(), dout.d(), inp.d(), weight.d(),
+                           saved_mean.d(), saved_rstd.d(), N, C);
+  expect_close(dinp, kF32Tolerance, "dinp");
+  expect_close(dweight, kF32Tolerance, "dweight");
+  expect_close(dbias, kF32Tolerance, "dbias");
+}
+
+// tanh-form GELU; dinp OVERWRITTEN, also in place over dout. 1e-5 (tanhf against libm).
+TEST_F(CudaBackendOps, GeluForwardAndBackward) {
+  constexpr int64_t n = 100003;
+  auto inp = random(n, 61, 2.0f), out = output(n);
+  cpu_.gelu_forward(out.h(), inp.h(), n);
+  gpu_->gelu_forward(out.d(), inp.d(), n);
+  expect_close(out, kF32Tolerance, "gelu_forward");
+
+  auto dout = random(n, 62), dinp = output(n);
+  cpu_.gelu_backward(dinp.h(), inp.h(), dout.h(), n);
+  gpu_->gelu_backward(dinp.d(), inp.d(), dout.d(), n);
+  expect_close(dinp, kF32Tolerance, "gelu_backward");
+  cpu_.gelu_backward(dout.h(), inp.h(), dout.h(), n);
+  gpu_->gelu_backward(dout.d(), inp.d(), dout.d(), n);
+  expect_close(dout, kF32Tolerance, "gelu_backward in place");
+}
+
+// ---- Element-wise -------------------------------------------------------------------------------
+
+// One IEEE operation per element on both sides: bit for bit.
+TEST_F(CudaBackendOps, ElementWiseOpsAreBitExact) {
+  constexpr int64_t N = 301, C = 333, n = N * C;
+  auto a = random(n, 71), b = random(n, 72), out = output(n);
+  cpu_.residual_forward(out.h(), a.h(), b.h(), n);
+  gpu_->residual_forward(out.d(), a.d(), b.d(), n);
+  expect_equal(out, "residual_forward");
+
+  cpu_.add_inplace(a.h(), b.h(), n);
+  gpu_->add_inplace(a.d(), b.d(), n);
+  expect_equal(a, "add_inplace");
+
+  cpu_.scale_inplace(a.h(), 0.37f, n);
+  gpu_->scale_inplace(a.d(), 0.37f, n);
+  expect_equal(a, "scale_inplace");
+
+  auto bias = random(C, 73);
+  cpu_.add_bias(a.h(), bias.h(), N, C);
+  gpu_->add_bias(a.d(), bias.d(), N, C);
+  expect_equal(a, "add_bias");
+}
+
+// Exact double squares summed in different orders: 1e-10 relative; n = 0 gives 0.
+TEST_F(CudaBackendOps, SumSquaresInDouble) {
+  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{100003}, (int64_t{1} << 22) + 37}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n);
+    auto x = random(n, 81);
+    const double want = cpu_.sum_squares(x.h(), n);
+    const double got = gpu_->sum_squares(x.d(), n);
+    EXPECT_LE(std::fabs(got - want), kDoubleSumTolerance * want) << got << " vs " << want;
+    EXPECT_EQ(gpu_->sum_squares(x.d(), n), got);  // deterministic
+  }
+}
+
+// ---- Attention (training) -----------------------------------------------------------------------
+
+// Odd T, HS = 16. Backward runs on the CPU's saved probabilities, so it is compared alone; each
+// backend gets its own workspace size. 1e-5.
+TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
+  constexpr int64_t B = 2, T = 37, C = 64, NH = 4;
+  auto qkv = random(B * T * 3 * C, 91), out = output(B * T * C), att = output(B * NH * T * T);
+  auto cpu_ws = std::vector<float>(cpu_.attention_workspace_size(B, T, C, NH));
+  auto gpu_ws = gpu_->zeros({gpu_->attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
+  cpu_.attention_forward(out.h(), att.h(), cpu_ws.data(), qkv.h(), B, T, C, NH);
+  gpu_->attention_forward(out.d(), att.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
+  expect_close(out, kF32Tolerance, "out");
+  expect_close(att, kF32Tolerance, "att");
+
+  auto saved_att = twin(att.host);
+  auto dout = random(B * T * C, 92), dqkv = output(B * T * 3 * C);
+  cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_att.h(), B, T, C, NH);
+  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_att.d(), B, T, C, NH);
+  expect_close(dqkv, kF32Tolerance, "dqkv");
+}
+
+// ---- Attention over a KV cache ------------------------------------------------------------------
+
+// Caches (n_slots, maxT, C) start at zero on both sides. kv_append copies: bit for bit.
+// attention_decode: 1e-5 (dot products, max-shifted exponentials and their sum in another order;
+// past 1024 positions the CUDA kernel rescales tile by tile).
+class CudaBackendDecode : public CudaBackendOps {
+ protected:
+  struct Step {
+    Twin<float> qkv;
+    Twin<int32_t> slots, positions;
+    Twin<float> out;
+  };
+
+  void make_cache(int64_t n_slots, int64_t maxT, int64_t C) {
+    maxT_ = maxT;
+    C_ = C;
+    k_cache_ = twin(std::vector<float>(n_slots * maxT * C, 0.0f));
+    v_cache_ = twin(std::vector<float>(n_slots * maxT * C, 0.0f));
+  }
+
+  // Rows (slots[i], positions[i]) with fresh random qkv: kv_append, then attention_decode of the
+  // same rows, on both backends; compares the caches and out.
+  Step append_and_attend(std::vector<int32_t> slots, std::vector<int32_t> positions, int64_t NH,
+                         uint32_t seed) {
+    const auto N = static_cast<int64_t>(slots.size());
+    Step s{random(N * 3 * C_, seed), twin(std::move(slots)), twin(std::move(positions)),
+           output(N * C_)};
+    cpu_.kv_append(k_cache_.h(), v_cache_.h(), s.qkv.h(), s.slots.h(), s.positions.h(), N, maxT_,
+                   C_);
+    gpu_->kv_append(k_cache_.d(), v_cache_.d(), s.qkv.d(), s.slots.d(), s.positions.d(), N, maxT_,
+                    C_);
+    expect_equal(k_cache_, "k_cache after kv_append");
+    expect_equal(v_cache_, "v_cache after kv_append");
+    cpu_.attention_decode(s.out.h(), s.qkv.h(), k_cache_.h(), v_cache_.h(), s.slots.h(),
+                          s.positions.h(), N, maxT_, C_, NH);
+    gpu_->attention_decode(s.out.d(), s.qkv.d(), k_cache_.d(), v_cache_.d(), s.slots.d(),
+                           s.positions.d(), N, maxT_, C_, NH);
+    expect_close(s.out, kF32Tolerance, "attention_decode out");
+    return s;
+  }
+
+  // Batch invariance on the device: each row of `s` decoded alone gives the bits it got in the
+  // batch (attention_decode only reads the cache, which is unchanged since).
+  void expect_rows_batch_invariant(const Step& s, int64_t NH) {
+    const std::vector<float> batched = fetch(s.out);
+    const auto N = static_cast<int64_t>(s.slots.host.size());
+    auto alone = output(C_);
+    for (int64_t i = 0; i < N; ++i) {
+      gpu_->attention_decode(alone.d(), s.qkv.d() + i * 3 * C_, k_cache_.d(), v_cache_.d(),
+                             s.slots.d() + i, s.positions.d() + i, 1, maxT_, C_, NH);
+      const std::vector<float> row(batched.begin() + i * C_, batched.begin() + (i + 1) * C_);
+      EXPECT_EQ(fetch(alone), row) << "row " << i << " decoded alone";
+    }
+  }
+
+  int64_t maxT_ = 0, C_ = 0;
+  Twin<float> k_cache_, v_cache_;
+};
+
+// Prefill chunks (rows of one slot in increasing positions, and two slots in one call), then
+// decode steps of three rows of different slots at different positions. HS = 16.
+TEST_F(CudaBackendDecode, RowsOfDifferentSlotsAndPrefillChunks) {
+  constexpr int64_t n_slots = 3, maxT = 48, C = 64, NH = 4;
+  make_cache(n_slots, maxT, C);
+  std::vector<int32_t> slots, positions;
+  for (int32_t t = 0; t < 20; ++t) slots.push_back(1), positions.push_back(t);
+  append_and_attend(slots, positions, NH, 101);  // a chunk of one slot's prompt
+  slots.clear();
+  positions.clear();
+  for (int32_t t = 0; t < 10; ++t) slots.push_back(0), positions.push_back(t);
+  for (int32_t t = 0; t < 30; ++t) slots.push_back(2), positions.push_back(t);
+  append_and_attend(slots, positions, NH, 102);  // two slots' chunks in one call
+
+  const Step step = append_and_attend({2, 0, 1}, {30, 10, 20}, NH, 103);
+  expect_rows_batch_invariant(step, NH);
+  const Step next = append_and_attend({1, 2, 0}, {21, 31, 11}, NH, 104);  // rows in another order
+  expect_rows_batch_invariant(next, NH);
+}
+
+// Contexts past one 1024-position tile of the CUDA kernel (its online-softmax rescaling): slot 1
+// prefilled to 2400 positions in chunks of 800, then a decode row there beside a first row of
+// slot 0. HS = 32.
+TEST_F(CudaBackendDecode, ContextsLongerThanOneTile) {
+  constexpr int64_t n_slots = 2, maxT = 2600, C = 64, NH = 2;
+  make_cache(n_slots, maxT, C);
+  for (int32_t t0 = 0; t0 < 2400; t0 += 800) {
+    std::vector<int32_t> slots(800, 1), positions(800);
+    for (int32_t t = 0; t < 800; ++t) positions[t] = t0 + t;
+    append_and_attend(slots, positions, NH, 111 + t0);
+  }
+  const Step step = append_and_attend({1, 0}, {2400, 0}, NH, 115);
+  expect_rows_batch_invariant(step, NH);
+}
+
+// ---- Embeddings ---------------------------------------------------------------------------------
+
+// Copies, and sums in the CPU's order (tests/cuda/embedding_test.cpp): bit for bit. Tokens fall
+// below, inside and above the shard [50, 100), with repeats.
+TEST_F(CudaBackendOps, EmbeddingsAreBitExact) {
+  constexpr int64_t N = 37, C = 100, vocab_start = 50, V_local = 50;
+  auto tokens = twin(random_ints(N, 0, 149, 121));
+  auto wte = random(V_local * C, 122), out = output(N * C);
+  cpu_.embedding_forward(out.h(), tokens.h(), wte.h(), N, C, vocab_start, V_local);
+  gpu_->embedding_forward(out.d(), tokens.d(), wte.d(), N, C, vocab_start, V_local);
+  expect_equal(out, "embedding_forward");
+
+  auto dout = random(N * C, 123), dwte = random(V_local * C, 124);
+  cpu_.embedding_backward(dwte.h(), dout.h(), tokens.h(), N, C, vocab_start, V_local);
+  gpu_->embedding_backward(dwte.d(), dout.d(), tokens.d(), N, C, vocab_start, V_local);
+  expect_equal(dwte, "embedding_backward");
+
+  constexpr int64_t B = 3, T = 37, maxT = 48;
+  auto wpe = random(maxT * C, 125), x = random(B * T * C, 126);
+  cpu_.positional_forward(x.h(), wpe.h(), B, T, C);
+  gpu_->positional_forward(x.d(), wpe.d(), B, T, C);
+  expect_equal(x, "positional_forward");
+
+  auto dx = random(B * T * C, 127), dwpe = random(maxT * C, 128);
+  cpu_.positional_backward(dwpe.h(), dx.h(), B, T, C);
+  gpu_->positional_backward(dwpe.d(), dx.d(), B, T, C);
+  expect_equal(dwpe, "positional_backward");
+
+  auto positions = twin(random_ints(N, 0, maxT - 1, 129));
+  auto rows = random(N * C, 130);
+  cpu_.positional_rows(rows.h(), wpe.h(), positions.h(), N, C);
+  gpu_->positional_rows(rows.d(), wpe.d(), positions.d(), N, C);
+  expect_equal(rows, "positional_rows");
+}
+
+// ---- Cross-entropy ------------------------------------------------------------------------------
+
+// A middle vocabulary shard [100, 200) of 100 real columns in rows of 104 (padding 1e3, never
+// read); targets below, inside and above it, every fifth row ignored. Each pass takes the CPU's
+// outputs of the passes before it, so it is compared alone. Maxima and the target logit are
+// copies: bit for bit; sums of exponentials, losses and dlogits: 1e-5.
+TEST_F(CudaBackendOps, CrossEntropyPasses) {
+  constexpr int64_t N = 37, n_cols = 100, ld = 104, vocab_start = 100;
+  std::vector<float> logits_host = tt::random_floats(N * ld, 131, 3.0f);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t v = n_cols; v < ld; ++v) logits_host[n * ld + v] = 1e3f;
+  }
+  std::vector<int32_t> targets_host = random_ints(N, 0, 299, 132);
+  for (int64_t n = 3; n < N; n += 5) targets_host[n] = -1;
+  auto logits = twin(logits_host);
+  auto targets = twin(targets_host);
+
+  auto row_max = output(N);
+  cpu_.xent_row_max(row_max.h(), logits.h(), N, n_cols, ld);
+  gpu_->xent_row_max(row_max.d(), logits.d(), N, n_cols, ld);
+  expect_equal(row_max, "xent_row_max");
+
+  auto max_in = twin(row_max.host);
+  auto sumexp = output(N), target_logit = output(N);
+  cpu_.xent_row_sumexp_target(sumexp.h(), target_logit.h(), logits.h(), targets.h(), max_in.h(), N,
+                              n_cols, ld, vocab_start);
+  gpu_->xent_row_sumexp_target(sumexp.d(), target_logit.d(), logits.d(), targets.d(), max_in.d(), N,
+                               n_cols, ld, vocab_start);
+  expect_close(sumexp, kF32Tolerance, "xent_row_sumexp_target sumexp");
+  expect_equal(target_logit, "xent_row_sumexp_target target_logit");
+
+  auto sumexp_in = twin(sumexp.host), target_in = twin(target_logit.host);
+  auto losses = output(N);
+  cpu_.xent_loss(losses.h(), max_in.h(), sumexp_in.h(), target_in.h(), targets.h(), N);
+  gpu_->xent_loss(losses.d(), max_in.d(), sumexp_in.d(), target_in.d(), targets.d(), N);
+  expect_close(losses, kF32Tolerance, "xent_loss");
+
+  auto dlosses = random(N, 133), dlogits = output(N * ld);
+  cpu_.xent_backward(dlogits.h(), logits.h(), targets.h(), max_in.h(), sumexp_in.h(), dlosses.h(),
+                     N, n_cols, ld, vocab_start);
+  gpu_->xent_backward(dlogits.d(), logits.d(), targets.d(), max_in.d(), sumexp_in.d(), dlosses.d(),
+                      N, n_cols, ld, vocab_start);
+  expect_close(dlogits, kF32Tolerance, "xent_backward (padding columns and ignored rows 0)");
+}
+
+// Σ losses over targets >= 0 in double (rows in another order on the device: 1e-10) and the
+// count of such rows (exact); N = 0 gives 0 and 0.
+TEST_F(CudaBackendOps, SumLossesSkipsIgnoredRows) {
+  for (const int64_t N : {int64_t{0}, int64_t{37}, int64_t{5003}}) {
+    SCOPED_TRACE(::testing::Message() << "N " << N);
+    std::vector<float> losses_host = tt::random_floats(N, 141);
+    for (float& l : losses_host) l = std::fabs(l) + 0.5f;
+    std::vector<int32_t> targets_host = random_ints(N, -1, 5, 142);  // about 1 in 7 ignored
+    auto losses = twin(losses_host);
+    auto targets = twin(targets_host);
+    int64_t want_count = -1, got_count = -1;
+    const double want = cpu_.sum_losses(losses.h(), targets.h(), N, &want_count);
+    const double got = gpu_->sum_losses(losses.d(), targets.d(), N, &got_count);
+    EXPECT_EQ(got_count, want_count);
+    EXPECT_LE(std::fabs(got - want), kDoubleSumTolerance * want) << got << " vs " << want;
+    EXPECT_EQ(gpu_->sum_losses(losses.d(), targets.d(), N, nullptr), got);  // count may be null
+  }
+}
+
+// ---- Optimizer ----------------------------------------------------------------------------------
+
+// Two steps with fresh gradients, with and without weight decay, from nonzero moments. 1e-6.
+TEST_F(CudaBackendOps, AdamWUpdate) {
+  constexpr int64_t n = 100003;
+  for (const bool decay : {true, false}) {
+    SCOPED_TRACE(::testing::Message() << "decay " << decay);
+    auto param = random(n, 151), m = random(n, 152, 0.1f);
+    std::vector<float> v_host = tt::random_floats(n, 153, 0.1f);
+    for (float& x : v_host) x *= x;  // a second moment is >= 0
+    auto v = twin(v_host);
+    for (int64_t step = 1; step <= 2; ++step) {
+      const AdamWHyper h{6e-4f * static_cast<float>(step), 0.9f, 0.95f, 1e-8f, 0.1f, step};
+      auto grad = random(n, 154 + static_cast<uint32_t>(step));
+      cpu_.adamw_update(param.h(), grad.h(), m.h(), v.h(), n, h, decay);
+      gpu_->adamw_update(param.d(), grad.d(), m.d(), v.d(), n, h, decay);
+    }
+    expect_close(param, kAdamWTolerance, "param");
+    expect_close(m, kAdamWTolerance, "m");
+    expect_close(v, kAdamWTolerance, "v");
+  }
+}
+
+}  // namespace
+}  // namespace tessera::backends

@@ -3,7 +3,8 @@
 # by git, carried by the device tool): the test executables and every shared library they need
 # that such a machine lacks (MPI, BLAS, HDF5... from Debian). The CUDA libraries (cudart, cuBLAS,
 # cuDNN, NCCL) and the C/C++ runtime are left out: the GPU image has its own (docs/CUDA.md).
-#   scripts/gpu_bundle.sh [BUILD_DIR]      then run scripts/gpu_check.sh there
+#   scripts/gpu_bundle.sh [BUILD_DIR]      then, there: tar -xJf gpu-bundle.tar.xz &&
+#                                          bash gpu-bundle/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -38,3 +39,11 @@ if [[ -x "$build/tests/tessera_cuda_mpi_tests" ]]; then
 fi
 cp scripts/gpu_check.sh "$out/"
 du -sh "$out"
+# The device tool carries at most 64 MiB: the bundle travels as one xz tarball (about 18 MB).
+tar -cJf gpu-bundle.tar.xz "$out"
+bytes=$(stat -c %s gpu-bundle.tar.xz)
+echo "gpu-bundle.tar.xz: $((bytes / 1024 / 1024)) MiB (carry it; run: tar -xJf gpu-bundle.tar.xz && bash gpu-bundle/gpu_check.sh)"
+if ((bytes > 64 * 1024 * 1024)); then
+  echo "gpu_bundle: gpu-bundle.tar.xz is over the device tool's 64 MiB" >&2
+  exit 1
+fi

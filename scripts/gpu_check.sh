@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# On a lent GPU machine (docs/CUDA.md): runs the CUDA tests packed by scripts/gpu_bundle.sh and
-# prints a short table last. Logs go to $OUT (the device tool's return folder) when set.
-#   bash gpu-bundle/gpu_check.sh
+# On a lent GPU machine (docs/CUDA.md): runs every CUDA test packed by scripts/gpu_bundle.sh and
+# prints a short table last. Logs go to $OUT (the device tool's return folder) when set. Exits
+# non-zero when any GPU test fails or cannot run (no GPU here counts as a failure: this script
+# exists to check the GPU path).
+#   tar -xJf gpu-bundle.tar.xz && bash gpu-bundle/gpu_check.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-/tmp/tessera-gpu}
@@ -11,8 +13,10 @@ wheels=$(python3 -c "import glob, os, nvidia; print(':'.join(sorted(glob.glob(os
 export LD_LIBRARY_PATH="$here/lib:${wheels}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/gpu.txt"
 summary=()
+failed=0
 "$here/bin/tessera_cuda_tests" --gtest_output=xml:"$out/cuda_tests.xml" > "$out/cuda_tests.log" 2>&1
 rc=$?
+((rc == 0)) || failed=1
 summary+=("tessera_cuda_tests: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_tests.log" | tr '\n' ' ')")
 if [[ -x "$here/bin/tessera_cuda_mpi_tests" && -d "$here/openmpi" ]]; then
   export OPAL_PREFIX="$here/openmpi" OPAL_LIBDIR="$here/openmpi/lib" OPAL_PKGDATADIR="$here/openmpi/share/openmpi"
@@ -21,8 +25,15 @@ if [[ -x "$here/bin/tessera_cuda_mpi_tests" && -d "$here/openmpi" ]]; then
   for np in 1 2 4; do
     orterun --oversubscribe -n $np -x LD_LIBRARY_PATH "$here/bin/tessera_cuda_mpi_tests" \
       > "$out/cuda_mpi_np$np.log" 2>&1
-    summary+=("tessera_cuda_mpi_tests np $np: exit $?")
+    rc=$?
+    ((rc == 0)) || failed=1
+    summary+=("tessera_cuda_mpi_tests np $np: exit $rc")
   done
 fi
 grep -E '^\[  FAILED  \]' "$out"/*.log | head -40
 printf '%s\n' "${summary[@]}"
+if ((failed)); then
+  echo "gpu_check: FAILED (a GPU test failed or could not run; logs in $out)"
+  exit 1
+fi
+echo "gpu_check: every GPU test passed"

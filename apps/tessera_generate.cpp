@@ -5,6 +5,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/convert.h"
 #include "core/app.h"
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
     bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
     int tp = 0;
+    std::string device = "cpu";
     app.add_option("weights", weights_path,
                    "a checkpoint (.h5): model.h5 written at the end of training, a step_<n>.h5, or "
                    "a converted one")
@@ -48,6 +50,8 @@ int main(int argc, char** argv) {
     app.add_option(
         "--tp", tp,
         "tensor-parallel size (default: every rank; ranks beyond one tp group repeat it)");
+    app.add_option("--device", device, "cpu or cuda (one GPU per rank, from the local rank)")
+        ->capture_default_str();
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
     app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
     app.add_flag("--no-kv-cache", no_cache,
@@ -89,6 +93,11 @@ int main(int argc, char** argv) {
     TESSERA_RETURN_IF_ERROR(parallel::check_grid(grid_config, world_size));
     parallel::ProcessGrid grid(tp);
     const bool printer = grid.world_rank() == 0;
+    // Every rank builds its backend before the first collective, so a bad --device (or no GPU
+    // under cuda) fails alike everywhere with the same message.
+    auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size());
+    if (!backend) return backend.status();
+    grid.attach_device(**backend);
     core::set_threads(threads, grid.local_size());
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
     auto tokenizer = data::Tokenizer::load_prefix(tokenizer_prefix);
@@ -99,7 +108,8 @@ int main(int argc, char** argv) {
                                  std::to_string(config->model.vocab_size) +
                                  "; pass the tokenizer the model was trained with (--tokenizer)");
     }
-    models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.tp_comm());
+    models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.device_tp_comm(),
+                      backend->get());
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
     if (!state) return state.status();
     if (!app.count("--prompt")) {
@@ -113,7 +123,7 @@ int main(int argc, char** argv) {
       grid.world_comm().broadcast_bytes(prompt.data(), bytes, 0);
     }
     o.eot_token = tokenizer->eot_token();
-    generate::Generator generator(model);
+    generate::Generator generator(model, 1, &grid.tp_comm());
     if (printer) {
       std::fputs(prompt.c_str(), stdout);
       std::fflush(stdout);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "checkpoint/checksum.h"
 #include "checkpoint/checksum_worker.h"
 #include "checkpoint/h5_util.h"
@@ -88,16 +89,65 @@ struct Dataset {
   int index;
 };
 
-std::vector<Dataset> datasets(const params::ParamSet& ps, const core::Tensor& weights,
-                              const optim::AdamW* adamw) {
+// The arenas the datasets move through, in host memory: on the CPU backend the model's and the
+// optimizer's own; on a device backend host copies, filled from the device before a write
+// (`fill`) and copied back to it after a read (to_device).
+struct HostArenas {
+  const core::Tensor* weights = nullptr;
+  const core::Tensor* m = nullptr;  // null without optimizer state
+  const core::Tensor* v = nullptr;
+  core::Tensor staged_weights, staged_m, staged_v;  // device backends only
+
+  HostArenas(const models::Gpt& model, const optim::AdamW* adamw, bool fill)
+      : backend_(model.backend()), model_weights_(&model.weights()) {
+    weights = &model.weights();
+    if (adamw != nullptr) {
+      m = &adamw->m();
+      v = &adamw->v();
+      model_m_ = &adamw->m();
+      model_v_ = &adamw->v();
+    }
+    if (backend_.device() == core::Device::kCpu) return;
+    staged_ = true;
+    auto stage = [&](const core::Tensor* device, core::Tensor& host) -> const core::Tensor* {
+      if (device == nullptr) return nullptr;
+      host = core::Tensor::zeros(device->shape());
+      if (fill) backend_.copy_to_host(host.raw(), device->raw(), device->bytes());
+      return &host;
+    };
+    weights = stage(weights, staged_weights);
+    m = stage(m, staged_m);
+    v = stage(v, staged_v);
+  }
+  // After a read: the host copies become the device arenas' contents.
+  void to_device() {
+    if (!staged_) return;
+    backend_.copy_to_device(model_weights_->raw(), staged_weights.raw(), staged_weights.bytes());
+    if (model_m_ != nullptr) {
+      backend_.copy_to_device(model_m_->raw(), staged_m.raw(), staged_m.bytes());
+      backend_.copy_to_device(model_v_->raw(), staged_v.raw(), staged_v.bytes());
+    }
+  }
+
+ private:
+  backends::Backend& backend_;
+  const core::Tensor* model_weights_;
+  const core::Tensor* model_m_ = nullptr;
+  const core::Tensor* model_v_ = nullptr;
+  bool staged_ = false;
+};
+
+std::vector<Dataset> datasets(const params::ParamSet& ps, const HostArenas& arenas) {
   std::vector<Dataset> out;
-  for (int i = 0; i < ps.size(); ++i) out.push_back({"/model/" + ps.specs()[i].name, &weights, i});
-  if (adamw != nullptr) {
+  for (int i = 0; i < ps.size(); ++i) {
+    out.push_back({"/model/" + ps.specs()[i].name, arenas.weights, i});
+  }
+  if (arenas.m != nullptr) {
     for (int i = 0; i < ps.size(); ++i) {
-      out.push_back({"/optim/m/" + ps.specs()[i].name, &adamw->m(), i});
+      out.push_back({"/optim/m/" + ps.specs()[i].name, arenas.m, i});
     }
     for (int i = 0; i < ps.size(); ++i) {
-      out.push_back({"/optim/v/" + ps.specs()[i].name, &adamw->v(), i});
+      out.push_back({"/optim/v/" + ps.specs()[i].name, arenas.v, i});
     }
   }
   return out;
@@ -211,8 +261,9 @@ core::Status check_metadata(hid_t file, const std::string& where, const models::
                            H5Lexists(file, "/optim/v", H5P_DEFAULT) <= 0)) {
     return core::Status::error(where +
                                "has no optimizer state (/optim/m, /optim/v): it was "
-                               "written without one; load the model weights alone, or use a "
-                               "checkpoint written during training");
+                               "written without one (weights only); start a run from its weights with "
+                               "train.init_from, or resume from a checkpoint written during "
+                               "training");
   }
   {
     H5Id group(H5Gopen2(file, "/model", H5P_DEFAULT), H5Gclose);
@@ -374,7 +425,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   TESSERA_RETURN_IF_ERROR(agree(dir_ok, world));
 
   const params::ParamSet& ps = model.param_set();
-  const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
+  const HostArenas arenas(model, adamw, /*fill=*/true);
+  const std::vector<Dataset> sets = datasets(ps, arenas);
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
   // Ranks that write a dataset: dp replica 0; of it only tp rank 0 for a replicated parameter.
   // Their checksum parts, summed over the world, are the datasets' checksums: hashed on a worker
@@ -513,7 +565,8 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
       world));
 
   const params::ParamSet& ps = model.param_set();
-  const std::vector<Dataset> sets = datasets(ps, model.weights(), adamw);
+  HostArenas arenas(model, adamw, /*fill=*/false);
+  const std::vector<Dataset> sets = datasets(ps, arenas);
   TrainState state;
   std::vector<uint64_t> stored;
   core::Status meta;
@@ -602,6 +655,7 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
     }
   }
   TESSERA_RETURN_IF_ERROR(agree(verified, world));
+  arenas.to_device();
   return state;
 }
 

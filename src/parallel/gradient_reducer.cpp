@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "backends/backend.h"
 #include "core/bf16.h"
 #include "core/error.h"
 #include "core/timer.h"
@@ -24,14 +25,19 @@ constexpr int64_t kProgressChunk = 1 << 18;
 }  // namespace
 
 GradientReducer::GradientReducer(const params::ParamSet& params, const core::Tensor& grads,
-                                 Communicator& dp_comm, ReducerOptions options, Timeline* timeline)
+                                 Communicator& dp_comm, ReducerOptions options, Timeline* timeline,
+                                 backends::Backend* backend)
     : grads_(grads),
+      backend_(grads.device() == core::Device::kCpu ? nullptr : backend),
       dp_comm_(dp_comm),
       options_(options),
       timeline_(timeline),
       dp_size_(dp_comm.size()) {
-  TESSERA_ASSERT(grads.dtype() == core::DType::kF32 && grads.device() == core::Device::kCpu,
-                 "building the gradient reducer (the gradient arena must be f32 host memory)");
+  TESSERA_ASSERT(grads.dtype() == core::DType::kF32,
+                 "building the gradient reducer (the gradient arena must be f32)");
+  TESSERA_ASSERT(grads.device() == core::Device::kCpu || (backend != nullptr && !options.compress_bf16),
+                 "building the gradient reducer on a device arena (it needs its backend, and "
+                 "bf16 compression is host-only: set parallel.compress_bf16 false)");
   TESSERA_ASSERT(grads.numel() == params.total_local_numel(),
                  "building the gradient reducer (the gradient arena must have the ParamSet's "
                  "total_local_numel elements)");
@@ -139,6 +145,14 @@ void GradientReducer::finish() {
       bucket.request->wait();
       complete(b);
       next_complete_ = b + 1;
+    }
+    if (backend_ != nullptr) {
+      // Device arena: the request's wait ordered the sum before later work on any stream.
+      for (int i = bucket.first_param; i >= bucket.last_param; --i) {
+        backend_->scale_inplace(arena + offsets_[i], scale, numels_[i]);
+      }
+      bucket.request.reset();
+      continue;
     }
     // The average: sum * (1 / dp_size), as Communicator::all_reduce_avg computes it. Only the
     // parameters' own elements are written (the padding between them is left alone). The pass

@@ -9,6 +9,9 @@
 
 #include "core/tensor.h"
 
+namespace tessera::backends {
+class Backend;
+}
 namespace tessera::params {
 class ParamSet;
 }
@@ -69,9 +72,12 @@ class GradientReducer {
  public:
   // Registers the parameters of `params` in their order; `grads` is the gradient arena with the
   // ParamSet layout (f32, params.total_local_numel() elements). `grads` shares its storage with
-  // the caller's arena; dp_comm and timeline must outlive the reducer.
+  // the caller's arena; dp_comm and timeline must outlive the reducer. A device arena (grads on
+  // a device backend, dp_comm a device communicator such as NCCL) needs `backend`, which then
+  // does the averaging; compress_bf16 is host-only (TESSERA_ASSERT).
   GradientReducer(const params::ParamSet& params, const core::Tensor& grads, Communicator& dp_comm,
-                  ReducerOptions options, Timeline* timeline = nullptr);
+                  ReducerOptions options, Timeline* timeline = nullptr,
+                  backends::Backend* backend = nullptr);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -109,6 +115,7 @@ class GradientReducer {
   void reset();
 
   core::Tensor grads_;
+  backends::Backend* backend_;  // device arenas only
   Communicator& dp_comm_;
   ReducerOptions options_;
   Timeline* timeline_;

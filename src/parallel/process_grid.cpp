@@ -6,8 +6,10 @@
 
 #include <string>
 
+#include "backends/backend.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "parallel/nccl_communicator.h"
 
 namespace tessera::parallel {
 
@@ -102,6 +104,12 @@ ProcessGrid::ProcessGrid(MPI_Comm world, int tp_size) : tp_size_(tp_size) {
   TESSERA_MPI_CHECK(MPI_Comm_rank(node_split, &local_rank_), "reading the node-local rank");
   TESSERA_MPI_CHECK(MPI_Comm_size(node_split, &local_size_), "reading the node-local size");
   TESSERA_MPI_CHECK(MPI_Comm_free(&node_split), "freeing the node split");
+}
+
+void ProcessGrid::attach_device(backends::Backend& backend) {
+  if (backend.device() == core::Device::kCpu) return;
+  device_tp_comm_ = make_nccl_communicator(tp_comm_->comm(), "tp", backend.stream());
+  device_dp_comm_ = make_nccl_communicator(dp_comm_->comm(), "dp", backend.stream());
 }
 
 }  // namespace tessera::parallel

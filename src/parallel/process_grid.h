@@ -14,6 +14,10 @@
 #include "core/status.h"
 #include "parallel/communicator.h"
 
+namespace tessera::backends {
+class Backend;
+}
+
 namespace tessera::parallel {
 
 // Checks that need no communication and that every rank makes alike, before any collective:
@@ -43,13 +47,24 @@ class ProcessGrid {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
 
+  // Host-memory (MPI) communicators over the world, the tp group and the dp group.
   Communicator& world_comm() { return *world_comm_; }
   Communicator& tp_comm() { return *tp_comm_; }
   Communicator& dp_comm() { return *dp_comm_; }
 
+  // For a run whose model lives on `backend`'s device: on a device backend, makes NCCL
+  // communicators over the tp and dp groups, ordered after the backend's stream (collective
+  // over the world); on the CPU backend nothing. Call once, before building the model.
+  void attach_device(backends::Backend& backend);
+  // The communicators for buffers on the attached device: NCCL after attach_device on a device
+  // backend, else the MPI ones above.
+  Communicator& device_tp_comm() { return device_tp_comm_ ? *device_tp_comm_ : *tp_comm_; }
+  Communicator& device_dp_comm() { return device_dp_comm_ ? *device_dp_comm_ : *dp_comm_; }
+
  private:
   int world_rank_ = 0, world_size_ = 1, tp_size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::unique_ptr<MpiCommunicator> world_comm_, tp_comm_, dp_comm_;
+  std::unique_ptr<Communicator> device_tp_comm_, device_dp_comm_;
 };
 
 }  // namespace tessera::parallel

@@ -101,7 +101,7 @@ b=$(gen "$TESSERA_BIN/tessera-generate" "$WORK/back.h5" --tokenizer "$WORK/data/
   && [[ $(stat -c %s "$WORK/weights.h5") -lt $(($(stat -c %s "$src") / 2)) ]] \
   && pass "--drop-optimizer: $(stat -c %s "$WORK/weights.h5") bytes (from $(stat -c %s "$src"))" \
   || fail "--drop-optimizer"
-expect_error "resume from a weights-only file" "no optimizer state.*load the model weights alone" \
+expect_error "resume from a weights-only file" "no optimizer state.*train.init_from" \
   "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=6 \
   --set checkpoint.resume="$WORK/weights.h5"
 

@@ -40,4 +40,15 @@ s1=$(gen --temperature 0.9 --top-k 20 --seed 3 2>&1)
 s2=$(gen --temperature 0.9 --top-k 20 --seed 3 2>&1)
 [[ "$s1" == "$s2" ]] && pass "same seed, same sample" || fail "sampling is not reproducible"
 [[ "$s1" == ROMEO:* ]] && pass "output starts with the prompt" || fail "output: $s1"
+
+# --device cuda on this machine: no GPU (or a build without CUDA) is a clear error, exit non-zero
+# on both ranks, never a silent CPU run. On a GPU machine the same command generates instead.
+if ! command -v nvidia-smi > /dev/null || ! nvidia-smi > /dev/null 2>&1; then
+  out=$(mpirun -n 2 "$TESSERA_BIN/tessera-generate" "$WORK/run/model.h5" --prompt "ROMEO:" \
+        --max-tokens 5 --device cuda 2>&1)
+  rc=$?
+  [[ $rc -ne 0 && "$out" == *"train.device=cpu"* ]] \
+    && pass "--device cuda without a GPU: exit $rc, names the fix" \
+    || fail "--device cuda without a GPU: exit $rc, output [$out]"
+fi
 finish

@@ -12,22 +12,11 @@
 
 #include "generate/generator.h"
 #include "models/gpt.h"
+#include "test_models.h"
 #include "models/kv_cache.h"
 
 namespace tessera::generate {
 namespace {
-
-core::ModelConfig small_model() {
-  core::ModelConfig m;
-  m.vocab_size = 90;
-  m.pad_vocab_to = 32;
-  m.max_seq_len = 48;
-  m.n_layer = 2;
-  m.n_head = 4;
-  m.n_embd = 32;
-  m.init_std = 0.2;  // far from uniform logits: an untrained model that still says things
-  return m;
-}
 
 std::vector<int32_t> prompt_of(int length, int salt) {
   std::vector<int32_t> p;
@@ -56,7 +45,7 @@ std::vector<int32_t> alone(models::Gpt& gpt, const std::vector<int32_t>& prompt,
 TEST(BatchedDecode, EachPromptGivesTheTokensItGivesAlone) {
   // B * T = 48 rows per decode call: prompts of 20 + 17 + 11 + 5 + 1 tokens cannot be prefilled
   // in one call, so prefill is chunked across steps while earlier sequences already decode.
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(3);
   const std::vector<int> lengths = {20, 1, 17, 5, 11};
   std::vector<std::vector<int32_t>> prompts;
@@ -80,7 +69,7 @@ TEST(BatchedDecode, EachPromptGivesTheTokensItGivesAlone) {
 }
 
 TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(5);
   const int64_t Vp = gpt.padded_vocab_local();
   // Three sequences prefilled together (slot 0: 6 tokens, slot 1: 2, slot 2: 9), then one decode
@@ -125,7 +114,7 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
 }
 
 TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);
   const auto pa = prompt_of(4, 1), pb = prompt_of(9, 2);
   GenerateOptions oa = options_for(1), ob = options_for(2);
@@ -155,7 +144,7 @@ TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
 }
 
 TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);
   Generator g(gpt, 1);
   auto a = g.add(prompt_of(3, 0), options_for(0));

@@ -9,21 +9,10 @@
 #include "generate/generator.h"
 #include "generate/sampler.h"
 #include "models/gpt.h"
+#include "test_models.h"
 
 namespace tessera::generate {
 namespace {
-
-core::ModelConfig small_model() {
-  core::ModelConfig m;
-  m.vocab_size = 90;
-  m.pad_vocab_to = 32;
-  m.max_seq_len = 48;
-  m.n_layer = 2;
-  m.n_head = 4;
-  m.n_embd = 32;
-  m.init_std = 0.2;  // larger than GPT-2's so the untrained model's logits are far from uniform
-  return m;
-}
 
 std::vector<int32_t> run(models::Gpt& gpt, bool kv, float temperature) {
   Generator g(gpt);
@@ -42,7 +31,7 @@ std::vector<int32_t> run(models::Gpt& gpt, bool kv, float temperature) {
 }
 
 TEST(Generate, KvCacheEmitsTheTokensOfFullRecomputation) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(3);
   for (float temperature : {0.0f, 1.0f}) {
     const auto with_cache = run(gpt, true, temperature);
@@ -55,7 +44,7 @@ TEST(Generate, KvCacheEmitsTheTokensOfFullRecomputation) {
 }
 
 TEST(Generate, StopsWhenTheContextIsFull) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(3);
   Generator g(gpt);
   GenerateOptions o;
@@ -67,7 +56,7 @@ TEST(Generate, StopsWhenTheContextIsFull) {
 }
 
 TEST(Generate, PromptLongerThanContextIsAnError) {
-  models::Gpt gpt(small_model(), 1, 48);
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
   Generator g(gpt);
   auto out = g.generate(std::vector<int32_t>(60, 1), GenerateOptions{}, nullptr);
   ASSERT_FALSE(out.is_ok());

@@ -69,6 +69,7 @@ const std::vector<Field>& fields() {
       field<&Config::train, &TrainConfig::dtype>("train.dtype"),
       field<&Config::train, &TrainConfig::device>("train.device"),
       field<&Config::train, &TrainConfig::threads>("train.threads"),
+      field<&Config::train, &TrainConfig::init_from>("train.init_from"),
       field<&Config::optim, &OptimConfig::lr>("optim.lr"),
       field<&Config::optim, &OptimConfig::min_lr>("optim.min_lr"),
       field<&Config::optim, &OptimConfig::warmup_steps>("optim.warmup_steps"),
@@ -604,6 +605,15 @@ Status Config::validate() const {
   if ((c.resume == "latest" || c.resume == "auto") && c.dir.empty()) {
     return invalid("checkpoint.resume", c.resume, "needs checkpoint.dir to look in",
                    "set checkpoint.dir, or give checkpoint.resume a file path");
+  }
+  // init_from starts a new run from weights; an explicit resume continues one. Only `auto` may
+  // sit beside it: a requeued fine-tuning job resumes its own checkpoint once it has one.
+  if (!t.init_from.empty() && !c.resume.empty() && c.resume != "auto") {
+    return invalid("train.init_from", t.init_from,
+                   "cannot be combined with checkpoint.resume = " + format_value(&c.resume),
+                   "drop one: checkpoint.resume continues a run (weights, AdamW state, step, "
+                   "data position), train.init_from starts a new one from weights; "
+                   "checkpoint.resume=auto may be kept");
   }
   if (!is_one_of(c.transfers, {"independent", "collective"})) {
     return invalid("checkpoint.transfers", c.transfers, "is not a transfer mode",

@@ -48,6 +48,7 @@ struct TrainConfig {
   std::string dtype = "fp32";        // fp32 | bf16 (bf16 is the CUDA backend's)
   std::string device = "cpu";        // cpu | cuda
   int threads = 0;                   // threads per rank; 0 = cores / local ranks
+  std::string init_from;             // weights to fine-tune from; empty: init_std weights
   bool operator==(const TrainConfig&) const = default;
 };
 

@@ -1,4 +1,5 @@
-// tessera-train's loop; see trainer.h.
+// tessera-train's loop; see trainer.h. One Trainer runs one call of train(), and its phases read
+// in the order they happen: set up, resume or init, log the run, the steps, finish.
 #include "train/trainer.h"
 
 #include <atomic>
@@ -14,7 +15,9 @@
 #include <sstream>
 #include <vector>
 
+#include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/convert.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/launch_env.h"
@@ -87,309 +90,524 @@ std::string format_eta(double seconds) {
   return buf;
 }
 
-}  // namespace
+// What the optimizer phase of one step reports.
+struct Update {
+  double lr = 0;
+  double grad_norm = 0;  // before clipping
+};
 
-core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid) {
-  const core::ModelConfig& mc = config.model;
-  const core::TrainConfig& tc = config.train;
-  const int64_t T = tc.seq_len;
-  const int64_t global_batch = tc.batch_size;
-  const int dp_size = grid.dp_size(), dp_rank = grid.dp_rank();
-  if (tc.device != "cpu") {
-    // Said plainly rather than silently training on the CPU: the CUDA kernels exist
-    // (src/backends/cuda) but the model does not run on them yet.
-    return core::Status::error("train.device '" + tc.device +
-                               "': the CUDA training path is not wired into the trainer yet "
-                               "(docs/CUDA.md); use train.device=cpu");
+// One run of train(), phase by phase. A member is made by the phase that owns it and lives to
+// the end of the run; members are declared in the order they are made, so each is destroyed
+// before what it borrows (the reducer before the model's gradients, the model before the
+// backend). Collectiveness is that of train(): every rank of the world runs every phase.
+class Trainer {
+ public:
+  Trainer(const core::Config& config, parallel::ProcessGrid& grid);
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // train()'s whole contract (trainer.h); call once.
+  core::Result<TrainSummary> run();
+
+ private:
+  // ---- Set-up: checks every rank makes alone, before the first collective. ----
+  core::Status set_up_backend();
+  core::Status set_up_batch();
+  core::Status set_up_data();
+  void set_up_model();  // model, AdamW, gradient reducer: no communication
+  // ---- Weights: a checkpoint to resume, weights to fine-tune from, or fresh ones. ----
+  core::Status resume_or_init();
+  void arm_checkpoints();
+  // ---- The run's header in the log (collective: the job's peak is summed over ranks). ----
+  void log_run();
+  // ---- One step. ----
+  void load_batch();
+  double forward_backward(int step);  // this rank's loss sum over its sequences
+  double reduce(double loss_sum);     // the global mean loss; gradients averaged over dp
+  Update clip_and_step(int step);
+  nlohmann::json step_record(int step, double loss, const Update& update, double step_seconds);
+  void validate_if_due(int step, nlohmann::json& rec);
+  void report(int step, const nlohmann::json& rec);
+  bool checkpoint_or_stop(int step);  // true: stop now (a signal arrived)
+  // ---- Finish. ----
+  void finish();
+
+  double evaluate();
+  void save_checkpoint(int steps_done);
+  checkpoint::TrainState train_state(int64_t steps_done) const;
+  bool last_step(int step) const { return step + 1 == tc_.steps; }
+
+  const core::Config& config_;
+  const core::TrainConfig& tc_;
+  const core::CheckpointConfig& cc_;
+  parallel::ProcessGrid& grid_;
+  const int dp_size_, dp_rank_;
+  const int64_t T_, global_batch_, B_local_;
+  const bool writer_;  // world rank 0 writes metrics.jsonl
+
+  // Set-up.
+  std::unique_ptr<backends::Backend> backend_;
+  int64_t micro_ = 0;  // sequences per forward/backward
+  int threads_ = 0;
+  double unigram_entropy_ = 0;
+  std::optional<data::DataLoader> train_data_, val_data_;  // val_data_: empty without validation
+  std::unique_ptr<parallel::Timeline> timeline_;
+  std::unique_ptr<models::Gpt> model_;
+  std::unique_ptr<optim::AdamW> adamw_;
+  std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp_size == 1
+  std::function<void(int)> on_ready_;
+  // Resume or init.
+  int first_step_ = 0;
+  // Log the run.
+  double peak_gflops_ = 0;
+  double flops_per_token_ = 0;
+  core::LaunchEnv launch_;
+  std::ofstream metrics_;
+  // Steps.
+  std::vector<int32_t> inputs_, targets_;  // (B_local, T) step buffers, allocated once
+  core::Timer run_timer_;                  // restarted when the first step starts
+  double tokens_per_s_ = 0;
+  TrainSummary summary_;
+};
+
+Trainer::Trainer(const core::Config& config, parallel::ProcessGrid& grid)
+    : config_(config),
+      tc_(config.train),
+      cc_(config.checkpoint),
+      grid_(grid),
+      dp_size_(grid.dp_size()),
+      dp_rank_(grid.dp_rank()),
+      T_(config.train.seq_len),
+      global_batch_(config.train.batch_size),
+      B_local_(config.train.batch_size / grid.dp_size()),
+      writer_(grid.world_rank() == 0) {}
+
+core::Result<TrainSummary> Trainer::run() {
+  TESSERA_RETURN_IF_ERROR(set_up_backend());
+  TESSERA_RETURN_IF_ERROR(set_up_batch());
+  TESSERA_RETURN_IF_ERROR(set_up_data());
+  set_up_model();
+  TESSERA_RETURN_IF_ERROR(resume_or_init());
+  arm_checkpoints();
+  log_run();
+
+  summary_.unigram_entropy = unigram_entropy_;
+  summary_.first_step = first_step_;
+  inputs_.resize(B_local_ * T_);
+  targets_.resize(B_local_ * T_);
+  run_timer_.reset();
+  for (int step = first_step_; step < tc_.steps; ++step) {
+    core::Timer step_timer;
+    load_batch();
+    const double loss = reduce(forward_backward(step));
+    const Update update = clip_and_step(step);
+    // The record's time_s leaves out this step's validation; its val_loss joins the record
+    // before report() writes it.
+    nlohmann::json rec = step_record(step, loss, update, step_timer.seconds());
+    validate_if_due(step, rec);
+    report(step, rec);
+    if (checkpoint_or_stop(step)) break;
   }
-  const int64_t B_local = global_batch / dp_size;
-  const int64_t micro = tc.micro_batch_size > 0 ? tc.micro_batch_size : B_local;
-  if (B_local % micro != 0) {
-    return core::Status::error("train.batch_size " + std::to_string(global_batch) +
-                               " per dp rank (" + std::to_string(B_local) +
+  finish();
+  return summary_;
+}
+
+// ---- Set-up ------------------------------------------------------------------------------------
+
+core::Status Trainer::set_up_backend() {
+  // make_backend's errors (an unknown device; no CUDA backend built; no usable GPU) are returned
+  // as they are. No collective comes before this, and on the CPU every rank fails alike.
+  auto backend = backends::make_backend(tc_.device, grid_.local_rank(), grid_.local_size());
+  if (tc_.device == "cpu") {
+    if (!backend) return backend.status();
+    backend_ = std::move(*backend);
+    return core::Status::ok();
+  }
+  // A device may fail on some ranks only (one GPU busy or broken): every rank learns how many
+  // failed before any other collective, so all end with an error instead of some hanging.
+  double failed = backend ? 0.0 : 1.0;
+  grid_.world_comm().all_reduce(&failed, 1, parallel::ReduceOp::kSum);
+  if (!backend) return backend.status();
+  if (failed > 0) {
+    return core::Status::error("train.device '" + tc_.device + "': " +
+                               std::to_string(static_cast<int>(failed)) +
+                               " rank(s) could not start their device (their messages say why); "
+                               "fix those nodes or use train.device=cpu");
+  }
+  backend_ = std::move(*backend);
+  if (tc_.dtype != "fp32") {
+    return core::Status::error("train.dtype '" + tc_.dtype +
+                               "': mixed precision is not wired into the modules yet (they run "
+                               "fp32 on every backend; docs/CUDA.md); use train.dtype=fp32");
+  }
+  if (config_.parallel.compress_bf16 && dp_size_ > 1) {
+    return core::Status::error(
+        "parallel.compress_bf16: bf16 gradient compression is host-only (the CPU backend); set "
+        "parallel.compress_bf16: false on train.device " + tc_.device);
+  }
+  return core::Status::ok();
+}
+
+core::Status Trainer::set_up_batch() {
+  micro_ = tc_.micro_batch_size > 0 ? tc_.micro_batch_size : B_local_;
+  if (B_local_ % micro_ != 0) {
+    return core::Status::error("train.batch_size " + std::to_string(global_batch_) +
+                               " per dp rank (" + std::to_string(B_local_) +
                                ") is not a multiple of train.micro_batch_size " +
-                               std::to_string(micro) + "; change one of them");
+                               std::to_string(micro_) + "; change one of them");
   }
-  const int threads = core::set_threads(tc.threads, grid.local_size());
+  threads_ = core::set_threads(tc_.threads, grid_.local_size());
+  return core::Status::ok();
+}
 
-  std::string train_paths = config.data.train;
+core::Status Trainer::set_up_data() {
+  std::string train_paths = config_.data.train;
   if (core::fault_requested("data")) train_paths += ".injected-missing";
   if (core::fault_requested("shard")) train_paths += ".injected-corrupt";
-  auto entropy = scan_tokens(train_paths, mc.vocab_size);
+  auto entropy = scan_tokens(train_paths, config_.model.vocab_size);
   if (!entropy) return entropy.status();
-  auto train_data = data::DataLoader::open(train_paths, T, tc.seed);
+  unigram_entropy_ = *entropy;
+  auto train_data = data::DataLoader::open(train_paths, T_, tc_.seed);
   if (!train_data) return train_data.status();
-  TESSERA_RETURN_IF_ERROR(train_data->validate_batch(global_batch));
-  const bool have_val = !config.data.val.empty() && tc.val_every > 0;
-  std::optional<data::DataLoader> val_data;
-  if (have_val) {
-    auto v = data::DataLoader::open(config.data.val, T, tc.seed);
-    if (!v) return v.status();
-    if (v->num_sequences() < global_batch) {
-      return core::Status::error("data.val '" + config.data.val + "' has " +
-                                 std::to_string(v->num_sequences()) + " sequences of " +
-                                 std::to_string(T + 1) + " tokens, fewer than one batch (" +
-                                 std::to_string(global_batch) +
-                                 "); give more validation text "
-                                 "or set train.val_every: 0");
-    }
-    val_data.emplace(std::move(*v));
+  TESSERA_RETURN_IF_ERROR(train_data->validate_batch(global_batch_));
+  train_data_.emplace(std::move(*train_data));
+  if (config_.data.val.empty() || tc_.val_every <= 0) return core::Status::ok();
+  auto val_data = data::DataLoader::open(config_.data.val, T_, tc_.seed);
+  if (!val_data) return val_data.status();
+  if (val_data->num_sequences() < global_batch_) {
+    return core::Status::error("data.val '" + config_.data.val + "' has " +
+                               std::to_string(val_data->num_sequences()) + " sequences of " +
+                               std::to_string(T_ + 1) + " tokens, fewer than one batch (" +
+                               std::to_string(global_batch_) +
+                               "); give more validation text "
+                               "or set train.val_every: 0");
   }
+  val_data_.emplace(std::move(*val_data));
+  return core::Status::ok();
+}
 
-  std::unique_ptr<parallel::Timeline> timeline;
-  if (!tc.timeline.empty()) timeline = std::make_unique<parallel::Timeline>(grid.world_rank());
-  models::Gpt model(mc, micro, T, &grid.tp_comm());
-  model.init_weights(tc.seed);
-  model.set_timeline(timeline.get());
-  optim::AdamW adamw(model.param_set());
-  std::unique_ptr<parallel::GradientReducer> reducer;
-  if (dp_size > 1) {
+void Trainer::set_up_model() {
+  if (!tc_.timeline.empty()) timeline_ = std::make_unique<parallel::Timeline>(grid_.world_rank());
+  // The model's tp reductions and the reducer's dp all-reduces run on the device's
+  // communicators (NCCL on a GPU, made here: collective over the world; MPI on the CPU). Host
+  // values (loss sums, the grad norm's squares) keep going over the MPI ones.
+  grid_.attach_device(*backend_);
+  model_ = std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
+                                         backend_.get());
+  model_->set_timeline(timeline_.get());
+  adamw_ = std::make_unique<optim::AdamW>(model_->param_set(), backend_.get());
+  if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
-    ro.bucket_mb = config.parallel.bucket_mb;
-    ro.overlap = config.parallel.overlap;
-    ro.compress_bf16 = config.parallel.compress_bf16;
-    reducer = std::make_unique<parallel::GradientReducer>(model.param_set(), model.grads(),
-                                                          grid.dp_comm(), ro, timeline.get());
+    ro.bucket_mb = config_.parallel.bucket_mb;
+    ro.overlap = config_.parallel.overlap;
+    ro.compress_bf16 = config_.parallel.compress_bf16;
+    reducer_ = std::make_unique<parallel::GradientReducer>(
+        model_->param_set(), model_->grads(), grid_.device_dp_comm(), ro, timeline_.get(),
+        backend_.get());
+    on_ready_ = [this](int i) { reducer_->mark_ready(i); };
   }
-  const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
+}
 
-  // Resume: weights, AdamW moments, step (so the LR schedule), data order and position.
-  const core::CheckpointConfig& cc = config.checkpoint;
-  int first_step = 0;
-  std::string resume = cc.resume;
+// ---- Resume or init ----------------------------------------------------------------------------
+
+core::Status Trainer::resume_or_init() {
+  const auto transfers = checkpoint::transfers_from_config(config_);
+  std::string resume = cc_.resume;
   if (resume == "auto") {
     // Every rank looks; `latest` only ever moves after a complete write, so all see the same.
     std::error_code ec;
-    if (std::filesystem::exists(std::filesystem::path(cc.dir) / "latest", ec)) {
+    if (std::filesystem::exists(std::filesystem::path(cc_.dir) / "latest", ec)) {
       resume = "latest";
     } else {
       resume.clear();
-      core::log_info("checkpoint.resume auto: no checkpoint in " + cc.dir +
+      core::log_info("checkpoint.resume auto: no checkpoint in " + cc_.dir +
                      " yet; starting at step 0");
     }
   }
   if (!resume.empty()) {
-    auto path = checkpoint::resolve_checkpoint(cc.dir, resume);
+    // Resume: weights, AdamW moments, step (so the LR schedule), data order and position.
+    auto path = checkpoint::resolve_checkpoint(cc_.dir, resume);
     if (!path) return path.status();
-    auto state = checkpoint::read_checkpoint(*path, model, &adamw, grid,
-                                             checkpoint::transfers_from_config(config));
+    auto state = checkpoint::read_checkpoint(*path, *model_, adamw_.get(), grid_, transfers);
     if (!state) return state.status();
-    if (state->seed != tc.seed) {
+    if (state->seed != tc_.seed) {
       return core::Status::error(
           "checkpoint '" + *path + "' was trained with train.seed " + std::to_string(state->seed) +
-          ", the config says " + std::to_string(tc.seed) +
+          ", the config says " + std::to_string(tc_.seed) +
           "; set train.seed: " + std::to_string(state->seed) + " to continue its data order");
     }
-    if (state->step >= tc.steps) {
+    if (state->step >= tc_.steps) {
       return core::Status::error("checkpoint '" + *path + "' is at step " +
                                  std::to_string(state->step) + ", train.steps is " +
-                                 std::to_string(tc.steps) + ": nothing to do; raise train.steps");
+                                 std::to_string(tc_.steps) + ": nothing to do; raise train.steps");
     }
-    first_step = static_cast<int>(state->step);
-    train_data->set_cursor({state->data_epoch, state->data_position});
-    core::log_info("resumed from " + *path + " at step " + std::to_string(first_step));
+    first_step_ = static_cast<int>(state->step);
+    train_data_->set_cursor({state->data_epoch, state->data_position});
+    core::log_info("resumed from " + *path + " at step " + std::to_string(first_step_));
+  } else if (!tc_.init_from.empty()) {
+    // Fine-tuning: the weights alone (any grid wrote them; read_checkpoint names the file and
+    // the fix on a missing file or a shape mismatch). The run is otherwise new: step 0, AdamW
+    // moments at zero, the data cursor at its start. An llm.c file, the usual import, is named
+    // as such (every rank reads its first bytes alike) rather than failing as bad HDF5.
+    if (auto kind = checkpoint::detect_file_kind(tc_.init_from);
+        kind && *kind == checkpoint::FileKind::kLlmc) {
+      return core::Status::error("train.init_from: '" + tc_.init_from +
+                                 "' is an llm.c model file; convert it first (tessera-ckpt "
+                                 "convert " +
+                                 tc_.init_from +
+                                 " model.h5) and set train.init_from to the .h5 file");
+    }
+    auto state = checkpoint::read_checkpoint(tc_.init_from, *model_, nullptr, grid_, transfers);
+    if (!state) return state.status().with_context("train.init_from: ");
+    core::log_info("initialised weights from " + tc_.init_from);
+  } else {
+    model_->init_weights(tc_.seed);
   }
-  auto save_checkpoint = [&](int steps_done) {
-    const std::string path = checkpoint::checkpoint_path(cc.dir, steps_done);
-    const data::LoaderCursor cursor = train_data->cursor();
-    const checkpoint::TrainState state{steps_done, int64_t{steps_done} * global_batch * T, tc.seed,
-                                       cursor.epoch, cursor.position};
-    parallel::Timeline::Scope scope(timeline.get(), "checkpoint", "checkpoint");
-    core::Status st = checkpoint::write_checkpoint(path, model, &adamw, state, config, grid,
-                                                   checkpoint::transfers_from_config(config));
-    if (st.is_ok() && grid.world_rank() == 0)
-      st = checkpoint::publish_latest(cc.dir, path, cc.keep);
-    if (!st.is_ok()) throw Error(st.message());
-    core::log_info("checkpoint " + path);
-  };
-  if (!cc.dir.empty()) {
-    std::filesystem::create_directories(cc.dir);
-    std::signal(SIGTERM, on_stop_signal);
-    std::signal(SIGUSR1, on_stop_signal);
-  }
+  return core::Status::ok();
+}
+
+void Trainer::arm_checkpoints() {
+  if (cc_.dir.empty()) return;
+  std::filesystem::create_directories(cc_.dir);
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+}
+
+// ---- Log the run -------------------------------------------------------------------------------
+
+void Trainer::log_run() {
+  const core::ModelConfig& mc = config_.model;
   // The job's peak: every rank measures its own share of the machine at the same moment (so
   // ranks sharing cores each see their part) and the shares are summed.
-  grid.world_comm().barrier();
-  double peak_gflops = measure_sgemm_gflops(1024, 5);
-  grid.world_comm().all_reduce(&peak_gflops, 1, parallel::ReduceOp::kSum);
-  const double flops_per_token = models::Gpt::flops_per_token(mc, T);
+  grid_.world_comm().barrier();
+  peak_gflops_ = measure_sgemm_gflops(1024, 5);
+  grid_.world_comm().all_reduce(&peak_gflops_, 1, parallel::ReduceOp::kSum);
+  flops_per_token_ = models::Gpt::flops_per_token(mc, T_);
 
-  core::log_info("model: GPT-2, " + std::to_string(model.param_set().global_param_count(true)) +
+  core::log_info("model: GPT-2, " + std::to_string(model_->param_set().global_param_count(true)) +
                  " parameters (V=" + std::to_string(mc.vocab_size) + ", Vp=" +
                  std::to_string(mc.padded_vocab_size()) + ", L=" + std::to_string(mc.n_layer) +
                  ", NH=" + std::to_string(mc.n_head) + ", C=" + std::to_string(mc.n_embd) + ")");
   char line[256];
   std::snprintf(line, sizeof line,
                 "grid: %d ranks = dp %d x tp %d (tp groups of neighbouring ranks)",
-                grid.world_size(), dp_size, grid.tp_size());
+                grid_.world_size(), dp_size_, grid_.tp_size());
   core::log_info(line);
   // Under Slurm the job and its nodes go into the log and into this run's first metrics record.
-  core::LaunchEnv launch = core::read_slurm_env();
-  launch.local_rank = grid.local_rank();
-  launch.local_size = grid.local_size();
-  if (launch.under_slurm()) core::log_info("launch: " + launch.describe());
+  launch_ = core::read_slurm_env();
+  launch_.local_rank = grid_.local_rank();
+  launch_.local_size = grid_.local_size();
+  if (launch_.under_slurm()) core::log_info("launch: " + launch_.describe());
   std::snprintf(
       line, sizeof line,
       "train: %ld steps x %ld sequences x %ld tokens, micro-batch %ld, %d threads per rank, "
       "sgemm peak %.1f GFLOP/s (all ranks)",
-      static_cast<long>(tc.steps), static_cast<long>(global_batch), static_cast<long>(T),
-      static_cast<long>(micro), threads, peak_gflops);
+      static_cast<long>(tc_.steps), static_cast<long>(global_batch_), static_cast<long>(T_),
+      static_cast<long>(micro_), threads_, peak_gflops_);
   core::log_info(line);
-  core::log_info("data: " + std::to_string(train_data->num_tokens()) + " training tokens, " +
-                 "unigram entropy " + std::to_string(*entropy) + " nats/token");
+  core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +
+                 "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");
 
-  const bool writer = grid.world_rank() == 0;
-  std::ofstream metrics;
-  if (writer) {
-    std::filesystem::create_directories(tc.out_dir);
-    // A resumed run continues the file; a fresh one starts it anew.
-    metrics.open(tc.out_dir + "/metrics.jsonl", first_step > 0 ? std::ios::app : std::ios::trunc);
-    if (!metrics) {
-      throw Error("cannot write '" + tc.out_dir + "/metrics.jsonl'; check train.out_dir");
+  if (writer_) {
+    std::filesystem::create_directories(tc_.out_dir);
+    // A resumed run continues the file; a fresh one (fine-tuning included) starts it anew.
+    metrics_.open(tc_.out_dir + "/metrics.jsonl",
+                  first_step_ > 0 ? std::ios::app : std::ios::trunc);
+    if (!metrics_) {
+      throw Error("cannot write '" + tc_.out_dir + "/metrics.jsonl'; check train.out_dir");
     }
   }
+}
 
-  // Step buffers, allocated once.
-  std::vector<int32_t> inputs(B_local * T), targets(B_local * T);
-  auto evaluate = [&]() {
-    // A validation batch is a global batch split over dp like a training batch (tp ranks share
-    // the work of each), and the sums are reduced over dp: the figure is the same on every grid.
-    parallel::Timeline::Scope scope(timeline.get(), "validation", "validation");
-    val_data->set_cursor({});
-    double sum_count[2] = {0, 0};
-    for (int b = 0; b < tc.val_batches; ++b) {
-      if (val_data->cursor().epoch > 0) break;  // validation set exhausted: use what we have
-      val_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
-      for (int64_t m = 0; m < B_local; m += micro) {
-        int64_t n = 0;
-        sum_count[0] += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T, &n);
-        sum_count[1] += static_cast<double>(n);
-      }
-    }
-    if (dp_size > 1) grid.dp_comm().all_reduce(sum_count, 2, parallel::ReduceOp::kSum);
-    return sum_count[0] / sum_count[1];
-  };
+// ---- One step ----------------------------------------------------------------------------------
 
-  TrainSummary summary;
-  summary.unigram_entropy = *entropy;
-  summary.first_step = first_step;
-  core::Timer run_timer;
-  double tokens_per_s = 0;
-  for (int step = first_step; step < tc.steps; ++step) {
-    core::Timer step_timer;
-    model.zero_grad();
-    train_data->next_batch(global_batch, dp_rank * B_local, B_local, inputs.data(), targets.data());
-    // Each rank's gradient is that of its own mean loss; the reducer averages them over dp,
-    // which gives the gradient of the global mean.
-    const float loss_scale = 1.0f / static_cast<float>(B_local * T);
-    double loss_sum = 0;
-    for (int64_t m = 0; m < B_local; m += micro) {
-      const bool last_micro = m + micro == B_local;
-      {
-        parallel::Timeline::Scope scope(timeline.get(), "forward", "forward");
-        loss_sum += model.forward(inputs.data() + m * T, targets.data() + m * T, micro, T);
-      }
-      if (step == 2 && core::fault_requested("step")) {
-        throw Error("running backward of step 3: injected fault (TESSERA_INJECT_FAULT=step@" +
-                    std::to_string(grid.world_rank()) + ")");
-      }
-      model.backward(loss_scale, reducer && last_micro ? on_ready : nullptr);
-    }
-    if (reducer) reducer->finish();  // gradients are now averaged over dp
-    if (dp_size > 1) grid.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
-    const double loss = loss_sum / static_cast<double>(global_batch * T);
-    summary.losses.push_back(loss);
-    double norm = 0;
-    const double lr = optim::learning_rate(config.optim, step, tc.steps);
+void Trainer::load_batch() {
+  train_data_->next_batch(global_batch_, dp_rank_ * B_local_, B_local_, inputs_.data(),
+                          targets_.data());
+}
+
+double Trainer::forward_backward(int step) {
+  model_->zero_grad();
+  // Each rank's gradient is that of its own mean loss; the reducer averages them over dp,
+  // which gives the gradient of the global mean.
+  const float loss_scale = 1.0f / static_cast<float>(B_local_ * T_);
+  double loss_sum = 0;
+  for (int64_t m = 0; m < B_local_; m += micro_) {
+    const bool last_micro = m + micro_ == B_local_;
     {
-      parallel::Timeline::Scope scope(timeline.get(), "optimizer", "optimizer");
-      norm = optim::clip_grad_norm(model.param_set(), model.grads(), config.optim.grad_clip,
-                                   &grid.tp_comm());
-      adamw.step(model.weights(), model.grads(), lr, step + 1, config.optim);
+      parallel::Timeline::Scope scope(timeline_.get(), "forward", "forward");
+      loss_sum += model_->forward(inputs_.data() + m * T_, targets_.data() + m * T_, micro_, T_);
     }
-    const double dt = step_timer.seconds();
-    tokens_per_s = static_cast<double>(global_batch * T) / dt;
-    const double mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9);
-    summary.final_train_loss = loss;
+    if (step == 2 && core::fault_requested("step")) {
+      throw Error("running backward of step 3: injected fault (TESSERA_INJECT_FAULT=step@" +
+                  std::to_string(grid_.world_rank()) + ")");
+    }
+    // The reducer's buckets start during the last micro-batch's backward.
+    model_->backward(loss_scale, reducer_ && last_micro ? on_ready_ : nullptr);
+  }
+  return loss_sum;
+}
 
-    nlohmann::json rec = {{"step", step + 1},
-                          {"loss", loss},
-                          {"lr", lr},
-                          {"grad_norm", norm},
-                          {"tokens_per_s", tokens_per_s},
-                          {"mfu", mfu},
-                          {"time_s", run_timer.seconds()}};
-    if (step == first_step && launch.under_slurm()) {
-      rec["slurm_job_id"] = launch.job_id;
-      rec["slurm_nodelist"] = launch.node_list;
-    }
-    const bool last = step + 1 == tc.steps;
-    if (have_val && ((step + 1) % tc.val_every == 0 || last)) {
-      summary.final_val_loss = evaluate();
-      rec["val_loss"] = summary.final_val_loss;
-    }
-    if (writer) {
-      metrics << rec.dump() << "\n";
-      metrics.flush();
-    }
-    if ((step + 1) % tc.log_every == 0 || last || rec.contains("val_loss")) {
-      const double eta = run_timer.seconds() / (step + 1 - first_step) * (tc.steps - step - 1);
-      std::snprintf(line, sizeof line,
-                    "step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1fk tok/s | MFU %.1f%% | "
-                    "ETA %s",
-                    step + 1, tc.steps, loss, lr, norm, tokens_per_s / 1e3, 100 * mfu,
-                    format_eta(eta).c_str());
-      std::string s = line;
-      if (rec.contains("val_loss")) s += " | val " + std::to_string(summary.final_val_loss);
-      core::log_info(s);
-    }
-    if (!cc.dir.empty() && step + 1 < tc.steps) {
-      // Every rank must agree to stop: a signal may reach only some of them.
-      double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
-      grid.world_comm().all_reduce(&stop, 1, parallel::ReduceOp::kMax);
-      if (stop > 0) {
-        save_checkpoint(step + 1);
-        core::log_info("stopping after step " + std::to_string(step + 1) +
-                       " on a signal (checkpoint written); resume with --resume");
-        summary.stopped_by_signal = true;
-        break;
-      }
-      if (cc.every > 0 && (step + 1) % cc.every == 0) save_checkpoint(step + 1);
+double Trainer::reduce(double loss_sum) {
+  if (reducer_) reducer_->finish();  // gradients are now averaged over dp
+  if (dp_size_ > 1) grid_.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
+  const double loss = loss_sum / static_cast<double>(global_batch_ * T_);
+  summary_.losses.push_back(loss);
+  summary_.final_train_loss = loss;
+  return loss;
+}
+
+Update Trainer::clip_and_step(int step) {
+  Update u;
+  u.lr = optim::learning_rate(config_.optim, step, tc_.steps);
+  parallel::Timeline::Scope scope(timeline_.get(), "optimizer", "optimizer");
+  u.grad_norm = optim::clip_grad_norm(model_->param_set(), model_->grads(), config_.optim.grad_clip,
+                                      &grid_.tp_comm(), backend_.get());
+  adamw_->step(model_->weights(), model_->grads(), u.lr, step + 1, config_.optim);
+  return u;
+}
+
+nlohmann::json Trainer::step_record(int step, double loss, const Update& update,
+                                    double step_seconds) {
+  tokens_per_s_ = static_cast<double>(global_batch_ * T_) / step_seconds;
+  const double mfu = flops_per_token_ * tokens_per_s_ / (peak_gflops_ * 1e9);
+  nlohmann::json rec = {{"step", step + 1},
+                        {"loss", loss},
+                        {"lr", update.lr},
+                        {"grad_norm", update.grad_norm},
+                        {"tokens_per_s", tokens_per_s_},
+                        {"mfu", mfu},
+                        {"time_s", run_timer_.seconds()}};
+  if (step == first_step_ && launch_.under_slurm()) {
+    rec["slurm_job_id"] = launch_.job_id;
+    rec["slurm_nodelist"] = launch_.node_list;
+  }
+  return rec;
+}
+
+void Trainer::validate_if_due(int step, nlohmann::json& rec) {
+  if (!val_data_ || ((step + 1) % tc_.val_every != 0 && !last_step(step))) return;
+  summary_.final_val_loss = evaluate();
+  rec["val_loss"] = summary_.final_val_loss;
+}
+
+double Trainer::evaluate() {
+  // A validation batch is a global batch split over dp like a training batch (tp ranks share
+  // the work of each), and the sums are reduced over dp: the figure is the same on every grid.
+  parallel::Timeline::Scope scope(timeline_.get(), "validation", "validation");
+  val_data_->set_cursor({});
+  double sum_count[2] = {0, 0};
+  for (int b = 0; b < tc_.val_batches; ++b) {
+    if (val_data_->cursor().epoch > 0) break;  // validation set exhausted: use what we have
+    val_data_->next_batch(global_batch_, dp_rank_ * B_local_, B_local_, inputs_.data(),
+                          targets_.data());
+    for (int64_t m = 0; m < B_local_; m += micro_) {
+      int64_t n = 0;
+      sum_count[0] +=
+          model_->forward(inputs_.data() + m * T_, targets_.data() + m * T_, micro_, T_, &n);
+      sum_count[1] += static_cast<double>(n);
     }
   }
-  summary.tokens_per_s = tokens_per_s;
-  if (!cc.dir.empty() && !summary.stopped_by_signal) save_checkpoint(tc.steps);
+  if (dp_size_ > 1) grid_.dp_comm().all_reduce(sum_count, 2, parallel::ReduceOp::kSum);
+  return sum_count[0] / sum_count[1];
+}
+
+void Trainer::report(int step, const nlohmann::json& rec) {
+  if (writer_) {
+    metrics_ << rec.dump() << "\n";
+    metrics_.flush();
+  }
+  const bool validated = rec.contains("val_loss");
+  if ((step + 1) % tc_.log_every != 0 && !last_step(step) && !validated) return;
+  const double eta = run_timer_.seconds() / (step + 1 - first_step_) * (tc_.steps - step - 1);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1fk tok/s | MFU %.1f%% | "
+                "ETA %s",
+                step + 1, tc_.steps, rec.at("loss").get<double>(), rec.at("lr").get<double>(),
+                rec.at("grad_norm").get<double>(), tokens_per_s_ / 1e3,
+                100 * rec.at("mfu").get<double>(), format_eta(eta).c_str());
+  std::string s = line;
+  if (validated) s += " | val " + std::to_string(summary_.final_val_loss);
+  core::log_info(s);
+}
+
+bool Trainer::checkpoint_or_stop(int step) {
+  // The last step's checkpoint is finish()'s.
+  if (cc_.dir.empty() || last_step(step)) return false;
+  // Every rank must agree to stop: a signal may reach only some of them.
+  double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+  grid_.world_comm().all_reduce(&stop, 1, parallel::ReduceOp::kMax);
+  if (stop > 0) {
+    save_checkpoint(step + 1);
+    core::log_info("stopping after step " + std::to_string(step + 1) +
+                   " on a signal (checkpoint written); resume with --resume");
+    summary_.stopped_by_signal = true;
+    return true;
+  }
+  if (cc_.every > 0 && (step + 1) % cc_.every == 0) save_checkpoint(step + 1);
+  return false;
+}
+
+// ---- Finish ------------------------------------------------------------------------------------
+
+void Trainer::finish() {
+  summary_.tokens_per_s = tokens_per_s_;
+  if (!cc_.dir.empty() && !summary_.stopped_by_signal) save_checkpoint(tc_.steps);
   {
     // The final weights: a weights-only checkpoint (no AdamW state), written like any other
     // (collective, each rank its hyperslabs), for generation and conversion on any grid.
-    summary.weights_path = tc.out_dir + "/model.h5";
-    const data::LoaderCursor cursor = train_data->cursor();
-    const int64_t steps_done = summary.first_step + static_cast<int64_t>(summary.losses.size());
-    const checkpoint::TrainState state{steps_done, steps_done * global_batch * T, tc.seed,
-                                       cursor.epoch, cursor.position};
-    core::Status st =
-        checkpoint::write_checkpoint(summary.weights_path, model, nullptr, state, config, grid,
-                                     checkpoint::transfers_from_config(config));
+    summary_.weights_path = tc_.out_dir + "/model.h5";
+    const int64_t steps_done = summary_.first_step + static_cast<int64_t>(summary_.losses.size());
+    core::Status st = checkpoint::write_checkpoint(summary_.weights_path, *model_, nullptr,
+                                                   train_state(steps_done), config_, grid_,
+                                                   checkpoint::transfers_from_config(config_));
     if (!st.is_ok()) throw Error(st.message());
   }
-  core::log_info("wrote " + summary.weights_path + " (final weights)");
-  if (timeline) {
-    const std::string path = grid.world_size() == 1
-                                 ? tc.timeline
-                                 : tc.timeline + ".rank" + std::to_string(grid.world_rank());
-    core::Status st = timeline->write(path);
+  core::log_info("wrote " + summary_.weights_path + " (final weights)");
+  if (timeline_) {
+    const std::string path = grid_.world_size() == 1
+                                 ? tc_.timeline
+                                 : tc_.timeline + ".rank" + std::to_string(grid_.world_rank());
+    core::Status st = timeline_->write(path);
     if (!st.is_ok()) throw Error(st.message());
     core::log_info("wrote timeline " + path + " (open in ui.perfetto.dev)");
   }
-  if (summary.final_val_loss >= 0) {
+  if (summary_.final_val_loss >= 0) {
+    char line[256];
     std::snprintf(line, sizeof line,
                   "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "
                   "(%.1f%% below)",
-                  summary.final_val_loss, summary.unigram_entropy,
-                  100 * (1 - summary.final_val_loss / summary.unigram_entropy));
+                  summary_.final_val_loss, summary_.unigram_entropy,
+                  100 * (1 - summary_.final_val_loss / summary_.unigram_entropy));
     core::log_info(line);
   }
-  return summary;
+}
+
+// ---- Checkpoints -------------------------------------------------------------------------------
+
+checkpoint::TrainState Trainer::train_state(int64_t steps_done) const {
+  const data::LoaderCursor cursor = train_data_->cursor();
+  return checkpoint::TrainState{steps_done, steps_done * global_batch_ * T_, tc_.seed, cursor.epoch,
+                                cursor.position};
+}
+
+void Trainer::save_checkpoint(int steps_done) {
+  const std::string path = checkpoint::checkpoint_path(cc_.dir, steps_done);
+  parallel::Timeline::Scope scope(timeline_.get(), "checkpoint", "checkpoint");
+  core::Status st =
+      checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,
+                                   grid_, checkpoint::transfers_from_config(config_));
+  if (st.is_ok() && writer_) st = checkpoint::publish_latest(cc_.dir, path, cc_.keep);
+  if (!st.is_ok()) throw Error(st.message());
+  core::log_info("checkpoint " + path);
+}
+
+}  // namespace
+
+core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid) {
+  Trainer trainer(config, grid);
+  return trainer.run();
 }
 
 }  // namespace tessera::train

@@ -27,12 +27,17 @@ struct TrainSummary {
   bool stopped_by_signal = false;  // SIGTERM/SIGUSR1: checkpoint written, stopped early
 };
 
-// Runs config.train.steps steps (resuming from config.checkpoint.resume when set; writing
-// checkpoints to config.checkpoint.dir every checkpoint.every steps, at the end, and when SIGTERM
-// or SIGUSR1 arrives, after which it stops cleanly); a collective over the grid's world.
+// Runs config.train.steps steps on the backend train.device names (cpu; or cuda: fp32, one GPU
+// per rank from its local rank, NCCL for tp and dp, never yet run on a GPU: docs/CUDA.md); a
+// collective over the grid's world. The weights come from
+// config.checkpoint.resume when it finds a checkpoint (with AdamW state, step and data position),
+// else from train.init_from (weights only: step 0, fresh AdamW, data from the start), else fresh.
+// Checkpoints go to config.checkpoint.dir every checkpoint.every steps, at the end, and when
+// SIGTERM or SIGUSR1 arrives, after which it stops cleanly.
 // Preconditions: parallel::check_grid(config, world size) passed and `grid` was built with
-// config.parallel.tp. Bad input (data files, sizes) is returned as a Status; a failure only some
-// ranks see is thrown so the app aborts every rank.
+// config.parallel.tp. Bad input (device, data files, sizes, checkpoint and init_from files) is
+// returned as a Status, the same on every rank; a failure only some ranks see is thrown so the
+// app aborts every rank.
 core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid);
 
 }  // namespace tessera::train

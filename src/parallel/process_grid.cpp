@@ -108,8 +108,14 @@ ProcessGrid::ProcessGrid(MPI_Comm world, int tp_size) : tp_size_(tp_size) {
 
 void ProcessGrid::attach_device(backends::Backend& backend) {
   if (backend.device() == core::Device::kCpu) return;
-  device_tp_comm_ = make_nccl_communicator(tp_comm_->comm(), "tp", backend.stream());
-  device_dp_comm_ = make_nccl_communicator(dp_comm_->comm(), "dp", backend.stream());
+  // A group of one needs no NCCL: every collective over it is a no-op that touches no memory
+  // (MpiCommunicator returns at once), so the MPI one serves device buffers too.
+  if (tp_size_ > 1) {
+    device_tp_comm_ = make_nccl_communicator(tp_comm_->comm(), "tp", backend.stream());
+  }
+  if (dp_size() > 1) {
+    device_dp_comm_ = make_nccl_communicator(dp_comm_->comm(), "dp", backend.stream());
+  }
 }
 
 }  // namespace tessera::parallel

@@ -53,8 +53,9 @@ class ProcessGrid {
   Communicator& dp_comm() { return *dp_comm_; }
 
   // For a run whose model lives on `backend`'s device: on a device backend, makes NCCL
-  // communicators over the tp and dp groups, ordered after the backend's stream (collective
-  // over the world); on the CPU backend nothing. Call once, before building the model.
+  // communicators over the tp and dp groups of more than one rank, ordered after the backend's
+  // stream (collective over the world); on the CPU backend nothing. Call once, before building
+  // the model.
   void attach_device(backends::Backend& backend);
   // The communicators for buffers on the attached device: NCCL after attach_device on a device
   // backend, else the MPI ones above.

@@ -20,6 +20,19 @@ if ((${#exes[@]} == 0)); then
   exit 1
 fi
 cp "${exes[@]}" "$out/bin/"
+# The apps, the tiny config and the corpus: gpu_check.sh trains on the GPU with them (CPU vs CUDA
+# losses, dp 2 and tp 2 on one GPU).
+apps=()
+for app in tessera-data tessera-train tessera-generate; do
+  [[ -x "$build/apps/$app" ]] && apps+=("$build/apps/$app")
+done
+if ((${#apps[@]} == 3)); then
+  cp "${apps[@]}" "$out/bin/"
+  exes+=("${apps[@]}")
+  mkdir -p "$out/configs" "$out/data"
+  cp configs/tiny.yaml "$out/configs/"
+  cp data/shakespeare.txt "$out/data/"
+fi
 # Shared libraries from ldd, less the ones the GPU image provides.
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libcuda\.|libcudart|libcublas|libcudnn|libnccl|libnvrtc|libnvJitLink)'
 ldd "${exes[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |

@@ -30,6 +30,61 @@ if [[ -x "$here/bin/tessera_cuda_mpi_tests" && -d "$here/openmpi" ]]; then
     summary+=("tessera_cuda_mpi_tests np $np: exit $rc")
   done
 fi
+# Training on the GPU with the apps (when bundled): the tiny model for 20 steps on the CPU and on
+# CUDA from the same seed (losses equal within relative 1e-5), then dp 2 and tp 2 on CUDA with two
+# ranks sharing the GPU (NCCL told apart by NCCL_HOSTID), each against the 1-rank CUDA losses.
+if [[ -x "$here/bin/tessera-train" ]]; then
+  work="$out/train"
+  mkdir -p "$work"
+  "$here/bin/tessera-data" prepare --input "$here/data/shakespeare.txt" --vocab-size 4096 \
+    --out-dir "$work/data" > "$work/data.log" 2>&1 || failed=1
+  sets=(--set "data.train=$work/data/train.bin" --set "data.val=$work/data/val.bin"
+        --set "data.tokenizer=$work/data/tokenizer" --set train.steps=20 --set train.val_every=0)
+  for dev in cpu cuda; do
+    "$here/bin/tessera-train" "$here/configs/tiny.yaml" "${sets[@]}" --set "train.device=$dev" \
+      --set "train.out_dir=$work/$dev" > "$work/$dev.log" 2>&1
+    rc=$?
+    ((rc == 0)) || failed=1
+    summary+=("tessera-train tiny 20 steps on $dev: exit $rc")
+  done
+  if [[ -x "$here/openmpi/bin/orterun" ]]; then
+    for grid in tp dp; do
+      tp=2
+      [[ $grid == dp ]] && tp=1
+      orterun --oversubscribe -n 2 -x LD_LIBRARY_PATH bash -c \
+        'NCCL_HOSTID=gpu-check-$OMPI_COMM_WORLD_RANK exec "$@"' _ \
+        "$here/bin/tessera-train" "$here/configs/tiny.yaml" "${sets[@]}" --set train.device=cuda \
+        --set "parallel.tp=$tp" --set "train.out_dir=$work/cuda_${grid}2" > "$work/cuda_${grid}2.log" 2>&1
+      rc=$?
+      ((rc == 0)) || failed=1
+      summary+=("tessera-train tiny 20 steps on cuda, $grid 2 (2 ranks, one GPU): exit $rc")
+    done
+  fi
+  # Each run's losses against the reference run's, relative 1e-5 (DESIGN.md: backend equivalence
+  # and layout invariance).
+  compare=$(python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+def losses(run):
+    path = os.path.join(work, run, "metrics.jsonl")
+    return [json.loads(l)["loss"] for l in open(path)] if os.path.exists(path) else None
+ok = True
+for run, ref in [("cuda", "cpu"), ("cuda_tp2", "cuda"), ("cuda_dp2", "cuda")]:
+    a, b = losses(run), losses(ref)
+    if a is None or b is None:
+        print(f"{run} vs {ref}: missing metrics"); ok = False; continue
+    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b)) if len(a) == len(b) else float("inf")
+    good = len(a) == len(b) == 20 and worst <= 1e-5
+    ok &= good
+    print(f"{run} vs {ref}: {len(a)} steps, largest relative loss difference {worst:.2e} "
+          f"({'ok' if good else 'FAIL'}, limit 1e-5)")
+sys.exit(0 if ok else 1)
+PY
+)
+  rc=$?
+  ((rc == 0)) || failed=1
+  summary+=("$compare")
+fi
 grep -E '^\[  FAILED  \]' "$out"/*.log | head -40
 printf '%s\n' "${summary[@]}"
 if ((failed)); then

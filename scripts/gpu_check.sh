@@ -14,14 +14,18 @@ export LD_LIBRARY_PATH="$here/lib:${wheels}:/usr/local/cuda/lib64:${LD_LIBRARY_P
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/gpu.txt"
 summary=()
 failed=0
+# The bundled Open MPI (the GPU image has none): every program here calls MPI_Init, alone
+# (singleton, kept in-process) or under orterun.
+if [[ -d "$here/openmpi" ]]; then
+  export OPAL_PREFIX="$here/openmpi" OPAL_LIBDIR="$here/openmpi/lib" OPAL_PKGDATADIR="$here/openmpi/share/openmpi"
+  export PATH="$here/openmpi/bin:$PATH" OMPI_MCA_mca_base_component_path="$here/openmpi/lib/openmpi3"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_ess_singleton_isolated=1
+fi
 "$here/bin/tessera_cuda_tests" --gtest_output=xml:"$out/cuda_tests.xml" > "$out/cuda_tests.log" 2>&1
 rc=$?
 ((rc == 0)) || failed=1
 summary+=("tessera_cuda_tests: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_tests.log" | tr '\n' ' ')")
 if [[ -x "$here/bin/tessera_cuda_mpi_tests" && -d "$here/openmpi" ]]; then
-  export OPAL_PREFIX="$here/openmpi" OPAL_LIBDIR="$here/openmpi/lib" OPAL_PKGDATADIR="$here/openmpi/share/openmpi"
-  export PATH="$here/openmpi/bin:$PATH" OMPI_MCA_mca_base_component_path="$here/openmpi/lib/openmpi3"
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   for np in 1 2 4; do
     orterun --oversubscribe -n $np -x LD_LIBRARY_PATH "$here/bin/tessera_cuda_mpi_tests" \
       > "$out/cuda_mpi_np$np.log" 2>&1

@@ -10,9 +10,9 @@
 #include <memory>
 #include <string>
 
+#include "backends/adamw_hyper.h"
 #include "core/status.h"
 #include "core/tensor.h"
-#include "backends/adamw_hyper.h"
 
 namespace tessera::backends {
 
@@ -77,8 +77,7 @@ class Backend {
 
   // ---- Normalisation and activations ----------------------------------------------------------
   virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                                 const float* weight, const float* bias, int64_t N,
-                                 int64_t C) = 0;
+                                 const float* weight, const float* bias, int64_t N, int64_t C) = 0;
   // dinp ACCUMULATES (the residual stream); dweight, dbias ACCUMULATE.
   virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                   const float* inp, const float* weight, const float* mean,

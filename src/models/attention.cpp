@@ -23,8 +23,8 @@ CausalSelfAttention::CausalSelfAttention(const ModelContext& ctx, ArenaPlan& pla
 void CausalSelfAttention::forward(float* out, const float* inp, int64_t B, int64_t T) {
   const int64_t BT = B * T;
   qkv_.forward(qkv_out_.f32(), inp, BT);
-  ctx_.backend.attention_forward(atty_.f32(), att_.f32(), scratch_.workspace.f32(),
-                                 qkv_out_.f32(), B, T, C_local_, NH_local_);
+  ctx_.backend.attention_forward(atty_.f32(), att_.f32(), scratch_.workspace.f32(), qkv_out_.f32(),
+                                 B, T, C_local_, NH_local_);
   proj_.forward(out, atty_.f32(), BT);
 }
 
@@ -33,8 +33,8 @@ void CausalSelfAttention::backward(float* dinp, const float* dout, const float* 
   const int64_t BT = B * T;
   proj_.backward(scratch_.datty.f32(), dout, atty_.f32(), BT);
   ctx_.backend.attention_backward(scratch_.dqkv.f32(), scratch_.workspace.f32(),
-                                  scratch_.datty.f32(), qkv_out_.f32(), att_.f32(), B, T,
-                                  C_local_, NH_local_);
+                                  scratch_.datty.f32(), qkv_out_.f32(), att_.f32(), B, T, C_local_,
+                                  NH_local_);
   qkv_.backward(dinp, scratch_.dqkv.f32(), inp, BT);
 }
 
@@ -43,8 +43,8 @@ void CausalSelfAttention::decode(float* out, const float* inp, KvCache& cache, i
   qkv_.forward(qkv_out_.f32(), inp, N);
   ctx_.backend.kv_append(cache.k(layer), cache.v(layer), qkv_out_.f32(), slots, positions, N,
                          cache.max_seq(), C_local_);
-  ctx_.backend.attention_decode(atty_.f32(), qkv_out_.f32(), cache.k(layer), cache.v(layer),
-                                slots, positions, N, cache.max_seq(), C_local_, NH_local_);
+  ctx_.backend.attention_decode(atty_.f32(), qkv_out_.f32(), cache.k(layer), cache.v(layer), slots,
+                                positions, N, cache.max_seq(), C_local_, NH_local_);
   proj_.forward(out, atty_.f32(), N);
 }
 

@@ -17,8 +17,8 @@ class KvCache;
 
 // Backward scratch shared by every layer (one layer's backward runs at a time).
 struct AttentionScratch {
-  core::Tensor dqkv;  // (B*T, 3 C_local)
-  core::Tensor datty; // (B*T, C_local)
+  core::Tensor dqkv;       // (B*T, 3 C_local)
+  core::Tensor datty;      // (B*T, C_local)
   core::Tensor workspace;  // backend.attention_workspace_size floats
 };
 

@@ -25,8 +25,8 @@ class Block {
  public:
   // first_index: the ParamSpec row of ln_1.weight; the layer's 12 rows follow in the order of
   // Gpt::param_specs.
-  Block(const ModelContext& ctx, ArenaPlan& plan, BlockScratch& scratch, int first_index,
-        int64_t B, int64_t T, int64_t C, int64_t NH_local);
+  Block(const ModelContext& ctx, ArenaPlan& plan, BlockScratch& scratch, int first_index, int64_t B,
+        int64_t T, int64_t C, int64_t NH_local);
 
   // out() (B*T, C) = the layer applied to x (B*T, C). Collective over tp_comm.
   void forward(const float* x, int64_t B, int64_t T);

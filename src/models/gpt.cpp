@@ -41,7 +41,8 @@ std::vector<params::ParamSpec> Gpt::param_specs(const core::ModelConfig& m) {
     ln(h + ".ln_2");
     s.push_back({h + ".mlp.fc.weight", {4 * C, C}, 0, 1, params::Init::kNormal, std, -1, true});
     s.push_back({h + ".mlp.fc.bias", {4 * C}, 0, 1, params::Init::kZeros, 0, -1, false});
-    s.push_back({h + ".mlp.proj.weight", {C, 4 * C}, 1, 1, params::Init::kNormal, proj_std, -1, true});
+    s.push_back(
+        {h + ".mlp.proj.weight", {C, 4 * C}, 1, 1, params::Init::kNormal, proj_std, -1, true});
     s.push_back({h + ".mlp.proj.bias", {C}, -1, 1, params::Init::kZeros, 0, -1, false});
   }
   ln("ln_f");
@@ -102,8 +103,8 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
 
   embedding_ = std::make_unique<VocabParallelEmbedding>(ctx_, 0, C, vocab_start_, Vp_local_);
   for (int l = 0; l < L_; ++l) {
-    blocks_.push_back(std::make_unique<Block>(ctx_, plan, scratch_, 2 + Block::kParams * l, B, T,
-                                              C, NHl));
+    blocks_.push_back(
+        std::make_unique<Block>(ctx_, plan, scratch_, 2 + Block::kParams * l, B, T, C, NHl));
     backward_names_.push_back("bwd h." + std::to_string(l));
   }
   const int nparams = params_.size();

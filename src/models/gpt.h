@@ -132,10 +132,10 @@ class Gpt {
   std::unique_ptr<LayerNorm> ln_f_;
   std::unique_ptr<LmHead> head_;
 
-  core::Tensor arena_;     // every module's activations and the shared scratch
-  core::Tensor encoded_;   // (B*T, C): the embedding's output, the first block's input
-  core::Tensor lnf_out_;   // (B*T, C)
-  core::Tensor dresidual_; // (B*T, C): gradient of the residual stream
+  core::Tensor arena_;      // every module's activations and the shared scratch
+  core::Tensor encoded_;    // (B*T, C): the embedding's output, the first block's input
+  core::Tensor lnf_out_;    // (B*T, C)
+  core::Tensor dresidual_;  // (B*T, C): gradient of the residual stream
   core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
   bool have_targets_ = false;
   int64_t last_B_ = 0, last_T_ = 0;

@@ -1,8 +1,8 @@
 // Batched KV-cache decode (Gpt::decode through the Generator): N prompts of different lengths
 // decoded in one batch give, for each, exactly the tokens of that prompt generated alone
 // (greedy and seeded sampling, with prefill split into chunks); a row's logits equal those of
-// the same row decoded alone within 1e-6 of the largest logit; a sequence joining a running batch changes no other sequence's
-// tokens; a cancelled sequence frees its slot.
+// the same row decoded alone within 1e-6 of the largest logit; a sequence joining a running batch
+// changes no other sequence's tokens; a cancelled sequence frees its slot.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,8 +12,8 @@
 
 #include "generate/generator.h"
 #include "models/gpt.h"
-#include "test_models.h"
 #include "models/kv_cache.h"
+#include "test_models.h"
 
 namespace tessera::generate {
 namespace {
@@ -88,7 +88,8 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   gpt.decode(batch_cache, tokens.data(), slots.data(), positions.data(),
              static_cast<int64_t>(tokens.size()));
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {6, 2, 9};
-  const float* batched = gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
+  const float* batched =
+      gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
   std::vector<float> batched_rows(batched, batched + 3 * Vp);
   for (int s = 0; s < 3; ++s) {
     models::KvCache cache(gpt, 1);

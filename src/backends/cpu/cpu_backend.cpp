@@ -157,8 +157,7 @@ void CpuBackend::embedding_backward(float* dwte_local, const float* dout, const 
   Scope s(profiling_, &times_.embedding);
   kc::embedding_backward(dwte_local, dout, tokens, N, C, vocab_start, V_local);
 }
-void CpuBackend::positional_forward(float* out, const float* wpe, int64_t B, int64_t T,
-                                    int64_t C) {
+void CpuBackend::positional_forward(float* out, const float* wpe, int64_t B, int64_t T, int64_t C) {
   Scope s(profiling_, &times_.embedding);
   kc::positional_forward(out, wpe, B, T, C);
 }
@@ -167,8 +166,8 @@ void CpuBackend::positional_backward(float* dwpe, const float* dout, int64_t B, 
   Scope s(profiling_, &times_.embedding);
   kc::positional_backward(dwpe, dout, B, T, C);
 }
-void CpuBackend::positional_rows(float* out, const float* wpe, const int32_t* positions,
-                                 int64_t N, int64_t C) {
+void CpuBackend::positional_rows(float* out, const float* wpe, const int32_t* positions, int64_t N,
+                                 int64_t C) {
   Scope s(profiling_, &times_.embedding);
   for (int64_t i = 0; i < N; ++i) kc::add_inplace(out + i * C, wpe + positions[i] * C, C);
 }
@@ -194,8 +193,7 @@ void CpuBackend::xent_backward(float* dlogits, const float* logits, const int32_
                                const float* row_max, const float* sumexp, const float* dlosses,
                                int64_t N, int64_t n_cols, int64_t ld, int64_t vocab_start) {
   Scope s(profiling_, &times_.xent);
-  kc::xent_backward(dlogits, logits, targets, row_max, sumexp, dlosses, N, n_cols, ld,
-                    vocab_start);
+  kc::xent_backward(dlogits, logits, targets, row_max, sumexp, dlosses, N, n_cols, ld, vocab_start);
 }
 double CpuBackend::sum_losses(const float* losses, const int32_t* targets, int64_t N,
                               int64_t* count) {

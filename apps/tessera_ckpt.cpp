@@ -1,6 +1,7 @@
 // tessera-ckpt: look inside a checkpoint (inspect: attributes, stored config, dataset table), check
-// it loads (verify: read_checkpoint into the stored config's model, every checksum), convert it
-// (llm.c .bin, bf16, without optimizer state; serial) and print its logits for a token sequence.
+// it loads (verify: read_checkpoint into the stored config's model, every checksum, every value
+// finite), convert it (llm.c .bin, bf16, without optimizer state; serial) and print its logits
+// for a token sequence.
 #include <hdf5.h>
 #include <mpi.h>
 
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -190,6 +192,48 @@ bool has_optimizer_state(const std::string& path) {
   return file.valid() && H5Lexists(file.get(), "/optim", H5P_DEFAULT) > 0;
 }
 
+// An error naming the first dataset (file order: /model, then /optim/m, /optim/v) that holds a
+// NaN or inf, with how many of its values and where the first is; ok when all are finite. A
+// checksum only proves the bytes are those written: a run that diverged writes NaN faithfully.
+// Local: `model` (and `adamw`) hold whole tensors (tp = 1).
+core::Status check_finite(const std::string& path, const models::Gpt& model,
+                          const optim::AdamW* adamw) {
+  const params::ParamSet& params = model.param_set();
+  std::vector<std::pair<std::string, const core::Tensor*>> arenas = {{"/model/", &model.weights()}};
+  if (adamw != nullptr) {
+    arenas.push_back({"/optim/m/", &adamw->m()});
+    arenas.push_back({"/optim/v/", &adamw->v()});
+  }
+  std::string first;
+  int bad_sets = 0;
+  for (const auto& [prefix, arena] : arenas) {
+    for (int i = 0; i < params.size(); ++i) {
+      const float* x = params.view(*arena, i).f32();
+      const int64_t n = params.local_numel(i);
+      int64_t bad = 0, at = -1;
+      for (int64_t j = 0; j < n; ++j) {
+        if (std::isfinite(x[j])) continue;
+        if (bad++ == 0) at = j;
+      }
+      if (bad == 0) continue;
+      if (++bad_sets == 1) {
+        first = "dataset " + prefix + params.specs()[i].name + " holds " + std::to_string(bad) +
+                " non-finite value(s) of " + std::to_string(n) + " (first: " +
+                (std::isnan(x[at]) ? "nan"
+                 : x[at] > 0       ? "inf"
+                                   : "-inf") +
+                " at flat index " + std::to_string(at) + ")";
+      }
+    }
+  }
+  if (bad_sets == 0) return core::Status::ok();
+  return core::Status::error(
+      "checkpoint '" + path + "': " + first +
+      (bad_sets > 1 ? "; " + std::to_string(bad_sets) + " datasets hold non-finite values" : "") +
+      ": the checksums match, so it was written with these values (by a run that had diverged); "
+      "use an earlier checkpoint");
+}
+
 // Collective over MPI_COMM_WORLD (tp = 1: every rank is a dp replica and reads the whole file).
 core::Result<int> verify(const std::string& path) {
   parallel::ProcessGrid grid(MPI_COMM_WORLD, 1);
@@ -205,6 +249,9 @@ core::Result<int> verify(const std::string& path) {
   if (optim) adamw = std::make_unique<optim::AdamW>(model.param_set());
   auto state = checkpoint::read_checkpoint(path, model, adamw.get(), grid);
   if (!state) return state.status();
+  // Every rank holds the same whole tensors (read_checkpoint broadcast them over dp), so every
+  // rank reaches the same verdict alone.
+  TESSERA_RETURN_IF_ERROR(check_finite(path, model, adamw.get()));
   if (grid.world_rank() == 0) {
     const size_t n = models::Gpt::param_specs(config->model).size() * (optim ? 3 : 1);
     std::printf("checkpoint %s: sound (%zu datasets, checksums verified)\n", path.c_str(), n);
@@ -324,7 +371,9 @@ int main(int argc, char** argv) {
         "inspect", "print the training state, grid, stored config and dataset table (one rank)");
     inspect_cmd->add_option("file", inspect_path, "a checkpoint (.h5)")->required();
     CLI::App* verify_cmd = app.add_subcommand(
-        "verify", "load every dataset into the stored config's model and check every checksum");
+        "verify",
+        "load every dataset into the stored config's model, check every checksum and that every "
+        "value is finite");
     verify_cmd->add_option("file", verify_path, "a checkpoint (.h5)")->required();
     std::string convert_in, convert_out, convert_to;
     bool drop_optimizer = false, force = false;

@@ -70,6 +70,7 @@ const std::vector<Field>& fields() {
       field<&Config::train, &TrainConfig::device>("train.device"),
       field<&Config::train, &TrainConfig::threads>("train.threads"),
       field<&Config::train, &TrainConfig::init_from>("train.init_from"),
+      field<&Config::train, &TrainConfig::skip_nonfinite>("train.skip_nonfinite"),
       field<&Config::optim, &OptimConfig::lr>("optim.lr"),
       field<&Config::optim, &OptimConfig::min_lr>("optim.min_lr"),
       field<&Config::optim, &OptimConfig::warmup_steps>("optim.warmup_steps"),
@@ -550,6 +551,11 @@ Status Config::validate() const {
   if (t.threads < 0) {
     return invalid("train.threads", t.threads, "must be >= 0",
                    "use 0 for cores / local ranks, or a positive count");
+  }
+  if (t.skip_nonfinite < 0) {
+    return invalid("train.skip_nonfinite", t.skip_nonfinite, "must be >= 0",
+                   "use 0 to stop at the first non-finite step, or the number of such steps to "
+                   "skip");
   }
   if (!is_one_of(t.dtype, {"fp32", "bf16"})) {
     return invalid("train.dtype", t.dtype, "is not a dtype", "use fp32 or bf16");

@@ -49,6 +49,7 @@ struct TrainConfig {
   std::string device = "cpu";        // cpu | cuda
   int threads = 0;                   // threads per rank; 0 = cores / local ranks
   std::string init_from;             // weights to fine-tune from; empty: init_std weights
+  int skip_nonfinite = 0;            // non-finite loss/norm steps to skip before failing
   bool operator==(const TrainConfig&) const = default;
 };
 

@@ -90,10 +90,41 @@ std::string format_eta(double seconds) {
   return buf;
 }
 
+// How a value fails to be finite, ordered so that the max over ranks is the worst: a NaN on one
+// rank outranks an inf on another. Small whole numbers (as doubles, the type all-reduced): a
+// kMax all-reduce of them is exact.
+constexpr double kFinite = 0, kPosInf = 1, kNegInf = 2, kNan = 3;
+
+double nonfinite_class(double x) {
+  if (std::isnan(x)) return kNan;
+  if (std::isinf(x)) return x > 0 ? kPosInf : kNegInf;
+  return kFinite;
+}
+
+// `value` as the message shows it: the class where all ranks agreed it is not finite.
+std::string describe_value(double value, double cls) {
+  if (cls == kNan) return "nan";
+  if (cls == kPosInf) return "inf";
+  if (cls == kNegInf) return "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", value);
+  return buf;
+}
+
+std::string ordinal(int n) {
+  const char* suffix = n % 100 / 10 == 1 ? "th"
+                       : n % 10 == 1     ? "st"
+                       : n % 10 == 2     ? "nd"
+                       : n % 10 == 3     ? "rd"
+                                         : "th";
+  return std::to_string(n) + suffix;
+}
+
 // What the optimizer phase of one step reports.
 struct Update {
   double lr = 0;
   double grad_norm = 0;  // before clipping
+  bool skipped = false;  // non-finite loss or norm, within train.skip_nonfinite: no update applied
 };
 
 // One run of train(), phase by phase. A member is made by the phase that owns it and lives to
@@ -124,7 +155,9 @@ class Trainer {
   void load_batch();
   double forward_backward(int step);  // this rank's loss sum over its sequences
   double reduce(double loss_sum);     // the global mean loss; gradients averaged over dp
-  Update clip_and_step(int step);
+  // Clips and applies AdamW, unless the loss or the grad norm is not finite on some rank: then
+  // no update is applied, and the step is skipped (within train.skip_nonfinite) or an error.
+  core::Result<Update> clip_and_step(int step, double loss);
   nlohmann::json step_record(int step, double loss, const Update& update, double step_seconds);
   void validate_if_due(int step, nlohmann::json& rec);
   void report(int step, const nlohmann::json& rec);
@@ -133,6 +166,9 @@ class Trainer {
   void finish();
 
   double evaluate();
+  std::string first_nonfinite(const core::Tensor& arena);
+  core::Status check_state_finite(int steps_done, bool with_moments);
+  std::string resume_hint() const;
   void save_checkpoint(int steps_done);
   checkpoint::TrainState train_state(int64_t steps_done) const;
   bool last_step(int step) const { return step + 1 == tc_.steps; }
@@ -167,6 +203,8 @@ class Trainer {
   std::vector<int32_t> inputs_, targets_;  // (B_local, T) step buffers, allocated once
   core::Timer run_timer_;                  // restarted when the first step starts
   double tokens_per_s_ = 0;
+  int nonfinite_steps_ = 0;      // steps skipped for a non-finite loss or grad norm
+  std::string last_checkpoint_;  // the newest checkpoint this run resumed from or wrote
   TrainSummary summary_;
 };
 
@@ -200,12 +238,24 @@ core::Result<TrainSummary> Trainer::run() {
     core::Timer step_timer;
     load_batch();
     const double loss = reduce(forward_backward(step));
-    const Update update = clip_and_step(step);
-    // The record's time_s leaves out this step's validation; its val_loss joins the record
-    // before report() writes it.
-    nlohmann::json rec = step_record(step, loss, update, step_timer.seconds());
-    validate_if_due(step, rec);
-    report(step, rec);
+    auto update = clip_and_step(step, loss);
+    if (!update) return update.status();  // non-finite, the same verdict on every rank
+    if (!update->skipped) {
+      // The record's time_s leaves out this step's validation; its val_loss joins the record
+      // before report() writes it.
+      nlohmann::json rec = step_record(step, loss, *update, step_timer.seconds());
+      validate_if_due(step, rec);
+      report(step, rec);
+    } else {
+      // A skipped step has no metrics record (no loss to give) and no progress line; a
+      // validation due now still runs, on the previous step's weights.
+      nlohmann::json rec;
+      validate_if_due(step, rec);
+      if (rec.contains("val_loss")) {
+        core::log_info("step " + std::to_string(step + 1) + "/" + std::to_string(tc_.steps) +
+                       " skipped | val " + std::to_string(summary_.final_val_loss));
+      }
+    }
     if (checkpoint_or_stop(step)) break;
   }
   finish();
@@ -264,16 +314,17 @@ core::Status Trainer::set_up_data() {
   std::string train_paths = config_.data.train;
   if (core::fault_requested("data")) train_paths += ".injected-missing";
   if (core::fault_requested("shard")) train_paths += ".injected-corrupt";
+  // Shard errors name the file; the prefix names the key it came from.
   auto entropy = scan_tokens(train_paths, config_.model.vocab_size);
-  if (!entropy) return entropy.status();
+  if (!entropy) return entropy.status().with_context("data.train: ");
   unigram_entropy_ = *entropy;
   auto train_data = data::DataLoader::open(train_paths, T_, tc_.seed);
-  if (!train_data) return train_data.status();
+  if (!train_data) return train_data.status().with_context("data.train: ");
   TESSERA_RETURN_IF_ERROR(train_data->validate_batch(global_batch_));
   train_data_.emplace(std::move(*train_data));
   if (config_.data.val.empty() || tc_.val_every <= 0) return core::Status::ok();
   auto val_data = data::DataLoader::open(config_.data.val, T_, tc_.seed);
-  if (!val_data) return val_data.status();
+  if (!val_data) return val_data.status().with_context("data.val: ");
   if (val_data->num_sequences() < global_batch_) {
     return core::Status::error("data.val '" + config_.data.val + "' has " +
                                std::to_string(val_data->num_sequences()) + " sequences of " +
@@ -342,6 +393,7 @@ core::Status Trainer::resume_or_init() {
                                  std::to_string(tc_.steps) + ": nothing to do; raise train.steps");
     }
     first_step_ = static_cast<int>(state->step);
+    last_checkpoint_ = *path;
     train_data_->set_cursor({state->data_epoch, state->data_position});
     core::log_info("resumed from " + *path + " at step " + std::to_string(first_step_));
   } else if (!tc_.init_from.empty()) {
@@ -452,19 +504,58 @@ double Trainer::reduce(double loss_sum) {
   if (reducer_) reducer_->finish();  // gradients are now averaged over dp
   if (dp_size_ > 1) grid_.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
   const double loss = loss_sum / static_cast<double>(global_batch_ * T_);
-  summary_.losses.push_back(loss);
-  summary_.final_train_loss = loss;
+  summary_.losses.push_back(loss);  // a skipped step's is not finite
+  if (std::isfinite(loss)) summary_.final_train_loss = loss;
   return loss;
 }
 
-Update Trainer::clip_and_step(int step) {
+core::Result<Update> Trainer::clip_and_step(int step, double loss) {
   Update u;
   u.lr = optim::learning_rate(config_.optim, step, tc_.steps);
   parallel::Timeline::Scope scope(timeline_.get(), "optimizer", "optimizer");
   u.grad_norm = optim::clip_grad_norm(model_->param_set(), model_->grads(), config_.optim.grad_clip,
                                       &grid_.tp_comm(), backend_.get());
-  adamw_->step(model_->weights(), model_->grads(), u.lr, step + 1, config_.optim);
-  return u;
+  // Test hook (TESSERA_INJECT_FAULT=nonfinite@r): at steps 3 and 4 rank r alone sees a NaN norm,
+  // as a reduction that kept a NaN on one rank only would leave it; all must still agree.
+  if ((step == 2 || step == 3) && core::fault_requested("nonfinite")) u.grad_norm = std::nan("");
+  // Whether to apply the update. The loss is all-reduced over dp and the norm's squares over tp,
+  // and dp ranks hold dp-averaged gradients, so the values agree across ranks in exact
+  // arithmetic; but MPI does not promise bit-identical all-reduce results on every rank, and the
+  // model's tp max-reductions may keep or drop a NaN depending on operand order. So the verdict
+  // comes from a world max of each rank's class (0 finite .. 3 nan): the same on every rank, so
+  // every rank takes the same branch below (the error path has collectives).
+  double cls[2] = {nonfinite_class(loss), nonfinite_class(u.grad_norm)};
+  grid_.world_comm().all_reduce(cls, 2, parallel::ReduceOp::kMax);
+  if (cls[0] == kFinite && cls[1] == kFinite) {
+    adamw_->step(model_->weights(), model_->grads(), u.lr, step + 1, config_.optim);
+    return u;
+  }
+  // Clipping by an inf norm scaled finite gradients to 0 and left non-finite ones non-finite, so
+  // the first non-finite gradient is still found.
+  const std::string first = first_nonfinite(model_->grads());
+  const std::string what = "step " + std::to_string(step + 1) + "/" + std::to_string(tc_.steps) +
+                           ": loss " + describe_value(loss, cls[0]) + ", grad norm " +
+                           describe_value(u.grad_norm, cls[1]) +
+                           (first.empty() ? " (every gradient is finite)"
+                                          : " (first non-finite gradient: " + first + ")");
+  ++nonfinite_steps_;
+  if (nonfinite_steps_ <= tc_.skip_nonfinite) {
+    core::log_warn(what + "; step skipped, no update applied (" + std::to_string(nonfinite_steps_) +
+                   " of train.skip_nonfinite=" + std::to_string(tc_.skip_nonfinite) + ")");
+    u.skipped = true;
+    return u;
+  }
+  char lr[32];
+  std::snprintf(lr, sizeof lr, "%g", config_.optim.lr);
+  const std::string count = tc_.skip_nonfinite > 0
+                                ? ", the " + ordinal(nonfinite_steps_) +
+                                      " non-finite step, more than train.skip_nonfinite=" +
+                                      std::to_string(tc_.skip_nonfinite) + " allows"
+                                : "";
+  return core::Status::error(what + count +
+                             ": training stopped before applying this update; no checkpoint of "
+                             "this step was written; lower optim.lr (now " +
+                             lr + ") or check the training data" + resume_hint());
 }
 
 nlohmann::json Trainer::step_record(int step, double loss, const Update& update,
@@ -559,9 +650,12 @@ void Trainer::finish() {
     // (collective, each rank its hyperslabs), for generation and conversion on any grid.
     summary_.weights_path = tc_.out_dir + "/model.h5";
     const int64_t steps_done = summary_.first_step + static_cast<int64_t>(summary_.losses.size());
-    core::Status st = checkpoint::write_checkpoint(summary_.weights_path, *model_, nullptr,
-                                                   train_state(steps_done), config_, grid_,
-                                                   checkpoint::transfers_from_config(config_));
+    core::Status st = check_state_finite(static_cast<int>(steps_done), /*with_moments=*/false);
+    if (st.is_ok()) {
+      st = checkpoint::write_checkpoint(summary_.weights_path, *model_, nullptr,
+                                        train_state(steps_done), config_, grid_,
+                                        checkpoint::transfers_from_config(config_));
+    }
     if (!st.is_ok()) throw Error(st.message());
   }
   core::log_info("wrote " + summary_.weights_path + " (final weights)");
@@ -586,6 +680,69 @@ void Trainer::finish() {
 
 // ---- Checkpoints -------------------------------------------------------------------------------
 
+// Collective over the world. The name of the first parameter (ParamSpec order) whose part of
+// `arena` (gradients, weights or a moment: a twin of the parameter arena) holds a non-finite
+// value on any rank; "" when none does. sum_squares adds float squares in double, which cannot
+// overflow, so it is finite exactly when every element is.
+std::string Trainer::first_nonfinite(const core::Tensor& arena) {
+  const params::ParamSet& params = model_->param_set();
+  std::vector<double> bad(params.size());
+  for (int i = 0; i < params.size(); ++i) {
+    const double sq = backend_->sum_squares(params.view(arena, i).f32(), params.local_numel(i));
+    bad[i] = std::isfinite(sq) ? 0.0 : 1.0;
+  }
+  grid_.world_comm().all_reduce(bad.data(), params.size(), parallel::ReduceOp::kMax);
+  for (int i = 0; i < params.size(); ++i) {
+    if (bad[i] > 0) return params.specs()[i].name;
+  }
+  return "";
+}
+
+// Collective over the world. An error (the same on every rank) naming the first non-finite
+// dataset when the weights, or with `with_moments` the AdamW moments, hold a NaN or inf on any
+// rank: the loss and norm checks keep bad updates out, but a finite update can still overflow
+// (a huge optim.lr), and no checkpoint or weights file may hold such values.
+core::Status Trainer::check_state_finite(int steps_done, bool with_moments) {
+  const params::ParamSet& params = model_->param_set();
+  std::vector<std::pair<std::string, const core::Tensor*>> arenas = {
+      {"/model/", &model_->weights()}};
+  if (with_moments) {
+    arenas.push_back({"/optim/m/", &adamw_->m()});
+    arenas.push_back({"/optim/v/", &adamw_->v()});
+  }
+  // One pass and one all-reduce in the usual case; per-parameter sums only to name the culprit.
+  std::vector<double> sq(arenas.size());
+  for (size_t k = 0; k < arenas.size(); ++k) {
+    sq[k] =
+        std::isfinite(backend_->sum_squares(arenas[k].second->f32(), params.total_local_numel()))
+            ? 0.0
+            : 1.0;
+  }
+  grid_.world_comm().all_reduce(sq.data(), static_cast<int64_t>(sq.size()),
+                                parallel::ReduceOp::kMax);
+  for (size_t k = 0; k < arenas.size(); ++k) {
+    if (sq[k] == 0) continue;
+    const std::string name = arenas[k].first + first_nonfinite(*arenas[k].second);
+    char lr[32];
+    std::snprintf(lr, sizeof lr, "%g", config_.optim.lr);
+    return core::Status::error(
+        "after step " + std::to_string(steps_done) + " dataset " + name +
+        " holds non-finite values (an update overflowed): training stopped without writing a "
+        "checkpoint or weights file of this step; lower optim.lr (now " +
+        lr + ") or check the training data" + resume_hint());
+  }
+  return core::Status::ok();
+}
+
+// Where to go back to: the newest checkpoint this run resumed from or wrote (checked finite when
+// written), or "" when there is none.
+std::string Trainer::resume_hint() const {
+  if (last_checkpoint_.empty()) return "";
+  return "; the last good checkpoint (finite weights) is " + last_checkpoint_ +
+         ": resume from it with --set checkpoint.resume=" + last_checkpoint_ +
+         " (or from an earlier one if the loss was already climbing)";
+}
+
 checkpoint::TrainState Trainer::train_state(int64_t steps_done) const {
   const data::LoaderCursor cursor = train_data_->cursor();
   return checkpoint::TrainState{steps_done, steps_done * global_batch_ * T_, tc_.seed, cursor.epoch,
@@ -595,11 +752,14 @@ checkpoint::TrainState Trainer::train_state(int64_t steps_done) const {
 void Trainer::save_checkpoint(int steps_done) {
   const std::string path = checkpoint::checkpoint_path(cc_.dir, steps_done);
   parallel::Timeline::Scope scope(timeline_.get(), "checkpoint", "checkpoint");
-  core::Status st =
-      checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,
-                                   grid_, checkpoint::transfers_from_config(config_));
+  core::Status st = check_state_finite(steps_done, /*with_moments=*/true);
+  if (st.is_ok()) {
+    st = checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,
+                                      grid_, checkpoint::transfers_from_config(config_));
+  }
   if (st.is_ok() && writer_) st = checkpoint::publish_latest(cc_.dir, path, cc_.keep);
   if (!st.is_ok()) throw Error(st.message());
+  last_checkpoint_ = path;
   core::log_info("checkpoint " + path);
 }
 

@@ -23,6 +23,7 @@ struct TrainSummary {
   double tokens_per_s = 0;
   std::string weights_path;
   std::vector<double> losses;      // the global mean training loss of every step run here
+                                   // (not finite for a step skipped by train.skip_nonfinite)
   int64_t first_step = 0;          // steps done before this run (a resumed run starts there)
   bool stopped_by_signal = false;  // SIGTERM/SIGUSR1: checkpoint written, stopped early
 };
@@ -33,11 +34,15 @@ struct TrainSummary {
 // config.checkpoint.resume when it finds a checkpoint (with AdamW state, step and data position),
 // else from train.init_from (weights only: step 0, fresh AdamW, data from the start), else fresh.
 // Checkpoints go to config.checkpoint.dir every checkpoint.every steps, at the end, and when
-// SIGTERM or SIGUSR1 arrives, after which it stops cleanly.
+// SIGTERM or SIGUSR1 arrives, after which it stops cleanly. A step whose loss or grad norm is NaN
+// or inf on any rank applies no update: it is skipped (a warning; no metrics record) while
+// train.skip_nonfinite allows, else the run ends with an error naming the step, the values and
+// the last good checkpoint, before anything of that step is written. Weights and AdamW moments
+// are checked finite before every checkpoint and the final weights (an error if not).
 // Preconditions: parallel::check_grid(config, world size) passed and `grid` was built with
 // config.parallel.tp. Bad input (device, data files, sizes, checkpoint and init_from files) is
-// returned as a Status, the same on every rank; a failure only some ranks see is thrown so the
-// app aborts every rank.
+// returned as a Status, the same on every rank, as is a non-finite step; a failure only some
+// ranks see is thrown so the app aborts every rank.
 core::Result<TrainSummary> train(const core::Config& config, parallel::ProcessGrid& grid);
 
 }  // namespace tessera::train

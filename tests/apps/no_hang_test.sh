@@ -36,11 +36,11 @@ expect_mpi_failure() {
 }
 
 expect_mpi_failure "data file only rank 2 cannot open" \
-  '^\[rank 2 \(dp 1, tp 0\)\] tessera-train: data file .*injected-missing' 4 data@2 \
+  '^\[rank 2 \(dp 1, tp 0\)\] tessera-train: data.train: data file .*injected-missing' 4 data@2 \
   --set parallel.tp=2 --set train.steps=50
 head -c 4096 /dev/urandom > "$WORK/data/train.bin.injected-corrupt"
 expect_mpi_failure "bad shard on rank 1 only" \
-  '^\[rank 1 \(dp 0, tp 1\)\] tessera-train: data file .*injected-corrupt.*bad magic' 4 shard@1 \
+  '^\[rank 1 \(dp 0, tp 1\)\] tessera-train: data.train: data file .*injected-corrupt.*bad magic' 4 shard@1 \
   --set parallel.tp=2 --set train.steps=50
 expect_mpi_failure "exception on rank 3 inside step 3" \
   '^\[rank 3 \(dp 1, tp 1\)\] tessera-train: running backward of step 3: injected fault' 4 step@3 \

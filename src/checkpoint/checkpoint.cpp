@@ -5,13 +5,17 @@
 
 #include <hdf5.h>
 #include <mpi.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -389,6 +393,97 @@ void post_broadcast(float* data, int64_t n, int root, MPI_Comm comm, const std::
   }
 }
 
+// ---- Write failures (a full disk) ---------------------------------------------------------
+// HDF5 1.10 cannot leave a parallel file whose metadata it failed to write: the ranks whose part
+// of the collective metadata flush worked wait inside HDF5 for the one whose part failed, and a
+// failed H5Fclose leaves a half-freed file that crashes MPI_Finalize. Raw data writes fail safely
+// (they are a rank's own). So write_checkpoint keeps every metadata write possible: it starts
+// only with room for the metadata, and after a failed data write it gives the file's space back
+// (truncates it) before the collective close writes the metadata; then it deletes the file.
+
+// Bytes a writer may use on the file system holding `dir` (statvfs f_bavail); -1 when unknown.
+int64_t free_bytes(const std::string& dir) {
+  struct statvfs st {};
+  if (::statvfs(dir.c_str(), &st) != 0) return -1;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+// An upper bound on the space HDF5 needs to write the metadata of a file of `n_datasets` (object
+// headers, groups, heaps, attributes) once its data are gone: they lie in small blocks among the
+// data, and a file system gives each written block a page of its own (4 KiB on most).
+int64_t metadata_reserve(size_t n_datasets, size_t config_bytes) {
+  return (int64_t{64} << 10) + (int64_t{4} << 10) * static_cast<int64_t>(n_datasets) +
+         static_cast<int64_t>(config_bytes);
+}
+
+// "1.7 MB", "320 kB".
+std::string human_bytes(int64_t bytes) {
+  char text[32];
+  if (bytes >= 100000) {
+    std::snprintf(text, sizeof(text), "%.1f MB", static_cast<double>(bytes) / 1e6);
+  } else {
+    std::snprintf(text, sizeof(text), "%.0f kB", static_cast<double>(bytes) / 1e3);
+  }
+  return text;
+}
+
+// The innermost entry of HDF5's error stack, e.g. "H5FD__mpio_write(): file write failed";
+// empty when the stack is empty.
+std::string h5_error_text() {
+  std::string text;
+  auto innermost = [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+    auto* s = static_cast<std::string*>(out);
+    if (s->empty()) {
+      *s = std::string(e->func_name != nullptr ? e->func_name : "?") +
+           "(): " + (e->desc != nullptr ? e->desc : "");
+    }
+    return 0;
+  };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, &text);
+  return text;
+}
+
+// The clause that tells where a checkpoint or the final weights can go instead.
+constexpr const char* kElsewhere =
+    "set checkpoint.dir (checkpoints) or train.out_dir (the final model.h5) to a directory on a "
+    "file system with room";
+
+// The status of a failed raw-data write of `what` into `tmp` on this rank. `err` is errno just
+// after the failing call, which MPI-IO does not always leave (Open MPI's OMPIO reports ENOSPC
+// but may return with errno 0), so a file system with under 1 MiB free counts as full whatever
+// errno says.
+core::Status write_failure(const std::string& where, const std::string& what,
+                           const std::string& tmp, const std::string& dir, int world_rank, int err,
+                           int64_t file_bytes) {
+  const int64_t left = free_bytes(dir);
+  if (err != ENOSPC && err != EDQUOT && left >= 0 && left < (int64_t{1} << 20)) err = ENOSPC;
+  std::string why = err != 0 ? std::strerror(err) : "HDF5: " + h5_error_text();
+  if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+  std::string message = where + "writing " + what + " to '" + tmp + "' failed on world rank " +
+                        std::to_string(world_rank) + ": " + why;
+  if (err == ENOSPC || err == EDQUOT) {
+    message += std::string(" (the disk is full") + (err == EDQUOT ? " for your quota" : "") +
+               ": the file system holding '" + dir + "' cannot take this " +
+               human_bytes(file_bytes) + " file); free space there, or " + kElsewhere;
+  } else {
+    message += std::string("; check the file system holding '") + dir + "', or " + kElsewhere;
+  }
+  return core::Status::error(message + "; the partial file was deleted");
+}
+
+// World rank 0's check that the file system holding `dir` has room for the file's metadata
+// (see above); OK when statvfs cannot tell.
+core::Status check_room_for_metadata(const std::string& where, const std::string& dir,
+                                     int64_t reserve, int64_t file_bytes) {
+  const int64_t available = free_bytes(dir);
+  if (available < 0 || available >= reserve) return core::Status::ok();
+  return core::Status::error(
+      where + "no space left on device (the disk is full: the file system holding '" + dir +
+      "' has " + human_bytes(available) + " free, less than the " + human_bytes(reserve) +
+      " this " + human_bytes(file_bytes) +
+      " file's metadata alone may need); free space there, or " + kElsewhere);
+}
+
 void check_grid_matches(const models::Gpt& model, parallel::ProcessGrid& grid) {
   // Invariant: the model's shards are those of this grid's tp group.
   TESSERA_ASSERT(model.tp_size() == grid.tp_size() && model.tp_rank() == grid.tp_rank(),
@@ -411,20 +506,36 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   const std::string where = "checkpoint '" + path + "': ";
   const std::string tmp = path + ".tmp";
   const fs::path parent = fs::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  const int world_rank = grid.world_rank();
   TESSERA_RETURN_IF_ERROR(agree_on_path(path, world, "writing a checkpoint"));
 
+  const params::ParamSet& ps = model.param_set();
+  const std::string config_yaml = config.to_yaml();
+  // The file's size, for messages, and the room its metadata needs (see metadata_reserve).
+  const int copies = adamw != nullptr ? 3 : 1;  // the weights, and AdamW's m and v
+  const size_t n_datasets = static_cast<size_t>(ps.size()) * copies;
+  int64_t file_bytes = static_cast<int64_t>(config_yaml.size()) + (int64_t{4} << 10);
+  for (int i = 0; i < ps.size(); ++i) {
+    int64_t numel = 1;
+    for (const auto d : ps.specs()[i].global_shape) numel *= static_cast<int64_t>(d);
+    file_bytes += copies * (numel * static_cast<int64_t>(sizeof(float)) + 1024);
+  }
+  const int64_t reserve = metadata_reserve(n_datasets, config_yaml.size());
+
   core::Status dir_ok;
-  if (grid.world_rank() == 0) {
+  if (world_rank == 0) {
     std::error_code ec;
     if (!parent.empty() && !fs::is_directory(parent, ec)) {
       dir_ok = core::Status::error(where + "directory '" + parent.string() +
                                    "' does not exist; create it, or set checkpoint.dir to an "
                                    "existing directory");
+    } else {
+      dir_ok = check_room_for_metadata(where, dir, reserve, file_bytes);
     }
   }
   TESSERA_RETURN_IF_ERROR(agree(dir_ok, world));
 
-  const params::ParamSet& ps = model.param_set();
   const HostArenas arenas(model, adamw, /*fill=*/true);
   const std::vector<Dataset> sets = datasets(ps, arenas);
   const int tp_rank = grid.tp_rank(), tp_size = grid.tp_size();
@@ -444,7 +555,12 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   }
 
   const int64_t crash_after = crash_after_from_env();
+  // This rank's data writes until the loop ends; then every rank's, agreed over the world.
+  core::Status written;
   {
+    // Declared first, so that after a failed write the handles below close without HDF5
+    // printing its error stack.
+    std::optional<QuietH5Errors> quiet_close;
     H5Id fapl = mpio_fapl(world);
     H5Id file = TESSERA_H5_OPEN(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                                 H5Fclose, "creating checkpoint file " + tmp);
@@ -455,7 +571,7 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     write_u64(f, "seed", state.seed);
     write_i64(f, "data_epoch", state.data_epoch);
     write_i64(f, "data_position", state.data_position);
-    write_string(f, "config_yaml", config.to_yaml());
+    write_string(f, "config_yaml", config_yaml);
     write_i32(f, "grid_dp", grid.dp_size());
     write_i32(f, "grid_tp", grid.tp_size());
     write_string(f, "checksum_algorithm", kChecksumAlgorithm);
@@ -487,10 +603,14 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                                   H5Dclose, doing);
       const hid_t dset_id = dset.get();
       dsets.push_back(std::move(dset));
-      if (!writes[k] && !collective) continue;  // independent: only the writers take part
+      // A rank whose write failed moves no more data, but keeps making every collective call
+      // the others make (creates; collective transfers with an empty selection), so that all
+      // reach the agreement below.
+      const bool moves = writes[k] && written.is_ok();
+      if (!moves && !collective) continue;  // independent: only the writers take part
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
-      if (writes[k]) {
+      if (moves) {
         select_shard(file_space.get(), spec, tp_rank, tp_size);
         // Invariant: the selection holds exactly the shard's elements.
         TESSERA_ASSERT(H5Sget_select_npoints(file_space.get()) == static_cast<hssize_t>(n),
@@ -499,27 +619,60 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
         TESSERA_H5_CHECK(H5Sselect_none(file_space.get()), doing.c_str());
         TESSERA_H5_CHECK(H5Sselect_none(mem_space.get()), doing.c_str());
       }
-      TESSERA_H5_CHECK(H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
-                                dxpl.get(), ps.view(*d.arena, d.index).f32()),
-                       doing.c_str());
+      // A failed raw-data write (a full disk) is this rank's alone: recorded, not thrown, so
+      // that no rank leaves the protocol while the others wait in a collective call.
+      QuietH5Errors quiet;
+      errno = 0;
+      const herr_t rc = H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+                                 dxpl.get(), ps.view(*d.arena, d.index).f32());
+      const int err = errno;
+      if (rc < 0 && written.is_ok()) {
+        written = write_failure(where, "dataset " + d.name, tmp, dir, world_rank, err, file_bytes);
+      }
     }
     if (crash_after >= static_cast<int64_t>(sets.size())) {
       injected_crash(path, static_cast<int64_t>(sets.size()));
     }
     hasher.wait();
-    TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
-                                    MPI_UINT64_T, MPI_SUM, world),
-                      "summing checkpoint checksums");
-    for (size_t k = 0; k < sets.size(); ++k) write_u64(dsets[k].get(), "checksum", sums[k]);
-    // Global scope: MPI_File_sync on every rank, so every rank's data has reached the file.
-    TESSERA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing a checkpoint");
+    // The metadata is written by the flush below: only when it fits (see metadata_reserve).
+    if (written.is_ok() && world_rank == 0) {
+      const core::Status room = check_room_for_metadata(where, dir, reserve, file_bytes);
+      if (!room.is_ok()) {
+        written = core::Status::error(room.message() + "; the partial file was deleted");
+      }
+    }
+    // Every rank has made the same calls; now all learn whether any rank's write failed.
+    written = agree(written, world);
+    if (written.is_ok()) {
+      TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
+                                      MPI_UINT64_T, MPI_SUM, world),
+                        "summing checkpoint checksums");
+      for (size_t k = 0; k < sets.size(); ++k) write_u64(dsets[k].get(), "checksum", sums[k]);
+      // Global scope: MPI_File_sync on every rank, so every rank's data has reached the file.
+      TESSERA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing a checkpoint");
+    } else {
+      // Give the data's space back first, so that the collective close can write the metadata.
+      quiet_close.emplace();
+      if (world_rank == 0) {
+        // Should this fail, the close may still find room; there is nothing better to try.
+        [[maybe_unused]] const int truncated = ::truncate(tmp.c_str(), 0);
+      }
+      TESSERA_MPI_CHECK(MPI_Barrier(world), "giving back a failed checkpoint's space");
+    }
   }  // closes every handle (collective), then the file
 
-  // Every rank has closed the file before rank 0 renames it.
+  // Every rank has closed the file before rank 0 renames (or deletes) it.
   TESSERA_MPI_CHECK(MPI_Barrier(world), "waiting for every rank to close a checkpoint");
+  if (!written.is_ok()) {
+    if (world_rank == 0) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+    return written;
+  }
   core::kill_point("before-rename");
   core::Status renamed;
-  if (grid.world_rank() == 0) {
+  if (world_rank == 0) {
     renamed = sync_file(tmp);
     if (renamed.is_ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
       renamed = core::Status::error("cannot rename '" + tmp + "' to '" + path +

@@ -56,10 +56,14 @@ struct TrainState {
 // transfers every other rank joins each call with an empty selection. Checksums are hashed on a
 // worker thread while the data are written, and stored after the last dataset. Preconditions: model
 // (and adamw) are this rank's shards for `grid`. Errors (same on every rank): the directory is
-// missing or not writable, sync or rename failed. An existing `path` is replaced. Fault injection
-// for tests: with TESSERA_CKPT_CRASH_AFTER=n in the environment (of every rank) it throws
-// tessera::Error once n datasets are written (or before the rename when the file holds fewer),
-// leaving only the `.tmp` file.
+// missing or not writable; its file system has too little room left for the file's metadata
+// (checked before and after the data); a data write failed on any rank (a full disk: "no space
+// left on device", naming the file, the dataset and the fix); sync or rename failed. After a
+// failed write every rank closes the file and the `.tmp` file is deleted; `path` is never
+// touched. An existing `path` is replaced (on success). Fault injection for tests: with
+// TESSERA_CKPT_CRASH_AFTER=n in the environment (of every rank) it throws tessera::Error once n
+// datasets are written (or before the rename when the file holds fewer), leaving only the `.tmp`
+// file.
 core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                               const optim::AdamW* adamw, const TrainState& state,
                               const core::Config& config, parallel::ProcessGrid& grid,

@@ -22,21 +22,41 @@ using namespace tessera;
 
 namespace {
 
+// The --input corpus. A directory, an unreadable file and an empty one are errors naming --input:
+// each would otherwise reach the tokenizer as empty text.
 core::Result<std::string> read_text(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return core::Status::error("--input '" + path +
+                               "' is a directory, not a text file; give the corpus file itself, "
+                               "e.g. --input data/shakespeare.txt");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return core::Status::error("cannot read input text '" + path + "': " + std::strerror(errno) +
+    return core::Status::error("cannot read --input '" + path + "': " + std::strerror(errno) +
                                "; check the path");
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  return buffer.str();
+  if (in.bad()) {
+    return core::Status::error("cannot read --input '" + path + "': " + std::strerror(errno) +
+                               "; check the file");
+  }
+  std::string text = buffer.str();
+  if (text.empty()) {
+    return core::Status::error("--input '" + path +
+                               "' is empty (0 bytes); give a text corpus with several lines, "
+                               "e.g. --input data/shakespeare.txt");
+  }
+  return text;
 }
 
+// A byte-level BPE vocabulary holds the 256 single bytes and <|endoftext|> before any merge.
 core::Status check_vocab_size(int vocab_size) {
   if (vocab_size < 257) {
     return core::Status::error("--vocab-size " + std::to_string(vocab_size) +
-                               " is too small: 256 bytes + <|endoftext|> need at least 257");
+                               " is too small: a byte-level BPE needs the 256 byte tokens + "
+                               "<|endoftext|>, so at least 257; give e.g. --vocab-size 4096");
   }
   return core::Status::ok();
 }

@@ -59,6 +59,15 @@ int main(int argc, char** argv) {
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
+    // Every rank checks the same arguments before the first collective, so all fail alike. The
+    // rules are the library's (Generator::add/generate check them too); only the names are ours.
+    TESSERA_RETURN_IF_ERROR(
+        generate::validate(o, {"--temperature", "--top-k", "--top-p", "--max-tokens"}));
+    if (app.count("--prompt") && prompt.empty()) {
+      return core::Status::error(
+          "--prompt is empty; give the text to continue, e.g. --prompt 'ROMEO:' (or leave out "
+          "--prompt to read it from stdin)");
+    }
     if (greedy) o.sampling.temperature = 0;
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;
@@ -121,6 +130,11 @@ int main(int argc, char** argv) {
       grid.world_comm().broadcast_bytes(&bytes, sizeof bytes, 0);
       prompt.resize(bytes);
       grid.world_comm().broadcast_bytes(prompt.data(), bytes, 0);
+      // Every rank has the same broadcast prompt, so all fail alike.
+      if (prompt.empty()) {
+        return core::Status::error(
+            "the prompt read from stdin is empty; pipe some text in, or give --prompt 'TEXT'");
+      }
     }
     o.eot_token = tokenizer->eot_token();
     generate::Generator generator(model, 1, &grid.tp_comm());

@@ -86,7 +86,28 @@ core::Result<TokenShard> TokenShard::open(const std::string& path) {
     ::close(fd);
     return core::Status::error(name + ": cannot stat: " + why);
   }
+  // A directory opens read-only and reports a size, then fails to map ("No such device"):
+  // say what it is instead.
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return core::Status::error(name +
+                               " is a directory, not a token file; give a .bin written "
+                               "by tessera-data (prepare writes DIR/train.bin and "
+                               "DIR/val.bin)");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return core::Status::error(name +
+                               " is not a regular file (a device, pipe or socket); give "
+                               "a .bin written by tessera-data");
+  }
   const auto file_bytes = static_cast<int64_t>(st.st_size);
+  if (file_bytes == 0) {
+    ::close(fd);
+    return core::Status::error(name +
+                               " is empty (0 bytes), not a token file; regenerate it with "
+                               "tessera-data");
+  }
   if (file_bytes < kHeaderBytes) {
     ::close(fd);
     return core::Status::error(name + ": truncated: " + std::to_string(file_bytes) +

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -144,6 +145,14 @@ bool vocab_string_to_bytes(std::string_view s, std::string& out) {
 }
 
 core::Result<std::string> read_file(const std::string& path, const char* what) {
+  // A directory opens and reads as empty text (an empty merges list would load silently).
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return core::Status::error(std::string(what) + " '" + path +
+                               "' is a directory, not a tokenizer file; give the tokenizer "
+                               "prefix PREFIX of the files PREFIX.vocab.json and "
+                               "PREFIX.merges.txt (tessera-data train-tokenizer writes them)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return core::Status::error(std::string("cannot open ") + what + " '" + path +
@@ -153,7 +162,66 @@ core::Result<std::string> read_file(const std::string& path, const char* what) {
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();
+  if (in.bad()) {
+    return core::Status::error(std::string("cannot read ") + what + " '" + path +
+                               "': " + std::strerror(errno) + "; check the file");
+  }
   return buffer.str();
+}
+
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<uint8_t>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// Text from a file, safe to quote in a one-line message: control bytes (and every non-ASCII
+// byte when the text is not valid UTF-8) as \xNN, at most `max_bytes` of it.
+std::string quote_for_message(std::string_view s, size_t max_bytes = 60) {
+  const bool utf8 = valid_utf8(s);
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_bytes; ++i) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    if (c < 0x20 || c == 0x7F || (!utf8 && c >= 0x80)) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\x%02X", c);
+      out += hex;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (s.size() > max_bytes) {
+    // Do not end inside a UTF-8 character.
+    while (!out.empty() && (static_cast<uint8_t>(out.back()) & 0xC0) == 0x80) out.pop_back();
+    if (!out.empty() && static_cast<uint8_t>(out.back()) >= 0xC0) out.pop_back();
+    out += "...";
+  }
+  return out;
 }
 
 core::Status write_file(const std::string& path, const std::string& contents) {
@@ -239,7 +307,7 @@ core::Result<Tokenizer> Tokenizer::load(const std::string& vocab_json_path,
     vocab = nlohmann::json::parse(*vocab_text);
   } catch (const nlohmann::json::exception& e) {
     return core::Status::error("tokenizer vocabulary '" + vocab_json_path +
-                               "' is not valid JSON (" + e.what() +
+                               "' is not valid JSON (" + quote_for_message(e.what(), 300) +
                                "); expected GPT-2's vocab.json: {\"token\": id, ...}");
   }
   if (!vocab.is_object() || vocab.empty()) {
@@ -255,7 +323,7 @@ core::Result<Tokenizer> Tokenizer::load(const std::string& vocab_json_path,
   std::string bytes;
   for (const auto& [key, value] : vocab.items()) {
     const std::string where =
-        "tokenizer vocabulary '" + vocab_json_path + "': token \"" + key + "\"";
+        "tokenizer vocabulary '" + vocab_json_path + "': token \"" + quote_for_message(key) + "\"";
     if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= n) {
       return core::Status::error(where + " has id " + value.dump() +
                                  "; ids must be integers in [0, " + std::to_string(n) +
@@ -291,8 +359,9 @@ core::Result<Tokenizer> Tokenizer::load(const std::string& vocab_json_path,
     size_t space = line.find(' ');
     if (space == std::string::npos || space == 0 || space + 1 == line.size() ||
         line.find(' ', space + 1) != std::string::npos) {
-      return core::Status::error(where + ": \"" + line +
-                                 "\" is not two tokens separated by one space");
+      return core::Status::error(where + ": \"" + quote_for_message(line) +
+                                 "\" is not two tokens separated by one space; expected GPT-2's "
+                                 "merges.txt: one merge \"left right\" per line");
     }
     std::string left = line.substr(0, space), right = line.substr(space + 1);
     auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
@@ -300,8 +369,9 @@ core::Result<Tokenizer> Tokenizer::load(const std::string& vocab_json_path,
       const std::string& missing = l == id_of.end()   ? left
                                    : r == id_of.end() ? right
                                                       : left + right;
-      return core::Status::error(where + ": token \"" + missing + "\" is not in '" +
-                                 vocab_json_path + "'; are the vocab and merges files a pair?");
+      return core::Status::error(where + ": token \"" + quote_for_message(missing) +
+                                 "\" is not in '" + vocab_json_path +
+                                 "'; are the vocab and merges files a pair?");
     }
     merges.push_back({l->second, r->second, m->second});
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "backends/backend.h"
 #include "core/error.h"
@@ -50,7 +51,19 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
 
 Generator::~Generator() = default;
 
-core::Status Generator::validate(const std::vector<int32_t>& prompt) const {
+core::Status validate(const GenerateOptions& o, const OptionNames& names) {
+  TESSERA_RETURN_IF_ERROR(validate(o.sampling, names));
+  if (o.max_tokens < 1) {
+    return core::Status::error(std::string(names.max_tokens) + " " + std::to_string(o.max_tokens) +
+                               " is out of range: it must be >= 1 (the most tokens to generate), "
+                               "e.g. 256");
+  }
+  return core::Status::ok();
+}
+
+core::Status Generator::check(const std::vector<int32_t>& prompt,
+                              const GenerateOptions& options) const {
+  TESSERA_RETURN_IF_ERROR(generate::validate(options));
   const int64_t V = model_.vocab_size();
   if (prompt.empty()) {
     return core::Status::error("the prompt is empty; give at least one token of text");
@@ -108,7 +121,7 @@ StepEvent Generator::choose(Sequence& s, const float* logits) {
 
 core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
                                  const GenerateOptions& options) {
-  TESSERA_RETURN_IF_ERROR(validate(prompt));
+  TESSERA_RETURN_IF_ERROR(check(prompt, options));
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i]) continue;
     auto s = std::make_unique<Sequence>();
@@ -160,8 +173,8 @@ std::vector<StepEvent> Generator::step() {
     if (count > 0) feed(static_cast<int>(i), *s, count);
   }
   if (N == 0) return events;
-  const float* logits = model_.decode(cache_, tokens_.data(), row_slots_.data(),
-                                      positions_.data(), N);
+  const float* logits =
+      model_.decode(cache_, tokens_.data(), row_slots_.data(), positions_.data(), N);
   const int64_t M = static_cast<int64_t>(samplers.size());
   for (int64_t m = 0; m < M; ++m) {
     model_.backend().copy_to_host(rows_.data() + m * Vp_local_,
@@ -183,9 +196,8 @@ std::vector<StepEvent> Generator::step() {
 core::Result<std::vector<int32_t>> Generator::generate(
     const std::vector<int32_t>& prompt, const GenerateOptions& o,
     const std::function<void(int32_t)>& on_token) {
-  TESSERA_RETURN_IF_ERROR(validate(prompt));
+  TESSERA_RETURN_IF_ERROR(check(prompt, o));
   std::vector<int32_t> out;
-  if (o.max_tokens <= 0) return out;
   if (o.use_kv_cache) {
     TESSERA_ASSERT(idle(), "generate() runs alone: no sequence of add() may be running");
     auto id = add(prompt, o);
@@ -220,13 +232,14 @@ core::Result<std::vector<std::vector<int32_t>>> Generator::generate_batch(
     const std::vector<std::vector<int32_t>>& prompts, const std::vector<GenerateOptions>& options) {
   TESSERA_ASSERT(prompts.size() == options.size(), "one GenerateOptions per prompt");
   TESSERA_ASSERT(idle(), "generate_batch() runs alone: no sequence of add() may be running");
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (auto st = check(prompts[i], options[i]); !st) {
+      return st.with_context("prompt " + std::to_string(i) + ": ");
+    }
+  }
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<int> ids;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    if (options[i].max_tokens <= 0) {
-      ids.push_back(-1);
-      continue;
-    }
     auto id = add(prompts[i], options[i]);
     if (!id) {
       for (int added : ids) remove(added);

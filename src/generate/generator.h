@@ -33,12 +33,18 @@ struct GenerateOptions {
   bool use_kv_cache = true;  // false: recompute the whole prefix each token (reference path)
 };
 
+// The rules on generation options, in one place (the command line and the server check the same):
+// the sampling rules of validate(SamplingOptions), and max_tokens >= 1 (a request for no token
+// is a caller's mistake, not a no-op). Generator::add(), generate() and generate_batch() check
+// it too. An error names the option (as `names` calls it), the value and the allowed range.
+core::Status validate(const GenerateOptions& options, const OptionNames& names = {});
+
 enum class FinishReason { kNone, kLength, kEndOfText, kContextFull };
 
 // What one sequence did in one step: a token chosen (token >= 0), and/or finished.
 struct StepEvent {
-  int id = -1;          // the sequence, as add() returned it
-  int32_t token = -1;   // the token emitted this step; -1 when none (end-of-text, prefill chunk)
+  int id = -1;         // the sequence, as add() returned it
+  int32_t token = -1;  // the token emitted this step; -1 when none (end-of-text, prefill chunk)
   FinishReason finished = FinishReason::kNone;
 };
 
@@ -56,16 +62,18 @@ class Generator {
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
 
-  // One prompt alone; streams each token to on_token. Errors: empty prompt, prompt longer than
-  // the context, token ids outside the vocabulary. Stops at max_tokens, at end-of-text, or when
-  // the context is full.
+  // One prompt alone; streams each token to on_token. Errors: options that break the rules of
+  // validate(GenerateOptions), empty prompt, prompt longer than the context, token ids outside
+  // the vocabulary. Stops at max_tokens, at end-of-text, or when the context is full.
   core::Result<std::vector<int32_t>> generate(const std::vector<int32_t>& prompt,
                                               const GenerateOptions& options,
                                               const std::function<void(int32_t)>& on_token);
   // Several prompts decoded in one batch (options[i] for prompts[i]); each result equals what
-  // generate() gives for that prompt alone. Needs prompts.size() <= max_sequences.
+  // generate() gives for that prompt alone, and any error of one fails the batch before a step.
+  // Needs prompts.size() <= max_sequences.
   core::Result<std::vector<std::vector<int32_t>>> generate_batch(
-      const std::vector<std::vector<int32_t>>& prompts, const std::vector<GenerateOptions>& options);
+      const std::vector<std::vector<int32_t>>& prompts,
+      const std::vector<GenerateOptions>& options);
 
   // ---- Continuous batching (what a server's scheduler drives) ---------------------------------
   // Joins a sequence (KV path only); its prompt is prefilled by the next steps. Returns its id
@@ -82,7 +90,8 @@ class Generator {
 
  private:
   struct Sequence;
-  core::Status validate(const std::vector<int32_t>& prompt) const;
+  // validate(options), then the prompt against this model.
+  core::Status check(const std::vector<int32_t>& prompt, const GenerateOptions& options) const;
   // Gathered logits (Vp) of the last position of `tokens` by full recomputation.
   const float* recompute(const std::vector<int32_t>& tokens);
   // rows_ (M, Vp_local) of host logits -> gathered_ (M, Vp), vocabulary shards in tp-rank order.

@@ -1,9 +1,12 @@
 // Fault injection for the no-hang tests: TESSERA_INJECT_FAULT="<site>@<world rank>" makes that
 // one rank fail at that site, so tests can show a failure on one rank ends every rank. Sites:
-//   data  - the rank opens a training data path that does not exist (a file only it lacks)
-//   shard - the rank opens `<data.train>.injected-corrupt` instead (the test puts a bad shard
-//   there) step  - the rank throws from inside its third training step, while the others wait in a
-//           collective (an exception in a kernel)
+//   data      - the rank opens a training data path that does not exist (a file only it lacks)
+//   shard     - the rank opens `<data.train>.injected-corrupt` instead (the test puts a bad
+//               shard there)
+//   step      - the rank throws from inside its third training step, while the others wait in
+//               a collective (an exception in a kernel)
+//   nonfinite - the rank alone sees a NaN gradient norm at steps 3 and 4 (every rank must still
+//               reach the same verdict: stop, or skip with train.skip_nonfinite)
 // Unset (always, outside tests) it costs one getenv at start-up.
 #pragma once
 

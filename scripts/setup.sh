@@ -13,6 +13,7 @@ packages=(
   libopenblas-openmp-dev                # BLAS sharing OpenMP's thread pool (docs/DESIGN.md)
   nlohmann-json3-dev                    # JSONL metrics, vocab.json, timelines
   libpcre2-dev                          # tokenizer's GPT-2 regex (Unicode classes, lookahead)
+  libcpp-httplib-dev                    # tessera-serve's HTTP server (cpp-httplib 0.11, SSE)
   python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
   python3-h5py                          # tests read checkpoints with h5py as a user would
   python3-torch python3-yaml            # PyTorch export (scripts/ckpt_to_torch.py) and its test

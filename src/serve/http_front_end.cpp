@@ -1,0 +1,304 @@
+// HttpFrontEnd: cpp-httplib handlers over the Scheduler; see http_front_end.h.
+#include "serve/http_front_end.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "data/tokenizer.h"
+#include "serve/scheduler.h"
+
+namespace tessera::serve {
+namespace {
+
+// One request's events, from the serving loop's callback to the handler thread waiting on them.
+class RequestChannel {
+ public:
+  void push(const RequestEvent& e) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(e);
+    }
+    cv_.notify_one();
+  }
+  // False when nothing came within `timeout`.
+  bool pop(RequestEvent* e, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [this] { return !events_.empty(); })) return false;
+    *e = std::move(events_.front());
+    events_.pop_front();
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RequestEvent> events_;
+};
+
+constexpr auto kPollInterval = std::chrono::milliseconds(100);
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  if (e.status == 429 || e.status == 503) res.set_header("Retry-After", "1");
+  res.set_content(error_body(e), "application/json");
+}
+
+ApiError stopped_error() {
+  ApiError e;
+  e.status = 503;
+  e.type = "service_unavailable";
+  e.message = "the server stopped before the request finished";
+  return e;
+}
+
+}  // namespace
+
+struct HttpFrontEnd::Impl {
+  Impl(Scheduler& s, const data::Tokenizer& t, ApiLimits l)
+      : scheduler(s), tokenizer(t), limits(std::move(l)) {}
+
+  Scheduler& scheduler;
+  const data::Tokenizer& tokenizer;
+  const ApiLimits limits;
+  httplib::Server server;
+  std::thread listener;
+  std::atomic<State> state{State::kLoading};
+  std::atomic<bool> stopping{false};
+  std::atomic<int> in_flight{0};  // completions whose response is not yet fully written
+  std::mutex seed_mu;
+  std::mt19937_64 seeds{std::random_device{}()};
+  const int64_t created = static_cast<int64_t>(std::time(nullptr));
+
+  uint64_t fresh_seed() {
+    std::lock_guard<std::mutex> lock(seed_mu);
+    return seeds();
+  }
+
+  void completions(const httplib::Request& req, httplib::Response& res);
+  void install_routes();
+};
+
+void HttpFrontEnd::Impl::install_routes() {
+  server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const State s = state.load();
+    res.status = s == State::kReady ? 200 : 503;
+    const char* status = s == State::kReady ? "ok" : s == State::kLoading ? "loading" : "draining";
+    res.set_content(std::string("{\"status\":\"") + status + "\"}", "application/json");
+  });
+  server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(models_body(limits.model_name, created, limits.context), "application/json");
+  });
+  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(render_prometheus(scheduler.metrics()), "text/plain; version=0.0.4");
+  });
+  server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    completions(req, res);
+  });
+  // Every error answer is JSON: unknown paths and methods too (handlers set their own bodies).
+  server.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        ApiError e;
+        e.status = res.status;
+        e.type = res.status == 404 ? "not_found_error" : "invalid_request_error";
+        if (res.status == 404) {
+          e.message = "no route for " + req.method + " " + req.path +
+                      "; see GET /v1/models, POST /v1/completions, GET /health, GET /metrics";
+        } else if (res.status == 413) {
+          e.message =
+              "the request body is too large: the limit is 1 MiB, and 8 KiB for a body sent as "
+              "application/x-www-form-urlencoded (curl -d's default); send Content-Type: "
+              "application/json";
+        } else {
+          e.message = "HTTP error " + std::to_string(res.status);
+        }
+        res.set_content(error_body(e), "application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  server.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        ApiError e;
+        e.status = 500;
+        e.type = "server_error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& ex) {
+          e.message = ex.what();
+        } catch (...) {
+          e.message = "unknown exception";
+        }
+        send_error(res, e);
+      });
+}
+
+void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+  if (state.load() != State::kReady) {
+    ApiError e = stopped_error();
+    e.code = state.load() == State::kLoading ? "loading" : "draining";
+    e.message = state.load() == State::kLoading
+                    ? "the model is loading; retry when GET /health answers 200"
+                    : "the server is shutting down and admits no new requests";
+    return send_error(res, e);
+  }
+  CompletionRequest request;
+  if (auto e = parse_completion_request(req.body, limits, tokenizer, fresh_seed(), &request)) {
+    scheduler.count_invalid();
+    return send_error(res, *e);
+  }
+  auto channel = std::make_shared<RequestChannel>();
+  SubmitResult submitted =
+      scheduler.submit(request.spec, [channel](const RequestEvent& e) { channel->push(e); });
+  if (!submitted.ok()) return send_error(res, rejection_error(submitted));
+  const uint64_t id = submitted.id;
+  const std::string name = "cmpl-" + std::to_string(id);
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+
+  if (!request.stream) {
+    ++in_flight;
+    std::string bytes;
+    RequestEvent e;
+    for (;;) {
+      if (!channel->pop(&e, kPollInterval)) {
+        if (stopping.load()) {
+          scheduler.cancel(id);
+          --in_flight;
+          return send_error(res, stopped_error());
+        }
+        continue;
+      }
+      if (e.token >= 0) bytes += tokenizer.decode_token(e.token);
+      if (e.finish != Finish::kNone) break;
+    }
+    if (e.finish == Finish::kError) {
+      ApiError error;
+      error.status = 500;
+      error.type = "server_error";
+      error.message = e.error;
+      send_error(res, error);
+    } else {
+      res.set_content(completion_body(name, now, limits.model_name, bytes, e.finish, e.usage),
+                      "application/json");
+    }
+    --in_flight;
+    return;
+  }
+
+  // Streaming: one event per token piece, the finish on the last, then [DONE]. The provider is
+  // called again and again until it calls sink.done(); returning false (a failed write: the
+  // client is gone) ends the response, and the releaser then cancels the request.
+  struct Stream {
+    std::shared_ptr<RequestChannel> channel;
+    Utf8Joiner joiner;
+    bool finished = false;
+  };
+  auto stream = std::make_shared<Stream>();
+  stream->channel = channel;
+  const bool include_usage = request.include_usage;
+  ++in_flight;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, stream, id, name, now, include_usage](size_t, httplib::DataSink& sink) {
+        RequestEvent e;
+        if (!stream->channel->pop(&e, kPollInterval)) {
+          if (stopping.load()) {
+            scheduler.cancel(id);
+            const std::string event = error_event(stopped_error()) + done_event();
+            sink.write(event.data(), event.size());
+            sink.done();
+            stream->finished = true;
+          }
+          return true;  // nothing yet: httplib checks the socket and calls again
+        }
+        std::string text =
+            e.token >= 0 ? stream->joiner.push(tokenizer.decode_token(e.token)) : std::string();
+        if (e.finish == Finish::kNone) {
+          if (text.empty()) return true;
+          const std::string event =
+              completion_chunk_event(name, now, limits.model_name, text, Finish::kNone);
+          return sink.write(event.data(), event.size());
+        }
+        std::string out;
+        if (e.finish == Finish::kError) {
+          ApiError error;
+          error.status = 500;
+          error.type = "server_error";
+          error.message = e.error;
+          out = error_event(error);
+        } else {
+          text += stream->joiner.flush();
+          out = completion_chunk_event(name, now, limits.model_name, text, e.finish);
+          if (include_usage) out += usage_chunk_event(name, now, limits.model_name, e.usage);
+        }
+        out += done_event();
+        stream->finished = true;
+        if (!sink.write(out.data(), out.size())) return false;
+        sink.done();
+        return true;
+      },
+      [this, stream, id](bool success) {
+        if (!success || !stream->finished) scheduler.cancel(id);
+        --in_flight;
+      });
+}
+
+HttpFrontEnd::HttpFrontEnd(Scheduler& scheduler, const data::Tokenizer& tokenizer, ApiLimits limits,
+                           int threads)
+    : impl_(std::make_unique<Impl>(scheduler, tokenizer, std::move(limits))) {
+  const size_t n = static_cast<size_t>(std::max(threads, 4));
+  impl_->server.new_task_queue = [n] { return new httplib::ThreadPool(n); };
+  impl_->server.set_payload_max_length(size_t{1} << 20);
+  // An idle keep-alive connection holds its thread this long, and delays shutdown by as much.
+  impl_->server.set_keep_alive_timeout(2);
+  impl_->install_routes();
+}
+
+HttpFrontEnd::~HttpFrontEnd() { shutdown(0); }
+
+core::Result<int> HttpFrontEnd::start(const std::string& host, int port) {
+  int bound = -1;
+  if (port == 0) {
+    bound = impl_->server.bind_to_any_port(host);
+  } else if (impl_->server.bind_to_port(host, port)) {
+    bound = port;
+  }
+  if (bound <= 0) {
+    return core::Status::error("cannot listen on " + host + ":" + std::to_string(port) +
+                               " (in use, not an address of this machine, or not permitted); "
+                               "pick another --host/--port, or --port 0 for a free port");
+  }
+  impl_->listener = std::thread([this] { impl_->server.listen_after_bind(); });
+  // stop() is a no-op until the listen loop runs: wait for it, so shutdown() always ends it.
+  for (int i = 0; i < 5000 && !impl_->server.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return bound;
+}
+
+void HttpFrontEnd::set_state(State state) { impl_->state.store(state); }
+
+void HttpFrontEnd::shutdown(double seconds) {
+  if (!impl_->listener.joinable()) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  impl_->stopping.store(true);
+  // Handlers still waiting see `stopping` within one poll interval and answer 503.
+  while (impl_->in_flight.load() > 0 &&
+         std::chrono::steady_clock::now() < deadline + std::chrono::seconds(2)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  impl_->server.stop();
+  impl_->listener.join();
+}
+
+}  // namespace tessera::serve

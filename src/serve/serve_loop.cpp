@@ -1,0 +1,50 @@
+// The leader and follower serving loops; see serve_loop.h.
+#include "serve/serve_loop.h"
+
+#include <chrono>
+#include <thread>
+
+#include "serve/engine.h"
+#include "serve/scheduler.h"
+#include "serve/tp_channel.h"
+
+namespace tessera::serve {
+
+core::Status run_leader(Scheduler& scheduler, Engine& engine, TpChannel* channel,
+                        const LeaderOptions& options) {
+  bool draining = false;
+  for (;;) {
+    if (!draining && options.stop_signal && options.stop_signal->load() != 0) scheduler.drain();
+    if (!draining && scheduler.draining()) {
+      draining = true;
+      if (options.on_drain) options.on_drain();
+    }
+    IterationChanges changes = scheduler.plan();
+    if (draining && changes.admit.empty() && scheduler.idle()) changes.shutdown = true;
+    if (changes.empty() && engine.running() == 0) {
+      // Nothing to run: wait for a request (or the signal, polled every 50 ms).
+      scheduler.wait_for_work(0.05);
+      continue;
+    }
+    if (channel) channel->send(changes);
+    scheduler.on_admission_failures(engine.apply(changes));
+    if (changes.shutdown) return core::Status::ok();
+    scheduler.on_events(engine.step());
+    if (options.step_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.step_delay_ms));
+    }
+  }
+}
+
+core::Status run_follower(Engine& engine, TpChannel& channel) {
+  for (;;) {
+    auto changes = channel.receive(/*idle=*/engine.running() == 0);
+    if (!changes) return changes.status();
+    // Admission failures are the leader's to report; here they only keep the state in step.
+    (void)engine.apply(*changes);
+    if (changes->shutdown) return core::Status::ok();
+    (void)engine.step();
+  }
+}
+
+}  // namespace tessera::serve

@@ -668,12 +668,15 @@ void Trainer::finish() {
     core::log_info("wrote timeline " + path + " (open in ui.perfetto.dev)");
   }
   if (summary_.final_val_loss >= 0) {
+    // Below the unigram entropy the model has learned more than token frequencies; above it, a
+    // short run has not yet (said as such, not as a negative "below").
     char line[256];
+    const double gap = 1 - summary_.final_val_loss / summary_.unigram_entropy;
     std::snprintf(line, sizeof line,
                   "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "
-                  "(%.1f%% below)",
-                  summary_.final_val_loss, summary_.unigram_entropy,
-                  100 * (1 - summary_.final_val_loss / summary_.unigram_entropy));
+                  "(%.1f%% %s)",
+                  summary_.final_val_loss, summary_.unigram_entropy, 100 * std::abs(gap),
+                  gap >= 0 ? "below" : "above: not yet better than token frequencies; train longer");
     core::log_info(line);
   }
 }

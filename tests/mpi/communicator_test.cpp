@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mpi_test_util.h"
@@ -253,14 +255,27 @@ TEST_F(Communicator, DestroyingAPendingRequestWaitsForIt) {
   }
 }
 
+// Rank r arrives r * 50 ms late: no rank may leave the barrier before the last one has reached it.
+// Every rank checks its own exit time against the latest arrival, on std::chrono::steady_clock
+// (CLOCK_MONOTONIC: one clock for the processes of one node; Open MPI's MPI_Wtime counts from each
+// process's MPI_Init, so it is not comparable across ranks).
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 TEST_F(Communicator, BarrierReturnsOnEveryRank) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
+    MPI_Barrier(MPI_COMM_WORLD);  // line the ranks up, then stagger them
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 * world_rank_));
+    const double before = seconds_now();
     comm->barrier();
-    int one = 1, total = 0;
-    MPI_Allreduce(&one, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    EXPECT_EQ(total, world_size_);
+    const double after = seconds_now();
+    double latest_before = 0.0;
+    MPI_Allreduce(&before, &latest_before, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    EXPECT_GE(after, latest_before) << "rank " << world_rank_ << " left the barrier "
+                                    << latest_before - after << " s before the last rank arrived";
   }
 }
 

@@ -7,7 +7,7 @@
 
 #include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/convert.h"
+#include "checkpoint/stored_config.h"
 #include "core/app.h"
 #include "core/log.h"
 #include "core/threads.h"
@@ -72,20 +72,7 @@ int main(int argc, char** argv) {
     o.use_kv_cache = !no_cache;
     o.stop_at_eot = !ignore_eot;
     // A checkpoint: model.h5 (the final weights) or step_<n>.h5, float32 or bf16; any grid.
-    if (auto kind = checkpoint::detect_file_kind(weights_path);
-        kind && *kind == checkpoint::FileKind::kLlmc) {
-      return core::Status::error("'" + weights_path +
-                                 "' is an llm.c model file; convert it first: tessera-ckpt "
-                                 "convert " +
-                                 weights_path + " model.h5");
-    }
-    core::Result<core::Config> config = core::Status::error("no config read");
-    {
-      parallel::ProcessGrid probe(MPI_COMM_WORLD, 1);  // any grid reads the stored config
-      auto text = checkpoint::read_checkpoint_config(weights_path, probe);
-      if (!text) return text.status();
-      config = core::parse_config(*text, weights_path + " (stored config)", {});
-    }
+    auto config = checkpoint::read_stored_config(weights_path);
     if (!config) return config.status();
     int world_size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);

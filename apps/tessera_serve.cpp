@@ -10,7 +10,7 @@
 
 #include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
-#include "checkpoint/convert.h"
+#include "checkpoint/stored_config.h"
 #include "core/app.h"
 #include "core/log.h"
 #include "core/threads.h"
@@ -93,20 +93,7 @@ int main(int argc, char** argv) {
                                  " is not a TCP port; pick 1-65535, or 0 for a free one");
     }
     if (model_name.empty()) model_name = weights_path;
-    if (auto kind = checkpoint::detect_file_kind(weights_path);
-        kind && *kind == checkpoint::FileKind::kLlmc) {
-      return core::Status::error("'" + weights_path +
-                                 "' is an llm.c model file; convert it first: tessera-ckpt "
-                                 "convert " +
-                                 weights_path + " model.h5");
-    }
-    core::Result<core::Config> config = core::Status::error("no config read");
-    {
-      parallel::ProcessGrid probe(MPI_COMM_WORLD, 1);  // any grid reads the stored config
-      auto text = checkpoint::read_checkpoint_config(weights_path, probe);
-      if (!text) return text.status();
-      config = core::parse_config(*text, weights_path + " (stored config)", {});
-    }
+    auto config = checkpoint::read_stored_config(weights_path);
     if (!config) return config.status();
     int world_size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);

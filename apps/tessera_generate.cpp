@@ -77,16 +77,7 @@ int main(int argc, char** argv) {
     int world_size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     if (tp == 0) tp = world_size;
-    // The grid checks of training, with a batch that every dp size divides.
-    core::Config grid_config = *config;
-    grid_config.parallel.tp = tp;
-    grid_config.train.batch_size = world_size / std::max(1, tp);
-    grid_config.train.micro_batch_size = 1;
-    if (tp < 1 || world_size % tp != 0) {
-      return core::Status::error("--tp " + std::to_string(tp) + " does not divide the " +
-                                 std::to_string(world_size) + " ranks; pick a divisor");
-    }
-    TESSERA_RETURN_IF_ERROR(parallel::check_grid(grid_config, world_size));
+    TESSERA_RETURN_IF_ERROR(parallel::check_inference_grid(*config, tp, world_size));
     parallel::ProcessGrid grid(tp);
     const bool printer = grid.world_rank() == 0;
     // Every rank builds its backend before the first collective, so a bad --device (or no GPU
@@ -96,14 +87,8 @@ int main(int argc, char** argv) {
     grid.attach_device(**backend);
     core::set_threads(threads, grid.local_size());
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
-    auto tokenizer = data::Tokenizer::load_prefix(tokenizer_prefix);
+    auto tokenizer = data::load_tokenizer_for_model(tokenizer_prefix, config->model.vocab_size);
     if (!tokenizer) return tokenizer.status();
-    if (tokenizer->vocab_size() != config->model.vocab_size) {
-      return core::Status::error("tokenizer '" + tokenizer_prefix + "' has " +
-                                 std::to_string(tokenizer->vocab_size()) + " tokens, the model " +
-                                 std::to_string(config->model.vocab_size) +
-                                 "; pass the tokenizer the model was trained with (--tokenizer)");
-    }
     models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.device_tp_comm(),
                       backend->get());
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);

@@ -98,20 +98,12 @@ int main(int argc, char** argv) {
     int world_size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     if (tp == 0) tp = world_size;
-    if (tp < 1 || world_size % tp != 0) {
-      return core::Status::error("--tp " + std::to_string(tp) + " does not divide the " +
-                                 std::to_string(world_size) + " ranks; pick a divisor");
-    }
+    TESSERA_RETURN_IF_ERROR(parallel::check_inference_grid(*config, tp, world_size));
     if (world_size / tp > 1) {
       return core::Status::error(
           "dp replicas are not supported yet; run with --tp equal to the number of ranks (" +
           std::to_string(world_size) + ")");
     }
-    core::Config grid_config = *config;
-    grid_config.parallel.tp = tp;
-    grid_config.train.batch_size = 1;
-    grid_config.train.micro_batch_size = 1;
-    TESSERA_RETURN_IF_ERROR(parallel::check_grid(grid_config, world_size));
     install_signal_handlers();
     parallel::ProcessGrid grid(tp);
     const bool leader = grid.world_rank() == 0;
@@ -120,14 +112,8 @@ int main(int argc, char** argv) {
     grid.attach_device(**backend);
     core::set_threads(threads, grid.local_size());
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
-    auto tokenizer = data::Tokenizer::load_prefix(tokenizer_prefix);
+    auto tokenizer = data::load_tokenizer_for_model(tokenizer_prefix, config->model.vocab_size);
     if (!tokenizer) return tokenizer.status();
-    if (tokenizer->vocab_size() != config->model.vocab_size) {
-      return core::Status::error("tokenizer '" + tokenizer_prefix + "' has " +
-                                 std::to_string(tokenizer->vocab_size()) + " tokens, the model " +
-                                 std::to_string(config->model.vocab_size) +
-                                 "; pass the tokenizer the model was trained with (--tokenizer)");
-    }
 
     // World rank 0 listens first, so /health answers 503 while the weights load.
     serve::SchedulerOptions so;

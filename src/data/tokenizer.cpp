@@ -513,4 +513,16 @@ std::string Tokenizer::decode(const std::vector<int32_t>& tokens) const {
   return out;
 }
 
+core::Result<Tokenizer> load_tokenizer_for_model(const std::string& prefix, int64_t vocab_size) {
+  auto tokenizer = Tokenizer::load_prefix(prefix);
+  if (!tokenizer) return tokenizer.status();
+  if (tokenizer->vocab_size() != vocab_size) {
+    return core::Status::error("tokenizer '" + prefix + "' has " +
+                               std::to_string(tokenizer->vocab_size()) + " tokens, the model " +
+                               std::to_string(vocab_size) +
+                               "; pass the tokenizer the model was trained with (--tokenizer)");
+  }
+  return tokenizer;
+}
+
 }  // namespace tessera::data

@@ -83,4 +83,8 @@ class Tokenizer {
   int32_t eot_token_ = -1;
 };
 
+// The tokenizer at `prefix` for a model of `vocab_size` tokens; a tokenizer of another size is an
+// error naming both sizes and the fix (--tokenizer: the one the model was trained with).
+core::Result<Tokenizer> load_tokenizer_for_model(const std::string& prefix, int64_t vocab_size);
+
 }  // namespace tessera::data

@@ -69,6 +69,18 @@ core::Status check_grid(const core::Config& config, int world_size) {
   return core::Status::ok();
 }
 
+core::Status check_inference_grid(const core::Config& config, int tp, int world_size) {
+  if (tp < 1 || world_size % tp != 0) {
+    return core::Status::error("--tp " + std::to_string(tp) + " does not divide the " +
+                               std::to_string(world_size) + " ranks; pick a divisor");
+  }
+  core::Config grid_config = config;
+  grid_config.parallel.tp = tp;
+  grid_config.train.batch_size = world_size / tp;
+  grid_config.train.micro_batch_size = 1;
+  return check_grid(grid_config, world_size);
+}
+
 ProcessGrid::ProcessGrid(int tp_size) : ProcessGrid(MPI_COMM_WORLD, tp_size) {
   core::set_log_identity(world_rank_, dp_rank(), tp_rank());
 }

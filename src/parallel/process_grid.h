@@ -25,6 +25,11 @@ namespace tessera::parallel {
 // Each message names the number to change.
 core::Status check_grid(const core::Config& config, int world_size);
 
+// The grid checks of an inference app (generation, serving) given `--tp tp` on world_size ranks:
+// tp divides the ranks (else "--tp N does not divide ..."), then check_grid on the model with a
+// batch every dp size divides. Every rank can make it before the first collective.
+core::Status check_inference_grid(const core::Config& config, int tp, int world_size);
+
 class ProcessGrid {
  public:
   // Collective over MPI_COMM_WORLD. Precondition: check_grid passed for tp_size.

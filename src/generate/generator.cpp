@@ -43,6 +43,7 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
   tokens_.resize(max_rows_);
   row_slots_.resize(max_rows_);
   positions_.resize(max_rows_);
+  samplers_.reserve(max_sequences);
   const int64_t Vp = Vp_local_ * model.tp_size();
   rows_.resize(max_sequences * Vp_local_);
   gathered_.resize(max_sequences * Vp);
@@ -151,7 +152,8 @@ std::vector<StepEvent> Generator::step() {
   // then prompt chunks of the others, in slot order, while rows remain. A sequence samples this
   // step when its last uncached token was fed: record the row that ends it.
   int64_t N = 0;
-  std::vector<std::pair<int, int64_t>> samplers;  // (slot, row of its last token)
+  std::vector<std::pair<int, int64_t>>& samplers = samplers_;  // (slot, row of its last token)
+  samplers.clear();
   auto feed = [&](int slot, Sequence& s, int64_t count) {
     for (int64_t k = 0; k < count; ++k) {
       tokens_[N] = s.tokens[s.cached];

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -106,6 +107,7 @@ class Generator {
   std::vector<std::unique_ptr<Sequence>> slots_;  // null: free
   // Step buffers, sized once.
   std::vector<int32_t> tokens_, row_slots_, positions_;
+  std::vector<std::pair<int, int64_t>> samplers_;  // step(): (slot, row) of each sampling sequence
   std::vector<float> rows_, gathered_, workspace_;
   std::vector<float> probs_;
   std::vector<int32_t> order_;

@@ -20,9 +20,9 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "models/gpt.h"
-#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/gradient_reducer.h"
+#include "params/param_spec.h"
 
 using namespace tessera;
 

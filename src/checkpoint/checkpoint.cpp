@@ -263,11 +263,12 @@ core::Status check_metadata(hid_t file, const std::string& where, const models::
   if (adamw != nullptr && (H5Lexists(file, "/optim", H5P_DEFAULT) <= 0 ||
                            H5Lexists(file, "/optim/m", H5P_DEFAULT) <= 0 ||
                            H5Lexists(file, "/optim/v", H5P_DEFAULT) <= 0)) {
-    return core::Status::error(where +
-                               "has no optimizer state (/optim/m, /optim/v): it was "
-                               "written without one (weights only); start a run from its weights with "
-                               "train.init_from, or resume from a checkpoint written during "
-                               "training");
+    return core::Status::error(
+        where +
+        "has no optimizer state (/optim/m, /optim/v): it was "
+        "written without one (weights only); start a run from its weights with "
+        "train.init_from, or resume from a checkpoint written during "
+        "training");
   }
   {
     H5Id group(H5Gopen2(file, "/model", H5P_DEFAULT), H5Gclose);

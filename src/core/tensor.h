@@ -70,7 +70,7 @@ class Tensor {
     return static_cast<T*>(raw());
   }
   float* f32() const;  // checks dtype == kF32
-  void zero_();  // host tensors only (a device tensor is zeroed through its backend)
+  void zero_();        // host tensors only (a device tensor is zeroed through its backend)
 
  private:
   Shape shape_;

@@ -44,15 +44,15 @@ AdamW::AdamW(const params::ParamSet& params, backends::Backend* backend)
 void AdamW::step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,
                  const core::OptimConfig& optim) {
   const backends::AdamWHyper h{static_cast<float>(lr),
-                     static_cast<float>(optim.beta1),
-                     static_cast<float>(optim.beta2),
-                     static_cast<float>(optim.eps),
-                     static_cast<float>(optim.weight_decay),
-                     step};
+                               static_cast<float>(optim.beta1),
+                               static_cast<float>(optim.beta2),
+                               static_cast<float>(optim.eps),
+                               static_cast<float>(optim.weight_decay),
+                               step};
   for (int i = 0; i < params_.size(); ++i) {
     backend_.adamw_update(params_.view(weights, i).f32(), params_.view(grads, i).f32(),
-                 params_.view(m_, i).f32(), params_.view(v_, i).f32(), params_.local_numel(i), h,
-                 params_.specs()[i].weight_decay);
+                          params_.view(m_, i).f32(), params_.view(v_, i).f32(),
+                          params_.local_numel(i), h, params_.specs()[i].weight_decay);
   }
 }
 

@@ -11,9 +11,9 @@
 #include "core/bf16.h"
 #include "core/error.h"
 #include "core/timer.h"
-#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/timeline.h"
+#include "params/param_spec.h"
 
 namespace tessera::parallel {
 namespace {
@@ -35,9 +35,10 @@ GradientReducer::GradientReducer(const params::ParamSet& params, const core::Ten
       dp_size_(dp_comm.size()) {
   TESSERA_ASSERT(grads.dtype() == core::DType::kF32,
                  "building the gradient reducer (the gradient arena must be f32)");
-  TESSERA_ASSERT(grads.device() == core::Device::kCpu || (backend != nullptr && !options.compress_bf16),
-                 "building the gradient reducer on a device arena (it needs its backend, and "
-                 "bf16 compression is host-only: set parallel.compress_bf16 false)");
+  TESSERA_ASSERT(
+      grads.device() == core::Device::kCpu || (backend != nullptr && !options.compress_bf16),
+      "building the gradient reducer on a device arena (it needs its backend, and "
+      "bf16 compression is host-only: set parallel.compress_bf16 false)");
   TESSERA_ASSERT(grads.numel() == params.total_local_numel(),
                  "building the gradient reducer (the gradient arena must have the ParamSet's "
                  "total_local_numel elements)");

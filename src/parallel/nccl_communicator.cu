@@ -9,9 +9,9 @@
 #include <thread>
 #include <utility>
 
+#include "backends/cuda/cuda_check.h"
 #include "core/error.h"
 #include "core/timer.h"
-#include "backends/cuda/cuda_check.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/timeline.h"
 

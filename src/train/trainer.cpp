@@ -279,8 +279,8 @@ core::Status Trainer::set_up_backend() {
   grid_.world_comm().all_reduce(&failed, 1, parallel::ReduceOp::kSum);
   if (!backend) return backend.status();
   if (failed > 0) {
-    return core::Status::error("train.device '" + tc_.device + "': " +
-                               std::to_string(static_cast<int>(failed)) +
+    return core::Status::error("train.device '" + tc_.device +
+                               "': " + std::to_string(static_cast<int>(failed)) +
                                " rank(s) could not start their device (their messages say why); "
                                "fix those nodes or use train.device=cpu");
   }
@@ -293,7 +293,8 @@ core::Status Trainer::set_up_backend() {
   if (config_.parallel.compress_bf16 && dp_size_ > 1) {
     return core::Status::error(
         "parallel.compress_bf16: bf16 gradient compression is host-only (the CPU backend); set "
-        "parallel.compress_bf16: false on train.device " + tc_.device);
+        "parallel.compress_bf16: false on train.device " +
+        tc_.device);
   }
   return core::Status::ok();
 }
@@ -352,9 +353,9 @@ void Trainer::set_up_model() {
     ro.bucket_mb = config_.parallel.bucket_mb;
     ro.overlap = config_.parallel.overlap;
     ro.compress_bf16 = config_.parallel.compress_bf16;
-    reducer_ = std::make_unique<parallel::GradientReducer>(
-        model_->param_set(), model_->grads(), grid_.device_dp_comm(), ro, timeline_.get(),
-        backend_.get());
+    reducer_ = std::make_unique<parallel::GradientReducer>(model_->param_set(), model_->grads(),
+                                                           grid_.device_dp_comm(), ro,
+                                                           timeline_.get(), backend_.get());
     on_ready_ = [this](int i) { reducer_->mark_ready(i); };
   }
 }
@@ -672,11 +673,12 @@ void Trainer::finish() {
     // short run has not yet (said as such, not as a negative "below").
     char line[256];
     const double gap = 1 - summary_.final_val_loss / summary_.unigram_entropy;
-    std::snprintf(line, sizeof line,
-                  "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "
-                  "(%.1f%% %s)",
-                  summary_.final_val_loss, summary_.unigram_entropy, 100 * std::abs(gap),
-                  gap >= 0 ? "below" : "above: not yet better than token frequencies; train longer");
+    std::snprintf(
+        line, sizeof line,
+        "final: val loss %.4f nats/token vs unigram entropy %.4f of the training tokens "
+        "(%.1f%% %s)",
+        summary_.final_val_loss, summary_.unigram_entropy, 100 * std::abs(gap),
+        gap >= 0 ? "below" : "above: not yet better than token frequencies; train longer");
     core::log_info(line);
   }
 }

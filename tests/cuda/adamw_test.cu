@@ -1,16 +1,16 @@
-// The CUDA AdamW update against its CPU twin (backends/cpu/adamw.h, fp32 like the kernel): three steps
-// with fresh gradients and a changing learning rate, with and without weight decay, and the bf16
-// working copy written by the same kernel.
+// The CUDA AdamW update against its CPU twin (backends/cpu/adamw.h, fp32 like the kernel): three
+// steps with fresh gradients and a changing learning rate, with and without weight decay, and the
+// bf16 working copy written by the same kernel.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/adamw.h"
+#include "backends/cuda/adamw.h"
 #include "core/bf16.h"
 #include "cuda_test_util.h"
-#include "backends/cuda/adamw.h"
-#include "backends/cpu/adamw.h"
 
 namespace tessera::backends::cuda {
 namespace {
@@ -39,8 +39,8 @@ void three_steps(int64_t n, bool decay, uint32_t seed, State* cpu, State* gpu) {
   DeviceArray<float> grad(n);
   for (int64_t step = 1; step <= 3; ++step) {
     const auto g = random_floats(n, seed + 100 + static_cast<uint32_t>(step), 0.01f);
-    backends::cpu::adamw_update(cpu->param.data(), g.data(), cpu->m.data(), cpu->v.data(), n, hyper(step),
-                        decay);
+    backends::cpu::adamw_update(cpu->param.data(), g.data(), cpu->m.data(), cpu->v.data(), n,
+                                hyper(step), decay);
     grad.upload(g);
     adamw_update(param.get(), grad.get(), m.get(), v.get(), n, hyper(step), decay, nullptr,
                  nullptr);
@@ -77,7 +77,8 @@ TEST_P(CudaAdamW, Bf16CopyIsTheUpdatedMasterRounded) {
   const auto param0 = random_floats(n, 13, 0.02f);
   const auto g = random_floats(n, 14, 0.01f);
   std::vector<float> cpu_param = param0, cpu_m(n, 0.0f), cpu_v(n, 0.0f);
-  backends::cpu::adamw_update(cpu_param.data(), g.data(), cpu_m.data(), cpu_v.data(), n, hyper(1), true);
+  backends::cpu::adamw_update(cpu_param.data(), g.data(), cpu_m.data(), cpu_v.data(), n, hyper(1),
+                              true);
 
   DeviceArray<float> param(param0), grad(g), m(std::vector<float>(n, 0.0f));
   DeviceArray<float> v(std::vector<float>(n, 0.0f));

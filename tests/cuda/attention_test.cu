@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda_test_util.h"
 #include "backends/cpu/attention.h"
 #include "backends/cuda/attention.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

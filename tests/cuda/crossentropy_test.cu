@@ -12,10 +12,10 @@
 #include <random>
 #include <vector>
 
-#include "core/bf16.h"
-#include "cuda_test_util.h"
 #include "backends/cpu/crossentropy.h"
 #include "backends/cuda/crossentropy.h"
+#include "core/bf16.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

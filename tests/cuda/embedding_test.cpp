@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "cuda_test_util.h"
 #include "backends/cpu/embedding.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda_test_util.h"
 #include "backends/cpu/gelu.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

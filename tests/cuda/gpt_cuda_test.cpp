@@ -280,9 +280,10 @@ TEST_F(GptCuda, LossesMatchCpuOver20Steps) {
     }
     EXPECT_NEAR(cuda[step], cpu[step], kRelTolerance * std::fabs(cpu[step])) << "step " << step;
   }
-  std::printf("GptCuda.LossesMatchCpuOver20Steps: loss %.6f -> %.6f; largest relative "
-              "CPU/CUDA loss difference %.3g at step %d\n",
-              cpu.front(), cpu.back(), worst, worst_step);
+  std::printf(
+      "GptCuda.LossesMatchCpuOver20Steps: loss %.6f -> %.6f; largest relative "
+      "CPU/CUDA loss difference %.3g at step %d\n",
+      cpu.front(), cpu.back(), worst, worst_step);
   // Not a degenerate run: training on one batch lowers its loss.
   EXPECT_LT(cpu.back(), cpu.front());
 }

@@ -11,9 +11,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda_test_util.h"
 #include "backends/cpu/layernorm.h"
 #include "backends/cuda/device.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

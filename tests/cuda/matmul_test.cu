@@ -9,11 +9,11 @@
 #include <cstring>
 #include <vector>
 
-#include "core/bf16.h"
-#include "cuda_test_util.h"
 #include "backends/cpu/gelu.h"
 #include "backends/cpu/matmul.h"
 #include "backends/cuda/matmul.h"
+#include "core/bf16.h"
+#include "cuda_test_util.h"
 
 namespace tessera::backends::cuda {
 namespace {

@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "core/error.h"
-#include "params/param_spec.h"
 #include "parallel/communicator.h"
 #include "parallel/timeline.h"
+#include "params/param_spec.h"
 
 namespace tessera::parallel {
 namespace {

@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/fast_exp.h"
 #include "core/error.h"
+#include "core/fast_exp.h"
 
 namespace tessera::backends::cpu {
 using core::fast_exp;

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <limits>
 
-#include "core/fast_exp.h"
 #include "core/error.h"
+#include "core/fast_exp.h"
 
 namespace tessera::backends::cpu {
 using core::fast_exp;

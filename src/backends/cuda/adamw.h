@@ -1,12 +1,12 @@
-// AdamW on the GPU, the twin of backends/cpu/adamw.h: the same update in the same order of operations
-// (torch.optim.AdamW's), fp32 master weights and moments, with an optional bf16 working copy of
-// the updated weights written by the same kernel (mixed precision).
+// AdamW on the GPU, the twin of backends/cpu/adamw.h: the same update in the same order of
+// operations (torch.optim.AdamW's), fp32 master weights and moments, with an optional bf16 working
+// copy of the updated weights written by the same kernel (mixed precision).
 #pragma once
 
 #include <cstdint>
 
-#include "backends/cuda/stream.h"
 #include "backends/adamw_hyper.h"
+#include "backends/cuda/stream.h"
 
 namespace tessera::backends::cuda {
 

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/status.h"
 #include "backends/cuda/stream.h"
+#include "core/status.h"
 
 struct CUevent_st;
 

@@ -11,7 +11,8 @@
 namespace tessera::backends::cuda {
 namespace {
 
-constexpr float kEps = 1e-5f;  // backends/cpu/layernorm.h kLayernormEps, in float as the CPU uses it
+constexpr float kEps =
+    1e-5f;  // backends/cpu/layernorm.h kLayernormEps, in float as the CPU uses it
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 constexpr int kRowThreads = kWarp * kRowsPerBlock;

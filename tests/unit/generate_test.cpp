@@ -1,8 +1,9 @@
 // Generation: KV-cache decoding emits exactly the tokens of full recomputation (greedy and
-// sampled); sampling respects top-k / top-p and is a pure function of the seed; bad prompts fail
-// with a message.
+// sampled); end-of-text stops a sequence and is not emitted; sampling respects top-k / top-p and
+// is a pure function of the seed; bad prompts fail with a message.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "core/philox.h"
@@ -53,6 +54,69 @@ TEST(Generate, StopsWhenTheContextIsFull) {
   auto out = g.generate({1, 2, 3}, o, nullptr);
   ASSERT_TRUE(out.is_ok());
   EXPECT_EQ(out->size(), 48u - 3u);
+}
+
+// End-of-text stops a sequence and is never emitted: the model's own k-th token (one it has not
+// said before) is named end-of-text, and generation gives exactly the k tokens before it, on the
+// KV path and the recomputation path, greedy and sampled, through generate(), step() and
+// generate_batch(); with stop_at_eot off the same token is emitted and decoding goes on.
+TEST(Generate, StopsAtEndOfTextWithoutEmittingIt) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(3);
+  const std::vector<int32_t> prompt = {5, 17, 3};
+  for (float temperature : {0.0f, 1.0f}) {
+    const std::vector<int32_t> free_run = run(gpt, true, temperature);  // 40 tokens, no stop
+    size_t k = 3;
+    while (k < free_run.size() &&
+           std::find(free_run.begin(), free_run.begin() + k, free_run[k]) != free_run.begin() + k) {
+      ++k;
+    }
+    ASSERT_LT(k, free_run.size()) << "no new token after the third: a degenerate model";
+    const int32_t eot = free_run[k];
+    const std::vector<int32_t> before(free_run.begin(), free_run.begin() + k);
+    GenerateOptions o;
+    o.max_tokens = 40;
+    o.sampling.temperature = temperature;
+    o.sampling.top_k = 20;
+    o.sampling.seed = 11;  // run()'s options, plus the stop
+    o.stop_at_eot = true;
+    o.eot_token = eot;
+    for (bool kv : {true, false}) {
+      o.use_kv_cache = kv;
+      Generator g(gpt);
+      std::vector<int32_t> streamed;
+      auto out = g.generate(prompt, o, [&](int32_t t) { streamed.push_back(t); });
+      ASSERT_TRUE(out.is_ok()) << out.status().message();
+      EXPECT_EQ(*out, before) << "kv " << kv << ", temperature " << temperature << ", eot " << eot
+                              << " at position " << k;
+      EXPECT_EQ(streamed, before) << "end-of-text must not be streamed";
+    }
+    // step(): the last event finishes the sequence as end-of-text and carries no token.
+    o.use_kv_cache = true;
+    Generator g(gpt);
+    auto id = g.add(prompt, o);
+    ASSERT_TRUE(id.is_ok()) << id.status().message();
+    std::vector<int32_t> emitted;
+    StepEvent last;
+    while (!g.idle()) {
+      for (const StepEvent& e : g.step()) {
+        if (e.token >= 0) emitted.push_back(e.token);
+        last = e;
+      }
+    }
+    EXPECT_EQ(emitted, before);
+    EXPECT_EQ(last.finished, FinishReason::kEndOfText);
+    EXPECT_EQ(last.token, -1);
+    // In a batch, a sequence that stops leaves the other (stop_at_eot off) untouched: that one
+    // emits the end-of-text token like any other and runs to max_tokens.
+    GenerateOptions no_stop = o;
+    no_stop.stop_at_eot = false;
+    Generator batch(gpt, 2);
+    auto both = batch.generate_batch({prompt, prompt}, {o, no_stop});
+    ASSERT_TRUE(both.is_ok()) << both.status().message();
+    EXPECT_EQ((*both)[0], before);
+    EXPECT_EQ((*both)[1], free_run);
+  }
 }
 
 TEST(Generate, PromptLongerThanContextIsAnError) {

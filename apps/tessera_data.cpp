@@ -1,5 +1,5 @@
 // tessera-data: trains a byte-level BPE tokenizer, tokenizes text into llm.c-layout shards
-// (train and validation split at a line boundary) and describes a shard.
+// (train and validation split at a line boundary), describes a shard and prints a text's ids.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
@@ -247,6 +247,26 @@ core::Status info(const std::string& path, const std::string& tokenizer_prefix, 
   return core::Status::ok();
 }
 
+// Prints the ids of the whole --input text (no end-of-text appended) on one line, separated by
+// spaces: what a shard written by `tokenize` holds for the same text.
+core::Status encode(const std::string& prefix, const std::string& input) {
+  auto tok = data::Tokenizer::load_prefix(prefix);
+  if (!tok) return tok.status();
+  auto text = read_text(input);
+  if (!text) return text.status();
+  std::string line;
+  for (int32_t id : tok->encode(*text)) {
+    if (!line.empty()) line += ' ';
+    line += std::to_string(id);
+  }
+  line += '\n';
+  if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() || std::fflush(stdout) != 0) {
+    return core::Status::error(std::string("cannot write the ids to stdout: ") +
+                               std::strerror(errno));
+  }
+  return core::Status::ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,6 +315,15 @@ int main(int argc, char** argv) {
     info_cmd->add_option("--tokenizer", prefix, "also decode the first tokens with this tokenizer");
     info_cmd->add_option("--count", count, "how many first tokens to show")->capture_default_str();
 
+    CLI::App* enc_cmd =
+        app.add_subcommand("encode", "text -> token ids on stdout (one line, space-separated)");
+    enc_cmd
+        ->add_option("--tokenizer", prefix,
+                     "tokenizer prefix (PREFIX.vocab.json, PREFIX.merges.txt; GPT-2's "
+                     "encoder.json and vocab.bpe under these names)")
+        ->required();
+    enc_cmd->add_option("--input", input, "text file")->required();
+
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
@@ -305,6 +334,8 @@ int main(int argc, char** argv) {
       st = tokenize(prefix, input, train_out, val_out, val_fraction);
     } else if (*prep_cmd) {
       st = prepare(input, vocab_size, out_dir, val_fraction, if_missing);
+    } else if (*enc_cmd) {
+      st = encode(prefix, input);
     } else {
       st = info(shard_path, prefix, count);
     }

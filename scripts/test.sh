@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
+# The CPU-only build the main job runs and the .deb is made from (tests/apps/install_test.sh).
+scripts/build.sh --apps
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
 # The Slurm tests' local cluster comes up and goes down inside ctest (fixture slurm_cluster, see
 # tests/CMakeLists.txt); this trap makes sure no daemon of it outlives the command, whatever happens.

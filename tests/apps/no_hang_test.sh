@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Errors never hang: a failure on one rank of 4 (a data file only it cannot open; a bad shard only
 # it reads; an exception in the middle of a step while the others wait in a collective) and a bad grid shape end every rank
-# with a non-zero exit and the rank-prefixed message, within 10 seconds.
+# with a non-zero exit and the rank-prefixed message, within 10 seconds; the grid error, alike on
+# every rank, is printed once.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -51,4 +52,11 @@ expect_mpi_failure "world size not divisible by tp" \
 expect_mpi_failure "heads not divisible by tp" \
   'model.n_head 4 is not divisible by parallel.tp 3' 3 none \
   --set parallel.tp=3 --set model.n_head=4
+# A grid error every rank detects alike is said once, by rank 0 for all, without an abort banner.
+if [[ $(grep -c 'tessera-train:' "$WORK/err") -eq 1 ]] && grep -q '^\[all 3 ranks\] tessera-train: ' "$WORK/err" \
+  && ! grep -q MPI_ABORT "$WORK/err"; then
+  pass "the grid error is printed once: $(grep -m1 'tessera-train:' "$WORK/err")"
+else
+  fail "the grid error: want one '[all 3 ranks]' line and no MPI_ABORT banner:"; sed 's/^/    /' "$WORK/err"
+fi
 finish

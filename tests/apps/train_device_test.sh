@@ -19,11 +19,13 @@ if command -v nvidia-smi > /dev/null && nvidia-smi > /dev/null 2>&1; then
   exit
 fi
 want="train.device.{1,2}cuda.*(no usable CUDA device|has no CUDA backend).*use train.device=cpu"
-n=$(grep -Ec "^\[rank [01] .*tessera-train: $want" <<< "$out")
+# Both ranks fail alike before any collective: rank 0 says it once for both.
+n=$(grep -Ec "^\[all 2 ranks\] tessera-train: $want" <<< "$out")
 [[ $rc -ne 0 && $rc -ne 124 ]] && pass "train.device=cuda on 1x2: exit $rc" \
   || fail "train.device=cuda on 1x2: exit $rc"
-[[ $n -eq 2 ]] && pass "both ranks: $(grep -Em1 "$want" <<< "$out")" \
-  || { fail "$n of 2 ranks print /$want/:"; sed 's/^/    /' <<< "$out"; }
+[[ $n -eq 1 && $(grep -c 'tessera-train:' <<< "$out") -eq 1 ]] \
+  && pass "said once for both ranks: $(grep -Em1 "$want" <<< "$out")" \
+  || { fail "want one line /[all 2 ranks] ... $want/:"; sed 's/^/    /' <<< "$out"; }
 grep -q '^step ' <<< "$out" && fail "a training step ran" || pass "no training step ran"
 [[ ! -e "$WORK/run/model.h5" ]] && pass "no weights written" || fail "model.h5 written"
 finish

@@ -1,7 +1,7 @@
 // tessera-ckpt: look inside a checkpoint (inspect: attributes, stored config, dataset table), check
 // it loads (verify: read_checkpoint into the stored config's model, every checksum, every value
-// finite), convert it (llm.c .bin, bf16, without optimizer state; serial) and print its logits
-// for a token sequence.
+// finite), convert it (llm.c .bin, Hugging Face safetensors, bf16, without optimizer state;
+// serial) and print its logits for a token sequence.
 #include <hdf5.h>
 #include <mpi.h>
 
@@ -329,18 +329,31 @@ core::Result<int> logits(const std::string& path, const std::string& tokens_text
 
 // Serial: world rank 0 converts; the other ranks wait for its verdict.
 core::Result<int> convert(const std::string& in, const std::string& out, const std::string& to,
-                          bool drop_optimizer, bool force) {
+                          const std::string& dtype, bool drop_optimizer, bool force) {
   checkpoint::ConvertOptions options;
   options.drop_optimizer = drop_optimizer;
   options.overwrite = force;
+  if (!dtype.empty() && to != "safetensors") {
+    return core::Status::error("--dtype '" + dtype +
+                               "' applies to --to safetensors only (a bfloat16 Tessera checkpoint "
+                               "is --to bf16)");
+  }
+  if (!dtype.empty() && dtype != "f32" && dtype != "bf16") {
+    return core::Status::error("--dtype '" + dtype +
+                               "' is not a safetensors dtype; use f32 or bf16");
+  }
+  options.bf16 = dtype == "bf16";
   if (to == "hdf5") {
     options.to = checkpoint::ConvertTarget::kHdf5;
   } else if (to == "bf16") {
     options.to = checkpoint::ConvertTarget::kBf16;
   } else if (to == "llmc") {
     options.to = checkpoint::ConvertTarget::kLlmc;
+  } else if (to == "safetensors") {
+    options.to = checkpoint::ConvertTarget::kSafetensors;
   } else {
-    return core::Status::error("--to '" + to + "' is not a target; use hdf5, bf16 or llmc");
+    return core::Status::error("--to '" + to +
+                               "' is not a target; use hdf5, bf16, llmc or safetensors");
   }
   int world_rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
@@ -355,6 +368,7 @@ core::Result<int> convert(const std::string& in, const std::string& out, const s
               : report->had_optimizer ? "dropped"
                                       : "none in the input",
               report->largest_tensor);
+  for (const std::string& note : report->notes) std::printf("  %s\n", note.c_str());
   return 0;
 }
 
@@ -379,15 +393,25 @@ int main(int argc, char** argv) {
     bool drop_optimizer = false, force = false;
     CLI::App* convert_cmd = app.add_subcommand(
         "convert",
-        "convert a checkpoint: to an llm.c GPT-2 model file (--to llmc), to bfloat16 for serving "
-        "(--to bf16, weights only), or to float32 HDF5 (--to hdf5, e.g. from an llm.c file or "
-        "with --drop-optimizer); streams one tensor at a time");
-    convert_cmd->add_option("input", convert_in, "a Tessera checkpoint (.h5) or llm.c model (.bin)")
+        "convert a checkpoint: to an llm.c GPT-2 model file (--to llmc), to a Hugging Face GPT-2 "
+        "directory (--to safetensors: model.safetensors, config.json, tokenizer), to bfloat16 "
+        "for serving (--to bf16, weights only), or to float32 HDF5 (--to hdf5, e.g. from an "
+        "llm.c file or a Hugging Face directory, or with --drop-optimizer); streams one tensor "
+        "at a time");
+    convert_cmd
+        ->add_option("input", convert_in,
+                     "a Tessera checkpoint (.h5), an llm.c model (.bin), or a Hugging Face GPT-2 "
+                     "directory or .safetensors file (config.json beside it)")
         ->required();
-    convert_cmd->add_option("output", convert_out, "the file to write")->required();
+    convert_cmd->add_option("output", convert_out, "the file (or Hugging Face directory) to write")
+        ->required();
     convert_cmd->add_option("--to", convert_to,
-                            "hdf5 | bf16 | llmc (default: from the output's "
-                            "extension: .bin -> llmc, else hdf5)");
+                            "hdf5 | bf16 | llmc | safetensors (default: from the output's "
+                            "name: .bin -> llmc, .safetensors or a trailing / -> safetensors, "
+                            "else hdf5)");
+    std::string convert_dtype;
+    convert_cmd->add_option("--dtype", convert_dtype,
+                            "safetensors tensor type: f32 (default) or bf16");
     convert_cmd->add_flag("--drop-optimizer", drop_optimizer,
                           "leave AdamW state out (hdf5; bf16 and llmc never carry it)");
     convert_cmd->add_flag("--force", force, "replace an existing output file");
@@ -411,9 +435,11 @@ int main(int argc, char** argv) {
     }
     if (convert_cmd->parsed()) {
       if (convert_to.empty()) {
-        convert_to = std::filesystem::path(convert_out).extension() == ".bin" ? "llmc" : "hdf5";
+        const auto ext = std::filesystem::path(convert_out).extension();
+        const bool dir = !convert_out.empty() && convert_out.back() == '/';
+        convert_to = ext == ".bin" ? "llmc" : ext == ".safetensors" || dir ? "safetensors" : "hdf5";
       }
-      return convert(convert_in, convert_out, convert_to, drop_optimizer, force);
+      return convert(convert_in, convert_out, convert_to, convert_dtype, drop_optimizer, force);
     }
     if (logits_cmd->parsed()) return logits(logits_path, logits_tokens, logits_out);
     return verify(verify_path);

@@ -10,8 +10,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +22,8 @@
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checksum.h"
 #include "checkpoint/h5_util.h"
+#include "checkpoint/hf_gpt2.h"
+#include "checkpoint/safetensors.h"
 #include "core/bf16.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -321,6 +326,38 @@ class LlmcSource : public Source {
   std::map<std::string, int64_t> offsets_;
 };
 
+// A Hugging Face GPT-2 (hf_gpt2.h): model weights only, handed out in Tessera's layout.
+class SafetensorsSource : public Source {
+ public:
+  static core::Result<std::unique_ptr<SafetensorsSource>> open(const std::string& path) {
+    auto reader = HfGpt2Reader::open(path);
+    if (!reader) return reader.status();
+    auto source = std::unique_ptr<SafetensorsSource>(new SafetensorsSource());
+    source->reader_ = std::move(*reader);
+    Meta& meta = source->meta_;
+    meta.config = source->reader_->config();
+    meta.state.seed = meta.config.train.seed;
+    meta.description = "Hugging Face GPT-2 " + source->reader_->paths().weights +
+                       (source->reader_->from_tessera() ? " (a Tessera export)" : "");
+    return source;
+  }
+
+  core::Status read(const std::string& path, const params::ParamSpec& spec,
+                    std::vector<float>* out) override {
+    if (path.rfind("/model/", 0) != 0) {
+      return core::Status::error("Hugging Face model '" + reader_->paths().weights +
+                                 "' has no tensor " + path + " (it holds model weights only)");
+    }
+    return reader_->read(spec, out);
+  }
+
+  const HfPaths& paths() const { return reader_->paths(); }
+
+ private:
+  SafetensorsSource() = default;
+  std::unique_ptr<HfGpt2Reader> reader_;
+};
+
 // ---- sinks ----
 
 class Sink {
@@ -436,9 +473,115 @@ class LlmcSink : public Sink {
   File file_;
 };
 
+// model.safetensors in Hugging Face's names and layouts: Conv1D weights transposed to (in, out),
+// wte cut to its vocab_size real rows. The header (every offset) is written first.
+class SafetensorsSink : public Sink {
+ public:
+  SafetensorsSink(const std::string& tmp, const Meta& meta,
+                  const std::vector<params::ParamSpec>& specs, bool bf16)
+      : model_(meta.config.model) {
+    std::vector<SafetensorsTensor> layout;
+    for (const params::ParamSpec& spec : specs) {
+      layout.push_back(
+          {hf_gpt2_name(spec.name).name, bf16 ? "BF16" : "F32", hf_gpt2_shape(spec, model_)});
+    }
+    // "format": "pt" is what transformers' loader requires of a safetensors file's metadata.
+    const std::map<std::string, std::string> metadata = {
+        {"format", "pt"},
+        {kHfTesseraConfigKey, meta.config.to_yaml()},
+        {"tessera_step", std::to_string(meta.state.step)}};
+    auto writer = SafetensorsWriter::create(tmp, std::move(layout), metadata);
+    if (!writer) throw Error(writer.status().message());
+    writer_ = std::make_unique<SafetensorsWriter>(std::move(*writer));
+  }
+
+  void write(const std::string&, const params::ParamSpec& spec, std::vector<float>& data) override {
+    const HfName hf = hf_gpt2_name(spec.name);
+    const float* out = data.data();
+    int64_t n = static_cast<int64_t>(data.size());
+    if (spec.name == "wte") {
+      const int64_t C = spec.global_shape[1];
+      n = static_cast<int64_t>(model_.vocab_size) * C;
+      nonzero_padding_ = std::any_of(data.begin() + n, data.end(), [](float x) { return x != 0; });
+    } else if (hf.transposed) {
+      // (out, in) -> Conv1D (in, out).
+      const int64_t rows_out = spec.global_shape[0], cols_in = spec.global_shape[1];
+      scratch_.resize(data.size());
+      for (int64_t o = 0; o < rows_out; ++o) {
+        const float* row = data.data() + o * cols_in;
+        for (int64_t i = 0; i < cols_in; ++i) scratch_[i * rows_out + o] = row[i];
+      }
+      out = scratch_.data();
+    }
+    core::Status st = writer_->write(hf.name, out, n);
+    if (!st.is_ok()) throw Error(st.message());
+  }
+
+  void close() override {
+    core::Status st = writer_->close();
+    if (!st.is_ok()) throw Error(st.message());
+  }
+
+  bool nonzero_padding() const { return nonzero_padding_; }
+
+ private:
+  core::ModelConfig model_;
+  std::unique_ptr<SafetensorsWriter> writer_;
+  std::vector<float> scratch_;  // one transposed matrix
+  bool nonzero_padding_ = false;
+};
+
+// Writes `text` to `path` as `path.tmp`, fsynced and renamed.
+core::Status write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      return core::Status::error("cannot write '" + tmp + "'; check free space on its disk");
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(sync_file(tmp));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return core::Status::error("cannot rename '" + tmp + "' to '" + path +
+                               "': " + std::strerror(errno));
+  }
+  return core::Status::ok();
+}
+
+core::Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return core::Status::error("cannot read '" + path + "'");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text;
+}
+
+// The id of "<|endoftext|>" in a GPT-2 vocab.json, or -1.
+int eot_id(const std::string& vocab_json) {
+  const nlohmann::json v = nlohmann::json::parse(vocab_json, nullptr, false);
+  if (v.is_discarded() || !v.is_object() || !v.contains("<|endoftext|>") ||
+      !v["<|endoftext|>"].is_number_integer()) {
+    return -1;
+  }
+  return v["<|endoftext|>"].get<int>();
+}
+
+// A GPT-2 tokenizer's two files and where they go.
+struct TokenizerCopy {
+  std::string vocab_from, merges_from, vocab_to, merges_to;
+};
+
 core::Result<std::unique_ptr<Source>> open_source(const std::string& in) {
   core::Result<FileKind> kind = detect_file_kind(in);
   if (!kind) return kind.status();
+  if (*kind == FileKind::kSafetensors) {
+    auto source = SafetensorsSource::open(in);
+    if (!source) return source.status();
+    return std::unique_ptr<Source>(std::move(*source));
+  }
   if (*kind == FileKind::kHdf5) {
     auto source = Hdf5Source::open(in);
     if (!source) return source.status();
@@ -453,48 +596,134 @@ core::Result<std::unique_ptr<Source>> open_source(const std::string& in) {
 
 core::Result<FileKind> detect_file_kind(const std::string& path) {
   std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    if (fs::exists(fs::path(path) / kHfWeightsFile, ec) ||
+        fs::exists(fs::path(path) / "model.safetensors.index.json", ec)) {
+      return FileKind::kSafetensors;
+    }
+    return core::Status::error("'" + path + "' is a directory without " + kHfWeightsFile +
+                               "; give a Hugging Face model directory, a checkpoint file or an "
+                               "llm.c model file");
+  }
   if (!fs::is_regular_file(path, ec)) {
     return core::Status::error("'" + path + "' not found or not a regular file; check the path");
   }
   File f(std::fopen(path.c_str(), "rb"));
   if (!f) return core::Status::error("'" + path + "' cannot be opened: " + std::strerror(errno));
-  std::array<unsigned char, 8> head{};
+  std::array<unsigned char, 9> head{};
   const size_t got = std::fread(head.data(), 1, head.size(), f.get());
-  if (got == head.size() && head == kHdf5Signature) return FileKind::kHdf5;
+  if (got >= 8 && std::equal(kHdf5Signature.begin(), kHdf5Signature.end(), head.begin())) {
+    return FileKind::kHdf5;
+  }
   int32_t magic = 0;
   if (got >= 4) std::memcpy(&magic, head.data(), 4);
   if (magic == kLlmcMagic) return FileKind::kLlmc;
+  // safetensors: a little-endian u64 header length within the format's limit, then the JSON's
+  // '{'. A length past the file still counts (the reader then says the file is truncated).
+  uint64_t header_length = 0;
+  for (int i = 7; i >= 0 && got == 9; --i) header_length = (header_length << 8) | head[i];
+  if (got == 9 && head[8] == '{' && header_length <= kSafetensorsMaxHeader) {
+    return FileKind::kSafetensors;
+  }
   return core::Status::error("'" + path +
-                             "' is neither an HDF5 file (a Tessera checkpoint) nor an llm.c "
-                             "GPT-2 model file (magic 20240326); give one of those");
+                             "' is neither an HDF5 file (a Tessera checkpoint), an llm.c GPT-2 "
+                             "model file (magic 20240326) nor a safetensors file; give one of "
+                             "those");
 }
 
-core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std::string& out,
+core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std::string& out_arg,
                                                const ConvertOptions& options) {
   std::error_code ec;
-  if (fs::exists(out, ec) && fs::equivalent(in, out, ec)) {
-    return core::Status::error("convert: output '" + out +
-                               "' is the input file; give another output path");
+  const bool to_hf = options.to == ConvertTarget::kSafetensors;
+  std::string out = out_arg;  // "out/hf/" names the directory out/hf
+  while (to_hf && out.size() > 1 && out.back() == '/') out.pop_back();
+  if (options.bf16 && !to_hf) {
+    return core::Status::error(
+        "convert: bf16 safetensors are for --to safetensors; for a "
+        "bfloat16 Tessera checkpoint use --to bf16");
   }
-  if (fs::exists(out, ec) && !options.overwrite) {
+  // The files written: `target` (through the sink), then for Hugging Face config.json and the
+  // tokenizer's files, all in `out_dir`.
+  const bool hf_dir = to_hf && fs::path(out).extension() != ".safetensors";
+  const std::string out_dir =
+      hf_dir ? out
+             : (fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path().string());
+  const std::string target = hf_dir ? (fs::path(out) / kHfWeightsFile).string() : out;
+  const std::string hf_config = (fs::path(out_dir) / kHfConfigFile).string();
+  const std::string in_file =
+      fs::is_directory(in, ec) ? (fs::path(in) / kHfWeightsFile).string() : in;
+  if (fs::exists(target, ec) && fs::equivalent(in_file, target, ec)) {
     return core::Status::error("convert: output '" + out +
-                               "' exists; remove it, choose another name, or pass --force");
+                               "' is the input; give another output path");
   }
-  const fs::path parent = fs::path(out).parent_path();
+  const fs::path parent = fs::path(hf_dir ? out : target).parent_path();
   if (!parent.empty() && !fs::is_directory(parent, ec)) {
     return core::Status::error("convert: output directory '" + parent.string() +
                                "' does not exist; create it first");
   }
+  if (hf_dir && fs::exists(out, ec) && !fs::is_directory(out, ec)) {
+    return core::Status::error("convert: output '" + out +
+                               "' is a file; a Hugging Face model is a directory (or give a "
+                               "name ending .safetensors)");
+  }
   core::Result<std::unique_ptr<Source>> source = open_source(in);
   if (!source) return source.status();
-  const Meta& meta = (*source)->meta();
+  Meta meta = (*source)->meta();
   const core::ModelConfig& m = meta.config.model;
-  if (options.to == ConvertTarget::kLlmc && m.arch != "gpt2") {
-    return core::Status::error("convert: model.arch '" + m.arch +
-                               "' has no llm.c layout; llm.c model files hold GPT-2 only");
+  if ((options.to == ConvertTarget::kLlmc || to_hf) && m.arch != "gpt2") {
+    return core::Status::error("convert: model.arch '" + m.arch + "' has no " +
+                               (to_hf ? "Hugging Face GPT-2" : "llm.c") +
+                               " layout; those files hold GPT-2 only");
   }
 
   ConvertReport report;
+  // Tokenizer files travel with the weights when they are GPT-2's vocab.json / merges.txt.
+  std::optional<TokenizerCopy> tokenizer;
+  int eot = m.vocab_size - 1;  // Tessera's trained tokenizers and GPT-2's put <|endoftext|> last
+  if (to_hf) {
+    const std::string prefix = meta.config.data.tokenizer;
+    TokenizerCopy t{prefix + ".vocab.json", prefix + ".merges.txt",
+                    (fs::path(out_dir) / "vocab.json").string(),
+                    (fs::path(out_dir) / "merges.txt").string()};
+    if (fs::is_regular_file(t.vocab_from, ec) && fs::is_regular_file(t.merges_from, ec)) {
+      tokenizer = t;
+      if (auto text = read_text(t.vocab_from); text && eot_id(*text) >= 0) eot = eot_id(*text);
+    } else {
+      report.notes.push_back("no tokenizer files copied: the stored data.tokenizer '" + prefix +
+                             "' has no .vocab.json / .merges.txt here; copy a GPT-2-format "
+                             "tokenizer into " +
+                             out_dir + " as vocab.json and merges.txt");
+    }
+  } else if (auto* hf = dynamic_cast<SafetensorsSource*>(source->get())) {
+    const fs::path dir = hf->paths().dir;
+    const std::string stem = (fs::path(out).parent_path() / fs::path(out).stem()).string();
+    TokenizerCopy t{(dir / "vocab.json").string(), (dir / "merges.txt").string(),
+                    stem + ".vocab.json", stem + ".merges.txt"};
+    if (fs::is_regular_file(t.vocab_from, ec) && fs::is_regular_file(t.merges_from, ec)) {
+      tokenizer = t;
+      meta.config.data.tokenizer = stem;
+    } else {
+      report.notes.push_back(
+          "no vocab.json / merges.txt beside the weights: the stored "
+          "data.tokenizer is '" +
+          meta.config.data.tokenizer + "'; give tessera-generate --tokenizer when it is not that");
+    }
+  }
+  std::vector<std::string> outputs = {target};
+  if (to_hf) outputs.push_back(hf_config);
+  if (tokenizer) outputs.insert(outputs.end(), {tokenizer->vocab_to, tokenizer->merges_to});
+  if (!options.overwrite) {
+    for (const std::string& path : outputs) {
+      if (fs::exists(path, ec)) {
+        return core::Status::error("convert: output '" + path +
+                                   "' exists; remove it, choose another name, or pass --force");
+      }
+    }
+  }
+  if (hf_dir && !fs::is_directory(out, ec) && !fs::create_directory(out, ec)) {
+    return core::Status::error("convert: cannot create directory '" + out + "': " + ec.message());
+  }
+
   report.had_optimizer = meta.has_optimizer;
   report.wrote_optimizer =
       options.to == ConvertTarget::kHdf5 && meta.has_optimizer && !options.drop_optimizer;
@@ -511,11 +740,16 @@ core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std:
     }
   }
 
-  const std::string tmp = out + ".tmp";
+  const std::string tmp = target + ".tmp";
   {
     std::unique_ptr<Sink> sink;
+    SafetensorsSink* hf_sink = nullptr;
     if (options.to == ConvertTarget::kLlmc) {
       sink = std::make_unique<LlmcSink>(tmp, m);
+    } else if (to_hf) {
+      auto s = std::make_unique<SafetensorsSink>(tmp, meta, specs, options.bf16);
+      hf_sink = s.get();
+      sink = std::move(s);
     } else {
       sink = std::make_unique<Hdf5Sink>(tmp, meta, options.to == ConvertTarget::kBf16,
                                         report.wrote_optimizer);
@@ -534,14 +768,34 @@ core::Result<ConvertReport> convert_checkpoint(const std::string& in, const std:
       report.largest_tensor = std::max(report.largest_tensor, static_cast<int64_t>(buffer.size()));
     }
     sink->close();
+    if (hf_sink != nullptr && hf_sink->nonzero_padding()) {
+      report.notes.push_back("wte's padding rows (" + std::to_string(m.vocab_size) + " to " +
+                             std::to_string(m.padded_vocab_size()) +
+                             ") held non-zero values; they were dropped (no token reaches them)");
+    }
   }
   TESSERA_RETURN_IF_ERROR(sync_file(tmp));
-  if (std::rename(tmp.c_str(), out.c_str()) != 0) {
-    return core::Status::error("convert: cannot rename '" + tmp + "' to '" + out +
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
+    return core::Status::error("convert: cannot rename '" + tmp + "' to '" + target +
                                "': " + std::strerror(errno));
   }
-  TESSERA_RETURN_IF_ERROR(sync_directory(parent.empty() ? "." : parent.string()));
-  report.output_bytes = static_cast<int64_t>(fs::file_size(out, ec));
+  if (to_hf) {
+    TESSERA_RETURN_IF_ERROR(write_file_atomic(
+        hf_config, hf_gpt2_config_json(m, eot, options.bf16 ? "bfloat16" : "float32")));
+  }
+  if (tokenizer) {
+    for (const auto& [from, to] : {std::pair{tokenizer->vocab_from, tokenizer->vocab_to},
+                                   std::pair{tokenizer->merges_from, tokenizer->merges_to}}) {
+      auto text = read_text(from);
+      if (!text) return text.status().with_context("convert: copying the tokenizer: ");
+      TESSERA_RETURN_IF_ERROR(write_file_atomic(to, *text));
+    }
+    report.notes.push_back("tokenizer: copied " + tokenizer->vocab_from + " and " +
+                           tokenizer->merges_from + " to " + tokenizer->vocab_to + " and " +
+                           tokenizer->merges_to);
+  }
+  TESSERA_RETURN_IF_ERROR(sync_directory(out_dir));
+  report.output_bytes = static_cast<int64_t>(fs::file_size(target, ec));
   return report;
 }
 

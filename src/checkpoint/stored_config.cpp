@@ -10,11 +10,12 @@
 namespace tessera::checkpoint {
 
 core::Result<core::Config> read_stored_config(const std::string& path) {
-  if (auto kind = detect_file_kind(path); kind && *kind == FileKind::kLlmc) {
-    return core::Status::error("'" + path +
-                               "' is an llm.c model file; convert it first: tessera-ckpt "
-                               "convert " +
-                               path + " model.h5");
+  auto kind = detect_file_kind(path);
+  if (kind && (*kind == FileKind::kLlmc || *kind == FileKind::kSafetensors)) {
+    return core::Status::error(
+        "'" + path + "' is " +
+        (*kind == FileKind::kLlmc ? "an llm.c model file" : "a Hugging Face safetensors model") +
+        "; convert it first: tessera-ckpt convert " + path + " model.h5");
   }
   parallel::ProcessGrid probe(MPI_COMM_WORLD, 1);  // any grid reads the stored config
   auto text = read_checkpoint_config(path, probe);

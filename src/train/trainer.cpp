@@ -18,6 +18,7 @@
 #include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/convert.h"
+#include "checkpoint/hf_gpt2.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/launch_env.h"
@@ -401,9 +402,16 @@ core::Status Trainer::resume_or_init() {
     // Fine-tuning: the weights alone (any grid wrote them; read_checkpoint names the file and
     // the fix on a missing file or a shape mismatch). The run is otherwise new: step 0, AdamW
     // moments at zero, the data cursor at its start. An llm.c file, the usual import, is named
-    // as such (every rank reads its first bytes alike) rather than failing as bad HDF5.
-    if (auto kind = checkpoint::detect_file_kind(tc_.init_from);
-        kind && *kind == checkpoint::FileKind::kLlmc) {
+    // as such (every rank reads its first bytes alike) rather than failing as bad HDF5; a
+    // Hugging Face GPT-2 (directory or .safetensors) loads directly.
+    auto kind = checkpoint::detect_file_kind(tc_.init_from);
+    if (kind && *kind == checkpoint::FileKind::kSafetensors) {
+      TESSERA_RETURN_IF_ERROR(checkpoint::load_hf_gpt2(tc_.init_from, *model_, grid_)
+                                  .with_context("train.init_from: "));
+      core::log_info("initialised weights from " + tc_.init_from + " (Hugging Face GPT-2)");
+      return core::Status::ok();
+    }
+    if (kind && *kind == checkpoint::FileKind::kLlmc) {
       return core::Status::error("train.init_from: '" + tc_.init_from +
                                  "' is an llm.c model file; convert it first (tessera-ckpt "
                                  "convert " +

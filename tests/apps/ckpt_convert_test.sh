@@ -120,10 +120,10 @@ head -c $(($(stat -c %s "$WORK/model.bin") - 100)) "$WORK/model.bin" > "$WORK/sh
 expect_error "truncated llm.c file" "short.bin.*holds [0-9]+ bytes; its header describes" \
   "$ckpt" convert "$WORK/short.bin" "$WORK/y.h5"
 head -c 4096 /dev/urandom > "$WORK/noise.bin"
-expect_error "foreign file" "neither an HDF5 file.*nor an llm.c" \
+expect_error "foreign file" "neither an HDF5 file.*an llm.c .*nor a safetensors file" \
   "$ckpt" convert "$WORK/noise.bin" "$WORK/z.h5"
 expect_error "existing output" "output '.*back.h5' exists.*--force" \
   "$ckpt" convert "$WORK/model.bin" "$WORK/back.h5"
-expect_error "bad --to" "--to 'fp8' is not a target; use hdf5, bf16 or llmc" \
+expect_error "bad --to" "--to 'fp8' is not a target; use hdf5, bf16, llmc or safetensors" \
   "$ckpt" convert "$src" "$WORK/w.h5" --to fp8
 finish

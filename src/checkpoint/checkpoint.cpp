@@ -30,6 +30,7 @@
 #include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
+#include "parallel/watchdog.h"
 
 namespace tessera::checkpoint {
 namespace {
@@ -45,6 +46,7 @@ MPI_Comm mpi_comm(parallel::Communicator& comm) {
 // Collective over comm: every rank returns the status of the lowest rank that failed (OK when
 // none did), so all ranks take the same branch after it.
 core::Status agree(const core::Status& local, MPI_Comm comm) {
+  parallel::CollectiveScope watch("a checkpoint's status agreement", "world");
   int rank = 0, size = 1;
   TESSERA_MPI_CHECK(MPI_Comm_rank(comm, &rank), "agreeing on a checkpoint status");
   TESSERA_MPI_CHECK(MPI_Comm_size(comm, &size), "agreeing on a checkpoint status");
@@ -66,6 +68,7 @@ core::Status agree(const core::Status& local, MPI_Comm comm) {
 // Collective over comm: an error on every rank when the ranks were given different paths (a
 // collective open of different files would hang or corrupt), naming world rank 0's path.
 core::Status agree_on_path(const std::string& path, MPI_Comm comm, const char* what) {
+  parallel::CollectiveScope watch("a checkpoint's path comparison", "world");
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the path
   for (unsigned char c : path) h = (h ^ c) * 1099511628211ull;
   uint64_t lo = h, hi = h;
@@ -559,12 +562,18 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   // This rank's data writes until the loop ends; then every rank's, agreed over the world.
   core::Status written;
   {
+    // Armed for the stalled-rank watchdog at the end of the block: the handles' collective
+    // close runs before it disarms (it is destroyed last).
+    std::optional<parallel::CollectiveScope> watch_close;
     // Declared first, so that after a failed write the handles below close without HDF5
     // printing its error stack.
     std::optional<QuietH5Errors> quiet_close;
     H5Id fapl = mpio_fapl(world);
+    std::optional<parallel::CollectiveScope> watch_create(
+        std::in_place, "the collective create of a checkpoint file (HDF5)", "world");
     H5Id file = TESSERA_H5_OPEN(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                                 H5Fclose, "creating checkpoint file " + tmp);
+    watch_create.reset();
     const hid_t f = file.get();
     write_i32(f, "format_version", kFormatVersion);
     write_i64(f, "step", state.step);
@@ -623,6 +632,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
       // A failed raw-data write (a full disk) is this rank's alone: recorded, not thrown, so
       // that no rank leaves the protocol while the others wait in a collective call.
       QuietH5Errors quiet;
+      std::optional<parallel::CollectiveScope> watch_write;
+      if (collective) watch_write.emplace("a collective checkpoint dataset write (HDF5)", "world");
       errno = 0;
       const herr_t rc = H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
                                  dxpl.get(), ps.view(*d.arena, d.index).f32());
@@ -645,11 +656,15 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
     // Every rank has made the same calls; now all learn whether any rank's write failed.
     written = agree(written, world);
     if (written.is_ok()) {
-      TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
-                                      MPI_UINT64_T, MPI_SUM, world),
-                        "summing checkpoint checksums");
+      {
+        parallel::CollectiveScope watch("the checkpoint checksum all_reduce", "world");
+        TESSERA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()),
+                                        MPI_UINT64_T, MPI_SUM, world),
+                          "summing checkpoint checksums");
+      }
       for (size_t k = 0; k < sets.size(); ++k) write_u64(dsets[k].get(), "checksum", sums[k]);
       // Global scope: MPI_File_sync on every rank, so every rank's data has reached the file.
+      parallel::CollectiveScope watch("the collective flush of a checkpoint file (HDF5)", "world");
       TESSERA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing a checkpoint");
     } else {
       // Give the data's space back first, so that the collective close can write the metadata.
@@ -658,12 +673,17 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
         // Should this fail, the close may still find room; there is nothing better to try.
         [[maybe_unused]] const int truncated = ::truncate(tmp.c_str(), 0);
       }
+      parallel::CollectiveScope watch("a failed checkpoint's barrier", "world");
       TESSERA_MPI_CHECK(MPI_Barrier(world), "giving back a failed checkpoint's space");
     }
+    watch_close.emplace("the collective close of a checkpoint file (HDF5)", "world");
   }  // closes every handle (collective), then the file
 
   // Every rank has closed the file before rank 0 renames (or deletes) it.
-  TESSERA_MPI_CHECK(MPI_Barrier(world), "waiting for every rank to close a checkpoint");
+  {
+    parallel::CollectiveScope watch("the checkpoint close barrier", "world");
+    TESSERA_MPI_CHECK(MPI_Barrier(world), "waiting for every rank to close a checkpoint");
+  }
   if (!written.is_ok()) {
     if (world_rank == 0) {
       std::error_code ec;

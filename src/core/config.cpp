@@ -84,6 +84,8 @@ const std::vector<Field>& fields() {
       field<&Config::parallel, &ParallelConfig::bucket_mb>("parallel.bucket_mb"),
       field<&Config::parallel, &ParallelConfig::overlap>("parallel.overlap"),
       field<&Config::parallel, &ParallelConfig::compress_bf16>("parallel.compress_bf16"),
+      field<&Config::parallel, &ParallelConfig::collective_timeout_s>(
+          "parallel.collective_timeout_s"),
       field<&Config::checkpoint, &CheckpointConfig::dir>("checkpoint.dir"),
       field<&Config::checkpoint, &CheckpointConfig::every>("checkpoint.every"),
       field<&Config::checkpoint, &CheckpointConfig::keep>("checkpoint.keep"),
@@ -600,6 +602,10 @@ Status Config::validate() const {
   }
   if (!(parallel.bucket_mb > 0)) {
     return invalid("parallel.bucket_mb", parallel.bucket_mb, "must be > 0", "25 is usual");
+  }
+  if (!(parallel.collective_timeout_s >= 0)) {
+    return invalid("parallel.collective_timeout_s", parallel.collective_timeout_s, "must be >= 0",
+                   "300 is usual; use 0 to turn the stalled-rank watchdog off");
   }
 
   const CheckpointConfig& c = checkpoint;

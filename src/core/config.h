@@ -71,6 +71,9 @@ struct ParallelConfig {
   double bucket_mb = 25.0;     // GradientReducer fusion bucket cap
   bool overlap = true;         // start bucket all-reduces during backward
   bool compress_bf16 = false;  // bf16 wire format for the dp all-reduce
+  // Seconds one blocking collective may last before the watchdog ends the job (a stalled
+  // peer); 0 = off.
+  double collective_timeout_s = 300.0;
   bool operator==(const ParallelConfig&) const = default;
 };
 

@@ -7,6 +7,8 @@
 //               a collective (an exception in a kernel)
 //   nonfinite - the rank alone sees a NaN gradient norm at steps 3 and 4 (every rank must still
 //               reach the same verdict: stop, or skip with train.skip_nonfinite)
+//   stop      - the rank stops itself (SIGSTOP) in its third step, between forward and backward:
+//               the others wait in a collective until their watchdogs end the job
 // Unset (always, outside tests) it costs one getenv at start-up.
 #pragma once
 
@@ -23,7 +25,13 @@ bool fault_requested(const char* site);
 // checkpoint passes them: dataset-<k> (before dataset k of the file is written), before-rename
 // (file complete and closed, still .tmp), after-rename (renamed, `latest` not yet moved),
 // latest-tmp (new `latest.tmp` written, not yet renamed), before-prune (`latest` moved, old
-// files not yet deleted). Unset, it costs one getenv per call.
+// files not yet deleted). TESSERA_CKPT_STOP, same syntax, makes the process stop itself
+// (SIGSTOP, as a frozen node) instead, for the watchdog tests. Unset, they cost two getenv per
+// call.
 void kill_point(const std::string& point);
+
+// Prints `[rank r] injected SIGSTOP <why>; pid <pid>` on stderr and stops the process (all its
+// threads) until a SIGCONT or SIGKILL: a rank frozen by a debugger, a hung driver or a paused VM.
+void stop_self(const std::string& why);
 
 }  // namespace tessera::core

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/timer.h"
 #include "parallel/timeline.h"
+#include "parallel/watchdog.h"
 
 namespace tessera::parallel {
 namespace {
@@ -60,11 +61,15 @@ MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX; }
 
 std::string bytes_args(int64_t bytes) { return "{\"bytes\": " + std::to_string(bytes) + "}"; }
 
-// Records [start, now) of a blocking collective when a timeline is set.
+// Records [start, now) of a blocking collective when a timeline is set, and marks it for the
+// stalled-rank watchdog (watchdog.h) in any case.
 class CollectiveEvent {
  public:
   CollectiveEvent(Timeline* timeline, const std::string& comm_name, const char* verb, int64_t bytes)
-      : timeline_(timeline), bytes_(bytes), start_us_(timeline ? core::now_us() : 0.0) {
+      : watch_(verb, comm_name),
+        timeline_(timeline),
+        bytes_(bytes),
+        start_us_(timeline ? core::now_us() : 0.0) {
     if (timeline_) name_ = comm_name + "." + verb;
   }
   ~CollectiveEvent() {
@@ -77,6 +82,7 @@ class CollectiveEvent {
   CollectiveEvent& operator=(const CollectiveEvent&) = delete;
 
  private:
+  CollectiveScope watch_;
   Timeline* timeline_;
   std::string name_;
   int64_t bytes_;
@@ -86,9 +92,10 @@ class CollectiveEvent {
 // One MPI_Iallreduce per chunk; complete when all are.
 class MpiRequest : public Request {
  public:
-  MpiRequest(std::vector<MPI_Request> requests, Timeline* timeline, std::string name,
-             std::string args)
+  MpiRequest(std::vector<MPI_Request> requests, const std::string& comm_name, Timeline* timeline,
+             std::string name, std::string args)
       : requests_(std::move(requests)),
+        comm_name_(comm_name),
         timeline_(timeline),
         name_(std::move(name)),
         args_(std::move(args)),
@@ -97,6 +104,7 @@ class MpiRequest : public Request {
     // Invariant: the buffer belongs to the caller and must not be written after we return.
     // No throw from a destructor: a failed wait is reported by MPI's return code only.
     if (!done_) {
+      CollectiveScope watch(kWaitWhat, comm_name_);
       MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
       done_ = true;
       record();
@@ -107,6 +115,7 @@ class MpiRequest : public Request {
 
   void wait() override {
     if (done_) return;
+    CollectiveScope watch(kWaitWhat, comm_name_);
     TESSERA_MPI_CHECK(
         MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
         "waiting for a non-blocking all-reduce");
@@ -135,7 +144,10 @@ class MpiRequest : public Request {
     }
   }
 
+  static constexpr const char* kWaitWhat = "the wait for a non-blocking all_reduce";
+
   std::vector<MPI_Request> requests_;
+  std::string comm_name_;
   Timeline* timeline_;
   std::string name_, args_;
   double start_us_;
@@ -280,8 +292,8 @@ std::unique_ptr<Request> MpiCommunicator::all_reduce_sum_async(void* buf, int64_
   }
   std::string args = "{\"bytes\": " + std::to_string(count * element_bytes) + ", \"wire\": \"" +
                      (bf16 ? "bf16" : "f32") + "\"}";
-  return std::make_unique<MpiRequest>(std::move(requests), timeline_, name_ + ".all_reduce_async",
-                                      std::move(args));
+  return std::make_unique<MpiRequest>(std::move(requests), name_, timeline_,
+                                      name_ + ".all_reduce_async", std::move(args));
 }
 
 }  // namespace tessera::parallel

@@ -34,6 +34,7 @@
 #include "parallel/gradient_reducer.h"
 #include "parallel/process_grid.h"
 #include "parallel/timeline.h"
+#include "parallel/watchdog.h"
 #include "train/peak.h"
 
 namespace tessera::train {
@@ -183,6 +184,7 @@ class Trainer {
   const bool writer_;  // world rank 0 writes metrics.jsonl
 
   // Set-up.
+  std::unique_ptr<parallel::Watchdog> watchdog_;  // null: parallel.collective_timeout_s 0, 1 rank
   std::unique_ptr<backends::Backend> backend_;
   int64_t micro_ = 0;  // sequences per forward/backward
   int threads_ = 0;
@@ -222,6 +224,11 @@ Trainer::Trainer(const core::Config& config, parallel::ProcessGrid& grid)
       writer_(grid.world_rank() == 0) {}
 
 core::Result<TrainSummary> Trainer::run() {
+  // From the first collective on, a peer that stops or stalls ends the job (watchdog.h).
+  if (config_.parallel.collective_timeout_s > 0 && grid_.world_size() > 1) {
+    watchdog_ = std::make_unique<parallel::Watchdog>(
+        parallel::heartbeat(), config_.parallel.collective_timeout_s, parallel::abort_job_on_stall);
+  }
   TESSERA_RETURN_IF_ERROR(set_up_backend());
   TESSERA_RETURN_IF_ERROR(set_up_batch());
   TESSERA_RETURN_IF_ERROR(set_up_data());
@@ -236,6 +243,7 @@ core::Result<TrainSummary> Trainer::run() {
   targets_.resize(B_local_ * T_);
   run_timer_.reset();
   for (int step = first_step_; step < tc_.steps; ++step) {
+    parallel::heartbeat().set_step(step + 1, tc_.steps);
     core::Timer step_timer;
     load_batch();
     const double loss = reduce(forward_backward(step));
@@ -437,6 +445,7 @@ void Trainer::arm_checkpoints() {
 // ---- Log the run -------------------------------------------------------------------------------
 
 void Trainer::log_run() {
+  parallel::WatchPhase phase("start-up");
   const core::ModelConfig& mc = config_.model;
   // The job's peak: every rank measures its own share of the machine at the same moment (so
   // ranks sharing cores each see their part) and the shares are summed.
@@ -497,19 +506,28 @@ double Trainer::forward_backward(int step) {
     const bool last_micro = m + micro_ == B_local_;
     {
       parallel::Timeline::Scope scope(timeline_.get(), "forward", "forward");
+      parallel::WatchPhase phase("forward");
       loss_sum += model_->forward(inputs_.data() + m * T_, targets_.data() + m * T_, micro_, T_);
     }
     if (step == 2 && core::fault_requested("step")) {
       throw Error("running backward of step 3: injected fault (TESSERA_INJECT_FAULT=step@" +
                   std::to_string(grid_.world_rank()) + ")");
     }
+    // Test hook (TESSERA_INJECT_FAULT=stop@r): rank r stops itself (SIGSTOP) in its third step,
+    // as a rank frozen by a debugger, a hung driver or a paused VM: the others' watchdogs fire.
+    if (step == 2 && core::fault_requested("stop")) {
+      core::stop_self("in step 3 (TESSERA_INJECT_FAULT=stop@" +
+                      std::to_string(grid_.world_rank()) + ")");
+    }
     // The reducer's buckets start during the last micro-batch's backward.
+    parallel::WatchPhase phase("backward");
     model_->backward(loss_scale, reducer_ && last_micro ? on_ready_ : nullptr);
   }
   return loss_sum;
 }
 
 double Trainer::reduce(double loss_sum) {
+  parallel::WatchPhase phase("the gradient all-reduce");
   if (reducer_) reducer_->finish();  // gradients are now averaged over dp
   if (dp_size_ > 1) grid_.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
   const double loss = loss_sum / static_cast<double>(global_batch_ * T_);
@@ -522,6 +540,7 @@ core::Result<Update> Trainer::clip_and_step(int step, double loss) {
   Update u;
   u.lr = optim::learning_rate(config_.optim, step, tc_.steps);
   parallel::Timeline::Scope scope(timeline_.get(), "optimizer", "optimizer");
+  parallel::WatchPhase phase("the optimizer (grad-norm clip, non-finite check)");
   u.grad_norm = optim::clip_grad_norm(model_->param_set(), model_->grads(), config_.optim.grad_clip,
                                       &grid_.tp_comm(), backend_.get());
   // Test hook (TESSERA_INJECT_FAULT=nonfinite@r): at steps 3 and 4 rank r alone sees a NaN norm,
@@ -595,6 +614,7 @@ double Trainer::evaluate() {
   // A validation batch is a global batch split over dp like a training batch (tp ranks share
   // the work of each), and the sums are reduced over dp: the figure is the same on every grid.
   parallel::Timeline::Scope scope(timeline_.get(), "validation", "validation");
+  parallel::WatchPhase phase("validation");
   val_data_->set_cursor({});
   double sum_count[2] = {0, 0};
   for (int b = 0; b < tc_.val_batches; ++b) {
@@ -636,6 +656,7 @@ bool Trainer::checkpoint_or_stop(int step) {
   // The last step's checkpoint is finish()'s.
   if (cc_.dir.empty() || last_step(step)) return false;
   // Every rank must agree to stop: a signal may reach only some of them.
+  parallel::WatchPhase phase("the stop-signal check");
   double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
   grid_.world_comm().all_reduce(&stop, 1, parallel::ReduceOp::kMax);
   if (stop > 0) {
@@ -652,6 +673,7 @@ bool Trainer::checkpoint_or_stop(int step) {
 // ---- Finish ------------------------------------------------------------------------------------
 
 void Trainer::finish() {
+  parallel::WatchPhase phase("the final checkpoint and weights write");
   summary_.tokens_per_s = tokens_per_s_;
   if (!cc_.dir.empty() && !summary_.stopped_by_signal) save_checkpoint(tc_.steps);
   {
@@ -765,6 +787,7 @@ checkpoint::TrainState Trainer::train_state(int64_t steps_done) const {
 void Trainer::save_checkpoint(int steps_done) {
   const std::string path = checkpoint::checkpoint_path(cc_.dir, steps_done);
   parallel::Timeline::Scope scope(timeline_.get(), "checkpoint", "checkpoint");
+  parallel::WatchPhase phase("a checkpoint write");
   core::Status st = check_state_finite(steps_done, /*with_moments=*/true);
   if (st.is_ok()) {
     st = checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,

@@ -230,6 +230,9 @@ TEST(Config, ValidateNamesKeyValueAndFix) {
       {{"optim.grad_clip=-1"}, "key 'optim.grad_clip' = -1.0 must be >= 0"},
       {{"parallel.tp=0"}, "key 'parallel.tp' = 0 must be >= 1"},
       {{"parallel.bucket_mb=0"}, "key 'parallel.bucket_mb' = 0.0 must be > 0"},
+      {{"parallel.collective_timeout_s=-1"},
+       "key 'parallel.collective_timeout_s' = -1.0 must be >= 0; 300 is usual; use 0 to turn the "
+       "stalled-rank watchdog off"},
       {{"checkpoint.keep=0"}, "key 'checkpoint.keep' = 0 must be >= 1"},
       {{"checkpoint.transfers=async"},
        "key 'checkpoint.transfers' = \"async\" is not a transfer mode; use independent (the "
@@ -288,7 +291,7 @@ TEST(Config, ToYamlRoundTrips) {
 
 TEST(Config, KeyTableListsEveryFieldOnce) {
   std::vector<ConfigKeyInfo> keys = config_keys();
-  EXPECT_EQ(keys.size(), 44u);  // update with config.h when a field is added
+  EXPECT_EQ(keys.size(), 45u);  // update with config.h when a field is added
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i].key, keys[j].key);
   }

@@ -657,6 +657,18 @@ Result<Config> parse_config(const std::string& yaml_text, const std::string& sou
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
+    // YAML forbids tabs in indentation; yaml-cpp then reports a puzzling "illegal map value".
+    // Name the first tab-indented line at or before the error instead.
+    std::istringstream lines(yaml_text);
+    std::string line;
+    for (int n = 1; std::getline(lines, line) && n <= e.mark.line + 1; ++n) {
+      const size_t indent = line.find_first_not_of(" \t");
+      if (indent != std::string::npos && line.find('\t') < indent) {
+        return Status::error(source_name + ":" + std::to_string(n) + ": line " + std::to_string(n) +
+                             " is indented with a tab; YAML indents with spaces only: replace "
+                             "the tab with spaces");
+      }
+    }
     return Status::error(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
                          std::to_string(e.mark.column + 1) + ": YAML syntax error: " + e.msg +
                          "; fix the file at that line and column");

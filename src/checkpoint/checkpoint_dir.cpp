@@ -190,6 +190,27 @@ core::Result<std::string> resolve_checkpoint(const std::string& dir, const std::
     return core::Status::error("checkpoint dir '" + dir + "': '" + latest.string() +
                                "' is empty; delete it and resume from a checkpoint path");
   }
+  // tessera-train writes one line, step_<8 digits>.h5; control bytes mean the file is damaged
+  // (and would garble the message if printed).
+  if (std::any_of(name.begin(), name.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    std::string newest = "step_<8 digits>.h5";
+    int64_t newest_step = -1;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      const auto step = parse_step(entry.path().filename().string(), ".h5");
+      if (step && *step > newest_step) {
+        newest_step = *step;
+        newest = entry.path().filename().string();
+      }
+    }
+    return core::Status::error(
+        "checkpoint dir '" + dir + "': '" + latest.string() +
+        "' does not hold a checkpoint file name (binary bytes: a damaged "
+        "file); delete it and resume from a checkpoint path, e.g. "
+        "--set checkpoint.resume=" +
+        (fs::path(dir) / newest).string() +
+        (newest_step >= 0 ? " (the newest there; tessera-ckpt verify it)" : ""));
+  }
   const fs::path target = fs::path(name).is_absolute() ? fs::path(name) : fs::path(dir) / name;
   if (!fs::is_regular_file(target, ec)) {
     return core::Status::error("checkpoint dir '" + dir + "': 'latest' names '" + name +

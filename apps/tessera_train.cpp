@@ -4,6 +4,7 @@
 #include "core/app.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "data/tokenizer.h"
 #include "parallel/process_grid.h"
 #include "train/trainer.h"
 
@@ -31,6 +32,20 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     // Every rank checks the grid shape before the first collective, so all fail alike.
     TESSERA_RETURN_IF_ERROR(parallel::check_grid(*config, world_size));
+    // The tokenizer makes the weights usable (tessera-generate loads it from the stored config):
+    // it must load, and hold no more tokens than the model. Every rank checks, before any
+    // collective. An empty data.tokenizer trains without one.
+    if (const std::string& prefix = config->data.tokenizer; !prefix.empty()) {
+      auto tokenizer = data::Tokenizer::load_prefix(prefix);
+      if (!tokenizer) return tokenizer.status().with_context("data.tokenizer: ");
+      if (tokenizer->vocab_size() > config->model.vocab_size) {
+        return core::Status::error(
+            "data.tokenizer '" + prefix + "' has " + std::to_string(tokenizer->vocab_size()) +
+            " tokens, more than model.vocab_size " + std::to_string(config->model.vocab_size) +
+            "; set model.vocab_size: " + std::to_string(tokenizer->vocab_size()) +
+            ", or data.tokenizer to the tokenizer that wrote data.train");
+      }
+    }
     parallel::ProcessGrid grid(config->parallel.tp);
     core::log_info("resolved config:\n" + config->to_yaml());
     auto summary = train::train(*config, grid);

@@ -36,6 +36,7 @@ core::Result<DataLoader> DataLoader::open(const std::string& paths, int64_t T, u
   loader.paths_ = paths;
   loader.T_ = T;
   loader.seed_ = seed;
+  loader.row_.resize(static_cast<size_t>(T + 1));
   for (const std::string& path : split_paths(paths)) {
     if (path.empty()) {
       return core::Status::error("data paths '" + paths +
@@ -109,7 +110,7 @@ void DataLoader::next_batch(int64_t global_batch, int64_t first, int64_t count, 
     cursor_.position = 0;
   }
   ensure_order(cursor_.epoch);
-  std::vector<int32_t> row(static_cast<size_t>(T_ + 1));
+  std::vector<int32_t>& row = row_;
   for (int64_t j = 0; j < count; ++j) {
     const int64_t s = order_[cursor_.position + first + j];
     // The shard holding s: the last one whose first sequence is <= s.

@@ -39,7 +39,8 @@ class DataLoader {
   // Fills sequences [first, first + count) of the next global batch into inputs and targets
   // (each count x T, row-major), then advances the cursor by global_batch. Preconditions:
   // 0 <= first, 0 <= count, first + count <= global_batch; throws tessera::Error with
-  // validate_batch's message when the data holds fewer than global_batch sequences.
+  // validate_batch's message when the data holds fewer than global_batch sequences. Allocates
+  // nothing, except at the first batch of an epoch (which draws that epoch's order).
   void next_batch(int64_t global_batch, int64_t first, int64_t count, int32_t* inputs,
                   int32_t* targets);
 
@@ -66,6 +67,7 @@ class DataLoader {
   LoaderCursor cursor_;
   int64_t order_epoch_ = -1;    // the epoch `order_` belongs to
   std::vector<int64_t> order_;  // permutation of [0, num_sequences_)
+  std::vector<int32_t> row_;    // next_batch's T + 1 tokens, sized once: no allocation per step
 };
 
 }  // namespace tessera::data

@@ -21,7 +21,7 @@ double clip_grad_norm(const params::ParamSet& params, const core::Tensor& grads,
   // ones hold identical gradients on every tp rank, so they are added once, after that sum.
   double sharded = 0, replicated = 0;
   for (int i = 0; i < params.size(); ++i) {
-    const double sq = be.sum_squares(params.view(grads, i).f32(), params.local_numel(i));
+    const double sq = be.sum_squares(params.f32(grads, i), params.local_numel(i));
     (params.specs()[i].replicated() ? replicated : sharded) += sq;
   }
   if (tp_comm != nullptr && tp_comm->size() > 1) {
@@ -50,9 +50,9 @@ void AdamW::step(const core::Tensor& weights, const core::Tensor& grads, double 
                                static_cast<float>(optim.weight_decay),
                                step};
   for (int i = 0; i < params_.size(); ++i) {
-    backend_.adamw_update(params_.view(weights, i).f32(), params_.view(grads, i).f32(),
-                          params_.view(m_, i).f32(), params_.view(v_, i).f32(),
-                          params_.local_numel(i), h, params_.specs()[i].weight_decay);
+    backend_.adamw_update(params_.f32(weights, i), params_.f32(grads, i), params_.f32(m_, i),
+                          params_.f32(v_, i), params_.local_numel(i), h,
+                          params_.specs()[i].weight_decay);
   }
 }
 

@@ -63,6 +63,12 @@ core::Tensor ParamSet::view(const core::Tensor& arena, int i) const {
   return arena.view(offsets_[i], local_shapes_[i]);
 }
 
+float* ParamSet::f32(const core::Tensor& arena, int i) const {
+  TESSERA_ASSERT(i >= 0 && i < size() && arena.numel() >= total_,
+                 "taking parameter i's data from an arena with this ParamSet's layout");
+  return arena.f32() + offsets_[i];
+}
+
 int64_t ParamSet::global_param_count(bool exclude_padding) const {
   int64_t n = 0;
   for (const ParamSpec& s : specs_) {

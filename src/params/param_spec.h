@@ -47,6 +47,9 @@ class ParamSet {
   int index_of(const std::string& name) const;  // -1 if absent
   // Views into `arena` (params(), or a twin allocated with make_twin()).
   core::Tensor view(const core::Tensor& arena, int i) const;
+  // view(arena, i).f32() without making a Tensor (whose shape is a heap vector): the step loop's
+  // optimizer and clipping use it, so a training step allocates nothing.
+  float* f32(const core::Tensor& arena, int i) const;
   int64_t offset(int i) const { return offsets_[i]; }
   int64_t local_numel(int i) const { return core::shape_numel(local_shapes_[i]); }
   const core::Shape& local_shape(int i) const { return local_shapes_[i]; }

@@ -77,6 +77,23 @@ core::Result<double> scan_tokens(const std::string& paths, int vocab_size) {
   return h;
 }
 
+// A directory key's path can be made: its nearest existing ancestor is a directory. Every rank
+// checks before the first file is written (only the writer makes train.out_dir), so all fail alike.
+core::Status check_dir_key(const std::string& key, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::path p(dir); !p.empty(); p = p.parent_path()) {
+    if (fs::exists(p, ec)) {
+      if (fs::is_directory(p, ec)) return core::Status::ok();
+      return core::Status::error(key + " '" + dir + "': '" + p.string() +
+                                 "' is a file, not a directory; set " + key +
+                                 " to a directory path, or move that file away");
+    }
+    if (p == p.parent_path()) break;
+  }
+  return core::Status::ok();
+}
+
 // Set by SIGTERM / SIGUSR1 (Slurm sends one before a time limit): checkpoint, then stop.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
@@ -232,6 +249,8 @@ core::Result<TrainSummary> Trainer::run() {
   TESSERA_RETURN_IF_ERROR(set_up_backend());
   TESSERA_RETURN_IF_ERROR(set_up_batch());
   TESSERA_RETURN_IF_ERROR(set_up_data());
+  TESSERA_RETURN_IF_ERROR(check_dir_key("train.out_dir", tc_.out_dir));
+  if (!cc_.dir.empty()) TESSERA_RETURN_IF_ERROR(check_dir_key("checkpoint.dir", cc_.dir));
   set_up_model();
   TESSERA_RETURN_IF_ERROR(resume_or_init());
   arm_checkpoints();
@@ -437,7 +456,12 @@ core::Status Trainer::resume_or_init() {
 
 void Trainer::arm_checkpoints() {
   if (cc_.dir.empty()) return;
-  std::filesystem::create_directories(cc_.dir);
+  std::error_code ec;
+  std::filesystem::create_directories(cc_.dir, ec);
+  if (ec) {
+    throw Error("cannot create checkpoint.dir '" + cc_.dir + "': " + ec.message() +
+                "; set checkpoint.dir to a directory you can write");
+  }
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
 }
@@ -479,7 +503,12 @@ void Trainer::log_run() {
                  "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");
 
   if (writer_) {
-    std::filesystem::create_directories(tc_.out_dir);
+    std::error_code ec;
+    std::filesystem::create_directories(tc_.out_dir, ec);
+    if (ec) {
+      throw Error("cannot create train.out_dir '" + tc_.out_dir + "': " + ec.message() +
+                  "; set train.out_dir to a directory you can write");
+    }
     // A resumed run continues the file; a fresh one (fine-tuning included) starts it anew.
     metrics_.open(tc_.out_dir + "/metrics.jsonl",
                   first_step_ > 0 ? std::ios::app : std::ios::trunc);

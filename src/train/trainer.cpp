@@ -94,6 +94,53 @@ core::Status check_dir_key(const std::string& key, const std::string& dir) {
   return core::Status::ok();
 }
 
+// Collective over grid.world_comm() (world rank 0 reads the stored config, all get it, so all
+// return the same verdict). The config stored in checkpoint `path` against this run's: the
+// model's keys (model.n_head alone changes no tensor's shape, so such a file would load and be
+// read wrongly) and, when resuming, what the data order and its saved cursor mean
+// (train.batch_size, train.seq_len, data.train).
+core::Status check_stored_config(const std::string& path, const core::Config& config,
+                                 parallel::ProcessGrid& grid, bool resume) {
+  auto yaml = checkpoint::read_checkpoint_config(path, grid);
+  if (!yaml) return yaml.status();
+  auto stored = core::parse_config(*yaml, "the config stored in '" + path + "'", {});
+  if (!stored) return stored.status();
+  std::string diff, fix;
+  auto compare = [&](const std::string& key, const std::string& there, const std::string& here,
+                     const char* ours) {
+    if (there == here) return;
+    diff += (diff.empty() ? "" : ", ") + key + " " + there + " in the checkpoint, " + here + ours;
+    fix += (fix.empty() ? "" : ", ") + key + ": " + there;
+  };
+  const core::ModelConfig &m = stored->model, &c = config.model;
+  const char* in_model = " in this model";
+  compare("model.arch", m.arch, c.arch, in_model);
+  compare("model.vocab_size", std::to_string(m.vocab_size), std::to_string(c.vocab_size), in_model);
+  compare("model.max_seq_len", std::to_string(m.max_seq_len), std::to_string(c.max_seq_len),
+          in_model);
+  compare("model.n_layer", std::to_string(m.n_layer), std::to_string(c.n_layer), in_model);
+  compare("model.n_head", std::to_string(m.n_head), std::to_string(c.n_head), in_model);
+  compare("model.n_embd", std::to_string(m.n_embd), std::to_string(c.n_embd), in_model);
+  if (!diff.empty()) {
+    return core::Status::error("checkpoint '" + path + "' was written with another model config (" +
+                               diff + "); set " + fix + " to load it");
+  }
+  if (!resume) return core::Status::ok();
+  const char* in_run = " in this run";
+  compare("train.batch_size", std::to_string(stored->train.batch_size),
+          std::to_string(config.train.batch_size), in_run);
+  compare("train.seq_len", std::to_string(stored->train.seq_len),
+          std::to_string(config.train.seq_len), in_run);
+  compare("data.train", "'" + stored->data.train + "'", "'" + config.data.train + "'", in_run);
+  if (!diff.empty()) {
+    return core::Status::error(
+        "checkpoint '" + path + "' was written with another data order (" + diff +
+        "); its saved data position means nothing in another: set " + fix +
+        " to resume it, or start a new run from its weights with --set train.init_from=" + path);
+  }
+  return core::Status::ok();
+}
+
 // Set by SIGTERM / SIGUSR1 (Slurm sends one before a time limit): checkpoint, then stop.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
@@ -408,6 +455,7 @@ core::Status Trainer::resume_or_init() {
     // Resume: weights, AdamW moments, step (so the LR schedule), data order and position.
     auto path = checkpoint::resolve_checkpoint(cc_.dir, resume);
     if (!path) return path.status();
+    TESSERA_RETURN_IF_ERROR(check_stored_config(*path, config_, grid_, /*resume=*/true));
     auto state = checkpoint::read_checkpoint(*path, *model_, adamw_.get(), grid_, transfers);
     if (!state) return state.status();
     if (state->seed != tc_.seed) {
@@ -445,6 +493,8 @@ core::Status Trainer::resume_or_init() {
                                  tc_.init_from +
                                  " model.h5) and set train.init_from to the .h5 file");
     }
+    TESSERA_RETURN_IF_ERROR(check_stored_config(tc_.init_from, config_, grid_, /*resume=*/false)
+                                .with_context("train.init_from: "));
     auto state = checkpoint::read_checkpoint(tc_.init_from, *model_, nullptr, grid_, transfers);
     if (!state) return state.status().with_context("train.init_from: ");
     core::log_info("initialised weights from " + tc_.init_from);

@@ -504,8 +504,10 @@ def main():
     if "--only" in sys.argv:
         only = re.compile(sys.argv[sys.argv.index("--only") + 1])
     if "--list" in sys.argv:
-        for c in CASES:
-            print(f"| {c['name']} | {c['given']} | {c['ranks']} | `{c['expect']}` |")
+        for c in CASES:  # a Markdown table for docs/RELIABILITY.md
+            ranks = ", ".join(str(n) for n in c["ranks"])
+            words = c["expect"].replace("|", "\\|")
+            print(f"| `{c['name']}` | {c['given']} | {ranks} | `{words}` |")
         return 0
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "duplicate case names"

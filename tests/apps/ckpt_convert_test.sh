@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tessera-ckpt convert: HDF5 -> llm.c .bin (layout checked by an independent numpy reader of
-# llm.c's format) -> HDF5 is bitwise; bf16 for serving loads, generates and stays near float32;
+# llm.c's format) -> HDF5 is bitwise, with V = Vp = 512 and with V 300 padded to Vp 384 (padding
+# rows zero in the .bin); bf16 for serving loads, generates and stays near float32;
 # --drop-optimizer leaves weights only; corrupt, truncated and foreign inputs, an existing output
 # and a bad --to each fail with a one-line error and leave no output file.
 source "$(dirname "$0")/lib.sh"
@@ -61,6 +62,51 @@ h5diff "$src" "$WORK/back.h5" /model /model > "$WORK/diff.log" 2>&1 \
   || { fail "round trip differs"; head "$WORK/diff.log"; }
 out=$("$ckpt" verify "$WORK/back.h5" 2>&1) && pass "verify round-trip file: $out" \
   || fail "verify round-trip file: $out"
+
+# ---- vocabulary padding (V < Vp, as GPT-2's 50257 rows padded to 50304) ----
+# The run above has V = Vp = 512 (no padding rows). Here a 300-token vocabulary padded to 384,
+# trained on tp=2 (rank 1's shard holds real rows 192-299 and the 84 padding rows): llm.c's header
+# says V 300, Vp 384, its wte has 384 rows of which the last 84 are zero and the others are the
+# checkpoint's bitwise, and converting back gives /model bitwise with V 300 and Vp 384 again.
+"$TESSERA_BIN/tessera-data" prepare --input "$WORK/small.txt" --vocab-size 300 \
+  --out-dir "$WORK/data300" > "$WORK/prep300.log" 2>&1 || { fail "prepare V=300"; cat "$WORK/prep300.log"; }
+mpirun --oversubscribe --bind-to none -n 2 "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets \
+  --set model.vocab_size=300 --set data.train="$WORK/data300/train.bin" \
+  --set data.val="$WORK/data300/val.bin" --set data.tokenizer="$WORK/data300/tokenizer" \
+  --set train.out_dir="$WORK/run300" --set parallel.tp=2 --set train.steps=2 \
+  --set train.val_every=0 --set checkpoint.dir="$WORK/ck300" --set checkpoint.every=2 \
+  > "$WORK/train300.log" 2>&1 || { fail "training run V=300"; tail -5 "$WORK/train300.log"; }
+src300="$WORK/ck300/$(cat "$WORK/ck300/latest" 2>/dev/null)"
+"$ckpt" convert "$src300" "$WORK/p300.bin" > "$WORK/c300.log" 2>&1 \
+  && "$ckpt" convert "$WORK/p300.bin" "$WORK/p300.h5" >> "$WORK/c300.log" 2>&1 \
+  || { fail "convert V=300"; cat "$WORK/c300.log"; }
+/usr/bin/python3 - "$WORK/p300.bin" "$src300" > "$WORK/pad.log" 2>&1 <<'EOF'
+import sys
+import h5py, numpy as np
+bin_path, h5_path = sys.argv[1:]
+raw = open(bin_path, "rb").read()
+h = np.frombuffer(raw[:1024], dtype="<i4")
+maxT, V, L, NH, C, Vp = (int(x) for x in h[2:8])
+assert (V, Vp, C) == (300, 384, 64), f"header V {V}, Vp {Vp}, C {C}"
+wte = np.frombuffer(raw[1024:1024 + 4 * Vp * C], dtype="<f4").reshape(Vp, C)
+with h5py.File(h5_path, "r") as f:
+    want = f["/model/wte"][...]
+assert want.shape == (384, 64), want.shape
+assert np.array_equal(wte.view(np.uint32), want.view(np.uint32)), "wte differs from the checkpoint"
+assert not wte[V:].any(), "padding rows of the .bin are not zero"
+assert wte[:V].any(axis=1).all(), "a real row is all zero"
+print(f"llm.c header V {V} Vp {Vp}; wte rows {V}-{Vp - 1} zero, rows 0-{V - 1} bitwise")
+EOF
+[[ $? -eq 0 ]] && pass "padded vocabulary: $(tail -1 "$WORK/pad.log")" \
+  || { fail "padded vocabulary in the llm.c file"; cat "$WORK/pad.log"; }
+h5diff "$src300" "$WORK/p300.h5" /model /model > "$WORK/diff300.log" 2>&1 \
+  && pass "V=300, Vp=384: HDF5 -> llm.c -> HDF5 is bitwise (h5diff /model)" \
+  || { fail "V=300 round trip differs"; head "$WORK/diff300.log"; }
+"$ckpt" inspect "$WORK/p300.h5" > "$WORK/inspect300.txt" 2>&1
+grep -Eq 'vocab_size: 300$' "$WORK/inspect300.txt" \
+  && grep -Eq '^ +/model/wte +\(384, 64\) ' "$WORK/inspect300.txt" \
+  && pass "converted back: vocab_size 300, /model/wte (384, 64)" \
+  || { fail "converted back V=300"; grep -E 'vocab|wte' "$WORK/inspect300.txt"; }
 
 # ---- bf16 for serving ----
 "$ckpt" convert "$src" "$WORK/serve.h5" --to bf16 > "$WORK/c3.log" 2>&1 \

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace tessera::parallel {
 
@@ -94,20 +95,24 @@ class WatchPhase {
 
 // The watchdog's verdict on one snapshot: when the mark has been inside one collective for more
 // than timeout_s at `now`, the message (what follows "watchdog: "; the logger adds the rank):
-// how long, which call over which communicator, the phase and step, why, and the fix. Else
-// nothing. Pure: unit-tested.
+// how long, which call over which communicator, the phase and step, why, what `diagnosis` says
+// (when not empty: which peer on this node is stopped or gone, from describe_local_peers), and
+// the fix. Else nothing. Pure: unit-tested.
 std::optional<std::string> stall_message(const Heartbeat::Snapshot& snapshot,
-                                         Heartbeat::Clock::time_point now, double timeout_s);
+                                         Heartbeat::Clock::time_point now, double timeout_s,
+                                         const std::string& diagnosis = "");
 
 // A thread that polls a Heartbeat every poll_interval(timeout_s) and calls on_stall(message) the
-// first time stall_message says the rank is stalled; it never fires twice. The default on_stall
+// first time stall_message says the rank is stalled (with diagnose()'s text, called then, when
+// given); it never fires twice. The default on_stall
 // (abort_job_on_stall) does not return. Destruction stops and joins the thread (within one poll).
 // Construct and destroy from the main thread.
 class Watchdog {
  public:
   using OnStall = std::function<void(const std::string& message)>;
+  using Diagnose = std::function<std::string()>;
   // Precondition: timeout_s > 0 (0, "off", means: do not make a Watchdog).
-  Watchdog(Heartbeat& heartbeat, double timeout_s, OnStall on_stall);
+  Watchdog(Heartbeat& heartbeat, double timeout_s, OnStall on_stall, Diagnose diagnose = nullptr);
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -122,11 +127,31 @@ class Watchdog {
   Heartbeat& heartbeat_;
   const double timeout_s_;
   OnStall on_stall_;
+  Diagnose diagnose_;
   std::mutex mu_;
   std::condition_variable wake_;
   bool stop_ = false;
   std::thread thread_;
 };
+
+// Who the peers are, for naming a stopped or vanished one on the watchdog's node: every rank's
+// pid, host and grid coordinates, gathered once when the watchdog starts.
+struct PeerInfo {
+  int world_rank = 0, dp_rank = 0, tp_rank = 0;
+  int pid = 0;
+  std::string host;
+};
+// Collective over MPI_COMM_WORLD (one MPI_Allgather; every rank calls it before its first other
+// collective of the run): rank i's row at index i. world_rank = dp_rank * tp_size + tp_rank.
+std::vector<PeerInfo> gather_peers(int tp_size);
+// What /proc says of the peers on `host` other than `self`: "on this node rank 2 (dp 1, tp 0;
+// pid 1234) is stopped (SIGSTOP or a debugger)" for a stopped one, "... has exited" for one gone,
+// joined by "; "; "" when none is (the culprit then runs here, stuck, or sits on another node).
+// Reads /proc/<pid>/stat only: no MPI, no allocation beyond the text. Unit-tested with children.
+std::string describe_local_peers(const std::vector<PeerInfo>& peers, int self,
+                                 const std::string& host);
+// This machine's host name (as gather_peers records it).
+std::string this_host();
 
 // The watchdog's action in the apps: prints `[rank r (dp d, tp t)] watchdog: <message>` on
 // stderr, then MPI_Abort(MPI_COMM_WORLD, 1) from the watchdog thread (Open MPI's abort goes

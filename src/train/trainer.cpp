@@ -288,10 +288,14 @@ Trainer::Trainer(const core::Config& config, parallel::ProcessGrid& grid)
       writer_(grid.world_rank() == 0) {}
 
 core::Result<TrainSummary> Trainer::run() {
-  // From the first collective on, a peer that stops or stalls ends the job (watchdog.h).
+  // From the first collective on, a peer that stops or stalls ends the job (watchdog.h). The
+  // peer table (a collective, the run's first) lets the message name a stopped peer.
   if (config_.parallel.collective_timeout_s > 0 && grid_.world_size() > 1) {
     watchdog_ = std::make_unique<parallel::Watchdog>(
-        parallel::heartbeat(), config_.parallel.collective_timeout_s, parallel::abort_job_on_stall);
+        parallel::heartbeat(), config_.parallel.collective_timeout_s, parallel::abort_job_on_stall,
+        [peers = parallel::gather_peers(grid_.tp_size()), self = grid_.world_rank()] {
+          return parallel::describe_local_peers(peers, self, parallel::this_host());
+        });
   }
   TESSERA_RETURN_IF_ERROR(set_up_backend());
   TESSERA_RETURN_IF_ERROR(set_up_batch());

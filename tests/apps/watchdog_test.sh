@@ -4,7 +4,8 @@
 # 2x1, at 4 ranks 2x2: injected in step 3 with TESSERA_INJECT_FAULT=stop@r, sent from outside with
 # kill -STOP, and injected inside a checkpoint write with TESSERA_CKPT_STOP) ends every rank
 # within timeout + 10 s of the stop, with a non-zero exit and a waiting rank's watchdog message
-# naming the call, the communicator, the phase and the step; no process of the job is left.
+# naming the call, the communicator, the phase and the step, and the stopped rank (all ranks
+# share this node, so /proc shows it); no process of the job is left.
 # Killed: kill -9 of one rank mid-training (outside any checkpoint write) at 2 and 4 ranks ends
 # every rank within 10 s, non-zero. And a healthy run with the watchdog on finishes (no false
 # alarm). Prints each detection time (stop to job end).
@@ -106,13 +107,13 @@ stuck="watchdog: stuck [0-9.]+ s in"
 # 1. Injected stops in step 3, between forward and backward.
 start 2 stop@1 '' --set parallel.tp=2
 check_end "1x2, rank 1 stopped in step 3" "$(stop_time)" $limit \
-  "^\S+ \[rank 0 \(dp 0, tp 0\)\] $stuck all_reduce over tp during backward of step 3/200: a peer rank in 'tp' is stopped"
+  "^\S+ \[rank 0 \(dp 0, tp 0\)\] $stuck all_reduce over tp during backward of step 3/200: a peer rank in 'tp' is stopped.*; on this node rank 1 \(dp 0, tp 1; pid [0-9]+\) is stopped \(SIGSTOP or a debugger\); ending the job"
 start 2 stop@0 '' --set parallel.tp=1
 check_end "2x1, rank 0 stopped in step 3" "$(stop_time)" $limit \
-  "^\S+ \[rank 1 \(dp 1, tp 0\)\] $stuck the wait for a non-blocking all_reduce over dp during the gradient all-reduce of step 3/200: .*raise parallel.collective_timeout_s \(now 3\)"
+  "^\S+ \[rank 1 \(dp 1, tp 0\)\] $stuck the wait for a non-blocking all_reduce over dp during the gradient all-reduce of step 3/200: .*on this node rank 0 \(dp 0, tp 0; pid [0-9]+\) is stopped .*raise parallel.collective_timeout_s \(now 3\)"
 start 4 stop@2 '' --set parallel.tp=2
 check_end "2x2, rank 2 stopped in step 3" "$(stop_time)" $limit \
-  "^\S+ \[rank [013] \(dp [01], tp [01]\)\] $stuck .* of step 3/200: a peer rank"
+  "^\S+ \[rank [013] \(dp [01], tp [01]\)\] $stuck .* of step 3/200: a peer rank.*on this node rank 2 \(dp 1, tp 0; pid [0-9]+\) is stopped"
 
 # 2. A stop sent from outside (kill -STOP) to rank 2 of 4 mid-training: the detection time.
 start 4 '' '' --set parallel.tp=2
@@ -121,7 +122,7 @@ if wait_for_step 5; then
   t0=$(now)
   kill -STOP $victim
   check_end "2x2, kill -STOP of rank 2 (pid $victim) after step 5" "$t0" $limit \
-    "^\S+ \[rank [013] \(dp [01], tp [01]\)\] $stuck .* of step [0-9]+/200: a peer rank"
+    "^\S+ \[rank [013] \(dp [01], tp [01]\)\] $stuck .* of step [0-9]+/200: a peer rank.*on this node rank 2 \(dp 1, tp 0; pid $victim\) is stopped"
 else
   fail "2x2 kill -STOP: the job did not reach step 5"; tail -3 "$WORK/err"
 fi
@@ -131,7 +132,7 @@ fi
 start 2 '' dataset-50:1:1 --set parallel.tp=2 --set checkpoint.dir="$WORK/ckpt" \
   --set checkpoint.every=4
 check_end "1x2, rank 1 stopped inside a checkpoint write" "$(stop_time)" $limit \
-  "^\S+ \[rank 0 \(dp 0, tp 0\)\] $stuck a checkpoint's status agreement over world during a checkpoint write of step 4/200"
+  "^\S+ \[rank 0 \(dp 0, tp 0\)\] $stuck a checkpoint's status agreement over world during a checkpoint write of step 4/200: .*on this node rank 1 \(dp 0, tp 1; pid [0-9]+\) is stopped"
 
 # 4. kill -9 of one rank mid-training (no checkpoint being written): MPI's own detection.
 for spec in 2:1:1 4:2:3; do

@@ -1,15 +1,20 @@
 // The stalled-rank watchdog without MPI: the verdict on a heartbeat snapshot (timing, phase and
 // step in the message), the marks' nesting, and the thread: it fires once, after the timeout,
-// with the message; marks left in time never fire it; it stops promptly when destroyed.
+// with the message and the diagnosis; marks left in time never fire it; it stops promptly when
+// destroyed. The diagnosis from /proc, with child processes as peers: stopped, exited, running.
 #include "parallel/watchdog.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace tessera::parallel {
 namespace {
@@ -127,7 +132,13 @@ TEST(Watchdog, ThreadFiresOnceAfterTheTimeoutWithTheMessage) {
   Heartbeat hb;
   Fired fired;
   const double timeout_s = 0.2;
-  Watchdog watchdog(hb, timeout_s, [&](const std::string& m) { fired(m); });
+  std::atomic<int> diagnosed{0};
+  Watchdog watchdog(
+      hb, timeout_s, [&](const std::string& m) { fired(m); },
+      [&] {
+        ++diagnosed;
+        return std::string("on this node rank 9 (dp 4, tp 1; pid 1) is stopped");
+      });
   hb.set_step(3, 50);
   hb.set_phase("the gradient all-reduce");
   hb.enter("the wait for a non-blocking all_reduce", "dp");
@@ -143,6 +154,11 @@ TEST(Watchdog, ThreadFiresOnceAfterTheTimeoutWithTheMessage) {
   EXPECT_EQ(fired.message.rfind("stuck 0.", 0), 0u) << fired.message;
   EXPECT_NE(fired.message.find(" s in the wait for a non-blocking all_reduce over dp during the "
                                "gradient all-reduce of step 3/50: "),
+            std::string::npos)
+      << fired.message;
+  EXPECT_EQ(diagnosed.load(), 1);  // asked once, when firing
+  EXPECT_NE(fired.message.find("so this rank would wait forever; on this node rank 9 (dp 4, tp 1; "
+                               "pid 1) is stopped; ending the job. Fix: "),
             std::string::npos)
       << fired.message;
 }
@@ -177,6 +193,46 @@ TEST(Watchdog, DestructionStopsTheThreadWithinOnePoll) {
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_LT(took, 1.0);  // woken by the destructor, not by the next poll
   EXPECT_EQ(fired.calls(), 0);
+}
+
+// A child process that waits to be signalled.
+pid_t spawn_sleeper() {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    for (;;) pause();
+  }
+  return pid;
+}
+
+TEST(Watchdog, DescribeLocalPeersNamesAStoppedAndAnExitedPeerFromProc) {
+  const std::string host = this_host();
+  const pid_t stopped = spawn_sleeper(), running = spawn_sleeper(), exited = spawn_sleeper();
+  ASSERT_GT(stopped, 0);
+  ASSERT_GT(running, 0);
+  ASSERT_GT(exited, 0);
+  int status = 0;
+  kill(stopped, SIGSTOP);
+  ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);  // it is stopped now
+  ASSERT_TRUE(WIFSTOPPED(status));
+  kill(exited, SIGKILL);
+  ASSERT_EQ(waitpid(exited, &status, 0), exited);  // reaped: its /proc entry is gone
+  // World ranks 0-5 of a dp 3 x tp 2 grid; this process is rank 0, rank 5 sits on another node.
+  std::vector<PeerInfo> peers = {{0, 0, 0, static_cast<int>(getpid()), host},
+                                 {1, 0, 1, static_cast<int>(running), host},
+                                 {2, 1, 0, static_cast<int>(stopped), host},
+                                 {3, 1, 1, static_cast<int>(exited), host},
+                                 {4, 2, 0, static_cast<int>(running), host},
+                                 {5, 2, 1, static_cast<int>(stopped), "another-node"}};
+  const std::string d = describe_local_peers(peers, 0, host);
+  EXPECT_EQ(d, "on this node rank 2 (dp 1, tp 0; pid " + std::to_string(stopped) +
+                   ") is stopped (SIGSTOP or a debugger); on this node rank 3 (dp 1, tp 1; pid " +
+                   std::to_string(exited) + ") has exited");
+  // Nothing to say when every local peer runs.
+  EXPECT_EQ(describe_local_peers({peers[0], peers[1], peers[4], peers[5]}, 0, host), "");
+  kill(stopped, SIGKILL);
+  kill(running, SIGKILL);
+  waitpid(stopped, &status, 0);
+  waitpid(running, &status, 0);
 }
 
 }  // namespace

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     const bool printer = grid.world_rank() == 0;
     // Every rank builds its backend before the first collective, so a bad --device (or no GPU
     // under cuda) fails alike everywhere with the same message.
-    auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size());
+    auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size(), "--device");
     if (!backend) return backend.status();
     grid.attach_device(**backend);
     core::set_threads(threads, grid.local_size());

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     install_signal_handlers();
     parallel::ProcessGrid grid(tp);
     const bool leader = grid.world_rank() == 0;
-    auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size());
+    auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size(), "--device");
     if (!backend) return backend.status();
     grid.attach_device(**backend);
     core::set_threads(threads, grid.local_size());

@@ -171,9 +171,11 @@ class Backend {
 // The backend named by `device` ("cpu" or "cuda") for a process that is local rank local_rank
 // of local_size on its node (the CUDA backend takes GPU local_rank % device_count). Errors name
 // the value and the fix: an unknown name; "cuda" in a build without the CUDA backend; "cuda" on
-// a machine with no usable GPU.
+// a machine with no usable GPU. `option` is how the caller's user spelled the choice (the
+// trainer's config key, or an app's flag such as "--device"): the messages name it.
 core::Result<std::unique_ptr<Backend>> make_backend(const std::string& device, int local_rank,
-                                                    int local_size);
+                                                    int local_size,
+                                                    const std::string& option = "train.device");
 
 // The process's CPU backend (host memory); the default of code that is given no backend.
 Backend& cpu_backend();

@@ -415,7 +415,7 @@ case("gen_malformed_tokenizer", "--tokenizer whose vocab.json is cut short", [1]
 case("gen_tp_not_dividing", "--tp 3 on 4 ranks", [4],
      lambda n: gen("--tp", "3"), r"--tp 3 does not divide the 4 ranks; pick a divisor")
 case("gen_device", "--device tpu", [1], lambda n: gen("--device", "tpu"),
-     r"'tpu' is not a backend; use cpu or cuda")
+     r"--device 'tpu' is not a backend; use cpu or cuda")
 
 # -- tessera-ckpt ----------------------------------------------------------------------------------
 case("ckpt_verify_missing", "verify /nonexistent.h5", [1],

@@ -44,7 +44,8 @@ class Reader {
     uint32_t n = 0;
     if (!get(&n) || (size_ - pos_) / sizeof(T) < n) return false;
     values->resize(n);
-    std::memcpy(values->data(), data_ + pos_, n * sizeof(T));
+    // An empty vector's data() may be null, and memcpy's pointers must never be (UBSan).
+    if (n > 0) std::memcpy(values->data(), data_ + pos_, n * sizeof(T));
     pos_ += n * sizeof(T);
     return true;
   }

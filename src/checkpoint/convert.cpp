@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -283,6 +284,23 @@ class LlmcSource : public Source {
                                  std::to_string(NH) + ", C " + std::to_string(C) + ", Vp " +
                                  std::to_string(Vp) + "): the header is corrupt");
     }
+    // The sizes must fit the file before anything is sized by them: wte (Vp x C), wpe (maxT x C)
+    // and each layer's weight matrices (12 C^2: qkv, proj, fc, fc proj) all lie in it. A corrupt
+    // header is refused here, never left to build a table of its L layers or to overflow
+    // (found by tests/fuzz/llmc_fuzz.cpp: L 65536 and C 262144 in a 1.5 KB file hung the reader).
+    std::error_code ec;
+    const auto size = static_cast<int64_t>(fs::file_size(path_, ec));
+    const int64_t n = ec ? 0 : (size - kLlmcHeaderWords * 4LL) / (bf16_ ? 2 : 4);  // elements
+    const int64_t c = C;
+    if (Vp > n / c || maxT > n / c || c > n / c || c * c > n / 12 || L > n / (12 * c * c) ||
+        Vp > std::numeric_limits<int>::max() - 256) {
+      return core::Status::error(
+          where_ + "holds " + std::to_string(ec ? 0 : size) + " bytes, too few for its header's " +
+          "sizes (maxT " + std::to_string(maxT) + ", V " + std::to_string(V) + ", L " +
+          std::to_string(L) + ", NH " + std::to_string(NH) + ", C " + std::to_string(C) +
+          ", Vp " + std::to_string(Vp) + "): truncated, or the header is corrupt; download or "
+          "export the file again");
+    }
     core::ModelConfig& m = meta_.config.model;
     m.vocab_size = V;
     m.max_seq_len = maxT;
@@ -299,15 +317,16 @@ class LlmcSource : public Source {
     meta_.config.train.seq_len = std::min(meta_.config.train.seq_len, maxT);
     TESSERA_RETURN_IF_ERROR(meta_.config.validate().with_context(where_ + "its model sizes: "));
     // Tensor offsets (in elements after the header) in llm.c's order.
-    const std::vector<params::ParamSpec> specs = models::Gpt::param_specs(m);
+    std::map<std::string, int64_t> numel;
+    for (const params::ParamSpec& spec : models::Gpt::param_specs(m)) {
+      numel[spec.name] = core::shape_numel(spec.global_shape);
+    }
     int64_t offset = 0;
     for (const std::string& name : llmc_order(L)) {
       offsets_[name] = offset;
-      offset += core::shape_numel(spec_named(specs, name).global_shape);
+      offset += numel.at(name);
     }
     const int64_t expected = kLlmcHeaderWords * 4LL + offset * (bf16_ ? 2 : 4);
-    std::error_code ec;
-    const auto size = static_cast<int64_t>(fs::file_size(path_, ec));
     if (ec || size != expected) {
       return core::Status::error(where_ + "holds " + std::to_string(size) +
                                  " bytes; its header describes " + std::to_string(expected) +

@@ -49,6 +49,9 @@ start() {
   local n=$1 fault=$2 ckpt_stop=$3
   shift 3
   rm -rf "$WORK/run" "$WORK/ckpt"
+  # Emptied here, not by the background job's redirection, which may come after the first look.
+  : > "$WORK/out"
+  : > "$WORK/err"
   env TESSERA_TEST_TAG=$tag TESSERA_INJECT_FAULT="$fault" TESSERA_CKPT_STOP="$ckpt_stop" \
     timeout 120 mpirun --oversubscribe --bind-to none -n "$n" \
     -x TESSERA_TEST_TAG -x TESSERA_INJECT_FAULT -x TESSERA_CKPT_STOP \
@@ -57,10 +60,12 @@ start() {
     > "$WORK/out" 2> >(stamp "$WORK/err") &
   job=$!
 }
-# wait_for_step S: until the job has printed step S's progress line (false if it ended first).
+# wait_for_step S RANK: until the job has printed step S's progress line and RANK's pid is known
+# (in $victim); false if the job ended first or took over 60 s.
 wait_for_step() {
   local deadline=$((SECONDS + 60))
-  until grep -Eq "^step +$1/" "$WORK/out"; do
+  victim=
+  until grep -Eq "^step +$1/" "$WORK/out" && victim=$(pids_of "$2") && [[ -n $victim ]]; do
     kill -0 "$job" 2> /dev/null || return 1
     ((SECONDS < deadline)) || return 1
     sleep 0.05
@@ -117,8 +122,7 @@ check_end "2x2, rank 2 stopped in step 3" "$(stop_time)" $limit \
 
 # 2. A stop sent from outside (kill -STOP) to rank 2 of 4 mid-training: the detection time.
 start 4 '' '' --set parallel.tp=2
-if wait_for_step 5; then
-  victim=$(pids_of 2)
+if wait_for_step 5 2; then
   t0=$(now)
   kill -STOP $victim
   check_end "2x2, kill -STOP of rank 2 (pid $victim) after step 5" "$t0" $limit \
@@ -138,8 +142,7 @@ check_end "1x2, rank 1 stopped inside a checkpoint write" "$(stop_time)" $limit 
 for spec in 2:1:1 4:2:3; do
   IFS=: read -r n tp victim_rank <<< "$spec"
   start "$n" '' '' --set parallel.tp="$tp"
-  if wait_for_step 5; then
-    victim=$(pids_of "$victim_rank")
+  if wait_for_step 5 "$victim_rank"; then
     t0=$(now)
     kill -9 $victim
     check_end "$n ranks, kill -9 of rank $victim_rank (pid $victim) after step 5" "$t0" 10 \

@@ -31,7 +31,7 @@ head -c 200000 data/shakespeare.txt > "$work/small.txt"
 "$bin/tessera-data" prepare --input "$work/small.txt" --vocab-size 512 --out-dir "$work/data" \
   > "$work/prepare.log" 2>&1 || { cat "$work/prepare.log"; exit 1; }
 
-exec /usr/bin/python3 - "$trials" "$bin" "$work" "${SEED:-20261205}" <<'PY'
+/usr/bin/python3 - "$trials" "$bin" "$work" "${SEED:-20261205}" <<'PY'
 import os, random, signal, statistics, subprocess, sys, time
 
 trials, bin_dir, work, seed = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])

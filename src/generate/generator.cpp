@@ -2,6 +2,7 @@
 #include "generate/generator.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -59,7 +60,45 @@ core::Status validate(const GenerateOptions& o, const OptionNames& names) {
                                " is out of range: it must be >= 1 (the most tokens to generate), "
                                "e.g. 256");
   }
+  if (o.logprobs < -1 || o.logprobs > kMaxTopLogprobs) {
+    return core::Status::error("logprobs " + std::to_string(o.logprobs) +
+                               " is out of range: it must lie in [0, " +
+                               std::to_string(kMaxTopLogprobs) +
+                               "] (0: the chosen token's log-probability, N: also the N most "
+                               "likely tokens')");
+  }
   return core::Status::ok();
+}
+
+TokenLogprobs token_logprobs(const float* logits, int64_t V, int32_t token, int n_top) {
+  TESSERA_ASSERT(V >= 1 && token >= 0 && token < V && n_top >= 0 && n_top <= kMaxTopLogprobs,
+                 "log-probabilities of a token inside the vocabulary");
+  // log_softmax(z)_t = z_t - (m + log sum_j exp(z_j - m)), m = max z: no term overflows.
+  double m = logits[0];
+  for (int64_t i = 1; i < V; ++i) m = std::max(m, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - m);
+  const double log_z = m + std::log(sum);
+  TokenLogprobs out;
+  out.logprob = static_cast<float>(static_cast<double>(logits[token]) - log_z);
+  // The n_top largest logits, by insertion into a short sorted list (higher first, then lower id).
+  out.n_top = static_cast<int>(std::min<int64_t>(n_top, V));
+  int filled = 0;
+  for (int64_t i = 0; i < V && out.n_top > 0; ++i) {
+    const float z = logits[i];
+    if (filled == out.n_top && !(z > logits[out.top_tokens[filled - 1]])) continue;
+    int at = filled < out.n_top ? filled++ : filled - 1;
+    while (at > 0 && z > logits[out.top_tokens[at - 1]]) {
+      out.top_tokens[at] = out.top_tokens[at - 1];
+      --at;
+    }
+    out.top_tokens[at] = static_cast<int32_t>(i);
+  }
+  for (int k = 0; k < out.n_top; ++k) {
+    out.top_logprobs[k] =
+        static_cast<float>(static_cast<double>(logits[out.top_tokens[k]]) - log_z);
+  }
+  return out;
 }
 
 core::Status Generator::check(const std::vector<int32_t>& prompt,
@@ -111,6 +150,10 @@ StepEvent Generator::choose(Sequence& s, const float* logits) {
     return e;
   }
   e.token = next;
+  if (s.options.logprobs >= 0) {
+    e.has_logprobs = true;
+    e.logprobs = token_logprobs(logits, model_.vocab_size(), next, s.options.logprobs);
+  }
   s.tokens.push_back(next);
   if (s.generated >= s.options.max_tokens) {
     e.finished = FinishReason::kLength;

@@ -8,6 +8,7 @@
 // emits the tokens of tp = 1.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,12 +33,34 @@ struct GenerateOptions {
   bool stop_at_eot = true;
   int32_t eot_token = -1;    // stop when sampled (not emitted)
   bool use_kv_cache = true;  // false: recompute the whole prefix each token (reference path)
+  // Log-probabilities to report with each emitted token: -1 none; 0 the chosen token's; N in
+  // 1..kMaxTopLogprobs also the N most likely tokens' (StepEvent::logprobs).
+  int logprobs = -1;
 };
+
+constexpr int kMaxTopLogprobs = 5;
+
+// The log-probabilities of one step, under the model's own distribution: log_softmax of the
+// gathered logits over the V real tokens, before temperature, top-k and top-p (as OpenAI
+// reports them). Computed in double from the gathered row, which every tp rank holds alike and
+// which does not depend on the other rows of the batch, so the values are the same on every tp
+// rank and in any batch.
+struct TokenLogprobs {
+  float logprob = 0;  // of the chosen token
+  int n_top = 0;      // entries of top_* in use: the n_top most likely, most likely first
+  std::array<int32_t, kMaxTopLogprobs> top_tokens{};  // ties by lower id
+  std::array<float, kMaxTopLogprobs> top_logprobs{};
+};
+
+// log_softmax(logits)[token] and the n_top most likely tokens (n_top <= kMaxTopLogprobs), over
+// logits (V). Deterministic: one sequential pass in double.
+TokenLogprobs token_logprobs(const float* logits, int64_t V, int32_t token, int n_top);
 
 // The rules on generation options, in one place (the command line and the server check the same):
 // the sampling rules of validate(SamplingOptions), and max_tokens >= 1 (a request for no token
-// is a caller's mistake, not a no-op). Generator::add(), generate() and generate_batch() check
-// it too. An error names the option (as `names` calls it), the value and the allowed range.
+// is a caller's mistake, not a no-op), and -1 <= logprobs <= kMaxTopLogprobs. Generator::add(),
+// generate() and generate_batch() check it too. An error names the option (as `names` calls it),
+// the value and the allowed range.
 core::Status validate(const GenerateOptions& options, const OptionNames& names = {});
 
 enum class FinishReason { kNone, kLength, kEndOfText, kContextFull };
@@ -47,6 +70,8 @@ struct StepEvent {
   int id = -1;         // the sequence, as add() returned it
   int32_t token = -1;  // the token emitted this step; -1 when none (end-of-text, prefill chunk)
   FinishReason finished = FinishReason::kNone;
+  bool has_logprobs = false;  // token >= 0 and the sequence asked for logprobs
+  TokenLogprobs logprobs;
 };
 
 class Generator {

@@ -41,7 +41,7 @@ std::vector<SequenceEvent> Engine::step() {
     auto it = request_of_.find(e.id);
     // Invariant: every sequence in the generator was added through apply().
     TESSERA_ASSERT(it != request_of_.end(), "a generator event names a slot with no request");
-    events.push_back({it->second, e.token, e.finished});
+    events.push_back({it->second, e.token, e.finished, e.has_logprobs, e.logprobs});
     if (e.finished != generate::FinishReason::kNone) {
       slot_of_.erase(it->second);
       request_of_.erase(it);

@@ -19,6 +19,8 @@ struct SequenceEvent {
   uint64_t request_id = 0;
   int32_t token = -1;
   generate::FinishReason finished = generate::FinishReason::kNone;
+  bool has_logprobs = false;  // the request asked for logprobs and token >= 0
+  generate::TokenLogprobs logprobs;
 };
 
 // An admission the Generator refused (the same on every tp rank: same state, same call).

@@ -75,6 +75,7 @@ std::vector<uint8_t> encode_changes(const IterationChanges& changes) {
     w.put<int32_t>(o.sampling.top_k);
     w.put<float>(o.sampling.top_p);
     w.put<uint64_t>(o.sampling.seed);
+    w.put<int32_t>(o.logprobs);
     w.put_array(a.prompt);
   }
   return w.take();
@@ -106,7 +107,8 @@ core::Result<IterationChanges> decode_changes(const uint8_t* data, size_t size) 
     uint8_t stop_at_eot = 0;
     if (!r.get(&a.request_id) || !r.get(&o.max_tokens) || !r.get(&stop_at_eot) ||
         !r.get(&o.eot_token) || !r.get(&o.sampling.temperature) || !r.get(&o.sampling.top_k) ||
-        !r.get(&o.sampling.top_p) || !r.get(&o.sampling.seed) || !r.get_array(&a.prompt)) {
+        !r.get(&o.sampling.top_p) || !r.get(&o.sampling.seed) || !r.get(&o.logprobs) ||
+        !r.get_array(&a.prompt)) {
       return truncated("an admission");
     }
     o.stop_at_eot = stop_at_eot != 0;

@@ -30,8 +30,8 @@ struct IterationChanges {
 };
 
 // Serialises `changes`: magic "TSV1", shutdown byte, cancel count and ids, admission count and
-// per admission (id, max_tokens, stop_at_eot, eot_token, temperature, top_k, top_p, seed, prompt
-// length, prompt ids).
+// per admission (id, max_tokens, stop_at_eot, eot_token, temperature, top_k, top_p, seed,
+// logprobs, prompt length, prompt ids).
 std::vector<uint8_t> encode_changes(const IterationChanges& changes);
 // The inverse; an error names what is wrong (bad magic, truncated buffer, trailing bytes).
 core::Result<IterationChanges> decode_changes(const uint8_t* data, size_t size);

@@ -203,6 +203,7 @@ int32_t TokenShard::token(int64_t i) const {
 void TokenShard::copy(int64_t begin, int64_t count, int32_t* out) const {
   TESSERA_ASSERT(begin >= 0 && count >= 0 && begin + count <= size_,
                  "reading a token shard: range out of bounds");
+  if (count == 0) return;  // `out` may be an empty vector's null data(); memcpy's may not be
   if (version_ == kShardVersionU16) {
     for (int64_t i = 0; i < count; ++i) {
       uint16_t v;

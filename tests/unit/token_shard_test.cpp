@@ -97,6 +97,22 @@ TEST(TokenShard, EmptyShardAndMoveKeepTheMapping) {
   EXPECT_EQ(b.size(), 0);
 }
 
+// tests/fuzz/token_shard_fuzz.cpp found that copying the tokens of an empty uint32 shard into
+// an empty vector passed memcpy its null data() (undefined, stopped by UBSan in the sanitizer
+// build). Both widths: copying nothing touches nothing.
+TEST(TokenShard, CopyingNoTokensIntoAnEmptyVectorIsANoOp) {
+  for (int vocab : {50257, 100000}) {
+    const std::string path = temp_path("empty_copy.bin");
+    ASSERT_TRUE(write_token_shard(path, {}, vocab).is_ok());
+    core::Result<TokenShard> shard = TokenShard::open(path);
+    ASSERT_TRUE(shard.is_ok()) << shard.status().message();
+    EXPECT_EQ(shard->version(), vocab > 65535 ? kShardVersionU32 : kShardVersionU16);
+    std::vector<int32_t> none;
+    shard->copy(0, 0, none.data());
+    EXPECT_TRUE(none.empty());
+  }
+}
+
 TEST(TokenShard, WriteRejectsTokensOutsideTheVocabulary) {
   const std::string path = temp_path("oov.bin");
   core::Status st = write_token_shard(path, {1, 2, 5}, 5);

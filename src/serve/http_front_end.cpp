@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "data/tokenizer.h"
+#include "serve/peer_socket.h"
+#include "serve/playground.h"
 #include "serve/scheduler.h"
 
 namespace tessera::serve {
@@ -51,6 +53,14 @@ void send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(error_body(e), "application/json");
 }
 
+ApiError hung_up_error() {
+  ApiError e;
+  e.status = 499;  // nginx's "client closed request": no client reads it
+  e.type = "client_closed_request";
+  e.message = "the client closed the connection; the request was cancelled";
+  return e;
+}
+
 ApiError stopped_error() {
   ApiError e;
   e.status = 503;
@@ -82,11 +92,26 @@ struct HttpFrontEnd::Impl {
     return seeds();
   }
 
+  // A token as the logprobs field lists it (its text and top alternatives decoded).
+  LoggedToken log_token(const RequestEvent& e) const {
+    LoggedToken t;
+    t.text = tokenizer.decode_token(e.token);
+    t.logprob = e.logprobs.logprob;
+    for (int k = 0; k < e.logprobs.n_top; ++k) {
+      t.top.emplace_back(tokenizer.decode_token(e.logprobs.top_tokens[k]),
+                         e.logprobs.top_logprobs[k]);
+    }
+    return t;
+  }
   void completions(const httplib::Request& req, httplib::Response& res);
   void install_routes();
 };
 
 void HttpFrontEnd::Impl::install_routes() {
+  server.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    const std::string_view page = playground_html();
+    res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+  });
   server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const State s = state.load();
     res.status = s == State::kReady ? 200 : 503;
@@ -111,7 +136,8 @@ void HttpFrontEnd::Impl::install_routes() {
         e.type = res.status == 404 ? "not_found_error" : "invalid_request_error";
         if (res.status == 404) {
           e.message = "no route for " + req.method + " " + req.path +
-                      "; see GET /v1/models, POST /v1/completions, GET /health, GET /metrics";
+                      "; see GET /, GET /v1/models, POST /v1/completions, GET /health, "
+                      "GET /metrics";
         } else if (res.status == 413) {
           e.message =
               "the request body is too large: the limit is 1 MiB, and 8 KiB for a body sent as "
@@ -161,12 +187,35 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
   const std::string name = "cmpl-" + std::to_string(id);
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
 
+  // A stop string ends the request: the text so far is the answer, and the sequence leaves the
+  // batch at the next iteration (reported as stopped). Usage counts the tokens up to the one that
+  // completed the stop string.
+  const int64_t prompt_tokens = static_cast<int64_t>(request.spec.prompt.size());
+  const int logprobs = request.spec.logprobs;
   if (!request.stream) {
     ++in_flight;
-    std::string bytes;
+    // A client that hangs up is noticed by peeking at its socket every poll interval (cpp-httplib
+    // 0.11 would notice only when the answer is written): its request is cancelled.
+    const int socket =
+        find_connected_socket(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+    auto next_peek = std::chrono::steady_clock::now() + kPollInterval;
+    CompletionText text(request.stop);
+    LogprobsField field{logprobs, {}};
+    std::string out;
+    Finish finish = Finish::kNone;
+    Usage usage;
     RequestEvent e;
     for (;;) {
-      if (!channel->pop(&e, kPollInterval)) {
+      const bool got = channel->pop(&e, kPollInterval);
+      if (socket >= 0 && (!got || std::chrono::steady_clock::now() >= next_peek)) {
+        next_peek = std::chrono::steady_clock::now() + kPollInterval;
+        if (peer_hung_up(socket)) {
+          scheduler.cancel(id);
+          --in_flight;
+          return send_error(res, hung_up_error());  // written to no one; the connection closes
+        }
+      }
+      if (!got) {
         if (stopping.load()) {
           scheduler.cancel(id);
           --in_flight;
@@ -174,39 +223,61 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         }
         continue;
       }
-      if (e.token >= 0) bytes += tokenizer.decode_token(e.token);
-      if (e.finish != Finish::kNone) break;
+      if (e.token >= 0) {
+        const LoggedToken logged = log_token(e);
+        CompletionText::Piece piece =
+            text.push(tokenizer.decode_token(e.token), logprobs >= 0 ? &logged : nullptr);
+        out += piece.text;
+        for (LoggedToken& t : piece.tokens) field.tokens.push_back(std::move(t));
+        if (text.stopped()) {
+          if (e.finish == Finish::kNone) scheduler.stop(id);
+          finish = Finish::kStop;
+          usage = {prompt_tokens, text.tokens_pushed()};
+          break;
+        }
+      }
+      if (e.finish != Finish::kNone) {
+        CompletionText::Piece piece = text.finish();
+        out += piece.text;
+        for (LoggedToken& t : piece.tokens) field.tokens.push_back(std::move(t));
+        finish = e.finish;
+        usage = e.usage;
+        break;
+      }
     }
-    if (e.finish == Finish::kError) {
+    if (finish == Finish::kError) {
       ApiError error;
       error.status = 500;
       error.type = "server_error";
       error.message = e.error;
       send_error(res, error);
     } else {
-      res.set_content(completion_body(name, now, limits.model_name, bytes, e.finish, e.usage),
+      res.set_content(completion_body(name, now, limits.model_name, out, finish, usage, field),
                       "application/json");
     }
     --in_flight;
     return;
   }
 
-  // Streaming: one event per token piece, the finish on the last, then [DONE]. The provider is
-  // called again and again until it calls sink.done(); returning false (a failed write: the
-  // client is gone) ends the response, and the releaser then cancels the request.
+  // Streaming: one event per piece of final text (CompletionText holds back a split character or
+  // a possible stop string), the finish on the last, then [DONE]. The provider is called again
+  // and again until it calls sink.done(); returning false (a failed write: the client is gone)
+  // ends the response, and the releaser then cancels the request.
   struct Stream {
     std::shared_ptr<RequestChannel> channel;
-    Utf8Joiner joiner;
+    CompletionText text;
     bool finished = false;
   };
   auto stream = std::make_shared<Stream>();
   stream->channel = channel;
+  stream->text = CompletionText(request.stop);
   const bool include_usage = request.include_usage;
   ++in_flight;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, stream, id, name, now, include_usage](size_t, httplib::DataSink& sink) {
+      [this, stream, id, name, now, include_usage, prompt_tokens, logprobs](
+          size_t, httplib::DataSink& sink) {
         RequestEvent e;
         if (!stream->channel->pop(&e, kPollInterval)) {
           if (stopping.load()) {
@@ -218,25 +289,41 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
           }
           return true;  // nothing yet: httplib checks the socket and calls again
         }
-        std::string text =
-            e.token >= 0 ? stream->joiner.push(tokenizer.decode_token(e.token)) : std::string();
-        if (e.finish == Finish::kNone) {
+        LogprobsField field{logprobs, {}};
+        std::string text;
+        if (e.token >= 0) {
+          const LoggedToken logged = log_token(e);
+          CompletionText::Piece piece =
+              stream->text.push(tokenizer.decode_token(e.token), logprobs >= 0 ? &logged : nullptr);
+          text = std::move(piece.text);
+          field.tokens = std::move(piece.tokens);
+        }
+        Finish finish = e.finish;
+        Usage usage = e.usage;
+        if (stream->text.stopped()) {
+          if (finish == Finish::kNone) scheduler.stop(id);
+          finish = Finish::kStop;
+          usage = {prompt_tokens, stream->text.tokens_pushed()};
+        }
+        if (finish == Finish::kNone) {
           if (text.empty()) return true;
           const std::string event =
-              completion_chunk_event(name, now, limits.model_name, text, Finish::kNone);
+              completion_chunk_event(name, now, limits.model_name, text, Finish::kNone, field);
           return sink.write(event.data(), event.size());
         }
         std::string out;
-        if (e.finish == Finish::kError) {
+        if (finish == Finish::kError) {
           ApiError error;
           error.status = 500;
           error.type = "server_error";
           error.message = e.error;
           out = error_event(error);
         } else {
-          text += stream->joiner.flush();
-          out = completion_chunk_event(name, now, limits.model_name, text, e.finish);
-          if (include_usage) out += usage_chunk_event(name, now, limits.model_name, e.usage);
+          CompletionText::Piece rest = stream->text.finish();
+          text += rest.text;
+          for (LoggedToken& t : rest.tokens) field.tokens.push_back(std::move(t));
+          out = completion_chunk_event(name, now, limits.model_name, text, finish, field);
+          if (include_usage) out += usage_chunk_event(name, now, limits.model_name, usage);
         }
         out += done_event();
         stream->finished = true;

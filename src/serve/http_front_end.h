@@ -6,7 +6,9 @@
 //   GET  /v1/models       the one served model
 //   GET  /health          200 when ready, 503 while loading or draining
 //   GET  /metrics         Prometheus text (metrics.h)
-// A streaming client that goes away (a write to it fails) cancels its request. Thread-safe.
+//   GET  /                the playground page (playground.h)
+// A client that goes away cancels its request: a streaming one when a write to it fails, a
+// non-streaming one when a peek at its socket sees the hang-up (peer_socket.h). Thread-safe.
 #pragma once
 
 #include <cstdint>

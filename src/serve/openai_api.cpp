@@ -2,8 +2,10 @@
 #include "serve/openai_api.h"
 
 #include <algorithm>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "data/tokenizer.h"
 
 namespace tessera::serve {
@@ -44,15 +46,47 @@ bool is_unsupported_default(const std::string& key, const json& v) {
   if (key == "presence_penalty" || key == "frequency_penalty") {
     return v.is_number() && v.get<double>() == 0.0;
   }
-  if (key == "stop" || key == "logit_bias") return v.empty();  // [] or {} (or "")
-  if (key == "logprobs" || key == "suffix") return false;      // only null
-  return false;
+  if (key == "logit_bias") return v.empty();  // {} (or [])
+  return false;                               // suffix: only null
 }
 
 bool is_unsupported_field(const std::string& key) {
   return key == "n" || key == "best_of" || key == "echo" || key == "presence_penalty" ||
-         key == "frequency_penalty" || key == "stop" || key == "logit_bias" || key == "logprobs" ||
-         key == "suffix";
+         key == "frequency_penalty" || key == "logit_bias" || key == "suffix";
+}
+
+// stop: null, a string, or a list of at most kMaxStopStrings strings; "" and [] mean none.
+std::optional<ApiError> parse_stop(const json& v, std::vector<std::string>* stop) {
+  stop->clear();
+  if (v.is_null()) return std::nullopt;
+  if (v.is_string()) {
+    if (!v.get<std::string>().empty()) stop->push_back(v.get<std::string>());
+  } else if (v.is_array()) {
+    if (v.size() > static_cast<size_t>(kMaxStopStrings)) {
+      return invalid("stop", "stop has " + std::to_string(v.size()) + " strings; at most " +
+                                 std::to_string(kMaxStopStrings) + " are allowed");
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!v[i].is_string()) {
+        return invalid("stop", "stop string " + std::to_string(i) + " is " + type_name(v[i]) +
+                                   "; stop takes a string or a list of strings");
+      }
+      if (v[i].get<std::string>().empty()) {
+        return invalid("stop", "stop string " + std::to_string(i) +
+                                   " is empty; every stop string needs at least one character");
+      }
+      stop->push_back(v[i].get<std::string>());
+    }
+  } else {
+    return wrong_type("stop", "a string or a list of strings", v);
+  }
+  for (const std::string& s : *stop) {
+    if (s.size() > kMaxStopBytes) {
+      return invalid("stop", "a stop string is " + std::to_string(s.size()) +
+                                 " bytes; the limit is " + std::to_string(kMaxStopBytes));
+    }
+  }
+  return std::nullopt;
 }
 
 json completion_json(const std::string& id, int64_t created, const std::string& model) {
@@ -179,6 +213,19 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
         if (!ov.is_boolean()) return wrong_type("stream_options.include_usage", "a boolean", ov);
         out->include_usage = ov.get<bool>();
       }
+    } else if (key == "stop") {
+      if (auto e = parse_stop(v, &out->stop)) return e;
+    } else if (key == "logprobs") {
+      if (v.is_null()) continue;
+      if (!v.is_number_integer()) return wrong_type("logprobs", "an integer in [0, 5] or null", v);
+      const int64_t n = v.get<int64_t>();
+      if (n < 0 || n > generate::kMaxTopLogprobs) {
+        return invalid("logprobs", "logprobs is " + std::to_string(n) + "; it must lie in [0, " +
+                                       std::to_string(generate::kMaxTopLogprobs) +
+                                       "] (0: the chosen token's log-probability, N: also the N "
+                                       "most likely tokens'), or null for none");
+      }
+      spec.logprobs = static_cast<int>(n);
     } else if (key == "user") {
       if (!v.is_string() && !v.is_null()) return wrong_type("user", "a string", v);
     } else if (is_unsupported_field(key)) {
@@ -190,7 +237,7 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
     } else {
       return invalid(key, "unknown field '" + key +
                               "'; /v1/completions takes model, prompt, max_tokens, temperature, "
-                              "top_p, top_k, seed, stream, stream_options, user");
+                              "top_p, top_k, seed, stop, logprobs, stream, stream_options, user");
     }
   }
   if (!have_prompt)
@@ -245,21 +292,51 @@ const char* openai_finish_reason(Finish finish) {
   }
 }
 
+namespace {
+json logprobs_object(const LogprobsField& l) {
+  if (l.requested < 0) return nullptr;
+  json tokens = json::array(), token_logprobs = json::array(), offsets = json::array();
+  json top = l.requested > 0 ? json::array() : json(nullptr);
+  for (const LoggedToken& t : l.tokens) {
+    tokens.push_back(t.text);
+    token_logprobs.push_back(t.logprob);
+    offsets.push_back(t.text_offset);
+    if (l.requested > 0) {
+      json alternatives = json::object();
+      for (const auto& [text, logprob] : t.top) {
+        // Two tokens may share a text (bytes of a split character both read U+FFFD): the first,
+        // the more likely, is kept.
+        if (!alternatives.contains(text)) alternatives[text] = logprob;
+      }
+      top.push_back(std::move(alternatives));
+    }
+  }
+  return json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", std::move(top)},
+              {"text_offset", std::move(offsets)}};
+}
+}  // namespace
+
+std::string logprobs_json(const LogprobsField& logprobs) { return dump(logprobs_object(logprobs)); }
+
 std::string completion_body(const std::string& id, int64_t created, const std::string& model,
-                            const std::string& text, Finish finish, const Usage& usage) {
+                            const std::string& text, Finish finish, const Usage& usage,
+                            const LogprobsField& logprobs) {
   json j = completion_json(id, created, model);
   j["choices"] = json::array({json{{"index", 0},
                                    {"text", text},
-                                   {"logprobs", nullptr},
+                                   {"logprobs", logprobs_object(logprobs)},
                                    {"finish_reason", openai_finish_reason(finish)}}});
   j["usage"] = usage_json(usage);
   return dump(j);
 }
 
 std::string completion_chunk_event(const std::string& id, int64_t created, const std::string& model,
-                                   const std::string& text, Finish finish) {
+                                   const std::string& text, Finish finish,
+                                   const LogprobsField& logprobs) {
   json j = completion_json(id, created, model);
-  json choice{{"index", 0}, {"text", text}, {"logprobs", nullptr}};
+  json choice{{"index", 0}, {"text", text}, {"logprobs", logprobs_object(logprobs)}};
   choice["finish_reason"] =
       finish == Finish::kNone ? json(nullptr) : json(openai_finish_reason(finish));
   j["choices"] = json::array({choice});
@@ -287,28 +364,30 @@ std::string models_body(const std::string& model, int64_t created, int64_t conte
   return dump(json{{"object", "list"}, {"data", json::array({m})}});
 }
 
-std::string Utf8Joiner::push(std::string_view bytes) {
-  held_.append(bytes);
-  const size_t n = held_.size();
+size_t utf8_complete_prefix(std::string_view bytes) {
+  const size_t n = bytes.size();
   // The last byte that is not a continuation byte (10xxxxxx), at most 4 back.
   size_t lead = n;
   for (size_t back = 1; back <= 4 && back <= n; ++back) {
-    const auto b = static_cast<unsigned char>(held_[n - back]);
+    const auto b = static_cast<unsigned char>(bytes[n - back]);
     if ((b & 0xC0) != 0x80) {
       lead = n - back;
       break;
     }
   }
-  size_t cut = n;
-  if (lead < n) {
-    const auto b = static_cast<unsigned char>(held_[lead]);
-    const size_t need = b < 0x80             ? 1
-                        : (b & 0xE0) == 0xC0 ? 2
-                        : (b & 0xF0) == 0xE0 ? 3
-                        : (b & 0xF8) == 0xF0 ? 4
-                                             : 1;
-    if (n - lead < need) cut = lead;  // an unfinished character: hold it
-  }
+  if (lead == n) return n;
+  const auto b = static_cast<unsigned char>(bytes[lead]);
+  const size_t need = b < 0x80             ? 1
+                      : (b & 0xE0) == 0xC0 ? 2
+                      : (b & 0xF0) == 0xE0 ? 3
+                      : (b & 0xF8) == 0xF0 ? 4
+                                           : 1;
+  return n - lead < need ? lead : n;  // an unfinished character: cut before it
+}
+
+std::string Utf8Joiner::push(std::string_view bytes) {
+  held_.append(bytes);
+  const size_t cut = utf8_complete_prefix(held_);
   std::string out = held_.substr(0, cut);
   held_.erase(0, cut);
   return out;
@@ -318,6 +397,63 @@ std::string Utf8Joiner::flush() {
   std::string out;
   out.swap(held_);
   return out;
+}
+
+CompletionText::CompletionText(std::vector<std::string> stop) : stop_(std::move(stop)) {}
+
+CompletionText::Piece CompletionText::release(size_t end, bool all_tokens) {
+  Piece piece;
+  piece.text = text_.substr(released_, end - released_);
+  released_ = end;
+  size_t n = 0;
+  while (n < pending_.size() &&
+         (all_tokens || pending_[n].text_offset < static_cast<int64_t>(end))) {
+    ++n;
+  }
+  piece.tokens.assign(std::make_move_iterator(pending_.begin()),
+                      std::make_move_iterator(pending_.begin() + static_cast<std::ptrdiff_t>(n)));
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  return piece;
+}
+
+CompletionText::Piece CompletionText::push(std::string_view bytes, const LoggedToken* logged) {
+  TESSERA_ASSERT(!stopped_, "no token follows a stop string");
+  ++tokens_pushed_;
+  if (logged) {
+    pending_.push_back(*logged);
+    pending_.back().text_offset = static_cast<int64_t>(text_.size());
+  }
+  text_.append(bytes);
+  // Invariant: no stop string starts before released_ (a tail that could begin one is held), so
+  // the first occurrence of any stop string lies at or after it.
+  size_t first = std::string::npos;
+  for (const std::string& s : stop_) first = std::min(first, text_.find(s, released_));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    text_.resize(first);
+    Piece piece = release(first, false);
+    pending_.clear();
+    return piece;
+  }
+  // Hold back the longest tail that is a proper prefix of a stop string.
+  size_t end = text_.size();
+  for (const std::string& s : stop_) {
+    const size_t longest = std::min(s.size() - 1, text_.size() - released_);
+    for (size_t k = longest; k >= 1; --k) {
+      if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+        end = std::min(end, text_.size() - k);
+        break;
+      }
+    }
+  }
+  end =
+      released_ + utf8_complete_prefix(std::string_view(text_).substr(released_, end - released_));
+  return release(end, false);
+}
+
+CompletionText::Piece CompletionText::finish() {
+  if (stopped_) return {};
+  return release(text_.size(), true);
 }
 
 }  // namespace tessera::serve

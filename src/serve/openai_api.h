@@ -4,14 +4,17 @@
 // these; the unit tests call them directly.
 //
 // Field policy: the fields below are read; an OpenAI field we do not implement is accepted only
-// at its default value (n=1, best_of=1, echo=false, logprobs=null, stop=null or [], suffix=null,
-// presence/frequency_penalty=0, logit_bias=null or {}), otherwise 400 naming it; any other field
-// is a 400 naming it ("unknown field"), so a typo never silently changes a request.
+// at its default value (n=1, best_of=1, echo=false, suffix=null, presence/frequency_penalty=0,
+// logit_bias=null or {}), otherwise 400 naming it; any other field is a 400 naming it ("unknown
+// field"), so a typo never silently changes a request.
 //   model (string, optional; must be the served model's name), prompt (string, or a list of
 //   token ids), max_tokens (integer >= 1, default 16; prompt + max_tokens <= the context),
 //   temperature (number >= 0, default 1; 0: greedy), top_p (number in (0, 1], default 1),
 //   top_k (integer >= 0, default 0: off), seed (integer >= 0; default: a fresh random seed),
-//   stream (bool), stream_options ({"include_usage": bool}), user (string, ignored).
+//   stream (bool), stream_options ({"include_usage": bool}), user (string, ignored),
+//   stop (a string or a list of at most 4 non-empty strings; null, "" and [] are none),
+//   logprobs (integer in [0, 5] or null: the chosen token's log-probability, and the N most
+//   likely tokens' for N >= 1).
 #pragma once
 
 #include <cstdint>
@@ -44,10 +47,14 @@ struct ApiLimits {
   int64_t vocab_size = 0;
 };
 
+constexpr int kMaxStopStrings = 4;
+constexpr size_t kMaxStopBytes = 256;  // the longest stop string, in bytes
+
 struct CompletionRequest {
-  RequestSpec spec;
+  RequestSpec spec;  // spec.logprobs: the request's logprobs (-1: null)
   bool stream = false;
-  bool include_usage = false;  // stream_options.include_usage
+  bool include_usage = false;     // stream_options.include_usage
+  std::vector<std::string> stop;  // stop strings, none empty
 };
 
 // Parses a POST /v1/completions body. On error returns it (and leaves *out unspecified).
@@ -62,13 +69,34 @@ ApiError rejection_error(const SubmitResult& result);
 // "stop" for end-of-text, "length" for max_tokens or a full context (OpenAI has no third value).
 const char* openai_finish_reason(Finish finish);
 
+// One emitted token as the logprobs field lists it: its text (the token's bytes), its
+// log-probability, the most likely tokens (text, log-probability; most likely first), and the byte
+// offset of its first byte in the completion's text.
+struct LoggedToken {
+  std::string text;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+  int64_t text_offset = 0;
+};
+// What a completion (or one stream event) says about log-probabilities: null when the request
+// asked for none (logprobs null); top_logprobs is null when it asked for 0.
+struct LogprobsField {
+  int requested = -1;               // the request's logprobs; -1: the field is null
+  std::vector<LoggedToken> tokens;  // the tokens whose first byte lies in the text
+};
+// OpenAI's completions logprobs object: {"tokens", "token_logprobs", "top_logprobs",
+// "text_offset"}, or null (requested < 0). As JSON text.
+std::string logprobs_json(const LogprobsField& logprobs);
+
 // A whole completion (non-streaming).
 std::string completion_body(const std::string& id, int64_t created, const std::string& model,
-                            const std::string& text, Finish finish, const Usage& usage);
+                            const std::string& text, Finish finish, const Usage& usage,
+                            const LogprobsField& logprobs = {});
 // One server-sent event "data: {json}\n\n" of a stream: a text piece, with finish_reason null
 // (finish == kNone) or set.
 std::string completion_chunk_event(const std::string& id, int64_t created, const std::string& model,
-                                   const std::string& text, Finish finish);
+                                   const std::string& text, Finish finish,
+                                   const LogprobsField& logprobs = {});
 // The usage event of stream_options.include_usage: choices [] and usage.
 std::string usage_chunk_event(const std::string& id, int64_t created, const std::string& model,
                               const Usage& usage);
@@ -91,6 +119,42 @@ class Utf8Joiner {
 
  private:
   std::string held_;
+};
+// The length of the longest prefix of `bytes` that does not end inside a UTF-8 character.
+size_t utf8_complete_prefix(std::string_view bytes);
+
+// A completion's text as its tokens arrive, with OpenAI's stop strings: the text ends before the
+// first occurrence of any stop string (which is not part of it), and the request is then done.
+// Text is released only when it is final: never inside a UTF-8 character, and never a tail that
+// could still grow into a stop string (held back until the next tokens decide it). So the pieces
+// released, joined, are exactly the non-streaming text. Each piece carries the logged tokens whose
+// first byte lies in it (after a stop: the tokens that begin before the stop string).
+// Not thread-safe; one per request.
+class CompletionText {
+ public:
+  explicit CompletionText(std::vector<std::string> stop = {});
+  struct Piece {
+    std::string text;
+    std::vector<LoggedToken> tokens;
+  };
+  // Appends one token's bytes; `logged` (nullptr: no logprobs asked) is listed with the piece
+  // its first byte is released in, its text_offset set here. Returns what is final now; after a
+  // stop (stopped() turns true), the last piece. Precondition: !stopped().
+  Piece push(std::string_view bytes, const LoggedToken* logged);
+  // The completion ended without a stop: everything still held.
+  Piece finish();
+  bool stopped() const { return stopped_; }
+  int64_t tokens_pushed() const { return tokens_pushed_; }
+
+ private:
+  Piece release(size_t end, bool all_tokens);
+
+  std::vector<std::string> stop_;
+  std::string text_;                  // every byte so far (up to the stop string, once stopped)
+  size_t released_ = 0;               // bytes of text_ released
+  std::vector<LoggedToken> pending_;  // logged tokens not yet released
+  bool stopped_ = false;
+  int64_t tokens_pushed_ = 0;
 };
 
 }  // namespace tessera::serve

@@ -110,6 +110,14 @@ void Scheduler::cancel(uint64_t id) {
   work_cv_.notify_all();
 }
 
+void Scheduler::stop(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stops_.insert(id);
+  }
+  work_cv_.notify_all();
+}
+
 void Scheduler::drain() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -129,7 +137,7 @@ void Scheduler::count_invalid() {
 }
 
 bool Scheduler::has_work_locked() const {
-  return !waiting_.empty() || !running_.empty() || !cancels_.empty();
+  return !waiting_.empty() || !running_.empty() || !cancels_.empty() || !stops_.empty();
 }
 
 bool Scheduler::wait_for_work(double seconds) {
@@ -214,6 +222,12 @@ IterationChanges Scheduler::plan() {
       }
     }
     cancels_.clear();
+    for (uint64_t id : stops_) {
+      if (!running_.count(id)) continue;
+      changes.cancel.push_back(id);
+      finish_locked(id, Finish::kStop, "", -1, deliveries);
+    }
+    stops_.clear();
     while (static_cast<int64_t>(running_.size()) < options_.max_running && !waiting_.empty()) {
       Waiting w = std::move(waiting_.front());
       waiting_.pop_front();
@@ -223,6 +237,7 @@ IterationChanges Scheduler::plan() {
       a.options.sampling = w.spec.sampling;
       a.options.max_tokens = w.spec.max_tokens;
       a.options.stop_at_eot = w.spec.stop_at_eot;
+      a.options.logprobs = w.spec.logprobs;
       a.options.eot_token = options_.eot_token;
       a.options.use_kv_cache = true;
       Running r;
@@ -274,6 +289,8 @@ void Scheduler::on_events(const std::vector<SequenceEvent>& events) {
         RequestEvent e;
         e.request_id = s.request_id;
         e.token = s.token;
+        e.has_logprobs = s.has_logprobs;
+        e.logprobs = s.logprobs;
         deliveries.emplace_back(r.on_event, std::move(e));
         continue;
       }
@@ -281,6 +298,9 @@ void Scheduler::on_events(const std::vector<SequenceEvent>& events) {
                             : s.finished == generate::FinishReason::kLength  ? Finish::kLength
                                                                              : Finish::kContextFull;
       finish_locked(s.request_id, finish, "", s.token, deliveries);
+      // finish_locked queued this request's final report last: it carries the token's logprobs.
+      deliveries.back().second.has_logprobs = s.has_logprobs;
+      deliveries.back().second.logprobs = s.logprobs;
     }
   }
   for (auto& [callback, event] : deliveries) {

@@ -49,8 +49,10 @@ struct RequestEvent {
   uint64_t request_id = 0;
   int32_t token = -1;
   Finish finish = Finish::kNone;
-  Usage usage;        // final counts, when finish != kNone
-  std::string error;  // why, when finish == kError
+  Usage usage;                // final counts, when finish != kNone
+  std::string error;          // why, when finish == kError
+  bool has_logprobs = false;  // token >= 0 and the request asked for logprobs
+  generate::TokenLogprobs logprobs;
 };
 using EventCallback = std::function<void(const RequestEvent&)>;
 
@@ -59,6 +61,7 @@ struct RequestSpec {
   generate::SamplingOptions sampling;
   int max_tokens = 16;
   bool stop_at_eot = true;
+  int logprobs = -1;  // generate::GenerateOptions::logprobs: -1 none, else 0..kMaxTopLogprobs
 };
 
 struct SchedulerOptions {
@@ -108,6 +111,10 @@ class Scheduler {
   SubmitResult submit(RequestSpec spec, EventCallback on_event);
   // Cancels a waiting or running request at the next plan(); a no-op once it has finished.
   void cancel(uint64_t id);
+  // Ends a running request at the next plan() as finished kStop (the front end found one of its
+  // stop strings): it leaves the batch like a cancelled one, but is counted and reported as
+  // stopped. A no-op for a request that is not running.
+  void stop(uint64_t id);
   // Stops admitting: later submits are kUnavailable; queued and running requests still finish.
   void drain();
   bool draining() const;
@@ -157,6 +164,7 @@ class Scheduler {
   bool draining_ = false;
   std::deque<Waiting> waiting_;
   std::unordered_set<uint64_t> cancels_;
+  std::unordered_set<uint64_t> stops_;
   std::unordered_map<uint64_t, Running> running_;
   Metrics metrics_;
 };

@@ -106,8 +106,8 @@ TEST_F(ServeApiTest, UnknownAndUnsupportedFieldsAreNamed) {
   expect_error(R"({"prompt": "a", "max_token": 4})", 400, "max_token", "unknown field 'max_token'");
   expect_error(R"({"prompt": "a", "n": 2})", 400, "n", "not supported");
   expect_error(R"({"prompt": "a", "echo": true})", 400, "echo", "not supported");
-  expect_error(R"({"prompt": "a", "stop": ["\n"]})", 400, "stop", "not supported");
-  expect_error(R"({"prompt": "a", "logprobs": 2})", 400, "logprobs", "not supported");
+  expect_error(R"({"prompt": "a", "suffix": "x"})", 400, "suffix", "not supported");
+  expect_error(R"({"prompt": "a", "best_of": 3})", 400, "best_of", "not supported");
   expect_error(R"({"prompt": "a", "stream_options": {"usage": true}})", 400, "stream_options.usage",
                "unknown field");
 }

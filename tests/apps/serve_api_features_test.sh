@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# tessera-serve's request features end to end (docs/SERVING.md), on a small model trained here:
+#   stop strings: a seeded completion stops before a stop string its full text is known to
+#     contain (finish_reason "stop", fewer tokens), streamed and not; no streamed piece holds it;
+#   logprobs: a greedy token's log-probability is the largest of its top 5, the tokens join to
+#     the text, text_offset counts bytes; values equal a PyTorch reference (scripts/torch_gpt2.py
+#     on the same checkpoint, full recomputation, log_softmax in double) within 1e-4; a request
+#     alone and among concurrent requests gets the same tokens and logprobs within 1e-5; tp 2
+#     gives tp 1's within 1e-5;
+#   a client that hangs up during a non-streaming request has it cancelled (the running count
+#     drops to 0, cancelled +1) within about a poll interval.
+# Every wait is bounded; a trap kills any server left behind.
+source "$(dirname "$0")/lib.sh"
+cd "$TESSERA_ROOT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+SERVE="$TESSERA_BIN/tessera-serve"
+PY=/usr/bin/python3
+
+servers=()
+cleanup() {
+  local p
+  for p in "${servers[@]}"; do
+    if kill -0 "$p" 2> /dev/null; then
+      pkill -KILL -P "$p" 2> /dev/null
+      kill -KILL "$p" 2> /dev/null
+    fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_server LOG ARGS...: as serve_test.sh: sets $port and $server, or fails.
+start_server() {
+  local log=$1
+  shift
+  timeout -k 5 120 "$@" > "$log" 2>&1 &
+  server=$!
+  servers+=("$server")
+  port=""
+  for _ in $(seq 1 300); do
+    port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$log")
+    [[ -n $port ]] && return 0
+    kill -0 "$server" 2> /dev/null || break
+    sleep 0.1
+  done
+  fail "server did not become ready ($*):"
+  sed 's/^/    /' "$log"
+  return 1
+}
+
+stop_server() {
+  local k kids
+  kids=$(pgrep -P "$server")
+  for k in $kids; do
+    if [[ $(cat /proc/"$k"/comm 2> /dev/null) == tessera-serve ]]; then
+      kill -TERM "$k"
+    else
+      pkill -TERM -P "$k"
+    fi
+  done
+  for _ in $(seq 1 200); do
+    kill -0 "$server" 2> /dev/null || break
+    sleep 0.1
+  done
+  wait "$server" 2> /dev/null
+}
+
+client() {
+  local out rc
+  out=$(timeout -k 5 60 $PY "$WORK/client.py" "$@" 2>&1)
+  rc=$?
+  echo "$out"
+  passes=$((passes + $(grep -c '^ok: ' <<< "$out")))
+  failures=$((failures + $(grep -c '^FAIL: ' <<< "$out")))
+  [[ $rc -ne 0 ]] && fail "client $1 exited $rc"
+}
+
+cat > "$WORK/client.py" << 'PY'
+"""Checks of stop, logprobs and hang-ups against tessera-serve; prints ok:/FAIL: lines."""
+import http.client
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+
+PORT = 0
+failed = False
+PROMPT_IDS = [10, 20, 30, 40, 50, 60]  # the greedy/torch comparison's prompt, as token ids
+
+
+def ok(msg):
+    print("ok: " + msg, flush=True)
+
+
+def fail(msg):
+    global failed
+    failed = True
+    print("FAIL: " + msg, flush=True)
+
+
+def check(cond, msg, detail=""):
+    (ok if cond else fail)(msg if cond or not detail else f"{msg}: {detail}")
+    return cond
+
+
+def call(method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"} if body is not None else {})
+    r = conn.getresponse()
+    text = r.read().decode("utf-8", "replace")
+    conn.close()
+    return r.status, text
+
+
+def complete(body):
+    status, text = call("POST", "/v1/completions", body)
+    return status, json.loads(text)
+
+
+def stream(body):
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    events = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        line = line.decode("utf-8").rstrip("\n")
+        if line.startswith("data: "):
+            if line[6:] == "[DONE]":
+                break
+            events.append(json.loads(line[6:]))
+    conn.close()
+    return events
+
+
+def metrics():
+    _, text = call("GET", "/metrics")
+    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
+            for l in text.splitlines() if l and not l.startswith("#")}
+
+
+STOPPED = 'tessera_requests_finished_total{reason="stop"}'
+CANCELLED = 'tessera_requests_finished_total{reason="cancelled"}'
+
+
+def seeded(seed, **extra):
+    return dict({"prompt": "ROMEO:", "max_tokens": 40, "temperature": 0.9, "top_k": 40,
+                 "seed": seed}, **extra)
+
+
+def cmd_stop():
+    stopped_before = metrics().get(STOPPED, 0)
+    # The seeded text without a stop string, then a stop string taken from its middle.
+    status, full = complete(seeded(7))
+    text = full["choices"][0]["text"]
+    stop = None
+    for p in range(len(text) // 3, len(text) - 3):
+        s = text[p:p + 3]
+        if text.find(s) == p and s.strip():
+            stop = s
+            break
+    if not check(status == 200 and stop is not None, "a seeded text with a stop string inside",
+                 f"{status} {text!r}"):
+        return
+    expected = text[:text.find(stop)]
+    status, j = complete(seeded(7, stop=["never-appears", stop]))
+    c = j["choices"][0]
+    check(status == 200 and c["text"] == expected and c["finish_reason"] == "stop"
+          and j["usage"]["completion_tokens"] < 40,
+          f"stop {stop!r}: the text ends before it, finish_reason stop, "
+          f"{j['usage']['completion_tokens']} of 40 tokens",
+          f"{status} {c!r}, expected {expected!r}")
+    events = stream(seeded(7, stop=stop, stream_options={"include_usage": True}))
+    pieces = [e["choices"][0]["text"] for e in events if e.get("choices")]
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e.get("choices")]
+    usage = [e["usage"] for e in events if "usage" in e]
+    check("".join(pieces) == expected and finishes[-1] == "stop"
+          and not any(stop in p for p in pieces)
+          and usage and usage[0]["completion_tokens"] == j["usage"]["completion_tokens"],
+          f"streamed: {len(pieces)} pieces join to the same text, none holds the stop string, "
+          "finish_reason stop, the same usage", f"{pieces!r} {finishes[-1]} {usage}")
+    status, j = complete(seeded(7, stop=text[:2]))
+    check(status == 200 and j["choices"][0]["text"] == "" and j["choices"][0]["finish_reason"]
+          == "stop", "a stop string at the very start leaves an empty text", f"{j}")
+    # Each request above that hit its stop string left the batch counted as stopped (the steps
+    # are slowed, so the stop comes before max_tokens).
+    time.sleep(0.3)
+    check(metrics().get(STOPPED, 0) - stopped_before == 3, "metrics: 3 requests finished 'stop'",
+          f"{metrics().get(STOPPED, 0) - stopped_before}")
+
+
+def greedy_logprobs(port=None):
+    status, j = complete({"prompt": PROMPT_IDS, "max_tokens": 12, "temperature": 0,
+                          "logprobs": 5})
+    return status, j
+
+
+def cmd_logprobs(out_json):
+    status, j = greedy_logprobs()
+    c = j["choices"][0]
+    lp = c["logprobs"]
+    n = len(lp["tokens"])
+    ok_shape = (status == 200 and n == 12 and len(lp["token_logprobs"]) == n
+                and len(lp["top_logprobs"]) == n and len(lp["text_offset"]) == n)
+    if not check(ok_shape, "greedy logprobs=5: 12 tokens, token_logprobs, top_logprobs, "
+                 "text_offset", f"{status} {j}"):
+        return
+    best = all(math.isclose(lp["token_logprobs"][i], max(lp["top_logprobs"][i].values()),
+                            rel_tol=0, abs_tol=0) for i in range(n))
+    check(best, "each greedy token's log-probability is the largest of its top 5",
+          f"{lp['token_logprobs']} vs {lp['top_logprobs']}")
+    mass = all(sum(math.exp(v) for v in t.values()) <= 1 + 1e-6 for t in lp["top_logprobs"])
+    negative = all(v <= 0 for v in lp["token_logprobs"])
+    check(mass and negative, "log-probabilities are <= 0 and a top 5 holds mass <= 1")
+    offsets, at = [], 0
+    for t in lp["tokens"]:
+        offsets.append(at)
+        at += len(t.encode("utf-8"))
+    check("".join(lp["tokens"]) == c["text"] and lp["text_offset"] == offsets,
+          "the tokens join to the text; text_offset counts the bytes before each",
+          f"{lp['tokens']} {lp['text_offset']}")
+    status, j0 = complete({"prompt": PROMPT_IDS, "max_tokens": 12, "temperature": 0,
+                           "logprobs": 0})
+    check(j0["choices"][0]["logprobs"]["top_logprobs"] is None
+          and j0["choices"][0]["logprobs"]["token_logprobs"] == lp["token_logprobs"],
+          "logprobs=0: the same values, top_logprobs null")
+    status, jn = complete({"prompt": PROMPT_IDS, "max_tokens": 3})
+    check(jn["choices"][0]["logprobs"] is None, "no logprobs asked: logprobs null")
+    with open(out_json, "w") as f:
+        json.dump(lp, f)
+
+    # Alone and among 4 concurrent requests: identical logprobs (seeded sampling, logprobs=2).
+    bodies = [seeded(100 + i, logprobs=2, max_tokens=20) for i in range(4)]
+    alone = [complete(b)[1]["choices"][0] for b in bodies]
+    together = [None] * 4
+
+    def run(i):
+        together[i] = complete(bodies[i])[1]["choices"][0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # Tokens exactly; values within 1e-5: a row's logits in a batch equal its logits alone only
+    # to ~1e-6 (the batched GEMM rounds differently; batched_decode_test.cpp).
+    def close(a, b):
+        la, lb = a["logprobs"], b["logprobs"]
+        return (a["text"] == b["text"] and la["tokens"] == lb["tokens"]
+                and la["text_offset"] == lb["text_offset"]
+                and all(abs(x - y) <= 1e-5 for x, y in zip(la["token_logprobs"],
+                                                           lb["token_logprobs"]))
+                and all(ta.keys() == tb.keys() and all(abs(ta[k] - tb[k]) <= 1e-5 for k in ta)
+                        for ta, tb in zip(la["top_logprobs"], lb["top_logprobs"])))
+    same = all(together[i] is not None and close(together[i], alone[i]) for i in range(4))
+    check(same, "4 concurrent seeded requests: the text and tokens of each alone, logprobs "
+          "within 1e-5")
+    events = stream(bodies[0])
+    streamed = [t for e in events if e.get("choices") and e["choices"][0]["logprobs"]
+                for t in e["choices"][0]["logprobs"]["token_logprobs"]]
+    check(streamed == alone[0]["logprobs"]["token_logprobs"],
+          "streamed: the events' logprobs join to the non-streaming ones")
+
+
+def cmd_compare(tp1_json):
+    """tp 2's greedy logprobs against tp 1's (same tokens, values within 1e-5)."""
+    status, j = greedy_logprobs()
+    lp = j["choices"][0]["logprobs"]
+    with open(tp1_json) as f:
+        ref = json.load(f)
+    diff = max(abs(a - b) for a, b in zip(lp["token_logprobs"], ref["token_logprobs"]))
+    check(lp["tokens"] == ref["tokens"] and diff <= 1e-5,
+          f"tp 2: the greedy tokens and logprobs of tp 1 (max difference {diff:.2e})",
+          f"{lp['tokens']} vs {ref['tokens']}")
+
+
+def cmd_hangup():
+    before = metrics()
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=10)
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": 50})
+    s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+    deadline = time.time() + 10
+    while metrics()["tessera_requests_running"] < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    check(metrics()["tessera_requests_running"] == 1, "a non-streaming request is running")
+    s.close()
+    t0 = time.time()
+    while metrics()["tessera_requests_running"] > 0 and time.time() - t0 < 5:
+        time.sleep(0.02)
+    waited = time.time() - t0
+    m = metrics()
+    check(m["tessera_requests_running"] == 0 and m[CANCELLED] == before[CANCELLED] + 1
+          and waited < 1.0,
+          f"the client hung up: cancelled, running 0 after {waited:.2f} s (50 tokens at 20 ms "
+          "would take 1 s)", f"running {m['tessera_requests_running']}, cancelled "
+          f"{m[CANCELLED] - before[CANCELLED]}")
+    status, j = complete({"prompt": "ROMEO:", "max_tokens": 3})
+    check(status == 200, "a request after the hang-up succeeds")
+
+
+if __name__ == "__main__":
+    PORT = int(sys.argv[2])
+    {"stop": cmd_stop, "logprobs": cmd_logprobs, "compare": cmd_compare,
+     "hangup": cmd_hangup}[sys.argv[1]](*sys.argv[3:])
+    sys.exit(1 if failed else 0)
+PY
+
+# The PyTorch reference: greedy decoding by full recomputation on the exported checkpoint; the
+# chosen token's log-probability and the top 5 from log_softmax in double.
+cat > "$WORK/torch_ref.py" << 'PY'
+import json
+import sys
+
+import torch
+
+sys.path.insert(0, sys.argv[1] + "/scripts")
+from check_torch_export import build_model  # noqa: E402
+
+model = build_model(sys.argv[2])
+with open(sys.argv[3]) as f:
+    served = json.load(f)
+tokens = [10, 20, 30, 40, 50, 60]
+worst, mismatch = 0.0, None
+with torch.no_grad():
+    for i, want in enumerate(served["token_logprobs"]):
+        logits, _ = model(torch.tensor([tokens]))
+        lp = torch.log_softmax(logits[0, -1].double(), dim=-1)
+        top = torch.topk(lp, 5).values.tolist()
+        chosen = int(torch.argmax(lp))
+        worst = max(worst, abs(lp[chosen].item() - want))
+        tops = sorted(served["top_logprobs"][i].values(), reverse=True)
+        # top_logprobs is keyed by token text: equal texts collapse, so compare what is there.
+        for v in tops:
+            worst = max(worst, min(abs(v - t) for t in top))
+        tokens.append(chosen)
+print(f"{worst:.3e}")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+
+make_small_data "$WORK/data"
+sets=$(small_sets "$WORK/data")
+timeout 120 "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets --set train.steps=60 \
+  --set optim.warmup_steps=5 > "$WORK/train.log" 2>&1 \
+  || { cat "$WORK/train.log"; fail "training run"; finish; exit 1; }
+model="$WORK/run/model.h5"
+
+# Slowed steps (20 ms) so that a stop string or a hang-up is seen before max_tokens is reached.
+if start_server "$WORK/serve1.log" "$SERVE" "$model" --port 0 --max-sequences 4 \
+  --debug-step-delay-ms 20; then
+  pass "1x1 ready on port $port"
+  client stop "$port"
+  client logprobs "$port" "$WORK/tp1.json"
+  client hangup "$port"
+  stop_server
+fi
+
+if [[ -s "$WORK/tp1.json" ]]; then
+  if out=$(timeout 60 $PY scripts/ckpt_to_torch.py "$model" "$WORK/ref.pt" 2>&1); then
+    out=$(timeout 60 $PY "$WORK/torch_ref.py" "$TESSERA_ROOT" "$WORK/ref.pt" "$WORK/tp1.json" 2>&1) \
+      && pass "greedy logprobs and top 5 equal PyTorch's log_softmax (max difference $out)" \
+      || fail "logprobs vs PyTorch: $out"
+  else
+    fail "ckpt_to_torch.py: $out"
+  fi
+
+  if start_server "$WORK/serve2.log" mpirun -n 2 --oversubscribe --bind-to none "$SERVE" \
+    "$model" --port 0 --tp 2; then
+    pass "1x2 ready on port $port"
+    client compare "$port" "$WORK/tp1.json"
+    stop_server
+  fi
+else
+  fail "no tp 1 logprobs to compare with"
+fi
+finish

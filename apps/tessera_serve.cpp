@@ -1,12 +1,19 @@
 // tessera-serve: an OpenAI-compatible HTTP server over the batched KV-cache Generator
-// (docs/SERVING.md). World rank 0 runs HTTP and the scheduler; every tp rank runs the same
-// batched decode, fed each iteration's changes over tp. MPI and the model stay on main threads.
+// (docs/SERVING.md), on a dp x tp grid. World rank 0 runs HTTP and the Router, which sends each
+// request to the least-loaded dp replica; each replica's tp rank 0 runs its scheduler and feeds
+// its tp ranks each iteration's changes; every tp rank runs the same batched decode. Replica
+// leaders and world rank 0 talk point to point (route_channel.h). MPI and the model stay on main
+// threads.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
@@ -20,6 +27,9 @@
 #include "parallel/process_grid.h"
 #include "serve/engine.h"
 #include "serve/http_front_end.h"
+#include "serve/route_channel.h"
+#include "serve/route_protocol.h"
+#include "serve/router.h"
 #include "serve/scheduler.h"
 #include "serve/serve_loop.h"
 #include "serve/tp_channel.h"
@@ -28,7 +38,8 @@ using namespace tessera;
 
 namespace {
 // Set by SIGTERM / SIGINT: stop admitting, finish what runs, exit 0. World rank 0 decides (it
-// tells the others through the shutdown flag); the signal on other ranks is noted and ignored.
+// tells its tp group through the shutdown flag and the other replicas through the Router); the
+// signal on other ranks is noted and ignored.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
 
@@ -48,11 +59,12 @@ int main(int argc, char** argv) {
   return core::run_app("tessera-serve", argc, argv, [](int ac, char** av) -> core::Result<int> {
     CLI::App app{
         "Serve a trained model over HTTP (OpenAI completions API, server-sent events, /health, "
-        "/metrics). Example: tessera-serve out/tiny/model.h5 --port 8000; under mpirun, --tp "
-        "equal to the number of ranks"};
+        "/metrics). Example: tessera-serve out/tiny/model.h5 --port 8000; under mpirun -n N, "
+        "--tp T gives N / T data-parallel replicas of T ranks each"};
     std::string weights_path, tokenizer_prefix, model_name, device = "cpu";
     std::string host = "127.0.0.1";
     int port = 8000, max_sequences = 8, max_queue = 64, tp = 0, threads = 0, step_delay_ms = 0;
+    double kv_cache_mb = 0;
     app.add_option("checkpoint", weights_path,
                    "a checkpoint (.h5): model.h5, a step_<n>.h5, or a converted one")
         ->required();
@@ -62,9 +74,15 @@ int main(int argc, char** argv) {
     app.add_option("--max-sequences", max_sequences, "sequences decoded at once (KV-cache slots)")
         ->capture_default_str();
     app.add_option("--max-queue", max_queue,
-                   "requests waiting for a slot; beyond it: HTTP 429 with Retry-After")
+                   "requests waiting for a slot, per replica; beyond it: HTTP 429 with Retry-After")
         ->capture_default_str();
-    app.add_option("--tp", tp, "tensor-parallel size (default and only choice: every rank)");
+    app.add_option("--kv-cache-mb", kv_cache_mb,
+                   "KV-cache budget per rank in MiB: a request is admitted when its prompt + "
+                   "max_tokens fit what the running ones leave (0: no budget beyond the slots)")
+        ->capture_default_str();
+    app.add_option("--tp", tp,
+                   "tensor-parallel size; the ranks form (ranks / tp) replicas (default: every "
+                   "rank, one replica)");
     app.add_option("--device", device, "cpu or cuda (one GPU per rank, from the local rank)")
         ->capture_default_str();
     app.add_option("--tokenizer", tokenizer_prefix,
@@ -88,6 +106,12 @@ int main(int argc, char** argv) {
                                  ": every request waits in the queue before it runs; pick 1 or "
                                  "more");
     }
+    char kv_mb_text[32];
+    std::snprintf(kv_mb_text, sizeof kv_mb_text, "%g", kv_cache_mb);
+    if (!(kv_cache_mb >= 0)) {
+      return core::Status::error(std::string("--kv-cache-mb ") + kv_mb_text +
+                                 " is negative; give a budget in MiB, or 0 for none");
+    }
     if (port < 0 || port > 65535) {
       return core::Status::error("--port " + std::to_string(port) +
                                  " is not a TCP port; pick 1-65535, or 0 for a free one");
@@ -99,14 +123,23 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     if (tp == 0) tp = world_size;
     TESSERA_RETURN_IF_ERROR(parallel::check_inference_grid(*config, tp, world_size));
-    if (world_size / tp > 1) {
+    // One position of KV cache on one rank: k and v, every layer, this rank's share of the
+    // channels, in float (models/kv_cache.h).
+    const int64_t kv_bytes_per_token =
+        2 * config->model.n_layer * (config->model.n_embd / tp) * int64_t{sizeof(float)};
+    const int64_t kv_budget = serve::kv_budget_tokens(kv_cache_mb, kv_bytes_per_token);
+    if (kv_cache_mb > 0 && kv_budget < 2) {
       return core::Status::error(
-          "dp replicas are not supported yet; run with --tp equal to the number of ranks (" +
-          std::to_string(world_size) + ")");
+          std::string("--kv-cache-mb ") + kv_mb_text + " holds " + std::to_string(kv_budget) +
+          " token positions at " + std::to_string(kv_bytes_per_token) +
+          " bytes each (this model at tp " + std::to_string(tp) +
+          "); a request needs at least 2 (one prompt token, one generated); give more");
     }
     install_signal_handlers();
     parallel::ProcessGrid grid(tp);
-    const bool leader = grid.world_rank() == 0;
+    const int dp = grid.dp_size();
+    const bool leader = grid.world_rank() == 0;       // HTTP and the Router
+    const bool replica_leader = grid.tp_rank() == 0;  // a replica's scheduler
     auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size(), "--device");
     if (!backend) return backend.status();
     grid.attach_device(**backend);
@@ -122,15 +155,21 @@ int main(int argc, char** argv) {
     so.context = config->model.max_seq_len;
     so.vocab_size = config->model.vocab_size;
     so.eot_token = tokenizer->eot_token();
+    so.kv_budget_tokens = kv_budget;
+    so.kv_bytes_per_token = kv_bytes_per_token;
+    so.kv_cache_mb = kv_cache_mb;
+    // The Router applies max_queue for the other replicas (router.h): theirs never refuses.
+    if (!leader) so.max_queue = std::numeric_limits<int64_t>::max() / 2;
     serve::Scheduler scheduler(so);
+    serve::Router router(scheduler, dp);
     std::unique_ptr<serve::HttpFrontEnd> front_end;
     std::string url;
     double listen_failed = 0;
     core::Status listen_status;
     if (leader) {
       serve::ApiLimits limits{model_name, so.context, so.vocab_size};
-      front_end = std::make_unique<serve::HttpFrontEnd>(scheduler, *tokenizer, limits,
-                                                        max_sequences + max_queue + 16);
+      front_end = std::make_unique<serve::HttpFrontEnd>(router, *tokenizer, limits,
+                                                        dp * (max_sequences + max_queue) + 16);
       auto bound = front_end->start(host, port);
       if (bound) {
         url = "http://" + host + ":" + std::to_string(*bound);
@@ -156,26 +195,98 @@ int main(int argc, char** argv) {
     serve::Engine engine(generator);
     std::unique_ptr<serve::TpChannel> channel;
     if (tp > 1) channel = std::make_unique<serve::TpChannel>(grid.tp_comm());
+    // Collective over the world: the replica leaders' routing link (dp > 1).
+    std::unique_ptr<serve::RouteChannel> route;
+    if (dp > 1) route = std::make_unique<serve::RouteChannel>(MPI_COMM_WORLD, tp);
+    // Every replica has its weights before world rank 0 says it is ready.
+    grid.world_comm().barrier();
 
-    if (!leader) {
+    if (!replica_leader) {
       TESSERA_RETURN_IF_ERROR(serve::run_follower(engine, *channel));
       return 0;
     }
-    front_end->set_state(serve::HttpFrontEnd::State::kReady);
-    core::log_info("tessera-serve: ready on " + url + " (model '" + model_name + "', tp " +
-                   std::to_string(tp) + ", max sequences " + std::to_string(max_sequences) +
-                   ", max queue " + std::to_string(max_queue) + ")");
     serve::LeaderOptions lo;
-    lo.stop_signal = &g_stop_signal;
     lo.step_delay_ms = step_delay_ms;
+    if (!leader) {
+      // Another replica's leader: requests come from the Router, events go back to it; it drains
+      // when the Router says so, reports bye, and leaves after the Router's fin.
+      serve::ReplicaAgent agent(scheduler);
+      lo.pump = [&]() -> core::Result<bool> {
+        bool moved = false;
+        int from = 0;
+        std::vector<uint8_t> bytes;
+        while (route->poll(&from, &bytes)) {
+          auto message = serve::decode_router_message(bytes.data(), bytes.size());
+          if (!message) return message.status();
+          agent.on_message(*message);
+          moved = true;
+        }
+        if (auto report = agent.take_report()) {
+          route->send(0, serve::encode_report(*report));
+          moved = true;
+        }
+        return moved;
+      };
+      TESSERA_RETURN_IF_ERROR(serve::run_leader(scheduler, engine, channel.get(), lo));
+      route->send(0, serve::encode_report(agent.bye_report()));
+      auto nap = std::chrono::microseconds(50);
+      for (bool fin = false; !fin;) {
+        int from = 0;
+        std::vector<uint8_t> bytes;
+        if (!route->poll(&from, &bytes)) {
+          std::this_thread::sleep_for(nap);
+          nap = std::min(nap * 2, std::chrono::microseconds(2000));
+          continue;
+        }
+        auto message = serve::decode_router_message(bytes.data(), bytes.size());
+        if (!message) return message.status();
+        fin = agent.on_message(*message);
+      }
+      route->flush();
+      return 0;
+    }
+    front_end->set_state(serve::HttpFrontEnd::State::kReady);
+    core::log_info("tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
+                   std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
+                   std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) +
+                   (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) +
+                                        " positions per replica"
+                                  : std::string()) +
+                   ")");
+    lo.stop_signal = &g_stop_signal;
     lo.on_drain = [&] {
+      router.drain();  // tells the other replicas
       front_end->set_state(serve::HttpFrontEnd::State::kDraining);
       core::log_info("tessera-serve: draining (signal " + std::to_string(g_stop_signal.load()) +
                      "): no new requests; finishing the queued and running ones");
     };
+    if (dp > 1) {
+      const auto send_outgoing = [&] {
+        bool sent = false;
+        for (auto& [replica, message] : router.take_outgoing()) {
+          route->send(replica, serve::encode_router_message(message));
+          sent = true;
+        }
+        return sent;
+      };
+      lo.pump = [&]() -> core::Result<bool> {
+        bool moved = send_outgoing();
+        int from = 0;
+        std::vector<uint8_t> bytes;
+        while (route->poll(&from, &bytes)) {
+          auto report = serve::decode_report(bytes.data(), bytes.size());
+          if (!report) return report.status();
+          router.on_report(from, *report);
+          moved = true;
+        }
+        return send_outgoing() || moved;  // a bye makes the replica's fin due
+      };
+      lo.may_shut_down = [&] { return router.remotes_stopped(); };
+    }
     TESSERA_RETURN_IF_ERROR(serve::run_leader(scheduler, engine, channel.get(), lo));
+    if (route) route->flush();
     front_end->shutdown(10);
-    const serve::Metrics m = scheduler.metrics();
+    const serve::Metrics m = router.metrics();
     core::log_info("tessera-serve: drained and stopped (" +
                    std::to_string(m.finished_stop + m.finished_length) + " requests completed, " +
                    std::to_string(m.finished_cancelled) + " cancelled, " +

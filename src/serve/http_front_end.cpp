@@ -15,7 +15,7 @@
 #include "data/tokenizer.h"
 #include "serve/peer_socket.h"
 #include "serve/playground.h"
-#include "serve/scheduler.h"
+#include "serve/router.h"
 
 namespace tessera::serve {
 namespace {
@@ -72,10 +72,10 @@ ApiError stopped_error() {
 }  // namespace
 
 struct HttpFrontEnd::Impl {
-  Impl(Scheduler& s, const data::Tokenizer& t, ApiLimits l)
-      : scheduler(s), tokenizer(t), limits(std::move(l)) {}
+  Impl(Router& r, const data::Tokenizer& t, ApiLimits l)
+      : router(r), tokenizer(t), limits(std::move(l)) {}
 
-  Scheduler& scheduler;
+  Router& router;
   const data::Tokenizer& tokenizer;
   const ApiLimits limits;
   httplib::Server server;
@@ -122,7 +122,7 @@ void HttpFrontEnd::Impl::install_routes() {
     res.set_content(models_body(limits.model_name, created, limits.context), "application/json");
   });
   server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(render_prometheus(scheduler.metrics()), "text/plain; version=0.0.4");
+    res.set_content(router.render_metrics(), "text/plain; version=0.0.4");
   });
   server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     completions(req, res);
@@ -176,13 +176,15 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
   }
   CompletionRequest request;
   if (auto e = parse_completion_request(req.body, limits, tokenizer, fresh_seed(), &request)) {
-    scheduler.count_invalid();
+    router.count_invalid();
     return send_error(res, *e);
   }
   auto channel = std::make_shared<RequestChannel>();
   SubmitResult submitted =
-      scheduler.submit(request.spec, [channel](const RequestEvent& e) { channel->push(e); });
+      router.submit(request.spec, [channel](const RequestEvent& e) { channel->push(e); });
   if (!submitted.ok()) return send_error(res, rejection_error(submitted));
+  // Which dp replica runs it (tests and operators can see the routing).
+  res.set_header("X-Tessera-Replica", std::to_string(submitted.replica));
   const uint64_t id = submitted.id;
   const std::string name = "cmpl-" + std::to_string(id);
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
@@ -210,14 +212,14 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
       if (socket >= 0 && (!got || std::chrono::steady_clock::now() >= next_peek)) {
         next_peek = std::chrono::steady_clock::now() + kPollInterval;
         if (peer_hung_up(socket)) {
-          scheduler.cancel(id);
+          router.cancel(id);
           --in_flight;
           return send_error(res, hung_up_error());  // written to no one; the connection closes
         }
       }
       if (!got) {
         if (stopping.load()) {
-          scheduler.cancel(id);
+          router.cancel(id);
           --in_flight;
           return send_error(res, stopped_error());
         }
@@ -230,7 +232,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         out += piece.text;
         for (LoggedToken& t : piece.tokens) field.tokens.push_back(std::move(t));
         if (text.stopped()) {
-          if (e.finish == Finish::kNone) scheduler.stop(id);
+          if (e.finish == Finish::kNone) router.stop(id);
           finish = Finish::kStop;
           usage = {prompt_tokens, text.tokens_pushed()};
           break;
@@ -281,7 +283,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         RequestEvent e;
         if (!stream->channel->pop(&e, kPollInterval)) {
           if (stopping.load()) {
-            scheduler.cancel(id);
+            router.cancel(id);
             const std::string event = error_event(stopped_error()) + done_event();
             sink.write(event.data(), event.size());
             sink.done();
@@ -301,7 +303,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         Finish finish = e.finish;
         Usage usage = e.usage;
         if (stream->text.stopped()) {
-          if (finish == Finish::kNone) scheduler.stop(id);
+          if (finish == Finish::kNone) router.stop(id);
           finish = Finish::kStop;
           usage = {prompt_tokens, stream->text.tokens_pushed()};
         }
@@ -332,14 +334,14 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         return true;
       },
       [this, stream, id](bool success) {
-        if (!success || !stream->finished) scheduler.cancel(id);
+        if (!success || !stream->finished) router.cancel(id);
         --in_flight;
       });
 }
 
-HttpFrontEnd::HttpFrontEnd(Scheduler& scheduler, const data::Tokenizer& tokenizer, ApiLimits limits,
+HttpFrontEnd::HttpFrontEnd(Router& router, const data::Tokenizer& tokenizer, ApiLimits limits,
                            int threads)
-    : impl_(std::make_unique<Impl>(scheduler, tokenizer, std::move(limits))) {
+    : impl_(std::make_unique<Impl>(router, tokenizer, std::move(limits))) {
   const size_t n = static_cast<size_t>(std::max(threads, 4));
   impl_->server.new_task_queue = [n] { return new httplib::ThreadPool(n); };
   impl_->server.set_payload_max_length(size_t{1} << 20);

@@ -1,7 +1,9 @@
 // Scheduler: bounded queue, admission, cancellation, reports and metrics; see scheduler.h.
 #include "serve/scheduler.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <utility>
 
 #include "core/error.h"
@@ -23,6 +25,39 @@ const char* finish_name(Finish finish) {
       return "error";
   }
   return "unknown";
+}
+
+Admission to_admission(uint64_t id, RequestSpec spec, const SchedulerOptions& options) {
+  Admission a;
+  a.request_id = id;
+  a.prompt = std::move(spec.prompt);
+  a.options.sampling = spec.sampling;
+  a.options.max_tokens = spec.max_tokens;
+  a.options.stop_at_eot = spec.stop_at_eot;
+  a.options.logprobs = spec.logprobs;
+  a.options.eot_token = options.eot_token;
+  a.options.use_kv_cache = true;
+  return a;
+}
+
+RequestSpec to_spec(const Admission& a) {
+  RequestSpec spec;
+  spec.prompt = a.prompt;
+  spec.sampling = a.options.sampling;
+  spec.max_tokens = a.options.max_tokens;
+  spec.stop_at_eot = a.options.stop_at_eot;
+  spec.logprobs = a.options.logprobs;
+  return spec;
+}
+
+int64_t kv_footprint(const RequestSpec& spec, const SchedulerOptions& options) {
+  const int64_t want = static_cast<int64_t>(spec.prompt.size()) + std::max(spec.max_tokens, 0);
+  return options.context > 0 ? std::min(want, options.context) : want;
+}
+
+int64_t kv_budget_tokens(double mb, int64_t bytes_per_token) {
+  if (mb <= 0 || bytes_per_token <= 0) return 0;
+  return static_cast<int64_t>(mb * 1048576.0 / static_cast<double>(bytes_per_token));
 }
 
 std::optional<RequestError> validate_request(const RequestSpec& spec,
@@ -55,6 +90,22 @@ std::optional<RequestError> validate_request(const RequestSpec& spec,
     }
     return RequestError{param, st.message()};
   }
+  const int64_t footprint = kv_footprint(spec, options);
+  if (options.kv_budget_tokens > 0 && footprint > options.kv_budget_tokens) {
+    char mb[32];
+    std::snprintf(mb, sizeof mb, "%g", options.kv_cache_mb);
+    const int64_t room = options.kv_budget_tokens - n;
+    return RequestError{
+        "max_tokens",
+        "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+            std::to_string(spec.max_tokens) + ") needs " + std::to_string(footprint) +
+            " positions of KV cache, over the whole KV-cache budget of " +
+            std::to_string(options.kv_budget_tokens) + " positions (kv_cache_mb " + mb + " at " +
+            std::to_string(options.kv_bytes_per_token) + " bytes a position); " +
+            (room >= 1 ? "ask for at most " + std::to_string(room) + " tokens"
+                       : std::string("shorten the prompt")) +
+            ", or start the server with a larger kv_cache_mb"};
+  }
   return std::nullopt;
 }
 
@@ -65,9 +116,15 @@ Scheduler::Scheduler(const SchedulerOptions& options, Clock clock)
       }) {
   TESSERA_ASSERT(options_.max_running >= 1 && options_.max_queue >= 0,
                  "building a scheduler with at least one slot and a non-negative queue bound");
+  metrics_.kv_bytes_per_token = options_.kv_bytes_per_token;
+  metrics_.kv_allocated_bytes = options_.max_running * options_.context * options_.kv_bytes_per_token;
+  metrics_.kv_capacity_tokens = options_.kv_budget_tokens > 0
+                                    ? std::min(options_.kv_budget_tokens,
+                                               options_.max_running * options_.context)
+                                    : options_.max_running * options_.context;
 }
 
-SubmitResult Scheduler::submit(RequestSpec spec, EventCallback on_event) {
+SubmitResult Scheduler::submit(RequestSpec spec, EventCallback on_event, uint64_t id) {
   SubmitResult r;
   if (auto error = validate_request(spec, options_)) {
     r.rejection = Rejection::kInvalid;
@@ -94,7 +151,7 @@ SubmitResult Scheduler::submit(RequestSpec spec, EventCallback on_event) {
                   std::to_string(running_.size()) + " running); retry later";
       return r;
     }
-    r.id = next_id_++;
+    r.id = id != 0 ? id : next_id_++;
     waiting_.push_back({r.id, std::move(spec), std::move(on_event), now});
     metrics_.waiting = static_cast<int64_t>(waiting_.size());
   }
@@ -156,6 +213,11 @@ Metrics Scheduler::metrics() const {
   return metrics_;
 }
 
+Scheduler::Load Scheduler::load() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {static_cast<int64_t>(running_.size()), static_cast<int64_t>(waiting_.size())};
+}
+
 int64_t Scheduler::running() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(running_.size());
@@ -193,8 +255,10 @@ void Scheduler::finish_locked(uint64_t id, Finish finish, const std::string& err
   e.usage = r.usage;
   e.error = error;
   out.emplace_back(std::move(r.on_event), std::move(e));
+  kv_used_tokens_ -= r.kv_tokens;
   running_.erase(it);
   metrics_.running = static_cast<int64_t>(running_.size());
+  metrics_.kv_used_tokens = kv_used_tokens_;
 }
 
 IterationChanges Scheduler::plan() {
@@ -229,27 +293,28 @@ IterationChanges Scheduler::plan() {
     }
     stops_.clear();
     while (static_cast<int64_t>(running_.size()) < options_.max_running && !waiting_.empty()) {
+      // Invariant: kv_used_tokens_ <= kv_budget_tokens whenever there is a budget.
+      const int64_t footprint = kv_footprint(waiting_.front().spec, options_);
+      if (options_.kv_budget_tokens > 0 &&
+          kv_used_tokens_ + footprint > options_.kv_budget_tokens) {
+        break;  // first come, first served: the head waits for running requests to finish
+      }
       Waiting w = std::move(waiting_.front());
       waiting_.pop_front();
-      Admission a;
-      a.request_id = w.id;
-      a.prompt = std::move(w.spec.prompt);
-      a.options.sampling = w.spec.sampling;
-      a.options.max_tokens = w.spec.max_tokens;
-      a.options.stop_at_eot = w.spec.stop_at_eot;
-      a.options.logprobs = w.spec.logprobs;
-      a.options.eot_token = options_.eot_token;
-      a.options.use_kv_cache = true;
+      Admission a = to_admission(w.id, std::move(w.spec), options_);
       Running r;
       r.on_event = std::move(w.on_event);
       r.arrival = w.arrival;
       r.usage.prompt_tokens = static_cast<int64_t>(a.prompt.size());
+      r.kv_tokens = footprint;
+      kv_used_tokens_ += footprint;
       metrics_.prompt_tokens += static_cast<uint64_t>(a.prompt.size());
       running_.emplace(w.id, std::move(r));
       changes.admit.push_back(std::move(a));
     }
     metrics_.waiting = static_cast<int64_t>(waiting_.size());
     metrics_.running = static_cast<int64_t>(running_.size());
+    metrics_.kv_used_tokens = kv_used_tokens_;
   }
   for (auto& [callback, event] : deliveries) {
     if (callback) callback(event);

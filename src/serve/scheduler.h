@@ -1,7 +1,16 @@
-// Scheduler: the request side of serving, free of transport and MPI (like TGI's router). It owns
-// the bounded queue of waiting requests, admits them into the decode batch up to the Generator's
-// slots, turns cancellations into removals, and reports each request's tokens, finish reason and
-// usage to the callback it was submitted with, keeping the serving metrics as it goes.
+// Scheduler: the request side of one serving replica, free of transport and MPI (like TGI's
+// router). It owns the bounded queue of waiting requests, admits them into the decode batch up to
+// the Generator's slots and the KV-cache budget, turns cancellations into removals, and reports
+// each request's tokens, finish reason and usage to the callback it was submitted with, keeping
+// the serving metrics as it goes. (Routing over dp replicas is the Router's, router.h.)
+//
+// KV-cache budget (kv_budget_tokens > 0): a request reserves its footprint, min(prompt +
+// max_tokens, context) token positions, from admission until it finishes; it is admitted only
+// when a slot is free and its footprint fits what the running requests leave of the budget.
+// Admission stays first come, first served: a head request that does not fit yet holds back the
+// ones behind it (no starvation of long requests). A request whose footprint exceeds the whole
+// budget is invalid (validate_request). The Generator still allocates max_running full-context
+// slots; the budget bounds what is admitted, not what is allocated (docs/SERVING.md).
 //
 // One iteration, on the loop thread (the one that calls the Engine; see run_iteration()):
 //   1. plan(): pending cancellations leave the queue (reported at once) or become removals from
@@ -70,7 +79,23 @@ struct SchedulerOptions {
   int64_t context = 0;      // the model's max_seq_len
   int64_t vocab_size = 0;   // token ids must lie in [0, vocab_size)
   int32_t eot_token = -1;   // end-of-text id (stop_at_eot)
+  // KV-cache budget in token positions (0: none beyond the slots), and what one position costs
+  // this rank (k and v of every layer, this rank's heads, float: 8 * L * C / tp bytes), for the
+  // metrics and for messages; kv_cache_mb is the budget as configured, for messages.
+  int64_t kv_budget_tokens = 0;
+  int64_t kv_bytes_per_token = 0;
+  double kv_cache_mb = 0;
 };
+
+// A request as it joins a decode batch (eot_token and use_kv_cache from `options`), and back.
+// The one place a RequestSpec field becomes a wire field: a new field goes into both.
+Admission to_admission(uint64_t id, RequestSpec spec, const SchedulerOptions& options);
+RequestSpec to_spec(const Admission& admission);
+
+// The KV-cache positions a request reserves while it runs: min(prompt + max_tokens, context).
+int64_t kv_footprint(const RequestSpec& spec, const SchedulerOptions& options);
+// KV-cache token positions in `mb` MiB at `bytes_per_token` (rounded down).
+int64_t kv_budget_tokens(double mb, int64_t bytes_per_token);
 
 // A request the scheduler would refuse: the field at fault and a message naming the limit.
 struct RequestError {
@@ -80,6 +105,7 @@ struct RequestError {
 // The Generator's rules, checked before queueing: a non-empty prompt shorter than the context,
 // ids in the vocabulary, and the option rules of generate::validate (max_tokens >= 1,
 // temperature >= 0, 0 < top_p <= 1, top_k >= 0).
+// With a KV-cache budget, also that the request's footprint fits the whole budget.
 // (Whether prompt + max_tokens fits the context is the caller's policy: a request that does not
 // fit finishes kContextFull.)
 std::optional<RequestError> validate_request(const RequestSpec& spec,
@@ -88,6 +114,7 @@ std::optional<RequestError> validate_request(const RequestSpec& spec,
 enum class Rejection { kNone, kInvalid, kQueueFull, kUnavailable };
 struct SubmitResult {
   uint64_t id = 0;  // the request's id (from 1), when accepted
+  int replica = 0;  // the dp replica that runs it (Router::submit; 0 for a Scheduler)
   Rejection rejection = Rejection::kNone;
   std::string param;    // kInvalid: the field at fault
   std::string message;  // why, naming the limit
@@ -107,8 +134,9 @@ class Scheduler {
   // ---- Thread-safe -----------------------------------------------------------------------------
   // Queues a request, or refuses it: kInvalid (validate_request), kQueueFull (max_queue requests
   // already wait), kUnavailable (draining). `on_event` gets every event of an accepted request,
-  // the last one with a finish.
-  SubmitResult submit(RequestSpec spec, EventCallback on_event);
+  // the last one with a finish. id: 0 to number it here (from 1); else the caller's (a Router's)
+  // id, which must not be in use.
+  SubmitResult submit(RequestSpec spec, EventCallback on_event, uint64_t id = 0);
   // Cancels a waiting or running request at the next plan(); a no-op once it has finished.
   void cancel(uint64_t id);
   // Ends a running request at the next plan() as finished kStop (the front end found one of its
@@ -126,6 +154,10 @@ class Scheduler {
   // True when nothing waits, runs or is to be cancelled.
   bool idle() const;
   Metrics metrics() const;
+  struct Load {
+    int64_t running = 0, waiting = 0;
+  };
+  Load load() const;
 
   // ---- Loop thread -----------------------------------------------------------------------------
   IterationChanges plan();
@@ -148,6 +180,7 @@ class Scheduler {
     double arrival = 0;
     bool reported = false;  // any event yet (time to first token is taken at the first)
     Usage usage;
+    int64_t kv_tokens = 0;  // its KV-cache reservation (kv_footprint)
   };
   using Delivery = std::pair<EventCallback, RequestEvent>;
   bool has_work_locked() const;
@@ -166,6 +199,7 @@ class Scheduler {
   std::unordered_set<uint64_t> cancels_;
   std::unordered_set<uint64_t> stops_;
   std::unordered_map<uint64_t, Running> running_;
+  int64_t kv_used_tokens_ = 0;  // sum of running_'s kv_tokens
   Metrics metrics_;
 };
 

@@ -6,8 +6,9 @@
 # the texts of tp 1, 429 with Retry-After beyond --max-queue, a client that hangs up mid-stream
 # cancels its sequence, bad input answers 400 naming the field while good requests still work,
 # /metrics in Prometheus format, SIGTERM drains (503 for new work, running requests finish) and
-# every rank exits 0; dp > 1 is refused on every rank. Every wait is bounded; a trap kills any
-# server left behind, so the test cannot hang.
+# every rank exits 0; a --tp that does not divide the ranks is refused on every rank (dp > 1:
+# serve_dp_test.sh). Every wait is bounded; a trap kills any server left behind, so the test
+# cannot hang.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -453,14 +454,15 @@ if start_server "$WORK/serve2.log" "${MPIRUN[@]}" "$SERVE" "$model" --port 0 --t
     || { fail "1x2: drain: mpirun exit $rc"; tail -20 "$WORK/serve2.log"; }
 fi
 
-# ---- dp > 1 is refused, on every rank, before anything loads ------------------------------------
-out=$(timeout -k 5 60 "${MPIRUN[@]}" "$SERVE" "$model" --port 0 --tp 1 2>&1)
+# ---- A grid tp does not divide is refused, on every rank, before anything loads ----------------
+# (dp > 1 replicas: tests/apps/serve_dp_test.sh.)
+out=$(timeout -k 5 60 "${MPIRUN[@]}" "$SERVE" "$model" --port 0 --tp 3 2>&1)
 rc=$?
-n=$(grep -c 'tessera-serve: dp replicas are not supported yet; run with --tp equal to the number of ranks' <<< "$out")
-# Every rank refuses; MPI_Abort from the first may end the other before it prints its line.
+n=$(grep -c -- '--tp 3 does not divide' <<< "$out")
+# Every rank refuses; the first to end may end the other before it prints its line.
 [[ $rc -ne 0 && $rc -ne 124 && $n -ge 1 ]] \
-  && pass "dp 2 refused (exit $rc): $(grep -m1 'dp replicas' <<< "$out")" \
-  || { fail "dp 2: exit $rc, $n rank messages:"; sed 's/^/    /' <<< "$out" | head -20; }
+  && pass "--tp 3 on 2 ranks refused (exit $rc): $(grep -m1 'does not divide' <<< "$out")" \
+  || { fail "--tp 3 on 2 ranks: exit $rc, $n rank messages:"; sed 's/^/    /' <<< "$out" | head -20; }
 
 # ---- Bad command lines ----------------------------------------------------------------------------
 expect_error "--max-queue 0" 'max-queue 0' "$SERVE" "$model" --max-queue 0

@@ -333,8 +333,11 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         sink.done();
         return true;
       },
-      [this, stream, id](bool success) {
-        if (!success || !stream->finished) router.cancel(id);
+      [this, stream, id](bool) {
+        // Once the last event is made the request is over (finished, or stopped by a stop
+        // string); a failed write after it (the client closing right after [DONE]) must not
+        // turn a pending stop into a cancellation.
+        if (!stream->finished) router.cancel(id);
         --in_flight;
       });
 }

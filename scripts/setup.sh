@@ -21,6 +21,9 @@ packages=(
                                         # (scripts/fetch_gpt2_vocab.sh)
   chromium                              # serve_playground_test.sh: the playground page in
                                         # headless Chromium (81 MB download, 290 MB installed)
+  clang libclang-rt-14-dev libomp-14-dev  # sanitizer + fuzzer build (scripts/build_asan.sh):
+  llvm                                  # clang 14, ASan/UBSan/libFuzzer runtimes, clang's OpenMP,
+                                        # llvm-symbolizer for the stacks (docs/RELIABILITY.md)
 )
 
 missing=()

@@ -1,9 +1,11 @@
-// matmul_forward/backward: forward against a naive triple loop, every gradient against central
-// differences (double), accumulate/overwrite semantics, null bias/dinp, float against double.
+// matmul_forward/backward: forward against a naive triple loop (one row: the GEMV path; several:
+// GEMM), one row against the same row of a batch, every gradient against central differences
+// (double), accumulate/overwrite semantics, null bias/dinp, float against double.
 #include "backends/cpu/matmul.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "grad_check.h"
@@ -28,8 +30,13 @@ struct MatmulCase {
   }
 };
 
-TEST(Matmul, ForwardMatchesNaiveLoop) {
+// One row (a single sequence's decode step) takes the GEMV path; more rows take GEMM.
+class MatmulForward : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(MatmulForward, MatchesNaiveLoop) {
   MatmulCase k;
+  k.N = GetParam();
+  k.inp = tt::random_vector(k.N * k.C, 1);
   std::vector<double> out(k.N * k.OC, 123.0);  // garbage: forward overwrites
   matmul_forward(out.data(), k.inp.data(), k.weight.data(), k.bias.data(), k.N, k.C, k.OC);
   std::vector<double> expect(k.N * k.OC);
@@ -47,6 +54,25 @@ TEST(Matmul, ForwardMatchesNaiveLoop) {
                  k.C, k.OC);
   for (int64_t i = 0; i < k.N * k.OC; ++i) expect[i] -= k.bias[i % k.OC];
   tt::expect_all_close("matmul out without bias", no_bias, expect, 1e-12);
+}
+INSTANTIATE_TEST_SUITE_P(Rows, MatmulForward, ::testing::Values(1, 5));
+
+TEST(Matmul, OneRowEqualsThatRowOfABatchInFloat) {
+  // The decode of one sequence (GEMV) and of a batch (GEMM) sum in different orders: the same
+  // row agrees to float rounding, which is what batch invariance of tokens rests on.
+  const int64_t N = 8, C = 768, OC = 512;
+  const std::vector<double> inp_d = tt::random_vector(N * C, 5), w_d = tt::random_vector(OC * C, 6);
+  const std::vector<float> inp(inp_d.begin(), inp_d.end()), weight(w_d.begin(), w_d.end());
+  const std::vector<float> bias(OC, 0.25f);
+  std::vector<float> batch(N * OC), row(OC);
+  matmul_forward(batch.data(), inp.data(), weight.data(), bias.data(), N, C, OC);
+  for (int64_t n = 0; n < N; ++n) {
+    matmul_forward(row.data(), inp.data() + n * C, weight.data(), bias.data(), 1, C, OC);
+    for (int64_t o = 0; o < OC; ++o) {
+      ASSERT_NEAR(row[o], batch[n * OC + o], 1e-4f * (1 + std::abs(batch[n * OC + o])))
+          << n << " " << o;
+    }
+  }
 }
 
 TEST(Matmul, BackwardMatchesCentralDifferences) {

@@ -25,6 +25,18 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t 
               static_cast<blasint>(ldb), beta, Cm, static_cast<blasint>(ldc));
 }
 
+// Row-major y (M) = alpha · A (M, N) · x + beta · y, dispatched on T.
+void gemv(int64_t M, int64_t N, float alpha, const float* A, const float* x, float beta, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(M), static_cast<blasint>(N), alpha,
+              A, static_cast<blasint>(N), x, 1, beta, y, 1);
+}
+
+void gemv(int64_t M, int64_t N, double alpha, const double* A, const double* x, double beta,
+          double* y) {
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(M), static_cast<blasint>(N), alpha,
+              A, static_cast<blasint>(N), x, 1, beta, y, 1);
+}
+
 // Columns per thread task in the bias reduction: long enough to vectorise, and a multiple of a
 // cache line so neighbouring tasks never share one.
 constexpr int64_t kBiasBlock = 64;
@@ -44,6 +56,13 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
       std::copy(bias, bias + OC, out + n * OC);
     }
     beta = 1;
+  }
+  // One row (a single sequence's decode step): GEMV reads each weight once, where OpenBLAS's
+  // GEMM would first pack (copy) the whole weight matrix for a single row; on 2 cores this halved
+  // a 124M decode step (76 -> 39 ms, docs/PERF.md "Serving").
+  if (N == 1) {
+    gemv(OC, C, T(1), weight, inp, beta, out);
+    return;
   }
   gemm(CblasNoTrans, CblasTrans, N, OC, C, T(1), inp, C, weight, C, beta, out, OC);
 }

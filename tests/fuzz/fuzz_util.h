@@ -38,8 +38,8 @@ inline void write_file(const std::string& path, std::string_view text) {
   std::fprintf(stderr, "FUZZ PROPERTY FAILED: %s\n", what.c_str());
   std::abort();
 }
-#define TESSERA_FUZZ_CHECK(cond, what) \
-  do {                                 \
+#define TESSERA_FUZZ_CHECK(cond, what)                                    \
+  do {                                                                    \
     if (!(cond)) ::tessera::fuzz::fail(std::string(#cond ": ") + (what)); \
   } while (0)
 

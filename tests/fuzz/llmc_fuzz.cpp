@@ -38,8 +38,9 @@ void write_seed(const std::string& path, bool bf16) {
   }
   std::vector<int32_t> header(ckpt::kLlmcHeaderWords, 0);
   const int32_t words[] = {ckpt::kLlmcMagic, bf16 ? ckpt::kLlmcVersionBf16 : ckpt::kLlmcVersionF32,
-                           m.max_seq_len, m.vocab_size, m.n_layer, m.n_head, m.n_embd,
-                           m.padded_vocab_size()};
+                           m.max_seq_len,    m.vocab_size,
+                           m.n_layer,        m.n_head,
+                           m.n_embd,         m.padded_vocab_size()};
   std::memcpy(header.data(), words, sizeof words);
   std::string bytes(reinterpret_cast<const char*>(header.data()), header.size() * 4);
   for (int64_t i = 0; i < count; ++i) {

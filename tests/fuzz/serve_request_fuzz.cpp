@@ -53,8 +53,8 @@ void check_wire(const uint8_t* data, size_t size) {
   }
   const std::vector<uint8_t> once = tessera::serve::encode_changes(*changes);
   auto again = tessera::serve::decode_changes(once.data(), once.size());
-  TESSERA_FUZZ_CHECK(again.is_ok(), "its own encoding does not decode: " +
-                                        again.status().message());
+  TESSERA_FUZZ_CHECK(again.is_ok(),
+                     "its own encoding does not decode: " + again.status().message());
   TESSERA_FUZZ_CHECK(tessera::serve::encode_changes(*again) == once,
                      "encode(decode(encode(c))) != encode(c)");
 }

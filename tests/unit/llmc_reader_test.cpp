@@ -28,7 +28,8 @@ std::string write_llmc(const std::string& name, int32_t version, std::vector<int
   const std::string path = testing::temp_path(name);
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(header.data()), kLlmcHeaderWords * 4);
-  const std::vector<char> zeros(static_cast<size_t>(elements) * (version == kLlmcVersionF32 ? 4 : 2));
+  const std::vector<char> zeros(static_cast<size_t>(elements) *
+                                (version == kLlmcVersionF32 ? 4 : 2));
   out.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
   return path;
 }
@@ -42,7 +43,8 @@ int64_t parameter_count(int maxT, int V, int L, int NH, int C, int Vp) {
   m.n_embd = C;
   m.pad_vocab_to = Vp;
   int64_t count = 0;
-  for (const auto& spec : models::Gpt::param_specs(m)) count += core::shape_numel(spec.global_shape);
+  for (const auto& spec : models::Gpt::param_specs(m))
+    count += core::shape_numel(spec.global_shape);
   return count;
 }
 

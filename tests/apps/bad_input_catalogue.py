@@ -443,9 +443,9 @@ case("serve_bad_port", "--port 70000", [1],
 case("serve_max_sequences", "--max-sequences 0", [1],
      lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--max-sequences", "0"],
      r"--max-sequences 0.*pick 1 or more")
-case("serve_dp_replicas", "--tp 2 on 4 ranks (2 replicas)", [4],
-     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--tp", "2"],
-     r"dp replicas are not supported yet; run with --tp equal to the number of ranks \(4\)")
+case("serve_tp_not_dividing", "--tp 3 on 4 ranks", [4],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--tp", "3"],
+     r"--tp 3 does not divide the 4 ranks; pick a divisor")
 case("serve_tokenizer_vocab_differs", "--tokenizer of 300 tokens for a 512-token model", [1],
      lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--tokenizer",
                 f"{W}/tok300/tokenizer"],

@@ -1,5 +1,5 @@
 // Decode-row attention over a KV cache; see attention_decode.h. The per-row arithmetic is fixed
-// (sequential over positions and head dims), so a row gives the same bits in any batch.
+// (a fixed order over positions and head dims), so a row gives the same bits in any batch.
 #include "backends/cpu/attention_decode.h"
 
 #include <cmath>
@@ -19,15 +19,31 @@ void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* 
 
 namespace {
 
+// q · k over HS dims in a fixed order that vectorises: kLanes partial sums over the dims in
+// strides of kLanes, summed by a fixed tree, then the tail. (A plain running sum is one chain of
+// HS dependent adds, which the compiler may not reorder.) The same order for every row and step.
+constexpr int64_t kLanes = 16;
+inline float dot_fixed(const float* a, const float* b, int64_t n) {
+  float part[kLanes] = {};
+  const int64_t body = n / kLanes * kLanes;
+  for (int64_t d = 0; d < body; d += kLanes) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += a[d + l] * b[d + l];
+  }
+  for (int64_t w = kLanes / 2; w >= 1; w /= 2) {
+    for (int64_t l = 0; l < w; ++l) part[l] += part[l + w];
+  }
+  float dot = part[0];
+  for (int64_t d = body; d < n; ++d) dot += a[d] * b[d];
+  return dot;
+}
+
 // One head of one row: out_h = softmax(q_h K^T * scale) V over n_ctx cache rows.
 void attend_head(float* oh, float* scratch, const float* qh, const float* k_slot,
                  const float* v_slot, int64_t n_ctx, int64_t C, int64_t HS, float scale) {
   float max = -INFINITY;
   for (int64_t t = 0; t < n_ctx; ++t) {
-    const float* k = k_slot + t * C;
-    float dot = 0;
-    for (int64_t d = 0; d < HS; ++d) dot += qh[d] * k[d];
-    scratch[t] = dot * scale;
+    scratch[t] = dot_fixed(qh, k_slot + t * C, HS) * scale;
     max = std::fmax(max, scratch[t]);
   }
   float sum = 0;

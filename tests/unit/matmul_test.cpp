@@ -1,11 +1,13 @@
 // matmul_forward/backward: forward against a naive triple loop (one row: the GEMV path; several:
-// GEMM), one row against the same row of a batch, every gradient against central differences
-// (double), accumulate/overwrite semantics, null bias/dinp, float against double.
+// GEMM), float's few-rows kernel against double and bit for bit across batch sizes, one row
+// against the same row of a batch, every gradient against central differences (double),
+// accumulate/overwrite semantics, null bias/dinp, float against double.
 #include "backends/cpu/matmul.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "grad_check.h"
@@ -56,6 +58,41 @@ TEST_P(MatmulForward, MatchesNaiveLoop) {
   tt::expect_all_close("matmul out without bias", no_bias, expect, 1e-12);
 }
 INSTANTIATE_TEST_SUITE_P(Rows, MatmulForward, ::testing::Values(1, 5));
+
+// Float with 2 to 32 rows takes the few-rows kernel (each weight read once): against a double loop
+// for shapes whose C is not a multiple of its 16 lanes and whose OC is not one of its 4 rows, and
+// a row bit for bit the same in batches of different sizes (33 rows: GEMM).
+TEST(Matmul, FewRowsInFloatMatchDoubleAndAreBatchInvariant) {
+  for (const int64_t N : {2, 3, 5, 17, 32, 33}) {
+    for (const auto& [C, OC] : {std::pair<int64_t, int64_t>{768, 512}, {37, 10}, {16, 3}}) {
+      const std::vector<double> inp_d = tt::random_vector(N * C, 7),
+                                w_d = tt::random_vector(OC * C, 8), b_d = tt::random_vector(OC, 9);
+      const std::vector<float> inp(inp_d.begin(), inp_d.end()), weight(w_d.begin(), w_d.end()),
+          bias(b_d.begin(), b_d.end());
+      std::vector<float> out(N * OC, 99.0f);
+      matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), N, C, OC);
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t o = 0; o < OC; ++o) {
+          double s = b_d[o];
+          for (int64_t c = 0; c < C; ++c) {
+            s += static_cast<double>(inp[n * C + c]) * static_cast<double>(weight[o * C + c]);
+          }
+          ASSERT_NEAR(out[n * OC + o], s, 1e-4 * (1 + std::abs(s)))
+              << "N " << N << " C " << C << " OC " << OC << " at " << n << ", " << o;
+        }
+      }
+      if (N > 2 && N <= 32) {  // the first 2 rows alone: the same bits
+        std::vector<float> two(2 * OC);
+        matmul_forward(two.data(), inp.data(), weight.data(), static_cast<const float*>(nullptr), 2,
+                       C, OC);
+        std::vector<float> no_bias(N * OC);
+        matmul_forward(no_bias.data(), inp.data(), weight.data(),
+                       static_cast<const float*>(nullptr), N, C, OC);
+        for (int64_t i = 0; i < 2 * OC; ++i) ASSERT_EQ(two[i], no_bias[i]) << N << " " << i;
+      }
+    }
+  }
+}
 
 TEST(Matmul, OneRowEqualsThatRowOfABatchInFloat) {
   // The decode of one sequence (GEMV) and of a batch (GEMM) sum in different orders: the same

@@ -113,9 +113,11 @@ void few_rows_forward(float* out, const float* inp, const float* weight, const f
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C,
                     int64_t OC) {
-  // 2 to kFewRows rows in float: few_rows_forward; one row: GEMV (below); more rows: GEMM.
+  // 1 to kFewRows rows in float: few_rows_forward, one fixed order per row, so a decode row gives
+  // the same bits alone or in a batch of up to kFewRows rows (as fast as GEMV for one row). One
+  // row in double: GEMV (below). More rows: GEMM.
   if constexpr (std::is_same_v<T, float>) {
-    if (N > 1 && N <= kFewRows) return few_rows_forward(out, inp, weight, bias, N, C, OC);
+    if (N <= kFewRows) return few_rows_forward(out, inp, weight, bias, N, C, OC);
   }
   T beta = 0;
   if (bias != nullptr) {
@@ -126,9 +128,9 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
     }
     beta = 1;
   }
-  // One row (a single sequence's decode step): GEMV reads each weight once, where OpenBLAS's
-  // GEMM would first pack (copy) the whole weight matrix for a single row; on 2 cores this halved
-  // a 124M decode step (76 -> 39 ms, docs/PERF.md "Serving").
+  // One row: GEMV reads each weight once, where OpenBLAS's GEMM would first pack (copy) the whole
+  // weight matrix for a single row (on 2 cores this halved a 124M float decode step, 76 -> 39 ms,
+  // before the few-rows kernel took float's small steps; docs/PERF.md "Serving").
   if (N == 1) {
     gemv(OC, C, T(1), weight, inp, beta, out);
     return;

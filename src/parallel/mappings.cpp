@@ -48,6 +48,26 @@ void all_gather_last_dim(Communicator& tp_comm, float* x, const float* x_local, 
   }
 }
 
+int64_t local_seq(const Communicator& tp_comm, int64_t T) {
+  TESSERA_ASSERT(T % tp_comm.size() == 0,
+                 "splitting the sequence across tp (T must be divisible by tp size)");
+  return T / tp_comm.size();
+}
+
+// Collective over tp_comm. x (B, T, C) = every rank's x_local (B, T / tp, C) along the sequence.
+void all_gather_sequence(Communicator& tp_comm, float* x, const float* x_local, int64_t B,
+                         int64_t T, int64_t C) {
+  const int64_t block = local_seq(tp_comm, T) * C;
+  for (int64_t b = 0; b < B; ++b) tp_comm.all_gather(x + b * T * C, x_local + b * block, block);
+}
+
+// Collective over tp_comm. x_local (B, T / tp, C) = this rank's rows of Σ_tp x (B, T, C).
+void reduce_scatter_sequence(Communicator& tp_comm, float* x_local, const float* x, int64_t B,
+                             int64_t T, int64_t C) {
+  const int64_t block = local_seq(tp_comm, T) * C;
+  for (int64_t b = 0; b < B; ++b) tp_comm.reduce_scatter(x_local + b * block, x + b * T * C, block);
+}
+
 }  // namespace
 
 void copy_to_tp_backward(Communicator& tp_comm, float* dx, int64_t count) {
@@ -76,6 +96,26 @@ void gather_from_tp_forward(Communicator& tp_comm, float* x, const float* x_loca
 void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx, int64_t rows,
                              int64_t cols) {
   take_column_block(dx_local, dx, rows, cols, tp_comm.rank(), local_cols(tp_comm, cols));
+}
+
+void gather_from_sequence_forward(Communicator& tp_comm, float* x, const float* x_local, int64_t B,
+                                  int64_t T, int64_t C) {
+  all_gather_sequence(tp_comm, x, x_local, B, T, C);
+}
+
+void gather_from_sequence_backward(Communicator& tp_comm, float* dx_local, const float* dx,
+                                   int64_t B, int64_t T, int64_t C) {
+  reduce_scatter_sequence(tp_comm, dx_local, dx, B, T, C);
+}
+
+void reduce_scatter_to_sequence_forward(Communicator& tp_comm, float* x_local, const float* x,
+                                        int64_t B, int64_t T, int64_t C) {
+  reduce_scatter_sequence(tp_comm, x_local, x, B, T, C);
+}
+
+void reduce_scatter_to_sequence_backward(Communicator& tp_comm, float* dx, const float* dx_local,
+                                         int64_t B, int64_t T, int64_t C) {
+  all_gather_sequence(tp_comm, dx, dx_local, B, T, C);
 }
 
 }  // namespace tessera::parallel

@@ -35,4 +35,28 @@ void gather_from_tp_forward(Communicator& tp_comm, float* x, const float* x_loca
 void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float* dx, int64_t rows,
                              int64_t cols);
 
+// Sequence parallelism (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+// Transformer Models", section 4.2.2): outside the tp regions (layernorms, residual stream) a
+// tensor x (B, T, C) is split along the sequence, tp rank r holding rows [r T_local, +T_local)
+// of every sequence, x_local (B, T_local, C) with T_local = T / tp. A sequence's (T, C) rows are
+// its tp blocks (tp, T_local, C) in rank order, so each mapping is B collectives of one
+// sequence each, straight between the buffers (no packing, no workspace, any device's memory).
+// x and x_local must not overlap. Precondition: T divisible by tp.
+
+// gather_from_sequence: the input of a column-parallel layer (replaces copy_to_tp).
+// forward: all-gather along the sequence, x (B, T, C) from every rank's x_local (B, T_local, C);
+// backward: reduce-scatter along the sequence, dx_local = this rank's rows of Σ_tp dx.
+void gather_from_sequence_forward(Communicator& tp_comm, float* x, const float* x_local, int64_t B,
+                                  int64_t T, int64_t C);
+void gather_from_sequence_backward(Communicator& tp_comm, float* dx_local, const float* dx,
+                                   int64_t B, int64_t T, int64_t C);
+
+// reduce_scatter_to_sequence: the output of a row-parallel layer (replaces reduce_from_tp).
+// forward: reduce-scatter along the sequence, x_local (B, T_local, C) = this rank's rows of
+// Σ_tp x, x (B, T, C) a partial sum on each rank; backward: all-gather along the sequence.
+void reduce_scatter_to_sequence_forward(Communicator& tp_comm, float* x_local, const float* x,
+                                        int64_t B, int64_t T, int64_t C);
+void reduce_scatter_to_sequence_backward(Communicator& tp_comm, float* dx, const float* dx_local,
+                                         int64_t B, int64_t T, int64_t C);
+
 }  // namespace tessera::parallel

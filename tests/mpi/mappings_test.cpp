@@ -185,5 +185,101 @@ TEST(Mappings, GatherFromTpBackwardIsTheAdjointOfItsForward) {
   }
 }
 
+// Sequence parallelism: (B, T, C) with T = kSeqLocal * tp rows per sequence.
+constexpr int64_t kSeqB = 3;
+constexpr int64_t kSeqLocal = 2;
+constexpr int64_t kSeqC = 5;
+
+TEST(Mappings, GatherFromSequencePlacesBlocksInSequenceOrderAndReduceScatterSumsThisRanksRows) {
+  for (int tp : tp_sizes()) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    ProcessGrid grid(tp);
+    const int64_t T = kSeqLocal * tp, r = grid.tp_rank();
+    // x_local[b, t, c] on tp rank r = 1000 r + 100 b + 10 t + c; gathered x[b, t, c] =
+    // 1000 (t / kSeqLocal) + 100 b + 10 (t % kSeqLocal) + c.
+    std::vector<float> x_local(kSeqB * kSeqLocal * kSeqC);
+    for (int64_t b = 0; b < kSeqB; ++b) {
+      for (int64_t t = 0; t < kSeqLocal; ++t) {
+        for (int64_t c = 0; c < kSeqC; ++c) {
+          x_local[(b * kSeqLocal + t) * kSeqC + c] = 1000.0f * r + 100.0f * b + 10.0f * t + c;
+        }
+      }
+    }
+    std::vector<float> x(kSeqB * T * kSeqC, -1.0f), dx(kSeqB * T * kSeqC, -1.0f);
+    gather_from_sequence_forward(grid.tp_comm(), x.data(), x_local.data(), kSeqB, T, kSeqC);
+    reduce_scatter_to_sequence_backward(grid.tp_comm(), dx.data(), x_local.data(), kSeqB, T, kSeqC);
+    for (int64_t b = 0; b < kSeqB; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < kSeqC; ++c) {
+          const float expected =
+              1000.0f * (t / kSeqLocal) + 100.0f * b + 10.0f * (t % kSeqLocal) + c;
+          EXPECT_EQ(x[(b * T + t) * kSeqC + c], expected) << "b " << b << " t " << t << " c " << c;
+          EXPECT_EQ(dx[(b * T + t) * kSeqC + c], expected) << "b " << b << " t " << t;
+        }
+      }
+    }
+    // p[b, t, c] on tp rank r = r + 100 b + 10 t + c: this rank's rows of the sum over ranks are
+    // tp (tp - 1) / 2 + tp (100 b + 10 (r kSeqLocal + t) + c), both ways.
+    std::vector<float> p(kSeqB * T * kSeqC);
+    for (int64_t b = 0; b < kSeqB; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < kSeqC; ++c) {
+          p[(b * T + t) * kSeqC + c] = static_cast<float>(r) + 100.0f * b + 10.0f * t + c;
+        }
+      }
+    }
+    std::vector<float> s(kSeqB * kSeqLocal * kSeqC, -1.0f), ds(s.size(), -1.0f);
+    reduce_scatter_to_sequence_forward(grid.tp_comm(), s.data(), p.data(), kSeqB, T, kSeqC);
+    gather_from_sequence_backward(grid.tp_comm(), ds.data(), p.data(), kSeqB, T, kSeqC);
+    for (int64_t b = 0; b < kSeqB; ++b) {
+      for (int64_t t = 0; t < kSeqLocal; ++t) {
+        for (int64_t c = 0; c < kSeqC; ++c) {
+          const float expected =
+              static_cast<float>(tp * (tp - 1) / 2) +
+              static_cast<float>(tp) * (100.0f * b + 10.0f * (r * kSeqLocal + t) + c);
+          EXPECT_EQ(s[(b * kSeqLocal + t) * kSeqC + c], expected) << "b " << b << " t " << t;
+          EXPECT_EQ(ds[(b * kSeqLocal + t) * kSeqC + c], expected) << "b " << b << " t " << t;
+        }
+      }
+    }
+  }
+}
+
+// gather_from_sequence maps this rank's rows (sharded) to the whole sequence, which each tp rank
+// then uses on its own (as copy_to_tp's output): y, the gradient at the output, is per rank.
+TEST(Mappings, GatherFromSequenceBackwardIsTheAdjointOfItsForward) {
+  for (int tp : tp_sizes()) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    ProcessGrid grid(tp);
+    const int64_t T = kSeqLocal * tp, n_local = kSeqB * kSeqLocal * kSeqC, n = kSeqB * T * kSeqC;
+    const std::vector<float> x = draw(grid, 51, n_local, /*sharded=*/true);
+    const std::vector<float> y = draw(grid, 52, n, /*sharded=*/true);
+    std::vector<float> fx(n), fty(n_local);
+    gather_from_sequence_forward(grid.tp_comm(), fx.data(), x.data(), kSeqB, T, kSeqC);
+    gather_from_sequence_backward(grid.tp_comm(), fty.data(), y.data(), kSeqB, T, kSeqC);
+    const double lhs = tp_sum(grid, dot(fx, y));
+    const double rhs = tp_sum(grid, dot(x, fty));
+    expect_adjoint(lhs, rhs, tp_sum(grid, abs_dot(fx, y)));
+  }
+}
+
+// reduce_scatter_to_sequence maps per-rank partial sums (B, T, C) to this rank's rows of their
+// sum: input and output are both per rank.
+TEST(Mappings, ReduceScatterToSequenceBackwardIsTheAdjointOfItsForward) {
+  for (int tp : tp_sizes()) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    ProcessGrid grid(tp);
+    const int64_t T = kSeqLocal * tp, n_local = kSeqB * kSeqLocal * kSeqC, n = kSeqB * T * kSeqC;
+    const std::vector<float> x = draw(grid, 61, n, /*sharded=*/true);
+    const std::vector<float> y = draw(grid, 62, n_local, /*sharded=*/true);
+    std::vector<float> fx(n_local), fty(n);
+    reduce_scatter_to_sequence_forward(grid.tp_comm(), fx.data(), x.data(), kSeqB, T, kSeqC);
+    reduce_scatter_to_sequence_backward(grid.tp_comm(), fty.data(), y.data(), kSeqB, T, kSeqC);
+    const double lhs = tp_sum(grid, dot(fx, y));
+    const double rhs = tp_sum(grid, dot(x, fty));
+    expect_adjoint(lhs, rhs, tp_sum(grid, abs_dot(x, fty)));
+  }
+}
+
 }  // namespace
 }  // namespace tessera::parallel

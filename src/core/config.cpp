@@ -80,6 +80,7 @@ const std::vector<Field>& fields() {
       field<&Config::optim, &OptimConfig::beta2>("optim.beta2"),
       field<&Config::optim, &OptimConfig::eps>("optim.eps"),
       field<&Config::optim, &OptimConfig::grad_clip>("optim.grad_clip"),
+      field<&Config::optim, &OptimConfig::zero>("optim.zero"),
       field<&Config::parallel, &ParallelConfig::tp>("parallel.tp"),
       field<&Config::parallel, &ParallelConfig::bucket_mb>("parallel.bucket_mb"),
       field<&Config::parallel, &ParallelConfig::overlap>("parallel.overlap"),
@@ -595,6 +596,18 @@ Status Config::validate() const {
   if (!(o.eps > 0)) return invalid("optim.eps", o.eps, "must be > 0", "1e-8 is usual");
   if (!(o.grad_clip >= 0)) {
     return invalid("optim.grad_clip", o.grad_clip, "must be >= 0", "use 0 to turn clipping off");
+  }
+  if (o.zero != 0 && o.zero != 1) {
+    return invalid("optim.zero", o.zero, "is not a ZeRO stage",
+                   "use 0 (every dp rank holds all AdamW state) or 1 (moments sharded over dp)");
+  }
+  if (o.zero == 1 && parallel.compress_bf16) {
+    return invalid("optim.zero", o.zero, "does not combine with parallel.compress_bf16 yet",
+                   "set optim.zero=0 or parallel.compress_bf16=false");
+  }
+  if (o.zero == 1 && t.device == "cuda") {
+    return invalid("optim.zero", o.zero, "runs on the CPU backend only so far",
+                   "set optim.zero=0 with train.device=cuda");
   }
 
   if (parallel.tp < 1) {

@@ -63,6 +63,7 @@ struct OptimConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;  // global grad-norm clip; 0 = off
+  int zero = 0;            // 1: ZeRO-1, AdamW moments sharded over dp (host arenas)
   bool operator==(const OptimConfig&) const = default;
 };
 

@@ -62,6 +62,8 @@ class Gpt {
   // The arenas on the backend's device (host memory on the CPU backend).
   const core::Tensor& weights() const { return weights_; }
   const core::Tensor& grads() const { return grads_; }
+  // Bytes of the activation arena (every module's activations and the shared scratch).
+  int64_t activation_bytes() const { return static_cast<int64_t>(arena_.bytes()); }
   core::Tensor param(const std::string& name) const;  // view of this rank's shard
   core::Tensor grad(const std::string& name) const;
   // Fills the weights from the specs (a pure function of seed, name and global index).

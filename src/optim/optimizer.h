@@ -2,15 +2,18 @@
 // grad-norm clipping driven by the ParamSpec table.
 #pragma once
 
+#include <vector>
+
 #include "core/config.h"
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 #include "params/param_spec.h"
 
 namespace tessera::backends {
 class Backend;
 }
 namespace tessera::parallel {
-class Communicator;
+class GradientReducer;
 }
 
 namespace tessera::optim {
@@ -24,10 +27,34 @@ double clip_grad_norm(const params::ParamSet& params, const core::Tensor& grads,
                       parallel::Communicator* tp_comm = nullptr,
                       backends::Backend* backend = nullptr);
 
+// ZeRO-1: one run of parameter `param` inside a rank's owned arena ranges: arena elements
+// [offset, offset + count), whose moments sit at [moment_offset, +count) of the rank's compact m
+// and v. The padding between parameters is owned (and carried in the moments) but never updated.
+struct ShardSegment {
+  int param = 0;
+  int64_t offset = 0;
+  int64_t count = 0;
+  int64_t moment_offset = 0;
+};
+
+// The segments of `owned` (ascending, disjoint arena ranges), in arena order.
+std::vector<ShardSegment> shard_segments(const params::ParamSet& params,
+                                         const std::vector<parallel::Piece>& owned);
+
+// clip_grad_norm for a sharded optimizer: each rank holds the dp-averaged gradients of its
+// segments only, so squares are summed over them, then over dp_comm (and the sharded ones over
+// tp_comm); only the owned segments are scaled. Host arenas. Collective over dp_comm and tp_comm.
+double clip_grad_norm_sharded(const params::ParamSet& params, const core::Tensor& grads,
+                              const std::vector<ShardSegment>& segments, double max_norm,
+                              parallel::Communicator* tp_comm, parallel::Communicator& dp_comm);
+
 class AdamW {
  public:
   // Moments on `backend`'s device (nullptr: the CPU backend), zeroed; borrowed references.
   explicit AdamW(const params::ParamSet& params, backends::Backend* backend = nullptr);
+  // ZeRO-1 (optim.zero 1), host arenas: moments only for the arena ranges `owned` (the sharded
+  // GradientReducer's owned_ranges()), compact; step() updates only the owned weights.
+  AdamW(const params::ParamSet& params, const std::vector<parallel::Piece>& owned);
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
 
@@ -35,13 +62,36 @@ class AdamW {
   // Decay applies to parameters whose spec has weight_decay.
   void step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,
             const core::OptimConfig& optim);
-  const core::Tensor& m() const { return m_; }
-  const core::Tensor& v() const { return v_; }
+  // The moments in the parameter arena's layout (checkpoints read and write these). Sharded:
+  // only between materialise_full() and adopt_full() / release_full().
+  const core::Tensor& m() const;
+  const core::Tensor& v() const;
+
+  bool sharded() const { return sharded_; }
+  const std::vector<ShardSegment>& segments() const { return segments_; }
+  // Bytes of moments this rank holds (the full arenas of a checkpoint excluded).
+  int64_t state_bytes() const { return (m_.numel() + v_.numel()) * 4; }
+
+  // Sharded only. Allocates full-layout m and v holding the owned moments, then, with a
+  // reducer, all-gathers the other pieces from their owners (collective over its dp group):
+  // a checkpoint write then sees the global moments. Without one the other pieces are zero
+  // (a checkpoint read fills them).
+  void materialise_full(parallel::GradientReducer* gather);
+  // Sharded only. The owned moments are taken from the full arenas (after a checkpoint read),
+  // which are then freed.
+  void adopt_full();
+  // Sharded only. Frees the full arenas.
+  void release_full();
 
  private:
   const params::ParamSet& params_;
   backends::Backend& backend_;
-  core::Tensor m_, v_;
+  core::Tensor m_, v_;  // sharded: compact, the owned ranges one after another
+  bool sharded_ = false;
+  std::vector<parallel::Piece> owned_;
+  std::vector<ShardSegment> segments_;
+  core::Tensor full_m_, full_v_;  // sharded: between materialise_full() and adopt/release
+  bool full_ = false;
 };
 
 }  // namespace tessera::optim

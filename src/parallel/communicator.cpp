@@ -154,7 +154,75 @@ class MpiRequest : public Request {
   bool done_ = false;
 };
 
+// An in-place MPI_Ireduce_scatter leaves a rank's sum at the start of the buffer; once complete,
+// this moves it to the rank's own piece.
+class PieceRequest : public Request {
+ public:
+  PieceRequest(std::unique_ptr<MpiRequest> inner, float* from, float* to, int64_t count)
+      : inner_(std::move(inner)), from_(from), to_(to), count_(count) {}
+  ~PieceRequest() override {
+    inner_.reset();  // waits
+    place();
+  }
+  PieceRequest(const PieceRequest&) = delete;
+  PieceRequest& operator=(const PieceRequest&) = delete;
+
+  void wait() override {
+    inner_->wait();
+    place();
+  }
+  bool test() override {
+    if (!inner_->test()) return false;
+    place();
+    return true;
+  }
+
+ private:
+  void place() {
+    if (placed_) return;
+    placed_ = true;
+    if (from_ != to_ && count_ > 0) std::memmove(to_, from_, count_ * sizeof(float));
+  }
+
+  std::unique_ptr<MpiRequest> inner_;
+  float* from_;
+  float* to_;
+  int64_t count_;
+  bool placed_ = false;
+};
+
+// MPI's per-rank counts and displacements of the pieces of `count` elements.
+void piece_counts(int64_t count, int size, std::vector<int>* counts, std::vector<int>* displs) {
+  TESSERA_ASSERT(count <= INT_MAX,
+                 "splitting a buffer into pieces (at most INT_MAX elements; lower "
+                 "parallel.bucket_mb)");
+  counts->resize(size);
+  displs->resize(size);
+  for (int r = 0; r < size; ++r) {
+    const Piece p = piece_of(count, size, r);
+    (*counts)[r] = static_cast<int>(p.size());
+    (*displs)[r] = static_cast<int>(p.begin);
+  }
+}
+
 }  // namespace
+
+Piece piece_of(int64_t count, int size, int rank) {
+  const int64_t per = (count + size - 1) / size;
+  return Piece{std::min(count, rank * per), std::min(count, (rank + 1) * per)};
+}
+
+std::unique_ptr<Request> Communicator::reduce_scatter_sum_async(float*, int64_t) {
+  throw Error("reduce_scatter_sum_async over the " + name() +
+              " communicator: not implemented for this backend's collectives (ZeRO-1 runs on "
+              "the CPU backend today); set optim.zero: 0");
+}
+
+void Communicator::all_gather_pieces(float*, int64_t) {
+  throw Error("all_gather_pieces over the " + name() +
+              " communicator: not implemented for this backend's collectives (ZeRO-1 runs on "
+              "the CPU backend today); set optim.zero: 0");
+}
 
 void Communicator::all_reduce_avg(float* buf, int64_t count) {
   all_reduce_sum(buf, count);
@@ -294,6 +362,30 @@ std::unique_ptr<Request> MpiCommunicator::all_reduce_sum_async(void* buf, int64_
                      (bf16 ? "bf16" : "f32") + "\"}";
   return std::make_unique<MpiRequest>(std::move(requests), name_, timeline_,
                                       name_ + ".all_reduce_async", std::move(args));
+}
+
+std::unique_ptr<Request> MpiCommunicator::reduce_scatter_sum_async(float* buf, int64_t count) {
+  std::vector<int> counts, displs;
+  piece_counts(count, size_, &counts, &displs);
+  MPI_Request request = MPI_REQUEST_NULL;
+  TESSERA_MPI_CHECK(
+      MPI_Ireduce_scatter(MPI_IN_PLACE, buf, counts.data(), MPI_FLOAT, MPI_SUM, comm_, &request),
+      "starting a non-blocking reduce-scatter");
+  auto inner = std::make_unique<MpiRequest>(std::vector<MPI_Request>{request}, name_, timeline_,
+                                            name_ + ".reduce_scatter_async",
+                                            bytes_args(count * 4));
+  return std::make_unique<PieceRequest>(std::move(inner), buf, buf + displs[rank_],
+                                        counts[rank_]);
+}
+
+void MpiCommunicator::all_gather_pieces(float* buf, int64_t count) {
+  CollectiveEvent event(timeline_, name_, "all_gather_pieces", count * 4);
+  if (size_ == 1) return;
+  std::vector<int> counts, displs;
+  piece_counts(count, size_, &counts, &displs);
+  TESSERA_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts.data(),
+                                   displs.data(), MPI_FLOAT, comm_),
+                    "all-gathering the pieces of a buffer");
 }
 
 }  // namespace tessera::parallel

@@ -19,6 +19,16 @@ enum class ReduceOp { kSum, kMax };
 // uint16 bf16 values, summed in float on arrival, rounded to nearest even).
 enum class WireType { kF32, kBF16 };
 
+// The split of `count` elements into `size` pieces that the sharded collectives below use:
+// pieces of ceil(count / size) elements, the last ones shorter or empty. Rank r's piece is
+// [begin, end) of the buffer.
+struct Piece {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+};
+Piece piece_of(int64_t count, int size, int rank);
+
 // A pending non-blocking collective. wait() blocks until the result is in the buffer; test()
 // makes progress and says whether it is. Destroying an unfinished request waits for it.
 class Request {
@@ -57,6 +67,13 @@ class Communicator {
   // Non-blocking in-place sum of `count` elements of `wire` type at `buf`.
   virtual std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count,
                                                         WireType wire) = 0;
+  // Sharded pair over the pieces of `count` f32 elements at `buf` (piece_of): the non-blocking
+  // reduce-scatter leaves, once complete, the sum over ranks of this rank's piece in place (the
+  // rest of buf is then unspecified); the all-gather fills every other rank's piece from its
+  // owner. ZeRO-1's gradient buckets and parameter gathers (optim.zero). Host memory only: a
+  // communicator without them (NCCL today) throws naming the fix.
+  virtual std::unique_ptr<Request> reduce_scatter_sum_async(float* buf, int64_t count);
+  virtual void all_gather_pieces(float* buf, int64_t count);
 
   // Records every collective as a timeline event (nullptr: off). Not owned.
   void set_timeline(Timeline* timeline) { timeline_ = timeline; }
@@ -90,6 +107,8 @@ class MpiCommunicator : public Communicator {
   void broadcast_bytes(void* buf, int64_t bytes, int root) override;
   void barrier() override;
   std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count, WireType wire) override;
+  std::unique_ptr<Request> reduce_scatter_sum_async(float* buf, int64_t count) override;
+  void all_gather_pieces(float* buf, int64_t count) override;
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

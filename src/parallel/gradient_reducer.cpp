@@ -39,6 +39,9 @@ GradientReducer::GradientReducer(const params::ParamSet& params, const core::Ten
       grads.device() == core::Device::kCpu || (backend != nullptr && !options.compress_bf16),
       "building the gradient reducer on a device arena (it needs its backend, and "
       "bf16 compression is host-only: set parallel.compress_bf16 false)");
+  TESSERA_ASSERT(!options.shard || (grads.device() == core::Device::kCpu && !options.compress_bf16),
+                 "building a sharded gradient reducer (optim.zero 1 runs on host arenas without "
+                 "bf16 compression)");
   TESSERA_ASSERT(grads.numel() == params.total_local_numel(),
                  "building the gradient reducer (the gradient arena must have the ParamSet's "
                  "total_local_numel elements)");
@@ -99,6 +102,25 @@ int64_t GradientReducer::wire_bytes_per_step() const {
   return elements * (options_.compress_bf16 ? 2 : 4);
 }
 
+std::vector<Piece> GradientReducer::owned_ranges() const {
+  TESSERA_ASSERT(options_.shard, "listing the owned ranges (the reducer must be sharded)");
+  std::vector<Piece> out;
+  for (const Bucket& bucket : buckets_) {
+    const Piece p = piece_of(bucket.count, dp_size_, dp_comm_.rank());
+    out.push_back({bucket.begin + p.begin, bucket.begin + p.end});
+  }
+  return out;
+}
+
+void GradientReducer::all_gather_owned(const core::Tensor& arena) {
+  TESSERA_ASSERT(options_.shard && arena.numel() == grads_.numel(),
+                 "all-gathering owned pieces (a sharded reducer, an arena of the gradients' size)");
+  Timeline::Scope scope(timeline_, "reducer.all_gather", "allgather", Lane::kCommunication);
+  for (const Bucket& bucket : buckets_) {
+    dp_comm_.all_gather_pieces(arena.f32() + bucket.begin, bucket.count);
+  }
+}
+
 void GradientReducer::mark_ready(int param_index) {
   TESSERA_ASSERT(param_index >= 0 && param_index < static_cast<int>(ready_.size()),
                  "marking a gradient ready (the index must name a registered parameter)");
@@ -146,6 +168,17 @@ void GradientReducer::finish() {
       bucket.request->wait();
       complete(b);
       next_complete_ = b + 1;
+    }
+    if (options_.shard) {
+      // Only this rank's piece holds the sum; the average of it, padding included (its sums
+      // are of zeros).
+      const Piece p = piece_of(bucket.count, dp_size_, dp_comm_.rank());
+      float* grad = arena + bucket.begin + p.begin;
+      const int64_t n = p.size();
+#pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
+      for (int64_t k = 0; k < n; ++k) grad[k] *= scale;
+      bucket.request.reset();
+      continue;
     }
     if (backend_ != nullptr) {
       // Device arena: the request's wait ordered the sum before later work on any stream.
@@ -195,6 +228,10 @@ void GradientReducer::start(int b) {
   bucket.start_us = timeline_ ? core::now_us() : 0.0;
   void* buf = options_.compress_bf16 ? static_cast<void*>(wire_bf16_.data() + bucket.begin)
                                      : static_cast<void*>(grads_.f32() + bucket.begin);
+  if (options_.shard) {
+    bucket.request = dp_comm_.reduce_scatter_sum_async(grads_.f32() + bucket.begin, bucket.count);
+    return;
+  }
   bucket.request = dp_comm_.all_reduce_sum_async(
       buf, bucket.count, options_.compress_bf16 ? WireType::kBF16 : WireType::kF32);
 }

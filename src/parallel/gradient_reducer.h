@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 
 namespace tessera::backends {
 class Backend;
@@ -18,14 +19,13 @@ class ParamSet;
 
 namespace tessera::parallel {
 
-class Communicator;
-class Request;
 class Timeline;
 
 struct ReducerOptions {
   double bucket_mb = 25.0;     // cap of one bucket, MiB of f32 gradient (2^20 bytes)
   bool overlap = true;         // start a bucket's all-reduce as soon as it is full (else: finish)
   bool compress_bf16 = false;  // bf16 on the wire: half the bytes, ~3 significant digits
+  bool shard = false;          // ZeRO-1 (optim.zero 1): reduce-scatter instead of all-reduce
 };
 
 // Averages a rank's gradient arena over the data-parallel group, one step at a time.
@@ -59,6 +59,12 @@ struct ReducerOptions {
 // With dp_size 1, steps 3-5 are skipped: the average over one rank is the gradient itself
 // (so compress_bf16 does not round it either).
 //
+// Sharded (ZeRO-1, options.shard): each bucket's range is split into dp pieces (piece_of in
+// communicator.h) and reduce-scattered instead of all-reduced, so after finish() a rank holds
+// the dp average only in the pieces it owns (owned_ranges(): one per bucket, in bucket order);
+// the rest of the arena is unspecified. The optimizer updates the owned weights and
+// all_gather_owned() then gives every rank every piece. The wire bytes per rank are those of
+// the all-reduce (a reduce-scatter plus an all-gather is how rings all-reduce anyway).
 // Between mark_ready(i) and finish() the caller neither reads nor writes gradient i: its arena
 // range may be under an in-flight all-reduce. The arena's padding between parameters is summed
 // too (it is never read as a gradient). No other collective may be issued on dp_comm between
@@ -95,6 +101,12 @@ class GradientReducer {
   // All-reduce payload per step on each rank (bucket ranges x wire element size); 0 when
   // dp_size is 1 (nothing is sent).
   int64_t wire_bytes_per_step() const;
+
+  // Sharded only. Arena ranges [begin, end) whose dp average this rank holds after finish().
+  std::vector<Piece> owned_ranges() const;
+  // Sharded only; collective over dp_comm. Every piece of `arena` (a twin of the gradient arena:
+  // the weights, an AdamW moment) takes its owner's values.
+  void all_gather_owned(const core::Tensor& arena);
 
  private:
   struct Bucket {

@@ -426,16 +426,23 @@ void Trainer::set_up_model() {
   model_ = std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
                                          backend_.get());
   model_->set_timeline(timeline_.get());
-  adamw_ = std::make_unique<optim::AdamW>(model_->param_set(), backend_.get());
   if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
     ro.bucket_mb = config_.parallel.bucket_mb;
     ro.overlap = config_.parallel.overlap;
     ro.compress_bf16 = config_.parallel.compress_bf16;
+    ro.shard = config_.optim.zero == 1;
     reducer_ = std::make_unique<parallel::GradientReducer>(model_->param_set(), model_->grads(),
                                                            grid_.device_dp_comm(), ro,
                                                            timeline_.get(), backend_.get());
     on_ready_ = [this](int i) { reducer_->mark_ready(i); };
+  }
+  // ZeRO-1 (optim.zero 1): this rank's moments cover only the gradient pieces the sharded
+  // reducer leaves it. Over one dp rank there is nothing to shard: the plain optimizer.
+  if (reducer_ && config_.optim.zero == 1) {
+    adamw_ = std::make_unique<optim::AdamW>(model_->param_set(), reducer_->owned_ranges());
+  } else {
+    adamw_ = std::make_unique<optim::AdamW>(model_->param_set(), backend_.get());
   }
 }
 
@@ -460,7 +467,11 @@ core::Status Trainer::resume_or_init() {
     auto path = checkpoint::resolve_checkpoint(cc_.dir, resume);
     if (!path) return path.status();
     TESSERA_RETURN_IF_ERROR(check_stored_config(*path, config_, grid_, /*resume=*/true));
+    // Checkpoints hold the global moments whatever optim.zero wrote them: a sharded optimizer
+    // reads them whole, keeps its pieces and frees the rest.
+    if (adamw_->sharded()) adamw_->materialise_full(nullptr);
     auto state = checkpoint::read_checkpoint(*path, *model_, adamw_.get(), grid_, transfers);
+    if (adamw_->sharded()) state ? adamw_->adopt_full() : adamw_->release_full();
     if (!state) return state.status();
     if (state->seed != tc_.seed) {
       return core::Status::error(
@@ -553,6 +564,10 @@ void Trainer::log_run() {
       static_cast<long>(tc_.steps), static_cast<long>(global_batch_), static_cast<long>(T_),
       static_cast<long>(micro_), threads_, peak_gflops_);
   core::log_info(line);
+  std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank%s",
+                static_cast<double>(adamw_->state_bytes()) / (1 << 20),
+                adamw_->sharded() ? " (optim.zero 1: sharded over dp)" : "");
+  core::log_info(line);
   core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");
 
@@ -624,8 +639,13 @@ core::Result<Update> Trainer::clip_and_step(int step, double loss) {
   u.lr = optim::learning_rate(config_.optim, step, tc_.steps);
   parallel::Timeline::Scope scope(timeline_.get(), "optimizer", "optimizer");
   parallel::WatchPhase phase("the optimizer (grad-norm clip, non-finite check)");
-  u.grad_norm = optim::clip_grad_norm(model_->param_set(), model_->grads(), config_.optim.grad_clip,
-                                      &grid_.tp_comm(), backend_.get());
+  u.grad_norm = adamw_->sharded()
+                    ? optim::clip_grad_norm_sharded(model_->param_set(), model_->grads(),
+                                                    adamw_->segments(), config_.optim.grad_clip,
+                                                    &grid_.tp_comm(), grid_.dp_comm())
+                    : optim::clip_grad_norm(model_->param_set(), model_->grads(),
+                                            config_.optim.grad_clip, &grid_.tp_comm(),
+                                            backend_.get());
   // Test hook (TESSERA_INJECT_FAULT=nonfinite@r): at steps 3 and 4 rank r alone sees a NaN norm,
   // as a reduction that kept a NaN on one rank only would leave it; all must still agree.
   if ((step == 2 || step == 3) && core::fault_requested("nonfinite")) u.grad_norm = std::nan("");
@@ -639,6 +659,8 @@ core::Result<Update> Trainer::clip_and_step(int step, double loss) {
   grid_.world_comm().all_reduce(cls, 2, parallel::ReduceOp::kMax);
   if (cls[0] == kFinite && cls[1] == kFinite) {
     adamw_->step(model_->weights(), model_->grads(), u.lr, step + 1, config_.optim);
+    // ZeRO-1: each rank updated its own pieces of the weights; now every rank gets all of them.
+    if (adamw_->sharded()) reducer_->all_gather_owned(model_->weights());
     return u;
   }
   // Clipping by an inf norm scaled finite gradients to 0 and left non-finite ones non-finite, so
@@ -871,11 +893,15 @@ void Trainer::save_checkpoint(int steps_done) {
   const std::string path = checkpoint::checkpoint_path(cc_.dir, steps_done);
   parallel::Timeline::Scope scope(timeline_.get(), "checkpoint", "checkpoint");
   parallel::WatchPhase phase("a checkpoint write");
+  // ZeRO-1: the file holds the global moments (any optim.zero and grid reads it), so for the
+  // write each rank gathers them whole, and frees them after.
+  if (adamw_->sharded()) adamw_->materialise_full(reducer_.get());
   core::Status st = check_state_finite(steps_done, /*with_moments=*/true);
   if (st.is_ok()) {
     st = checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,
                                       grid_, checkpoint::transfers_from_config(config_));
   }
+  if (adamw_->sharded()) adamw_->release_full();
   if (st.is_ok() && writer_) st = checkpoint::publish_latest(cc_.dir, path, cc_.keep);
   if (!st.is_ok()) throw Error(st.message());
   last_checkpoint_ = path;

@@ -228,6 +228,9 @@ TEST(Config, ValidateNamesKeyValueAndFix) {
       {{"optim.beta2=-0.5"}, "key 'optim.beta2' = -0.5 must be in [0, 1)"},
       {{"optim.eps=0"}, "key 'optim.eps' = 0.0 must be > 0"},
       {{"optim.grad_clip=-1"}, "key 'optim.grad_clip' = -1.0 must be >= 0"},
+      {{"optim.zero=2"}, "key 'optim.zero' = 2 is not a ZeRO stage; use 0"},
+      {{"optim.zero=1", "parallel.compress_bf16=true"},
+       "key 'optim.zero' = 1 does not combine with parallel.compress_bf16 yet"},
       {{"parallel.tp=0"}, "key 'parallel.tp' = 0 must be >= 1"},
       {{"parallel.bucket_mb=0"}, "key 'parallel.bucket_mb' = 0.0 must be > 0"},
       {{"parallel.collective_timeout_s=-1"},
@@ -291,7 +294,7 @@ TEST(Config, ToYamlRoundTrips) {
 
 TEST(Config, KeyTableListsEveryFieldOnce) {
   std::vector<ConfigKeyInfo> keys = config_keys();
-  EXPECT_EQ(keys.size(), 45u);  // update with config.h when a field is added
+  EXPECT_EQ(keys.size(), 46u);  // update with config.h when a field is added
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i].key, keys[j].key);
   }

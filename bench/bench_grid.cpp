@@ -4,6 +4,7 @@
 // With --timeline: the fraction of bucket all-reduce time that lies inside backward compute.
 // Usage: mpirun -n 2 bench_grid --config configs/gpt2-124m.yaml --batch-per-rank 2 --seq 64 --tp 1
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -120,6 +121,7 @@ int main(int argc, char** argv) {
     int tp = 1, steps = 10, warmup = 2, threads = 1;
     double bucket_mb = 25.0;
     bool no_overlap = false;
+    int zero = 0;
     app.add_option("--config", config_path, "model config (its model: section is used)");
     app.add_option("--batch-per-rank", B_local, "b: sequences per dp rank (global = b x dp)");
     app.add_option("--seq", T, "T: tokens per sequence");
@@ -129,6 +131,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
     app.add_option("--bucket-mb", bucket_mb, "GradientReducer bucket cap (MiB)");
     app.add_flag("--no-overlap", no_overlap, "start every bucket in finish(), after backward");
+    app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
+        ->check(CLI::IsMember({0, 1}));
     app.add_option("--timeline", timeline_path,
                    "write a trace per rank (<path>.rank<r>) and report the overlap fraction");
     try {
@@ -164,13 +168,17 @@ int main(int argc, char** argv) {
     models::Gpt model(mc, B_local, T, &grid.tp_comm());
     model.init_weights(1);
     model.set_timeline(timeline.get());
-    optim::AdamW adamw(model.param_set());
     std::unique_ptr<parallel::GradientReducer> reducer;
     if (dp_size > 1) {
       reducer = std::make_unique<parallel::GradientReducer>(
           model.param_set(), model.grads(), grid.dp_comm(),
-          parallel::ReducerOptions{bucket_mb, !no_overlap, false}, timeline.get());
+          parallel::ReducerOptions{bucket_mb, !no_overlap, false, zero == 1}, timeline.get());
     }
+    // As the trainer builds it: sharded over dp with optim.zero 1 (and dp > 1).
+    std::unique_ptr<optim::AdamW> adamw =
+        reducer && zero == 1 ? std::make_unique<optim::AdamW>(model.param_set(),
+                                                              reducer->owned_ranges())
+                             : std::make_unique<optim::AdamW>(model.param_set());
     const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
     // Each rank measures its share of the machine at the same moment; the shares are summed.
     double peak_gflops = train::measure_sgemm_gflops();
@@ -202,8 +210,15 @@ int main(int argc, char** argv) {
       if (dp_size > 1) grid.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
       {
         parallel::Timeline::Scope scope(timeline.get(), "optimizer", "optimizer");
-        optim::clip_grad_norm(model.param_set(), model.grads(), 1.0, &grid.tp_comm());
-        adamw.step(model.weights(), model.grads(), 1e-4, s + 1, config->optim);
+        if (adamw->sharded()) {
+          optim::clip_grad_norm_sharded(model.param_set(), model.grads(), adamw->segments(), 1.0,
+                                        &grid.tp_comm(), grid.dp_comm());
+          adamw->step(model.weights(), model.grads(), 1e-4, s + 1, config->optim);
+          reducer->all_gather_owned(model.weights());
+        } else {
+          optim::clip_grad_norm(model.param_set(), model.grads(), 1.0, &grid.tp_comm());
+          adamw->step(model.weights(), model.grads(), 1e-4, s + 1, config->optim);
+        }
       }
       // A step lasts as long as its slowest rank.
       double ms = timer.seconds() * 1e3;
@@ -229,7 +244,20 @@ int main(int argc, char** argv) {
                           {"steps", steps},
                           {"warmup", warmup},
                           {"sgemm_gflops", peak_gflops},
-                          {"mfu", mfu}};
+                          {"mfu", mfu},
+                          {"zero", zero}};
+    // Memory per rank: the arenas (rank 0's; equal on every rank up to one bucket of moments)
+    // and the peak resident set, the largest over ranks.
+    const double mib = 1024.0 * 1024.0;
+    struct rusage usage {};
+    getrusage(RUSAGE_SELF, &usage);
+    double peak_rss_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss: KiB
+    grid.world_comm().all_reduce(&peak_rss_mib, 1, parallel::ReduceOp::kMax);
+    out["weights_mib"] = static_cast<double>(model.weights().bytes()) / mib;
+    out["grads_mib"] = static_cast<double>(model.grads().bytes()) / mib;
+    out["moments_mib"] = static_cast<double>(adamw->state_bytes()) / mib;
+    out["activations_mib"] = static_cast<double>(model.activation_bytes()) / mib;
+    out["peak_rss_mib_max_rank"] = peak_rss_mib;
     if (reducer) {
       out["bucket_mb"] = bucket_mb;
       out["buckets"] = reducer->num_buckets();

@@ -85,6 +85,7 @@ const std::vector<Field>& fields() {
       field<&Config::parallel, &ParallelConfig::bucket_mb>("parallel.bucket_mb"),
       field<&Config::parallel, &ParallelConfig::overlap>("parallel.overlap"),
       field<&Config::parallel, &ParallelConfig::compress_bf16>("parallel.compress_bf16"),
+      field<&Config::parallel, &ParallelConfig::sequence_parallel>("parallel.sequence_parallel"),
       field<&Config::parallel, &ParallelConfig::collective_timeout_s>(
           "parallel.collective_timeout_s"),
       field<&Config::checkpoint, &CheckpointConfig::dir>("checkpoint.dir"),

@@ -72,6 +72,9 @@ struct ParallelConfig {
   double bucket_mb = 25.0;     // GradientReducer fusion bucket cap
   bool overlap = true;         // start bucket all-reduces during backward
   bool compress_bf16 = false;  // bf16 wire format for the dp all-reduce
+  // Shard the layernorm/residual activations along the sequence over tp (Megatron-LM sequence
+  // parallelism); train.seq_len must divide by tp. Training only.
+  bool sequence_parallel = false;
   // Seconds one blocking collective may last before the watchdog ends the job (a stalled
   // peer); 0 = off.
   double collective_timeout_s = 300.0;

@@ -20,32 +20,30 @@ CausalSelfAttention::CausalSelfAttention(const ModelContext& ctx, ArenaPlan& pla
   plan.add(&att_, {B, NH_local, T, T});
 }
 
-void CausalSelfAttention::forward(float* out, const float* inp, int64_t B, int64_t T) {
-  const int64_t BT = B * T;
-  qkv_.forward(qkv_out_.f32(), inp, BT);
+void CausalSelfAttention::forward(float* out, const float* inp, const Rows& rows) {
+  qkv_.forward(qkv_out_.f32(), inp, rows);
   ctx_.backend.attention_forward(atty_.f32(), att_.f32(), scratch_.workspace.f32(), qkv_out_.f32(),
-                                 B, T, C_local_, NH_local_);
-  proj_.forward(out, atty_.f32(), BT);
+                                 rows.B, rows.T, C_local_, NH_local_);
+  proj_.forward(out, atty_.f32(), rows);
 }
 
-void CausalSelfAttention::backward(float* dinp, const float* dout, const float* inp, int64_t B,
-                                   int64_t T) {
-  const int64_t BT = B * T;
-  proj_.backward(scratch_.datty.f32(), dout, atty_.f32(), BT);
+void CausalSelfAttention::backward(float* dinp, const float* dout, const float* inp,
+                                   const Rows& rows) {
+  proj_.backward(scratch_.datty.f32(), dout, atty_.f32(), rows);
   ctx_.backend.attention_backward(scratch_.dqkv.f32(), scratch_.workspace.f32(),
-                                  scratch_.datty.f32(), qkv_out_.f32(), att_.f32(), B, T, C_local_,
-                                  NH_local_);
-  qkv_.backward(dinp, scratch_.dqkv.f32(), inp, BT);
+                                  scratch_.datty.f32(), qkv_out_.f32(), att_.f32(), rows.B, rows.T,
+                                  C_local_, NH_local_);
+  qkv_.backward(dinp, scratch_.dqkv.f32(), inp, rows);
 }
 
 void CausalSelfAttention::decode(float* out, const float* inp, KvCache& cache, int layer,
                                  const int32_t* slots, const int32_t* positions, int64_t N) {
-  qkv_.forward(qkv_out_.f32(), inp, N);
+  qkv_.forward(qkv_out_.f32(), inp, Rows::flat(N));
   ctx_.backend.kv_append(cache.k(layer), cache.v(layer), qkv_out_.f32(), slots, positions, N,
                          cache.max_seq(), C_local_);
   ctx_.backend.attention_decode(atty_.f32(), qkv_out_.f32(), cache.k(layer), cache.v(layer), slots,
                                 positions, N, cache.max_seq(), C_local_, NH_local_);
-  proj_.forward(out, atty_.f32(), N);
+  proj_.forward(out, atty_.f32(), Rows::flat(N));
 }
 
 }  // namespace tessera::models

@@ -28,12 +28,13 @@ class CausalSelfAttention {
   CausalSelfAttention(const ModelContext& ctx, ArenaPlan& plan, AttentionScratch& scratch,
                       int qkv_index, int64_t B, int64_t T, int64_t C, int64_t NH_local);
 
-  // out (B*T, C) = proj(attention(qkv(inp))), inp (B*T, C) replicated over tp. Collective over
+  // out (n_local, C) = proj(attention(qkv(inp))), inp (n_local, C) replicated over tp, or
+  // this rank's rows of each sequence (Rows; the heads see all rows.n()). Collective over
   // tp_comm. Saves qkv, the attention output and its probabilities for backward.
-  void forward(float* out, const float* inp, int64_t B, int64_t T);
-  // dinp (B*T, C) OVERWRITTEN (all-reduced over tp inside the qkv projection's backward);
-  // parameter gradients ACCUMULATE. dout: (B*T, C); inp: what forward saw.
-  void backward(float* dinp, const float* dout, const float* inp, int64_t B, int64_t T);
+  void forward(float* out, const float* inp, const Rows& rows);
+  // dinp (n_local, C) OVERWRITTEN (summed over tp inside the qkv projection's backward);
+  // parameter gradients ACCUMULATE. dout: (n_local, C); inp: what forward saw.
+  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
   // N decode rows: row i is a token of the sequence in slot slots[i] at position positions[i]
   // (device int32). Appends each row's k, v to `cache` at `layer`, then out (N, C) as forward
   // would give for that position. Collective over tp_comm.

@@ -1,5 +1,7 @@
 // Block: one pre-LayerNorm transformer layer (GPT-2), x -> x + attn(ln_1(x)) -> + mlp(ln_2(.)).
 // Saves every activation its backward needs; the residual stream's gradient flows through it.
+// Under sequence parallelism its layernorm/residual tensors hold this tp rank's T / tp rows of
+// each sequence (B * T / tp rows instead of B * T); attention and the MLP gather and scatter.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,7 @@ class KvCache;
 
 // Backward scratch shared by every layer.
 struct BlockScratch {
-  core::Tensor dln;  // (B*T, C): gradient at a layernorm's output
+  core::Tensor dln;  // (n_local, C): gradient at a layernorm's output
   AttentionScratch attention;
   MlpScratch mlp;
 };
@@ -24,16 +26,16 @@ struct BlockScratch {
 class Block {
  public:
   // first_index: the ParamSpec row of ln_1.weight; the layer's 12 rows follow in the order of
-  // Gpt::param_specs.
+  // Gpt::param_specs. With ctx.seq set the layernorm/residual tensors get B * T / tp rows.
   Block(const ModelContext& ctx, ArenaPlan& plan, BlockScratch& scratch, int first_index, int64_t B,
         int64_t T, int64_t C, int64_t NH_local);
 
-  // out() (B*T, C) = the layer applied to x (B*T, C). Collective over tp_comm.
-  void forward(const float* x, int64_t B, int64_t T);
-  // dres (B*T, C): on entry the gradient at out(); on return the gradient at x (ACCUMULATED in
-  // place: both residual branches add their input gradients to it). Parameter gradients
+  // out() (n_local, C) = the layer applied to x (rows.n_local(), C). Collective over tp_comm.
+  void forward(const float* x, const Rows& rows);
+  // dres (n_local, C): on entry the gradient at out(); on return the gradient at x (ACCUMULATED
+  // in place: both residual branches add their input gradients to it). Parameter gradients
   // ACCUMULATE. x: what forward saw.
-  void backward(float* dres, const float* x, int64_t B, int64_t T);
+  void backward(float* dres, const float* x, const Rows& rows);
   // out() rows 0..N-1 = the layer applied to N decode rows x (N, C) (see
   // CausalSelfAttention::decode for slots and positions).
   void decode(const float* x, KvCache& cache, int layer, const int32_t* slots,
@@ -46,7 +48,9 @@ class Block {
 
  private:
   // The part of forward after attention: residual, ln_2, MLP, residual.
-  void finish(const float* x, int64_t N);
+  void finish(const float* x, const Rows& rows);
+  // Rows of the layernorm/residual tensors: B * T, or B * T / tp when ctx.seq is set.
+  static int64_t local_rows(const ModelContext& ctx, int64_t B, int64_t T);
 
   const ModelContext& ctx_;
   BlockScratch& scratch_;
@@ -56,7 +60,7 @@ class Block {
   CausalSelfAttention attn_;
   LayerNorm ln2_;
   Mlp mlp_;
-  core::Tensor ln1_out_, attproj_, residual2_, ln2_out_, fcproj_, residual3_;  // (B*T, C)
+  core::Tensor ln1_out_, attproj_, residual2_, ln2_out_, fcproj_, residual3_;  // (n_local, C)
 };
 
 }  // namespace tessera::models

@@ -2,6 +2,7 @@
 #include "models/embedding.h"
 
 #include "backends/backend.h"
+#include "core/error.h"
 #include "parallel/mappings.h"
 
 namespace tessera::models {
@@ -18,14 +19,34 @@ VocabParallelEmbedding::VocabParallelEmbedding(const ModelContext& ctx, int wte_
       dwte_(ctx.grad(wte_index)),
       dwpe_(ctx.grad(wte_index + 1)) {}
 
-void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, int64_t B, int64_t T) {
-  ctx_.backend.embedding_forward(out, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
-  parallel::reduce_from_tp_forward(ctx_.tp_comm, out, B * T * C_);
-  ctx_.backend.positional_forward(out, wpe_, B, T, C_);
+void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, const Rows& rows) {
+  const int64_t B = rows.B, T = rows.T;
+  if (!rows.seq_sharded()) {
+    ctx_.backend.embedding_forward(out, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
+    parallel::reduce_from_tp_forward(ctx_.tp_comm, out, B * T * C_);
+    ctx_.backend.positional_forward(out, wpe_, B, T, C_);
+    return;
+  }
+  // The lookups of all rows, summed over tp and kept for this rank's rows [t0, t0 + T_local) of
+  // each sequence, whose positions wpe[t0 + t] are then added.
+  TESSERA_ASSERT(ctx_.seq && B * T * C_ <= ctx_.seq->full.numel(),
+                 "fitting the embedding's partial lookups in the sequence-parallel scratch");
+  float* partial = ctx_.seq->full.f32();
+  ctx_.backend.embedding_forward(partial, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
+  parallel::reduce_scatter_to_sequence_forward(ctx_.tp_comm, out, partial, B, T, C_);
+  const int64_t T_local = T / rows.seq_shards;
+  ctx_.backend.positional_forward(out, wpe_ + ctx_.tp_rank * T_local * C_, B, T_local, C_);
 }
 
-void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, int64_t B,
-                                      int64_t T) {
+void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, const Rows& rows) {
+  const int64_t B = rows.B, T = rows.T;
+  if (rows.seq_sharded()) {
+    TESSERA_ASSERT(ctx_.seq && B * T * C_ <= ctx_.seq->full.numel(),
+                   "fitting the embedding's gathered gradient in the sequence-parallel scratch");
+    float* full = ctx_.seq->full.f32();
+    parallel::reduce_scatter_to_sequence_backward(ctx_.tp_comm, full, dout, B, T, C_);
+    dout = full;
+  }
   ctx_.backend.embedding_backward(dwte_, dout, tokens, B * T, C_, vocab_start_, Vp_local_);
   ctx_.backend.positional_backward(dwpe_, dout, B, T, C_);
 }

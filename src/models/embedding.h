@@ -1,7 +1,9 @@
 // VocabParallelEmbedding with learned positions: rank r holds rows [vocab_start, +Vp_local) of
 // the (padded) token table wte and the whole (replicated) position table wpe. A token outside a
 // rank's rows looks up zeros there; reduce_from_tp sums the ranks' lookups into the full one;
-// the position is added once, after the sum.
+// the position is added once, after the sum. Under sequence parallelism the sum is
+// reduce-scattered along the sequence instead (reduce_scatter_to_sequence): each tp rank keeps
+// its T / tp rows of each sequence and adds their positions.
 #pragma once
 
 #include <cstdint>
@@ -16,12 +18,16 @@ class VocabParallelEmbedding {
   VocabParallelEmbedding(const ModelContext& ctx, int wte_index, int64_t C, int64_t vocab_start,
                          int64_t Vp_local);
 
-  // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) on the device. Collective over tp_comm.
-  void forward(float* out, const int32_t* tokens, int64_t B, int64_t T);
+  // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) = (rows.B, rows.T) on the device; for
+  // sharded rows out is this rank's rows of each sequence, (B, T / tp, C). Collective over
+  // tp_comm.
+  void forward(float* out, const int32_t* tokens, const Rows& rows);
   // dwte_local += dout rows at this rank's tokens, dwpe[t] += Σ_b dout[b, t] (ACCUMULATE).
   // dout (B, T, C) is the full gradient, identical on every tp rank (reduce_from_tp's backward
-  // is the identity), so each rank scatters it into its own rows: no communication.
-  void backward(const float* dout, const int32_t* tokens, int64_t B, int64_t T);
+  // is the identity), so each rank scatters it into its own rows: no communication. For sharded
+  // rows dout (B, T / tp, C) is first all-gathered along the sequence (a collective over
+  // tp_comm), after which the same holds.
+  void backward(const float* dout, const int32_t* tokens, const Rows& rows);
   // out (N, C) row i = wte[tokens[i]] + wpe[positions[i]]. Collective over tp_comm.
   void decode(float* out, const int32_t* tokens, const int32_t* positions, int64_t N);
 

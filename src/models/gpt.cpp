@@ -66,7 +66,7 @@ backends::Backend& backend_or_cpu(backends::Backend* backend) {
 }  // namespace
 
 Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
-         backends::Backend* backend)
+         backends::Backend* backend, bool sequence_parallel)
     : model_(model),
       B_(B),
       T_(T),
@@ -79,6 +79,7 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       tp_comm_(tp_comm ? tp_comm : own_tp_comm_.get()),
       tp_rank_(tp_comm_->rank()),
       tp_size_(tp_comm_->size()),
+      seq_shards_(sequence_parallel && tp_size_ > 1 ? tp_size_ : 1),
       params_(param_specs(model), tp_rank_, tp_size_),
       weights_(backend_.zeros({params_.total_local_numel()})),
       grads_(backend_.zeros({params_.total_local_numel()})),
@@ -87,14 +88,22 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
   Vp_local_ = model.padded_vocab_size() / tp_size_;
   vocab_start_ = static_cast<int64_t>(tp_rank_) * Vp_local_;
   V_real_local_ = std::clamp<int64_t>(V_ - vocab_start_, 0, Vp_local_);
+  TESSERA_ASSERT(T % seq_shards_ == 0,
+                 "building a sequence-parallel GPT with T divisible by tp (train.seq_len)");
   const int64_t BT = B * T, C = C_, Cl = C / tp_size_, NHl = model.n_head / tp_size_;
+  const int64_t BT_local = B * (T / seq_shards_);  // rows of the layernorm/residual regions
 
   ArenaPlan plan;
-  plan.add(&encoded_, {BT, C});
-  plan.add(&lnf_out_, {BT, C});
-  plan.add(&dresidual_, {BT, C});
+  plan.add(&encoded_, {BT_local, C});
+  plan.add(&lnf_out_, {BT_local, C});
+  plan.add(&dresidual_, {BT_local, C});
+  if (seq_shards_ > 1) {
+    plan.add(&seq_scratch_.full, {BT, C});
+    plan.add(&seq_scratch_.dfull, {BT, C});
+    ctx_.seq = &seq_scratch_;
+  }
   // Backward scratch, shared by the layers (one layer's backward runs at a time).
-  plan.add(&scratch_.dln, {BT, C});
+  plan.add(&scratch_.dln, {BT_local, C});
   plan.add(&scratch_.attention.dqkv, {BT, 3 * Cl});
   plan.add(&scratch_.attention.datty, {BT, Cl});
   plan.add(&scratch_.attention.workspace, {backend_.attention_workspace_size(B, T, Cl, NHl)});
@@ -108,7 +117,7 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
     backward_names_.push_back("bwd h." + std::to_string(l));
   }
   const int nparams = params_.size();
-  ln_f_ = std::make_unique<LayerNorm>(ctx_, plan, nparams - 2, BT, C);
+  ln_f_ = std::make_unique<LayerNorm>(ctx_, plan, nparams - 2, BT_local, C);
   head_ = std::make_unique<LmHead>(ctx_, plan, embedding_->wte(), embedding_->dwte(), BT, C, V_,
                                    vocab_start_, Vp_local_);
   arena_ = plan.allocate(backend_);
@@ -151,37 +160,38 @@ const int32_t* Gpt::stage(Tensor& buffer, const int32_t* host, int64_t n) {
 double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                     int64_t* n_valid) {
   TESSERA_ASSERT(B <= B_ && T <= T_, "running GPT forward within the allocated B and T");
+  TESSERA_ASSERT(T % seq_shards_ == 0, "running a sequence-parallel GPT on T divisible by tp");
   const int64_t BT = B * T;
   const int32_t* tok = stage(tokens_, tokens, BT);
   have_targets_ = targets != nullptr;
-  last_B_ = B;
-  last_T_ = T;
-  embedding_->forward(encoded_.f32(), tok, B, T);
+  const Rows rows{B, T, seq_shards_};
+  last_rows_ = rows;
+  embedding_->forward(encoded_.f32(), tok, rows);
   const float* x = encoded_.f32();
   for (auto& block : blocks_) {
-    block->forward(x, B, T);
+    block->forward(x, rows);
     x = block->out();
   }
-  ln_f_->forward(lnf_out_.f32(), x, BT);
-  head_->forward(lnf_out_.f32(), BT);
+  ln_f_->forward(lnf_out_.f32(), x, rows.n_local());
+  head_->forward(lnf_out_.f32(), rows);
   if (!have_targets_) return 0.0;
   return head_->loss(stage(targets_, targets, BT), BT, n_valid);
 }
 
 void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
   TESSERA_ASSERT(have_targets_, "running GPT backward after a forward with targets");
-  const int64_t B = last_B_, T = last_T_, BT = B * T;
+  const Rows rows = last_rows_;
   const int nparams = params_.size();
   float* dln = scratch_.dln.f32();
-  float* dres = dresidual_.f32();  // gradient of the residual stream, (BT, C); accumulates
+  float* dres = dresidual_.f32();  // gradient of the residual stream, (n_local, C); accumulates
   {
     // The loss, LM head and final layernorm, as one timeline event.
     std::optional<parallel::Timeline::Scope> scope;
     if (timeline_) scope.emplace(timeline_, "bwd head", "backward");
-    head_->backward(dln, lnf_out_.f32(), targets_.data<int32_t>(), loss_scale, BT);
-    backend_.fill_zero(dres, BT * C_ * sizeof(float));
+    head_->backward(dln, lnf_out_.f32(), targets_.data<int32_t>(), loss_scale, rows);
+    backend_.fill_zero(dres, rows.n_local() * C_ * sizeof(float));
     const float* x_last = L_ > 0 ? blocks_.back()->out() : encoded_.f32();
-    ln_f_->backward(dres, dln, x_last, BT);
+    ln_f_->backward(dres, dln, x_last, rows);
   }
   if (on_ready) {
     on_ready(nparams - 1);
@@ -192,7 +202,7 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
     {
       std::optional<parallel::Timeline::Scope> scope;
       if (timeline_) scope.emplace(timeline_, backward_names_[l], "backward");
-      blocks_[l]->backward(dres, x_in, B, T);
+      blocks_[l]->backward(dres, x_in, rows);
     }
     if (on_ready) {
       const int first = blocks_[l]->first_index();
@@ -202,7 +212,7 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
   {
     std::optional<parallel::Timeline::Scope> scope;
     if (timeline_) scope.emplace(timeline_, "bwd embed", "backward");
-    embedding_->backward(dres, tokens_.data<int32_t>(), B, T);
+    embedding_->backward(dres, tokens_.data<int32_t>(), rows);
   }
   if (on_ready) {
     on_ready(1);
@@ -212,7 +222,9 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
 
 const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
                          const int32_t* positions, int64_t N) {
-  TESSERA_ASSERT(N >= 1 && N <= B_ * T_, "decoding between 1 and B * T rows");
+  TESSERA_ASSERT(N >= 1 && N <= max_decode_rows(),
+                 "decoding between 1 and max_decode_rows() (B * T, or B * T / tp when built "
+                 "sequence parallel) rows");
   const int32_t* tok = stage(tokens_, tokens, N);
   const int32_t* slot = stage(slots_, slots, N);
   const int32_t* pos = stage(positions_, positions, N);
@@ -224,7 +236,7 @@ const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* s
     x = blocks_[l]->out();
   }
   ln_f_->forward(lnf_out_.f32(), x, N);
-  head_->forward(lnf_out_.f32(), N);
+  head_->forward(lnf_out_.f32(), Rows::flat(N));
   return head_->logits();
 }
 

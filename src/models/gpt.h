@@ -9,7 +9,10 @@
 // only through a backends::Backend (CPU or CUDA), and their parameter shards, gradients and
 // activations live in arenas on that backend's device, sized once at construction. Tensor
 // parallel (Megatron-LM): vocab-parallel embedding, head and cross-entropy; heads and the MLP's
-// hidden units split over tp. Sizes are per rank (`_local`).
+// hidden units split over tp. Sizes are per rank (`_local`). Sequence parallelism (Korthikanti
+// et al. 2022), optional: the embedding's output, layernorms and residual stream of training
+// calls hold T / tp rows of each sequence per tp rank (models/module.h, Rows); decode never
+// shards.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +51,13 @@ class Gpt {
   // memory of that backend's device (nullptr: no tensor parallelism); both borrowed for the
   // model's lifetime. Preconditions: config validated, T <= max_seq_len, grid checked
   // (parallel::check_grid). forward, backward and decode are collectives over tp_comm.
+  // sequence_parallel: training calls shard the layernorm/residual regions along the sequence
+  // over tp (a no-op at tp 1; T and every T_run must then divide by tp). It changes no
+  // parameter, gradient or result beyond float rounding, only activation memory and which
+  // collectives run; decode rows are then at most B * T / tp.
   Gpt(const core::ModelConfig& model, int64_t B, int64_t T,
-      parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr);
+      parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr,
+      bool sequence_parallel = false);
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
@@ -84,7 +92,8 @@ class Gpt {
   // One decode step over N rows (host arrays): row i feeds token tokens[i] of the sequence in
   // cache slot slots[i] at position positions[i], appending its keys and values to `cache`.
   // Rows of one slot may share a call in increasing positions (a chunk of prefill); every
-  // position below a row's must already be in the cache or earlier in the call. N <= B * T.
+  // position below a row's must already be in the cache or earlier in the call.
+  // N <= max_decode_rows().
   // Returns this rank's logits (N, Vp_local) on the device (valid until the next call). A row's
   // logits do not depend on the other rows. Collective over tp_comm.
   const float* decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
@@ -104,6 +113,10 @@ class Gpt {
   const core::ModelConfig& config() const { return model_; }
   int64_t max_batch() const { return B_; }
   int64_t max_seq() const { return T_; }
+  // B * T, or B * T / tp when built sequence parallel (the residual stream's rows).
+  int64_t max_decode_rows() const { return B_ * (T_ / seq_shards_); }
+  // tp size when training calls run sequence parallel, else 1.
+  int seq_shards() const { return seq_shards_; }
 
   // Forward+backward FLOPs per token at sequence length T (6N + attention, PaLM appendix B).
   static double flops_per_token(const core::ModelConfig& model, int64_t T);
@@ -123,24 +136,27 @@ class Gpt {
   std::unique_ptr<parallel::Communicator> own_tp_comm_;  // size 1, when none was given
   parallel::Communicator* tp_comm_;
   int tp_rank_, tp_size_;
+  int seq_shards_;  // tp_size_ under sequence parallelism (tp > 1), else 1
   params::ParamSet params_;
   core::Tensor weights_, grads_;
   ModelContext ctx_;
 
   // The modules, in forward order.
   BlockScratch scratch_;
+  SequenceScratch seq_scratch_;  // allocated only when seq_shards_ > 1
   std::unique_ptr<VocabParallelEmbedding> embedding_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<LayerNorm> ln_f_;
   std::unique_ptr<LmHead> head_;
 
-  core::Tensor arena_;      // every module's activations and the shared scratch
-  core::Tensor encoded_;    // (B*T, C): the embedding's output, the first block's input
-  core::Tensor lnf_out_;    // (B*T, C)
-  core::Tensor dresidual_;  // (B*T, C): gradient of the residual stream
+  core::Tensor arena_;  // every module's activations and the shared scratch
+  // (B*T_local, C) with T_local = T / seq_shards_:
+  core::Tensor encoded_;    // the embedding's output, the first block's input
+  core::Tensor lnf_out_;    // ln_f's output, the head's input
+  core::Tensor dresidual_;  // gradient of the residual stream
   core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
   bool have_targets_ = false;
-  int64_t last_B_ = 0, last_T_ = 0;
+  Rows last_rows_;
 
   parallel::Timeline* timeline_ = nullptr;
   std::vector<std::string> backward_names_;  // "bwd h.<l>", made once (short: no allocation)

@@ -2,10 +2,24 @@
 #include "models/linear.h"
 
 #include "backends/backend.h"
+#include "core/error.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 
 namespace tessera::models {
+namespace {
+
+// The shared (B*T, C) buffer of sequence parallelism, checked to hold `numel` floats.
+float* seq_buffer(const ModelContext& ctx, core::Tensor SequenceScratch::*which, int64_t numel) {
+  TESSERA_ASSERT(ctx.seq != nullptr,
+                 "running sharded rows on a model built with sequence "
+                 "parallelism (ModelContext::seq)");
+  const core::Tensor& t = ctx.seq->*which;
+  TESSERA_ASSERT(numel <= t.numel(), "fitting a full sequence in the sequence-parallel scratch");
+  return t.f32();
+}
+
+}  // namespace
 
 ColumnParallelLinear::ColumnParallelLinear(const ModelContext& ctx, int weight_index, int64_t C,
                                            int64_t OC_local)
@@ -18,18 +32,37 @@ ColumnParallelLinear::ColumnParallelLinear(const ModelContext& ctx, int weight_i
       dw_(ctx.grad(weight_index)),
       db_(ctx.grad(weight_index + 1)) {}
 
-void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
-  // copy_to_tp forward: the identity.
-  ctx_.backend.matmul_forward(out, inp, w_, b_, N, C_, OC_local_);
+const float* ColumnParallelLinear::full_input(const float* inp, const Rows& rows) {
+  if (!rows.seq_sharded()) return inp;  // copy_to_tp forward: the identity
+  float* full = seq_buffer(ctx_, &SequenceScratch::full, rows.n() * C_);
+  parallel::gather_from_sequence_forward(ctx_.tp_comm, full, inp, rows.B, rows.T, C_);
+  return full;
 }
 
-void ColumnParallelLinear::forward_gelu(float* out, float* pre_gelu, const float* inp, int64_t N) {
-  ctx_.backend.matmul_gelu_forward(out, pre_gelu, inp, w_, b_, N, C_, OC_local_);
+void ColumnParallelLinear::forward(float* out, const float* inp, const Rows& rows) {
+  ctx_.backend.matmul_forward(out, full_input(inp, rows), w_, b_, rows.n(), C_, OC_local_);
 }
 
-void ColumnParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
-  ctx_.backend.matmul_backward(dinp, dw_, db_, dout, inp, w_, N, C_, OC_local_);
-  parallel::copy_to_tp_backward(ctx_.tp_comm, dinp, N * C_);
+void ColumnParallelLinear::forward_gelu(float* out, float* pre_gelu, const float* inp,
+                                        const Rows& rows) {
+  ctx_.backend.matmul_gelu_forward(out, pre_gelu, full_input(inp, rows), w_, b_, rows.n(), C_,
+                                   OC_local_);
+}
+
+void ColumnParallelLinear::backward(float* dinp, const float* dout, const float* inp,
+                                    const Rows& rows) {
+  const int64_t N = rows.n();
+  if (!rows.seq_sharded()) {
+    ctx_.backend.matmul_backward(dinp, dw_, db_, dout, inp, w_, N, C_, OC_local_);
+    parallel::copy_to_tp_backward(ctx_.tp_comm, dinp, N * C_);
+    return;
+  }
+  // The layer keeps only its sharded input; gather it again (one all-gather instead of a saved
+  // (B*T, C) tensor per layer), then reduce-scatter the partial input gradient.
+  const float* x = full_input(inp, rows);
+  float* dfull = seq_buffer(ctx_, &SequenceScratch::dfull, N * C_);
+  ctx_.backend.matmul_backward(dfull, dw_, db_, dout, x, w_, N, C_, OC_local_);
+  parallel::gather_from_sequence_backward(ctx_.tp_comm, dinp, dfull, rows.B, rows.T, C_);
 }
 
 RowParallelLinear::RowParallelLinear(const ModelContext& ctx, int weight_index, int64_t C_local,
@@ -43,20 +76,35 @@ RowParallelLinear::RowParallelLinear(const ModelContext& ctx, int weight_index, 
       dw_(ctx.grad(weight_index)),
       db_(ctx.grad(weight_index + 1)) {}
 
-void RowParallelLinear::forward(float* out, const float* inp_local, int64_t N) {
+void RowParallelLinear::forward(float* out, const float* inp_local, const Rows& rows) {
+  const int64_t N = rows.n();
   if (ctx_.tp_size == 1) {
     // One rank holds the whole sum: the bias rides in the GEMM (the same arithmetic).
     ctx_.backend.matmul_forward(out, inp_local, w_, b_, N, C_local_, OC_);
     return;
   }
-  ctx_.backend.matmul_forward(out, inp_local, w_, nullptr, N, C_local_, OC_);
-  parallel::reduce_from_tp_forward(ctx_.tp_comm, out, N * OC_);
-  ctx_.backend.add_bias(out, b_, N, OC_);
+  if (!rows.seq_sharded()) {
+    ctx_.backend.matmul_forward(out, inp_local, w_, nullptr, N, C_local_, OC_);
+    parallel::reduce_from_tp_forward(ctx_.tp_comm, out, N * OC_);
+    ctx_.backend.add_bias(out, b_, N, OC_);
+    return;
+  }
+  float* partial = seq_buffer(ctx_, &SequenceScratch::full, N * OC_);
+  ctx_.backend.matmul_forward(partial, inp_local, w_, nullptr, N, C_local_, OC_);
+  parallel::reduce_scatter_to_sequence_forward(ctx_.tp_comm, out, partial, rows.B, rows.T, OC_);
+  ctx_.backend.add_bias(out, b_, rows.n_local(), OC_);
 }
 
 void RowParallelLinear::backward(float* dinp_local, const float* dout, const float* inp_local,
-                                 int64_t N) {
-  ctx_.backend.matmul_backward(dinp_local, dw_, db_, dout, inp_local, w_, N, C_local_, OC_);
+                                 const Rows& rows) {
+  const int64_t N = rows.n();
+  const float* d = dout;
+  if (rows.seq_sharded()) {
+    float* full = seq_buffer(ctx_, &SequenceScratch::full, N * OC_);
+    parallel::reduce_scatter_to_sequence_backward(ctx_.tp_comm, full, dout, rows.B, rows.T, OC_);
+    d = full;
+  }
+  ctx_.backend.matmul_backward(dinp_local, dw_, db_, d, inp_local, w_, N, C_local_, OC_);
 }
 
 }  // namespace tessera::models

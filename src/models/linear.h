@@ -2,12 +2,15 @@
 // with W (OC, C) in the PyTorch/llm.c orientation:
 //  - ColumnParallelLinear splits the OUTPUT dim: rank r holds rows of W (and entries of b) for
 //    its OC_local = OC / tp outputs. Input: copy_to_tp (forward identity, backward all-reduce of
-//    dinp over tp, done inside backward). Output: this rank's columns only.
+//    dinp over tp, done inside backward), or, with the rows sharded along the sequence,
+//    gather_from_sequence (forward all-gather, backward reduce-scatter). Output: this rank's
+//    columns only, all rows.
 //  - RowParallelLinear splits the INPUT dim: rank r holds columns of W for its C_local inputs;
 //    b is replicated. Output: reduce_from_tp of the partial products (forward all-reduce,
-//    backward identity), THEN the bias, once.
+//    backward identity), or with sharded rows reduce_scatter_to_sequence (forward
+//    reduce-scatter, backward all-gather), THEN the bias, once.
 // Both collectives are inside the modules: callers never call a mapping. At tp = 1 they cost
-// nothing (parallel/mappings.h).
+// nothing (parallel/mappings.h). Rows (models/module.h) says whether a call's rows are sharded.
 #pragma once
 
 #include <cstdint>
@@ -22,18 +25,25 @@ class ColumnParallelLinear {
   // C: input features (full); OC_local: this rank's outputs.
   ColumnParallelLinear(const ModelContext& ctx, int weight_index, int64_t C, int64_t OC_local);
 
-  // out (N, OC_local) = inp (N, C) · W_localᵀ + b_local. OVERWRITES out.
-  void forward(float* out, const float* inp, int64_t N);
-  // The same, then gelu: pre_gelu (N, OC_local) saved for backward, out = gelu(pre_gelu).
-  void forward_gelu(float* out, float* pre_gelu, const float* inp, int64_t N);
-  // Collective over tp_comm. dinp (N, C) = all-reduce over tp of dout · W_local (OVERWRITES;
-  // the inputs were replicated, so every rank's partial gradient is summed);
-  // dW_local += doutᵀ · inp, db_local += column sums of dout (ACCUMULATE). dout: (N, OC_local).
-  void backward(float* dinp, const float* dout, const float* inp, int64_t N);
+  // out (rows.n(), OC_local) = inp · W_localᵀ + b_local, inp (rows.n_local(), C) (all rows
+  // unless sharded: then gathered along the sequence first). OVERWRITES out. Collective over
+  // tp_comm when the rows are sharded.
+  void forward(float* out, const float* inp, const Rows& rows);
+  // The same, then gelu: pre_gelu (rows.n(), OC_local) saved for backward, out = gelu(pre_gelu).
+  void forward_gelu(float* out, float* pre_gelu, const float* inp, const Rows& rows);
+  // Collective over tp_comm. dinp (rows.n_local(), C) = dout · W_local summed over tp: the
+  // inputs were replicated (or gathered), so every rank's partial gradient is all-reduced (or
+  // reduce-scattered along the sequence) (OVERWRITES); dW_local += doutᵀ · inp, db_local +=
+  // column sums of dout (ACCUMULATE). dout: (rows.n(), OC_local); inp: what forward saw.
+  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
 
   int weight_index() const { return index_; }
 
  private:
+  // The GEMM's input: inp (copy_to_tp forward, the identity) or, for sharded rows, inp gathered
+  // along the sequence into the shared scratch.
+  const float* full_input(const float* inp, const Rows& rows);
+
   const ModelContext& ctx_;
   int index_;
   int64_t C_, OC_local_;
@@ -46,13 +56,15 @@ class RowParallelLinear {
   // C_local: this rank's input features; OC: outputs (full).
   RowParallelLinear(const ModelContext& ctx, int weight_index, int64_t C_local, int64_t OC);
 
-  // Collective over tp_comm. out (N, OC) = Σ_tp inp_local (N, C_local) · W_localᵀ, then + b.
-  // OVERWRITES out.
-  void forward(float* out, const float* inp_local, int64_t N);
-  // dinp_local (N, C_local) = dout · W_local (OVERWRITES; reduce_from_tp's backward is the
-  // identity, so dout is the full, replicated gradient); dW_local += doutᵀ · inp_local and
-  // db += column sums of dout (ACCUMULATE; db is replicated and identical on every tp rank).
-  void backward(float* dinp_local, const float* dout, const float* inp_local, int64_t N);
+  // Collective over tp_comm. out (rows.n_local(), OC) = Σ_tp inp_local (rows.n(), C_local) ·
+  // W_localᵀ (for sharded rows: this rank's rows of the sum), then + b. OVERWRITES out.
+  void forward(float* out, const float* inp_local, const Rows& rows);
+  // dinp_local (rows.n(), C_local) = dout · W_local (OVERWRITES; reduce_from_tp's backward is
+  // the identity, so dout is the full, replicated gradient; for sharded rows dout
+  // (rows.n_local(), OC) is first gathered along the sequence: a collective over tp_comm);
+  // dW_local += doutᵀ · inp_local and db += column sums of dout (ACCUMULATE; db is replicated and
+  // identical on every tp rank, taken over all rows in both cases).
+  void backward(float* dinp_local, const float* dout, const float* inp_local, const Rows& rows);
 
   int weight_index() const { return index_; }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backends/backend.h"
+#include "core/error.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 
@@ -27,8 +28,18 @@ LmHead::LmHead(const ModelContext& ctx, ArenaPlan& plan, const float* wte, float
   plan.add(&xent_sums_, {2, rows});
 }
 
-void LmHead::forward(const float* x, int64_t N) {
-  ctx_.backend.matmul_forward(logits_.f32(), x, wte_, nullptr, N, C_, Vp_local_);
+const float* LmHead::full_input(const float* x, const Rows& rows) {
+  if (!rows.seq_sharded()) return x;
+  TESSERA_ASSERT(ctx_.seq && rows.n() * C_ <= ctx_.seq->full.numel(),
+                 "fitting the head's gathered input in the sequence-parallel scratch");
+  float* full = ctx_.seq->full.f32();
+  parallel::gather_from_sequence_forward(ctx_.tp_comm, full, x, rows.B, rows.T, C_);
+  return full;
+}
+
+void LmHead::forward(const float* x, const Rows& rows) {
+  ctx_.backend.matmul_forward(logits_.f32(), full_input(x, rows), wte_, nullptr, rows.n(), C_,
+                              Vp_local_);
 }
 
 double LmHead::loss(const int32_t* targets, int64_t N, int64_t* n_valid) {
@@ -48,15 +59,27 @@ double LmHead::loss(const int32_t* targets, int64_t N, int64_t* n_valid) {
 }
 
 void LmHead::backward(float* dx, const float* x, const int32_t* targets, float loss_scale,
-                      int64_t N) {
+                      const Rows& rows) {
   backends::Backend& be = ctx_.backend;
+  const int64_t N = rows.n();
   be.fill(dlosses_.f32(), loss_scale, N);
   // dlogits (N, Vp_local) = (softmax - onehot) * dloss; padding columns 0.
   be.xent_backward(dlogits_.f32(), logits_.f32(), targets, row_max_.f32(), xent_sums_.f32(),
                    dlosses_.f32(), N, V_real_local_, Vp_local_, vocab_start_);
-  // x was replicated over tp (copy_to_tp): its gradient is the sum of the ranks' parts.
-  be.matmul_backward(dx, dwte_, nullptr, dlogits_.f32(), x, wte_, N, C_, Vp_local_);
-  parallel::copy_to_tp_backward(ctx_.tp_comm, dx, N * C_);
+  if (!rows.seq_sharded()) {
+    // x was replicated over tp (copy_to_tp): its gradient is the sum of the ranks' parts.
+    be.matmul_backward(dx, dwte_, nullptr, dlogits_.f32(), x, wte_, N, C_, Vp_local_);
+    parallel::copy_to_tp_backward(ctx_.tp_comm, dx, N * C_);
+    return;
+  }
+  // x was gathered along the sequence: gather it again (it is not kept), and reduce-scatter the
+  // ranks' parts of its gradient.
+  const float* x_full = full_input(x, rows);
+  TESSERA_ASSERT(N * C_ <= ctx_.seq->dfull.numel(),
+                 "fitting the head's input gradient in the sequence-parallel scratch");
+  float* dfull = ctx_.seq->dfull.f32();
+  be.matmul_backward(dfull, dwte_, nullptr, dlogits_.f32(), x_full, wte_, N, C_, Vp_local_);
+  parallel::gather_from_sequence_backward(ctx_.tp_comm, dx, dfull, rows.B, rows.T, C_);
 }
 
 }  // namespace tessera::models

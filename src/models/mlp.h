@@ -22,11 +22,12 @@ class Mlp {
   Mlp(const ModelContext& ctx, ArenaPlan& plan, MlpScratch& scratch, int fc_index, int64_t rows,
       int64_t C);
 
-  // out (N, C) = proj(gelu(fc(inp))), inp (N, C) replicated. Collective over tp_comm. Also the
-  // decode step (the MLP is position-wise: decode rows are plain rows).
-  void forward(float* out, const float* inp, int64_t N);
-  // dinp (N, C) OVERWRITTEN (all-reduced over tp); parameter gradients ACCUMULATE.
-  void backward(float* dinp, const float* dout, const float* inp, int64_t N);
+  // out (n_local, C) = proj(gelu(fc(inp))), inp (n_local, C) replicated (or this rank's rows
+  // of each sequence; the hidden units see all rows.n()). Collective over tp_comm. Also the
+  // decode step, with Rows::flat(N) (the MLP is position-wise: decode rows are plain rows).
+  void forward(float* out, const float* inp, const Rows& rows);
+  // dinp (n_local, C) OVERWRITTEN (summed over tp); parameter gradients ACCUMULATE.
+  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
 
  private:
   const ModelContext& ctx_;

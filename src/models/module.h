@@ -20,6 +20,32 @@ class Communicator;
 
 namespace tessera::models {
 
+// The rows of one module call: B sequences of T tokens, (B, T) row-major (decode: N independent
+// rows, Rows::flat(N)). Under sequence parallelism (seq_shards = tp size > 1; Korthikanti et al.
+// 2022) the tensors outside the tp regions (the embedding's output, layernorms, the residual
+// stream, the head's input) hold only this tp rank's T / tp rows of each sequence, (B, T / tp):
+// n_local() rows; the tp regions (attention, the MLP's hidden units, the logits) always see all
+// n() rows. The column-parallel input gathers them (gather_from_sequence), the row-parallel output
+// and the embedding reduce-scatter into them (reduce_scatter_to_sequence). Decode never shards.
+struct Rows {
+  int64_t B = 0;
+  int64_t T = 0;
+  int seq_shards = 1;  // 1: every rank holds all rows
+  static Rows flat(int64_t N) { return {N, 1, 1}; }
+  bool seq_sharded() const { return seq_shards > 1; }
+  int64_t n() const { return B * T; }
+  int64_t n_local() const { return B * (T / seq_shards); }
+};
+
+// Shared scratch of sequence parallelism: a tp region's gathered input (or a row-parallel
+// layer's partial output) and the full-sequence gradient at it, (B*T, C) each. Contents live
+// for one module call (a column-parallel backward gathers its input again rather than keeping it
+// per layer, as Megatron-LM does).
+struct SequenceScratch {
+  core::Tensor full;   // (B*T, C)
+  core::Tensor dfull;  // (B*T, C)
+};
+
 // Borrowed references, alive as long as the Gpt that owns them.
 struct ModelContext {
   backends::Backend& backend;
@@ -31,6 +57,8 @@ struct ModelContext {
   const core::Tensor& grads;    // the gradient twin (equal offsets)
   int tp_rank = 0;
   int tp_size = 1;
+  // Set when the model runs training calls sequence parallel (Rows::seq_sharded); else null.
+  SequenceScratch* seq = nullptr;
 
   // Device pointers of parameter i's shard and its gradient (resolved once, at construction).
   float* weight(int i) const { return weights.f32() + params.offset(i); }

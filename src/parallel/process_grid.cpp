@@ -46,6 +46,14 @@ core::Status check_grid(const core::Config& config, int world_size) {
         " (= " + std::to_string(Vp) + ") is not divisible by parallel.tp " + tp_text +
         "; change model.pad_vocab_to to a multiple of " + tp_text + ", or change parallel.tp");
   }
+  if (config.parallel.sequence_parallel && config.train.seq_len % tp != 0) {
+    return core::Status::error(
+        "grid: train.seq_len " + std::to_string(config.train.seq_len) +
+        " is not divisible by parallel.tp " + tp_text +
+        " with parallel.sequence_parallel true (each tp rank holds seq_len / tp rows of every "
+        "sequence); change train.seq_len to a multiple of " +
+        tp_text + ", or set parallel.sequence_parallel=false");
+  }
   const int dp = world_size / tp;
   const int batch = config.train.batch_size;
   const int micro = config.train.micro_batch_size;
@@ -76,6 +84,7 @@ core::Status check_inference_grid(const core::Config& config, int tp, int world_
   }
   core::Config grid_config = config;
   grid_config.parallel.tp = tp;
+  grid_config.parallel.sequence_parallel = false;  // a training option: decode never shards
   grid_config.train.batch_size = world_size / tp;
   grid_config.train.micro_batch_size = 1;
   return check_grid(grid_config, world_size);

@@ -424,7 +424,7 @@ void Trainer::set_up_model() {
   // values (loss sums, the grad norm's squares) keep going over the MPI ones.
   grid_.attach_device(*backend_);
   model_ = std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
-                                         backend_.get());
+                                         backend_.get(), config_.parallel.sequence_parallel);
   model_->set_timeline(timeline_.get());
   if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
@@ -614,8 +614,8 @@ double Trainer::forward_backward(int step) {
     // Test hook (TESSERA_INJECT_FAULT=stop@r): rank r stops itself (SIGSTOP) in its third step,
     // as a rank frozen by a debugger, a hung driver or a paused VM: the others' watchdogs fire.
     if (step == 2 && core::fault_requested("stop")) {
-      core::stop_self("in step 3 (TESSERA_INJECT_FAULT=stop@" +
-                      std::to_string(grid_.world_rank()) + ")");
+      core::stop_self("in step 3 (TESSERA_INJECT_FAULT=stop@" + std::to_string(grid_.world_rank()) +
+                      ")");
     }
     // The reducer's buckets start during the last micro-batch's backward.
     parallel::WatchPhase phase("backward");

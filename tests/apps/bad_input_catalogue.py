@@ -215,6 +215,12 @@ case("tp_not_dividing_heads", "parallel.tp=4, model.n_head=2 (n_embd 64)", [4],
 case("tp_not_dividing_world", "parallel.tp=3 on 4 ranks", [4],
      lambda n: train("g") + sets(parallel__tp=3),
      r"grid: world size 4 is not divisible by parallel.tp 3; run on a multiple of 3")
+case("seq_len_not_dividing_tp_with_sequence_parallel",
+     "parallel.sequence_parallel=true, train.seq_len=30 on tp 4", [4],
+     lambda n: train("g") + sets(parallel__tp=4, parallel__sequence_parallel="true",
+                                 train__seq_len=30),
+     r"grid: train.seq_len 30 is not divisible by parallel.tp 4 with parallel.sequence_parallel "
+     r"true .*change train.seq_len to a multiple of 4, or set parallel.sequence_parallel=false")
 case("tp_over_world", "parallel.tp=2 on 1 rank", [1],
      lambda n: train("g") + sets(parallel__tp=2),
      r"grid: world size 1 is not divisible by parallel.tp 2")

@@ -102,6 +102,23 @@ TEST(CheckGrid, BatchNotDivisibleByDpTimesMicroBatch) {
   EXPECT_TRUE(check_grid(config, 4).is_ok());
 }
 
+TEST(CheckGrid, SequenceParallelNeedsSeqLenDivisibleByTp) {
+  core::Config config = config_with_tp(4);
+  config.train.seq_len = 30;
+  EXPECT_TRUE(check_grid(config, 4).is_ok()) << "without sequence parallelism any seq_len fits";
+  config.parallel.sequence_parallel = true;
+  EXPECT_EQ(error_of(config, 4),
+            "grid: train.seq_len 30 is not divisible by parallel.tp 4 with "
+            "parallel.sequence_parallel true (each tp rank holds seq_len / tp rows of every "
+            "sequence); change train.seq_len to a multiple of 4, or set "
+            "parallel.sequence_parallel=false");
+  config.train.seq_len = 32;
+  EXPECT_TRUE(check_grid(config, 4).is_ok());
+  // Generation never shards: a training config's flag does not constrain its tp.
+  config.train.seq_len = 30;
+  EXPECT_TRUE(check_inference_grid(config, 4, 4).is_ok());
+}
+
 TEST(CheckGrid, ReportsTheFirstProblemInDocumentedOrder) {
   // Every check fails: the world size comes first.
   core::Config config = config_with_tp(3);

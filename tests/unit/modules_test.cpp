@@ -302,7 +302,7 @@ TEST(ModuleGradient, LayerNorm) {
   // dinp ACCUMULATES.
   const auto dinp_before = random_floats(kBT * kC, 3);
   auto dinp = dinp_before;
-  ln.backward(dinp.data(), r.data(), x.data(), kBT);
+  ln.backward(dinp.data(), r.data(), x.data(), Rows::flat(kBT));
   expect_gradient("LayerNorm dinp", x.data(), added(dinp, dinp_before), input_sample(x.size()),
                   objective);
   for (int i : {kLnF, kLnF + 1}) h.expect_param_gradient(i, objective);
@@ -316,13 +316,13 @@ TEST(ModuleGradient, ColumnParallelLinear) {
   const auto r = random_floats(kBT * OC, 12);
   std::vector<float> out(kBT * OC);
   auto objective = [&] {
-    fc.forward(out.data(), x.data(), kBT);
+    fc.forward(out.data(), x.data(), Rows::flat(kBT));
     return dot(out.data(), r);
   };
   objective();
   // dinp OVERWRITTEN: the random fill must not survive.
   auto dinp = random_floats(kBT * kC, 13);
-  fc.backward(dinp.data(), r.data(), x.data(), kBT);
+  fc.backward(dinp.data(), r.data(), x.data(), Rows::flat(kBT));
   expect_gradient("ColumnParallelLinear dinp", x.data(), tt::cast_vector<double>(dinp),
                   input_sample(x.size()), objective);
   for (int i : {kQkv, kQkv + 1}) h.expect_param_gradient(i, objective);
@@ -336,12 +336,12 @@ TEST(ModuleGradient, RowParallelLinear) {
   const auto r = random_floats(kBT * kC, 22);
   std::vector<float> out(kBT * kC);
   auto objective = [&] {
-    proj.forward(out.data(), x.data(), kBT);
+    proj.forward(out.data(), x.data(), Rows::flat(kBT));
     return dot(out.data(), r);
   };
   objective();
   auto dinp = random_floats(kBT * C_in, 23);  // OVERWRITTEN
-  proj.backward(dinp.data(), r.data(), x.data(), kBT);
+  proj.backward(dinp.data(), r.data(), x.data(), Rows::flat(kBT));
   expect_gradient("RowParallelLinear dinp", x.data(), tt::cast_vector<double>(dinp),
                   input_sample(x.size()), objective);
   for (int i : {kMlpProj, kMlpProj + 1}) h.expect_param_gradient(i, objective);
@@ -357,12 +357,12 @@ TEST(ModuleGradient, CausalSelfAttention) {
   const auto r = random_floats(kBT * kC, 32);
   std::vector<float> out(kBT * kC);
   auto objective = [&] {
-    attn.forward(out.data(), x.data(), kB, kT);
+    attn.forward(out.data(), x.data(), Rows{kB, kT});
     return dot(out.data(), r);
   };
   objective();
   auto dinp = random_floats(kBT * kC, 33);  // OVERWRITTEN
-  attn.backward(dinp.data(), r.data(), x.data(), kB, kT);
+  attn.backward(dinp.data(), r.data(), x.data(), Rows{kB, kT});
   expect_gradient("CausalSelfAttention dinp", x.data(), tt::cast_vector<double>(dinp),
                   input_sample(x.size()), objective);
   // The qkv bias sample includes key-bias entries, whose true gradient is 0 (softmax is
@@ -380,12 +380,12 @@ TEST(ModuleGradient, Mlp) {
   const auto r = random_floats(kBT * kC, 42);
   std::vector<float> out(kBT * kC);
   auto objective = [&] {
-    mlp.forward(out.data(), x.data(), kBT);
+    mlp.forward(out.data(), x.data(), Rows::flat(kBT));
     return dot(out.data(), r);
   };
   objective();
   auto dinp = random_floats(kBT * kC, 43);  // OVERWRITTEN
-  mlp.backward(dinp.data(), r.data(), x.data(), kBT);
+  mlp.backward(dinp.data(), r.data(), x.data(), Rows::flat(kBT));
   expect_gradient("Mlp dinp", x.data(), tt::cast_vector<double>(dinp), input_sample(x.size()),
                   objective);
   for (int i : {kFc, kFc + 1, kMlpProj, kMlpProj + 1}) h.expect_param_gradient(i, objective);
@@ -400,14 +400,14 @@ TEST(ModuleGradient, Block) {
   auto x = random_floats(kBT * kC, 51);
   const auto r = random_floats(kBT * kC, 52);
   auto objective = [&] {
-    block.forward(x.data(), kB, kT);
+    block.forward(x.data(), Rows{kB, kT});
     return dot(block.out(), r);
   };
   objective();
   // dres: the gradient at out() on entry, the gradient at x on return (the residual identity
   // carries R through; both branches add to it).
   auto dres = r;
-  block.backward(dres.data(), x.data(), kB, kT);
+  block.backward(dres.data(), x.data(), Rows{kB, kT});
   expect_gradient("Block dres (gradient at x)", x.data(), tt::cast_vector<double>(dres),
                   input_sample(x.size()), objective);
   for (int i = kLn1; i < kLn1 + Block::kParams; ++i) h.expect_param_gradient(i, objective);
@@ -422,11 +422,11 @@ TEST(ModuleGradient, VocabParallelEmbedding) {
   const auto r = random_floats(kBT * kC, 62);
   std::vector<float> out(kBT * kC);
   auto objective = [&] {
-    emb.forward(out.data(), tokens.data(), kB, kT);
+    emb.forward(out.data(), tokens.data(), Rows{kB, kT});
     return dot(out.data(), r);
   };
   objective();
-  emb.backward(r.data(), tokens.data(), kB, kT);
+  emb.backward(r.data(), tokens.data(), Rows{kB, kT});
   // wte: the rows of used tokens, then (expected 0) unused rows, padding rows among them.
   std::vector<int64_t> used, unused;
   for (int64_t v = 0; v < kVp; ++v) {
@@ -450,14 +450,14 @@ TEST(ModuleGradient, LmHead) {
   ASSERT_EQ(static_cast<int64_t>(targets.size()), kBT);
   int64_t n_valid = 0;
   auto objective = [&] {
-    head.forward(x.data(), kBT);
+    head.forward(x.data(), Rows::flat(kBT));
     return head.loss(targets.data(), kBT, &n_valid);
   };
   const double loss = objective();
   EXPECT_EQ(n_valid, kBT - 1);
   EXPECT_TRUE(std::isfinite(loss) && loss > 0.0) << loss;
   auto dx = random_floats(kBT * kC, 73);  // OVERWRITTEN
-  head.backward(dx.data(), x.data(), targets.data(), 1.0f, kBT);
+  head.backward(dx.data(), x.data(), targets.data(), 1.0f, Rows::flat(kBT));
   expect_gradient("LmHead dx", x.data(), tt::cast_vector<double>(dx), input_sample(x.size()),
                   objective);
   // The tied wte: real rows, then (expected 0) padding rows, which the loss never sees.
@@ -482,7 +482,7 @@ TEST(ModuleGradient, CheckerRejectsWrongGradients) {
   objective();
   const auto dinp_before = random_floats(kBT * kC, 83);
   auto dinp = dinp_before;
-  ln.backward(dinp.data(), r.data(), x.data(), kBT);
+  ln.backward(dinp.data(), r.data(), x.data(), Rows::flat(kBT));
   const auto indices = input_sample(x.size());
   const auto right = added(dinp, dinp_before);
   EXPECT_EQ(finite_differences(x.data(), right, indices, objective).failures, 0);

@@ -10,14 +10,14 @@ include(CMakePackageConfigHelpers)
 set(TESSERA_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Tessera)
 set(_tessera_libraries tessera tessera_core tessera_backends tessera_params tessera_parallel
     tessera_optim tessera_models tessera_data tessera_checkpoint tessera_generate tessera_train
-    tessera_serve)
+    tessera_serve tessera_plan)
 if(TESSERA_CUDA)
   list(APPEND _tessera_libraries tessera_backend_cuda)
 endif()
 install(TARGETS ${_tessera_libraries} EXPORT TesseraTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera)
-install(TARGETS tessera-train tessera-generate tessera-data tessera-ckpt tessera-serve
+install(TARGETS tessera-train tessera-generate tessera-data tessera-ckpt tessera-serve tessera-plan
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${TESSERA_SRC}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera
         FILES_MATCHING PATTERN "*.h")

@@ -4,7 +4,7 @@
 #                                             benchmarks, the CUDA backend when nvcc is found
 #   scripts/build.sh --apps [TARGET...]       the CPU apps only, in build-cpu/ (the main job's
 #                                             build, and what `cmake --install`/cpack package);
-#                                             TARGETs default to all five apps
+#                                             TARGETs default to all six apps
 # Shows the build's progress one line per compiled file; on a failure, the compiler's messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ progress() {
 if [[ ${1:-} == --apps ]]; then
   shift
   targets=("$@")
-  ((${#targets[@]})) || targets=(tessera-train tessera-generate tessera-data tessera-ckpt tessera-serve)
+  ((${#targets[@]})) || targets=(tessera-train tessera-generate tessera-data tessera-ckpt tessera-serve tessera-plan)
   mkdir -p build-cpu
   cmake -S . -B build-cpu -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=OFF -DTESSERA_TESTS=OFF \
     -DTESSERA_BENCH=OFF > build-cpu/configure.log 2>&1 || { cat build-cpu/configure.log; exit 1; }

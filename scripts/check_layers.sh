@@ -13,6 +13,7 @@ declare -A below=(
   [parallel]="core backends params"
   [optim]="core backends params parallel"
   [models]="core backends params parallel"
+  [plan]="core backends params parallel"
   [data]="core"
   [checkpoint]="core backends params parallel optim models"
   [generate]="core backends params parallel models"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# tessera-plan's predicted step time against the measured one, for every 1-, 2- and 4-rank
+# dp x tp layout (zero 0 and 1; micro-batch = the whole per-rank batch; sequence parallelism off)
+# of the tiny model and GPT-2 124M on this machine. At each world size the planner measures the
+# machine on the spot (mpirun -n N tessera-plan --measure --json); then bench_grid times each
+# layout (median of STEPS steps after a warm-up) with the same threads per rank. Prints the rows,
+# then a markdown table with each model's median relative error and the Spearman rank
+# correlation of predicted and measured step times.
+# Usage: bench/run_plan_bench.sh   (after scripts/build.sh; TESSERA_BUILD_DIR=build-x for another
+# build; STEPS=3; TINY="batch seq" and BIG="batch seq" set the workloads, "16 64" and "4 64")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${TESSERA_BUILD_DIR:-build}
+for exe in "$build/apps/tessera-plan" "$build/bench/bench_grid"; do
+  [[ -x $exe ]] || { echo "run_plan_bench: $exe not found; run scripts/build.sh" >&2; exit 1; }
+done
+if [[ $EUID -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMP_WAIT_POLICY=PASSIVE
+steps=${STEPS:-3}
+read -r tiny_b tiny_t <<< "${TINY:-16 64}"
+read -r big_b big_t <<< "${BIG:-4 64}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?'), load average $(cut -d' ' -f1-3 /proc/loadavg), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+
+for spec in "tiny configs/tiny.yaml $tiny_b $tiny_t" "gpt2-124m configs/gpt2-124m.yaml $big_b $big_t"; do
+  read -r name cfg b t <<< "$spec"
+  for n in 1 2 4; do
+    sets=(--set "train.batch_size=$b" --set "train.seq_len=$t")
+    mpirun -n "$n" --oversubscribe --bind-to none "$build/apps/tessera-plan" "$cfg" "${sets[@]}" \
+      --measure --json | sed "s/^{/{\"model\":\"$name\",\"world\":$n,\"kind\":\"predicted\",/" \
+      >> "$out/rows.jsonl"
+    for tp in 1 2 4; do
+      ((n % tp == 0)) || continue
+      dp=$((n / tp))
+      for zero in 0 1; do
+        ((dp == 1 && zero == 1)) && continue
+        mpirun -n "$n" --oversubscribe --bind-to none "$build/bench/bench_grid" --config "$cfg" \
+          --batch-per-rank $((b / dp)) --seq "$t" --tp "$tp" --threads 0 --steps "$steps" \
+          --warmup 1 --zero "$zero" |
+          sed "s/^{/{\"model\":\"$name\",\"kind\":\"measured\",/" | tee -a "$out/rows.jsonl"
+      done
+    done
+  done
+done
+echo "# end: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$out/rows.jsonl" "$tiny_b" "$big_b" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+batch = {"tiny": int(sys.argv[2]), "gpt2-124m": int(sys.argv[3])}
+def ranks(xs):
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):  # average ranks of ties
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2
+        i = j + 1
+    return r
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    ma, mb = sum(ra) / n, sum(rb) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra) ** 0.5
+    vb = sum((y - mb) ** 2 for y in rb) ** 0.5
+    return cov / (va * vb) if va and vb else float("nan")
+print("\n| model | ranks | dp x tp | zero | predicted ms | measured ms | error |")
+print("|---|---|---|---|---|---|---|")
+for model in ("tiny", "gpt2-124m"):
+    pred, meas, errs = [], [], []
+    for m in [r for r in rows if r["model"] == model and r["kind"] == "measured"]:
+        dp, tp, zero = m["dp"], m["tp"], m.get("zero", 0)
+        world = dp * tp
+        micro = batch[model] // dp
+        p = [r for r in rows if r["model"] == model and r["kind"] == "predicted" and r["world"] == world
+             and r["dp"] == dp and r["tp"] == tp and r["zero"] == zero and r["micro"] == micro
+             and not r["sequence_parallel"]]
+        if not p:
+            continue
+        ps, ms = p[0]["step_s"] * 1e3, m["step_ms_median"]
+        err = (ps - ms) / ms
+        pred.append(ps); meas.append(ms); errs.append(abs(err))
+        print(f"| {model} | {world} | {dp} x {tp} | {zero} | {ps:.1f} | {ms:.1f} | {100*err:+.0f}% |")
+    errs_sorted = sorted(errs)
+    med = errs_sorted[len(errs) // 2] if len(errs) % 2 else sum(errs_sorted[len(errs)//2-1:len(errs)//2+1]) / 2
+    print(f"| **{model}** | | {len(errs)} layouts | | | median abs error **{100*med:.0f}%** | Spearman **{spearman(pred, meas):.2f}** |")
+PY

@@ -33,7 +33,7 @@ std::string layout_name(const plan::Layout& l) {
   return buf;
 }
 
-nlohmann::json to_json(const plan::Prediction& p) {
+nlohmann::json to_json(const plan::Prediction& p, double mfu) {
   return {{"dp", p.layout.dp},
           {"tp", p.layout.tp},
           {"micro", p.layout.micro},
@@ -42,6 +42,7 @@ nlohmann::json to_json(const plan::Prediction& p) {
           {"fits", p.fits},
           {"why_not", p.why_not},
           {"step_s", p.step_s()},
+          {"mfu", mfu},
           {"gemm_s", p.gemm_s},
           {"elementwise_s", p.elementwise_s},
           {"tp_comm_s", p.tp_comm_s},
@@ -143,7 +144,10 @@ int main(int argc, char** argv) {
     const std::vector<plan::Prediction> ranked =
         plan::rank_layouts(w, cluster, plan::enumerate_layouts(w, world));
     if (json) {
-      for (const plan::Prediction& p : ranked) std::printf("%s\n", to_json(p).dump().c_str());
+      for (const plan::Prediction& p : ranked) {
+        const double mfu = p.fits ? plan::mfu(w, cluster, world, p.step_s()) : 0.0;
+        std::printf("%s\n", to_json(p, mfu).dump().c_str());
+      }
       return 0;
     }
     std::printf("tessera-plan: %s on %d %s (%s)\n", config_path.c_str(), world,
@@ -189,8 +193,11 @@ int main(int argc, char** argv) {
     }
     const plan::Prediction& best = ranked.front();
     const double tokens = static_cast<double>(w.global_batch * w.seq_len);
-    std::printf("\n  best: %s, %.1f ms a step, %.0f tokens/s\n  run:  %s\n",
+    std::printf("\n  best: %s, %.1f ms a step, %.0f tokens/s, MFU %.1f%% of %.0f TFLOP/s\n"
+                "  run:  %s\n",
                 layout_name(best.layout).c_str(), best.step_s() * 1e3, tokens / best.step_s(),
+                100 * plan::mfu(w, cluster, world, best.step_s()),
+                (cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops) / 1e12,
                 plan::train_command(config_path, best.layout).c_str());
     return 0;
   });

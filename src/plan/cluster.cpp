@@ -17,7 +17,7 @@ namespace {
 
 const std::set<std::string> kKeys = {
     "name",          "nodes",          "devices_per_node",   "device_memory_gb",
-    "precision",     "gemm_tflops",    "memory_bandwidth_gbs", "intra_latency_us",
+    "precision",     "gemm_tflops",    "peak_tflops",    "memory_bandwidth_gbs", "intra_latency_us",
     "intra_bandwidth_gbs", "inter_latency_us", "inter_bandwidth_gbs"};
 
 }  // namespace
@@ -85,6 +85,12 @@ core::Result<Cluster> load_cluster(const std::string& path) {
   }
   c.device_memory_bytes = mem_gb * 1e9;
   c.gemm_flops = tflops * 1e12;
+  c.peak_flops = c.gemm_flops;
+  if (root["peak_tflops"]) {
+    double peak = 0;
+    if (!number("peak_tflops", &peak, 0)) return core::Status::error(bad);
+    c.peak_flops = peak * 1e12;
+  }
   c.memory_Bps = bw * 1e9;
   c.intra = {il * 1e-6, ib * 1e9};
   c.inter = {xl * 1e-6, xb * 1e9};

@@ -25,6 +25,7 @@ struct Cluster {
   double device_memory_bytes = 0;
   std::string precision = "fp32";  // fp32 (the CPU backend) | bf16 (mixed: fp32 master + moments)
   double gemm_flops = 0;           // achievable GEMM FLOP/s per device, when no shape is measured
+  double peak_flops = 0;           // the datasheet peak per device (MFU's denominator); 0: gemm_flops
   double memory_Bps = 0;           // achievable streaming bandwidth per device (element-wise ops)
   Link intra;                      // between devices of one node
   Link inter;                      // between nodes

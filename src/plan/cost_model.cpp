@@ -7,7 +7,19 @@
 #include <cmath>
 #include <cstdio>
 
+#include "models/gpt.h"
+
 namespace tessera::plan {
+
+double step_model_flops(const Workload& w) {
+  return models::Gpt::flops_per_token(w.model, w.seq_len) * static_cast<double>(w.global_batch) *
+         static_cast<double>(w.seq_len);
+}
+
+double mfu(const Workload& w, const Cluster& cluster, int devices, double seconds) {
+  const double peak = cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops;
+  return step_model_flops(w) / (seconds * devices * peak);
+}
 
 double all_reduce_s(double bytes, int p, const Link& link) {
   if (p <= 1) return 0;

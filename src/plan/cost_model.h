@@ -62,6 +62,12 @@ std::vector<Gemm> step_gemms(const Workload& w, const Layout& layout);
 // Parameters held by one tp rank (its shards plus the replicated ones).
 double local_params(const core::ModelConfig& m, int tp);
 
+// Model FLOPs of one training step of the whole job (6 per parameter per token, attention
+// included: models::Gpt::flops_per_token), for MFU.
+double step_model_flops(const Workload& w);
+// Model FLOP utilisation of a step of `seconds` on `devices` devices against the peak.
+double mfu(const Workload& w, const Cluster& cluster, int devices, double seconds);
+
 // Memory and step time of `layout`; fits = false (with why_not) when a divisibility rule of the
 // grid or the device memory rules it out.
 Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layout);

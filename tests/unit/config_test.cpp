@@ -312,7 +312,7 @@ TEST(Config, MissingFileListsTheDirectory) {
   const std::string m = r.status().message();
   EXPECT_CONTAINS(m, "config file '" + kSource + "/configs/tnyy.yaml' not found");
   EXPECT_CONTAINS(m, "did you mean '" + kSource + "/configs/tiny.yaml'?");
-  EXPECT_CONTAINS(m, "gpt2-124m.yaml, gpt2-350m.yaml, tiny.yaml");
+  EXPECT_CONTAINS(m, "gpt2-124m.yaml, gpt2-350m.yaml, gpt3-1.3b.yaml, tiny.yaml");
   r = load_config(kSource + "/no_such_dir/tiny.yaml", {});
   ASSERT_FALSE(r.is_ok());
   EXPECT_CONTAINS(r.status().message(), "does not exist either");

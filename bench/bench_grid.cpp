@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
     double bucket_mb = 25.0;
     bool no_overlap = false;
     int zero = 0;
+    bool sequence_parallel = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
     app.add_option("--batch-per-rank", B_local, "b: sequences per dp rank (global = b x dp)");
     app.add_option("--seq", T, "T: tokens per sequence");
@@ -133,6 +134,9 @@ int main(int argc, char** argv) {
     app.add_flag("--no-overlap", no_overlap, "start every bucket in finish(), after backward");
     app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
         ->check(CLI::IsMember({0, 1}));
+    app.add_flag("--sequence-parallel", sequence_parallel,
+                 "shard the layernorm/residual regions along the sequence over tp "
+                 "(parallel.sequence_parallel)");
     app.add_option("--timeline", timeline_path,
                    "write a trace per rank (<path>.rank<r>) and report the overlap fraction");
     try {
@@ -165,7 +169,10 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<parallel::Timeline> timeline;
     if (!timeline_path.empty()) timeline = std::make_unique<parallel::Timeline>(grid.world_rank());
-    models::Gpt model(mc, B_local, T, &grid.tp_comm());
+    if (sequence_parallel && (tp < 2 || T % tp != 0)) {
+      return core::Status::error("bench_grid: --sequence-parallel needs --tp >= 2 dividing --seq");
+    }
+    models::Gpt model(mc, B_local, T, &grid.tp_comm(), nullptr, sequence_parallel);
     model.init_weights(1);
     model.set_timeline(timeline.get());
     std::unique_ptr<parallel::GradientReducer> reducer;
@@ -245,7 +252,8 @@ int main(int argc, char** argv) {
                           {"warmup", warmup},
                           {"sgemm_gflops", peak_gflops},
                           {"mfu", mfu},
-                          {"zero", zero}};
+                          {"zero", zero},
+                          {"sequence_parallel", sequence_parallel}};
     // Memory per rank: the arenas (rank 0's; equal on every rank up to one bucket of moments)
     // and the peak resident set, the largest over ranks.
     const double mib = 1024.0 * 1024.0;

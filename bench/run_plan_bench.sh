@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tessera-plan's predicted step time against the measured one, for every 1-, 2- and 4-rank
-# dp x tp layout (zero 0 and 1; micro-batch = the whole per-rank batch; sequence parallelism off)
+# dp x tp layout (zero 0 and 1; sequence parallelism off and on; micro-batch = the whole
+# per-rank batch)
 # of the tiny model and GPT-2 124M on this machine. At each world size the planner measures the
 # machine on the spot (mpirun -n N tessera-plan --measure --json); then bench_grid times each
 # layout (median of STEPS steps after a warm-up) with the same threads per rank. Prints the rows,
@@ -35,10 +36,13 @@ for spec in "tiny configs/tiny.yaml $tiny_b $tiny_t" "gpt2-124m configs/gpt2-124
       dp=$((n / tp))
       for zero in 0 1; do
         ((dp == 1 && zero == 1)) && continue
-        mpirun -n "$n" --oversubscribe --bind-to none "$build/bench/bench_grid" --config "$cfg" \
-          --batch-per-rank $((b / dp)) --seq "$t" --tp "$tp" --threads 0 --steps "$steps" \
-          --warmup 1 --zero "$zero" |
-          sed "s/^{/{\"model\":\"$name\",\"kind\":\"measured\",/" | tee -a "$out/rows.jsonl"
+        for sp in "" --sequence-parallel; do
+          [[ -n $sp && $tp == 1 ]] && continue
+          mpirun -n "$n" --oversubscribe --bind-to none "$build/bench/bench_grid" --config "$cfg" \
+            --batch-per-rank $((b / dp)) --seq "$t" --tp "$tp" --threads 0 --steps "$steps" \
+            --warmup 1 --zero "$zero" $sp |
+            sed "s/^{/{\"model\":\"$name\",\"kind\":\"measured\",/" | tee -a "$out/rows.jsonl"
+        done
       done
     done
   done
@@ -69,24 +73,24 @@ def spearman(a, b):
     va = sum((x - ma) ** 2 for x in ra) ** 0.5
     vb = sum((y - mb) ** 2 for y in rb) ** 0.5
     return cov / (va * vb) if va and vb else float("nan")
-print("\n| model | ranks | dp x tp | zero | predicted ms | measured ms | error |")
-print("|---|---|---|---|---|---|---|")
+print("\n| model | ranks | dp x tp | zero | sp | predicted ms | measured ms | error |")
+print("|---|---|---|---|---|---|---|---|")
 for model in ("tiny", "gpt2-124m"):
     pred, meas, errs = [], [], []
     for m in [r for r in rows if r["model"] == model and r["kind"] == "measured"]:
-        dp, tp, zero = m["dp"], m["tp"], m.get("zero", 0)
+        dp, tp, zero, sp = m["dp"], m["tp"], m.get("zero", 0), m.get("sequence_parallel", False)
         world = dp * tp
         micro = batch[model] // dp
         p = [r for r in rows if r["model"] == model and r["kind"] == "predicted" and r["world"] == world
              and r["dp"] == dp and r["tp"] == tp and r["zero"] == zero and r["micro"] == micro
-             and not r["sequence_parallel"]]
+             and r["sequence_parallel"] == sp]
         if not p:
             continue
         ps, ms = p[0]["step_s"] * 1e3, m["step_ms_median"]
         err = (ps - ms) / ms
         pred.append(ps); meas.append(ms); errs.append(abs(err))
-        print(f"| {model} | {world} | {dp} x {tp} | {zero} | {ps:.1f} | {ms:.1f} | {100*err:+.0f}% |")
+        print(f"| {model} | {world} | {dp} x {tp} | {zero} | {'on' if sp else 'off'} | {ps:.1f} | {ms:.1f} | {100*err:+.0f}% |")
     errs_sorted = sorted(errs)
     med = errs_sorted[len(errs) // 2] if len(errs) % 2 else sum(errs_sorted[len(errs)//2-1:len(errs)//2+1]) / 2
-    print(f"| **{model}** | | {len(errs)} layouts | | | median abs error **{100*med:.0f}%** | Spearman **{spearman(pred, meas):.2f}** |")
+    print(f"| **{model}** | | {len(errs)} layouts | | | | median abs error **{100*med:.0f}%** | Spearman **{spearman(pred, meas):.2f}** |")
 PY

@@ -132,11 +132,22 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
 
   if (tp > 1) {
     const Link& link = link_for(cluster, tp, 1);
-    const double act = static_cast<double>(layout.micro) * T * C * e;
-    // 2 per layer forward and 2 backward, the embedding's forward and backward, and the loss's
-    // three small reductions (row max, sum of exponentials, target logit).
-    p.tp_comm_s = micro_batches * ((4 * L + 2) * all_reduce_s(act, tp, link) +
-                                   3 * all_reduce_s(static_cast<double>(layout.micro) * T * 4, tp, link));
+    // The loss's three small reductions (row max, sum of exponentials, target logit).
+    const double loss = 3 * all_reduce_s(static_cast<double>(layout.micro) * T * 4, tp, link);
+    if (layout.sequence_parallel) {
+      // Sequence parallelism (src/parallel/mappings.h): an all-gather or reduce-scatter per
+      // sequence of the micro-batch where an all-reduce was: 4 per layer and the embedding's and
+      // head's forward, as many backward, and qkv's and fc's inputs gathered again in backward
+      // (2 per layer): 10 L + 4 per sequence, each of a (T, C) sequence.
+      const double seq = T * C * e;
+      p.tp_comm_s = micro_batches * (static_cast<double>(layout.micro) * (10 * L + 4) *
+                                         reduce_scatter_s(seq, tp, link) +
+                                     loss);
+    } else {
+      // 2 per layer forward and 2 backward, and the embedding's forward and backward.
+      const double act = static_cast<double>(layout.micro) * T * C * e;
+      p.tp_comm_s = micro_batches * ((4 * L + 2) * all_reduce_s(act, tp, link) + loss);
+    }
   }
 
   const double grads = P * 4.0;

@@ -41,17 +41,20 @@ SubmitResult Router::submit(RequestSpec spec, EventCallback on_event) {
   int64_t best_load = 0;
   Scheduler::Load local_load;
   for (int d = 0; d < dp_size_; ++d) {
-    int64_t load = 0, waiting = 0;
+    // `queued`: waiting requests beyond the replica's free slots, what max_queue bounds.
+    int64_t load = 0, queued = 0;
     if (d == 0) {
       local_load = local_.load();
       load = local_load.running + local_load.waiting;
-      waiting = local_load.waiting;
+      queued = local_load.queued;
     } else {
       if (bye_[d]) continue;
       load = outstanding_[d];
-      waiting = std::max<int64_t>(0, outstanding_[d] - remote_metrics_[d].running);
+      const int64_t running = remote_metrics_[d].running;
+      const int64_t free_slots = std::max<int64_t>(0, o.max_running - running);
+      queued = std::max<int64_t>(0, outstanding_[d] - running - free_slots);
     }
-    if (waiting >= o.max_queue) continue;
+    if (queued >= o.max_queue) continue;
     if (best < 0 || load < best_load) {
       best = d;
       best_load = load;

@@ -143,7 +143,8 @@ SubmitResult Scheduler::submit(RequestSpec spec, EventCallback on_event, uint64_
       r.message = "the server is shutting down and admits no new requests";
       return r;
     }
-    if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue) {
+    // A request that the next iteration admits into a free slot does not queue.
+    if (queued_locked() >= options_.max_queue) {
       ++metrics_.rejected_queue_full;
       r.rejection = Rejection::kQueueFull;
       r.message = "the request queue is full (" + std::to_string(waiting_.size()) +
@@ -215,7 +216,14 @@ Metrics Scheduler::metrics() const {
 
 Scheduler::Load Scheduler::load() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {static_cast<int64_t>(running_.size()), static_cast<int64_t>(waiting_.size())};
+  return {static_cast<int64_t>(running_.size()), static_cast<int64_t>(waiting_.size()),
+          queued_locked()};
+}
+
+int64_t Scheduler::queued_locked() const {
+  const int64_t free_slots =
+      std::max<int64_t>(0, options_.max_running - static_cast<int64_t>(running_.size()));
+  return std::max<int64_t>(0, static_cast<int64_t>(waiting_.size()) - free_slots);
 }
 
 int64_t Scheduler::running() const {

@@ -74,7 +74,7 @@ struct RequestSpec {
 };
 
 struct SchedulerOptions {
-  int64_t max_queue = 64;   // waiting requests beyond the running ones; more: kQueueFull
+  int64_t max_queue = 64;   // waiting requests beyond the free decode slots; more: kQueueFull
   int64_t max_running = 8;  // decode slots (the Generator's max_sequences)
   int64_t context = 0;      // the model's max_seq_len
   int64_t vocab_size = 0;   // token ids must lie in [0, vocab_size)
@@ -156,6 +156,7 @@ class Scheduler {
   Metrics metrics() const;
   struct Load {
     int64_t running = 0, waiting = 0;
+    int64_t queued = 0;  // waiting requests beyond the free slots: what max_queue bounds
   };
   Load load() const;
 
@@ -185,6 +186,8 @@ class Scheduler {
   using Delivery = std::pair<EventCallback, RequestEvent>;
   bool has_work_locked() const;
   // Removes a running request with `finish`, counts it, and queues its final report.
+  // Waiting requests beyond the free decode slots (mu_ held).
+  int64_t queued_locked() const;
   void finish_locked(uint64_t id, Finish finish, const std::string& error, int32_t token,
                      std::vector<Delivery>& out);
 

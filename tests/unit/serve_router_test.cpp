@@ -151,43 +151,40 @@ class ServeRouterTest : public ::testing::Test {
 TEST_F(ServeRouterTest, LeastLoadedReplicaTiesToTheLowestAndTheQueueBoundSpansReplicas) {
   build(3, 1, 1);
   std::map<uint64_t, Received> got;
-  // Nothing runs yet: each submit adds one waiting request to the replica it picks.
+  // Nothing runs yet: each submit adds one waiting request to the least loaded replica (ties to
+  // the lowest). The first three go to the replicas' free slots, so they do not count against
+  // max_queue; the next three queue one behind each slot.
   std::vector<int> replicas;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 6; ++i) {
     SubmitResult r = router_->submit(spec_for(i, 6), record(got));
-    ASSERT_TRUE(r.ok()) << r.message;
+    ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.message;
     replicas.push_back(r.replica);
   }
-  EXPECT_EQ(replicas, (std::vector<int>{0, 1, 2})) << "ties go to the lowest replica";
-  // Every replica has max_queue (1) waiting: the next one is turned away, naming the bound.
-  SubmitResult full = router_->submit(spec_for(3, 6), record(got));
+  EXPECT_EQ(replicas, (std::vector<int>{0, 1, 2, 0, 1, 2})) << "ties go to the lowest replica";
+  // Every replica has max_queue (1) queued beyond its slot: the next one is turned away, naming
+  // the bound.
+  SubmitResult full = router_->submit(spec_for(6, 6), record(got));
   EXPECT_EQ(full.rejection, Rejection::kQueueFull);
   EXPECT_NE(full.message.find("all 3 replicas are full (--max-queue 1 each)"), std::string::npos)
       << full.message;
-  // One round admits each into its slot: the queues have room; the load is 1 everywhere, so the
-  // next goes to replica 0, then (replica 0 now at 2) to replica 1.
+  // One round admits one request per replica into its slot: each still has one waiting and no
+  // free slot, so the bound still holds.
   round();
-  std::vector<int> more;
-  for (int i = 3; i < 5; ++i) {
-    SubmitResult r = router_->submit(spec_for(i, 6), record(got));
-    ASSERT_TRUE(r.ok()) << r.message;
-    more.push_back(r.replica);
-  }
-  EXPECT_EQ(more, (std::vector<int>{0, 1}));
-  run_until(got, 5);
+  EXPECT_EQ(router_->submit(spec_for(7, 6), record(got)).rejection, Rejection::kQueueFull);
+  run_until(got, 6);
   const Metrics total = router_->metrics();
-  EXPECT_EQ(total.rejected_queue_full, 1u);
-  EXPECT_EQ(total.finished_length, 5u);
+  EXPECT_EQ(total.rejected_queue_full, 2u);
+  EXPECT_EQ(total.finished_length, 6u);
   const std::vector<Metrics> per = router_->replica_metrics();
   ASSERT_EQ(per.size(), 3u);
   EXPECT_EQ(per[0].finished_length, 2u);
   EXPECT_EQ(per[1].finished_length, 2u);
-  EXPECT_EQ(per[2].finished_length, 1u);
+  EXPECT_EQ(per[2].finished_length, 2u);
   const std::string text = router_->render_metrics();
   EXPECT_NE(text.find("tessera_replica_requests_routed_total{replica=\"1\"} 2\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("tessera_requests_finished_total{reason=\"length\"} 5\n"), std::string::npos)
+  EXPECT_NE(text.find("tessera_requests_finished_total{reason=\"length\"} 6\n"), std::string::npos)
       << text;
 }
 

@@ -141,18 +141,23 @@ TEST_F(ServeSchedulerTest, QueueBoundTurnsAwayTheRequestBeyondIt) {
   Engine engine(generator);
   Scheduler s(options(1, 2));
   std::map<uint64_t, Received> got;
+  // One slot and a queue of two: the first request is bound for the free slot and does not
+  // count; the next two queue; the fourth is turned away.
   submit(s, spec_for(0), got);
+  EXPECT_EQ(s.load().queued, 0);
   submit(s, spec_for(1), got);
-  SubmitResult third = s.submit(spec_for(2), nullptr);
-  EXPECT_EQ(third.rejection, Rejection::kQueueFull);
-  EXPECT_NE(third.message.find("queue is full"), std::string::npos) << third.message;
-  EXPECT_NE(third.message.find("--max-queue 2"), std::string::npos) << third.message;
-  // One is admitted into the slot: the queue has room again.
-  s.run_iteration(engine);
-  EXPECT_EQ(s.metrics().waiting, 1);
-  EXPECT_EQ(s.metrics().running, 1);
   submit(s, spec_for(2), got);
-  EXPECT_EQ(s.metrics().rejected_queue_full, 1u);
+  EXPECT_EQ(s.load().queued, 2);
+  SubmitResult fourth = s.submit(spec_for(3), nullptr);
+  EXPECT_EQ(fourth.rejection, Rejection::kQueueFull);
+  EXPECT_NE(fourth.message.find("queue is full"), std::string::npos) << fourth.message;
+  EXPECT_NE(fourth.message.find("--max-queue 2"), std::string::npos) << fourth.message;
+  // One is admitted into the slot: two still wait with no slot free, so the bound still holds.
+  s.run_iteration(engine);
+  EXPECT_EQ(s.metrics().waiting, 2);
+  EXPECT_EQ(s.metrics().running, 1);
+  EXPECT_EQ(s.submit(spec_for(3), nullptr).rejection, Rejection::kQueueFull);
+  EXPECT_EQ(s.metrics().rejected_queue_full, 2u);
   run_until_idle(s, engine);
   EXPECT_EQ(got.size(), 3u);
   for (auto& [id, g] : got) EXPECT_EQ(g.finish, Finish::kLength) << "request " << id;

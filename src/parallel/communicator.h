@@ -70,8 +70,8 @@ class Communicator {
   // Sharded pair over the pieces of `count` f32 elements at `buf` (piece_of): the non-blocking
   // reduce-scatter leaves, once complete, the sum over ranks of this rank's piece in place (the
   // rest of buf is then unspecified); the all-gather fills every other rank's piece from its
-  // owner. ZeRO-1's gradient buckets and parameter gathers (optim.zero). Host memory only: a
-  // communicator without them (NCCL today) throws naming the fix.
+  // owner. ZeRO-1's gradient buckets and parameter gathers (optim.zero). MpiCommunicator (host)
+  // and NcclCommunicator (device) have them; the defaults throw naming the fix.
   virtual std::unique_ptr<Request> reduce_scatter_sum_async(float* buf, int64_t count);
   virtual void all_gather_pieces(float* buf, int64_t count);
 

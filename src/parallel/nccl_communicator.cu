@@ -58,8 +58,8 @@ class TimelineSpan {
 
 }  // namespace
 
-// One all_reduce_sum_async: complete when its event, recorded on the communicator's stream after
-// the all-reduce, has completed. Owns the event.
+// One all_reduce_sum_async or reduce_scatter_sum_async: complete when its event, recorded on the
+// communicator's stream after the collective, has completed. Owns the event.
 class NcclRequest : public Request {
  public:
   NcclRequest(NcclCommunicator* comm, cudaEvent_t done, std::string name, std::string args)
@@ -86,13 +86,13 @@ class NcclRequest : public Request {
 
   void wait() override {
     if (done_) return;
-    comm_->wait_for(event_, "waiting for a non-blocking NCCL all-reduce");
+    comm_->wait_for(event_, "waiting for a non-blocking NCCL collective");
     complete();
   }
 
   bool test() override {
     if (done_) return true;
-    if (comm_->poll(event_, "testing a non-blocking NCCL all-reduce")) complete();
+    if (comm_->poll(event_, "testing a non-blocking NCCL collective")) complete();
     return done_;
   }
 
@@ -353,6 +353,68 @@ std::unique_ptr<Request> NcclCommunicator::all_reduce_sum_async(void* buf, int64
   TESSERA_CUDA_CHECK(cudaEventRecord(done, stream_),
                      "marking the end of a non-blocking all-reduce");
   return request;
+}
+
+// The sharded pair (ZeRO-1's buckets, communicator.h): pieces of ceil(count / size) elements.
+// When count divides by size every piece is full and NCCL's in-place reduce-scatter / all-gather
+// apply directly (recvbuff == sendbuff + rank * per); otherwise the last pieces are short or
+// empty, which those verbs cannot express, so one grouped launch reduces (or broadcasts) each
+// piece to (from) its owner in place: the same bytes per rank, one launch.
+void NcclCommunicator::enqueue_pieces(float* buf, int64_t count, bool reduce) {
+  const int64_t per = (count + size_ - 1) / size_;
+  if (count % size_ == 0) {
+    if (reduce) {
+      TESSERA_NCCL_COMM_CHECK(ncclReduceScatter(buf, buf + rank_ * per, element_count(per),
+                                                ncclFloat32, ncclSum, comm_, stream_),
+                              "starting an in-place reduce-scatter over NCCL");
+    } else {
+      TESSERA_NCCL_COMM_CHECK(
+          ncclAllGather(buf + rank_ * per, buf, element_count(per), ncclFloat32, comm_, stream_),
+          "all-gathering the pieces of a buffer over NCCL");
+    }
+    return;
+  }
+  TESSERA_NCCL_COMM_CHECK(ncclGroupStart(), "grouping the pieces of a sharded collective");
+  for (int r = 0; r < size_; ++r) {
+    const Piece p = piece_of(count, size_, r);
+    if (p.size() == 0) continue;  // the same on every rank: every rank skips it
+    float* piece = buf + p.begin;
+    if (reduce) {
+      TESSERA_NCCL_COMM_CHECK(ncclReduce(piece, piece, element_count(p.size()), ncclFloat32,
+                                         ncclSum, r, comm_, stream_),
+                              "reducing a piece to its owner over NCCL");
+    } else {
+      TESSERA_NCCL_COMM_CHECK(
+          ncclBroadcast(piece, piece, element_count(p.size()), ncclFloat32, r, comm_, stream_),
+          "broadcasting a piece from its owner over NCCL");
+    }
+  }
+  TESSERA_NCCL_COMM_CHECK(ncclGroupEnd(), "launching the pieces of a sharded collective");
+}
+
+std::unique_ptr<Request> NcclCommunicator::reduce_scatter_sum_async(float* buf, int64_t count) {
+  check_usable();
+  cudaEvent_t done = nullptr;
+  TESSERA_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming),
+                     "creating a non-blocking reduce-scatter's event");
+  auto request = std::make_unique<NcclRequest>(this, done, name_ + ".reduce_scatter_async",
+                                               bytes_args(count * 4));
+  if (count > 0 && size_ > 1) {
+    order_after_compute();
+    enqueue_pieces(buf, count, /*reduce=*/true);
+  }
+  TESSERA_CUDA_CHECK(cudaEventRecord(done, stream_),
+                     "marking the end of a non-blocking reduce-scatter");
+  return request;
+}
+
+void NcclCommunicator::all_gather_pieces(float* buf, int64_t count) {
+  check_usable();
+  if (count == 0 || size_ == 1) return;
+  TimelineSpan span(timeline_, name_, "all_gather_pieces", count * 4);
+  order_after_compute();
+  enqueue_pieces(buf, count, /*reduce=*/false);
+  finish("waiting for an NCCL all-gather of pieces");
 }
 
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, std::string name,

@@ -26,9 +26,10 @@ namespace tessera::parallel {
 // a buffer before the call are finished before NCCL reads it.
 //  - Blocking verbs (all_reduce, all_gather, reduce_scatter, broadcast, barrier) return once the
 //    result is in the buffer: the host waits, as MpiCommunicator's do.
-//  - all_reduce_sum_async returns at once; Request::wait() blocks the host until the result is
-//    in the buffer (so work enqueued afterwards on any stream sees it); Request::test() polls. A
-//    request must be finished (or destroyed, which waits) before its communicator is destroyed.
+//  - all_reduce_sum_async and reduce_scatter_sum_async return at once; Request::wait() blocks
+//    the host until the result is in the buffer (so work enqueued afterwards on any stream sees
+//    it); Request::test() polls. A request must be finished (or destroyed, which waits) before
+//    its communicator is destroyed.
 // While it waits the host polls the stream and ncclCommGetAsyncError, so a failed peer surfaces
 // as an error here instead of a hang.
 //
@@ -85,6 +86,11 @@ class NcclCommunicator : public Communicator {
   // Non-blocking in-place sum of `count` elements of `wire` type at `buf` (device): f32, or bf16
   // (uint16 bf16 values; NCCL adds pairs in float and rounds each partial sum to bf16).
   std::unique_ptr<Request> all_reduce_sum_async(void* buf, int64_t count, WireType wire) override;
+  // The sharded pair of communicator.h on device memory (ZeRO-1's buckets): non-blocking in-place
+  // reduce-scatter (this rank's piece holds the sum once the request completes; NCCL leaves it
+  // in place, so nothing moves), and the blocking in-place all-gather of the pieces.
+  std::unique_ptr<Request> reduce_scatter_sum_async(float* buf, int64_t count) override;
+  void all_gather_pieces(float* buf, int64_t count) override;
 
  private:
   friend class NcclRequest;
@@ -97,6 +103,8 @@ class NcclCommunicator : public Communicator {
   bool poll(CUevent_st* event, const char* doing);
   // Blocks until `event` has completed, polling NCCL's asynchronous error state meanwhile.
   void wait_for(CUevent_st* event, const char* doing);
+  // Enqueues on stream_ the reduce-scatter (reduce) or all-gather of the pieces of buf.
+  void enqueue_pieces(float* buf, int64_t count, bool reduce);
   // Enqueues the end-of-collective event and waits for it.
   void finish(const char* doing);
   // For the NCCL check: NCCL's error and last-error text; aborts the communicator first.

@@ -1,7 +1,7 @@
 // NcclCommunicator on device memory under mpirun (1, 2, 4 ranks; ranks may share a GPU): every
-// verb's result against values derived from rank numbers, exact (small integers are exact in
-// float and bf16), plus ordering after the compute stream, a sub-communicator, and the error path
-// (an NCCL error aborts the communicator and throws).
+// verb's result (ZeRO-1's sharded pieces too) against values derived from rank numbers, exact
+// (small integers are exact in float and bf16), plus ordering after the compute stream, a
+// sub-communicator, and the error path (an NCCL error aborts the communicator and throws).
 #include "parallel/nccl_communicator.h"
 
 #include <cuda_runtime.h>
@@ -154,6 +154,35 @@ TEST(NcclCommunicator, ReduceScatterGivesRankIItsBlockSum) {
   recv.poison();
   comm.reduce_scatter(recv.get(), send_dev.get(), count);
   EXPECT_EQ(recv.download(), expected);
+}
+
+// ZeRO-1's sharded pair (communicator.h's piece_of): counts below, at and above the size, a
+// multiple of it (NCCL's own reduce-scatter / all-gather) and uneven ones (a grouped reduce or
+// broadcast per piece): each rank's piece holds the sum in place, and the gather overwrites
+// everything else (poisoned here) with the owners' values. Small integers: exact in any order.
+TEST(NcclCommunicator, ShardedPiecesReduceScatterAndAllGatherInPlace) {
+  NcclCommunicator comm(MPI_COMM_WORLD, "world");
+  const int r = comm.rank(), n = comm.size();
+  for (const int64_t count : {int64_t{1}, int64_t{3}, int64_t{4 * 37}, kCount}) {
+    std::vector<float> in(count), expected(count);
+    for (int64_t j = 0; j < count; ++j) {
+      in[j] = static_cast<float>((r + 1) * (j % 7 + 1));
+      expected[j] = static_cast<float>(triangle(n) * (j % 7 + 1));
+    }
+    DeviceArray<float> buf(in);
+    comm.reduce_scatter_sum_async(buf.get(), count)->wait();
+    const Piece mine = piece_of(count, n, r);
+    std::vector<float> got = buf.download();
+    for (int64_t j = mine.begin; j < mine.end; ++j) {
+      ASSERT_EQ(got[j], expected[j]) << "count " << count << " j " << j;
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      if (j < mine.begin || j >= mine.end) got[j] = std::nanf("");
+    }
+    buf.upload(got);
+    comm.all_gather_pieces(buf.get(), count);
+    EXPECT_EQ(buf.download(), expected) << "count " << count;
+  }
 }
 
 TEST(NcclCommunicator, BroadcastFloatsAndBytesFromARoot) {

@@ -21,10 +21,13 @@
 #include "mpi_test_util.h"
 #include "parallel/process_grid.h"
 #include "train/trainer.h"
+#include "train_test_util.h"
 
 namespace tessera {
 namespace {
 
+using tessera::testing::max_rel_diff;
+using tessera::testing::run;
 using tessera::testing::world_rank;
 using tessera::testing::world_size;
 
@@ -37,65 +40,12 @@ std::vector<int> tp_sizes() {
   return sizes;
 }
 
-// A shard of random tokens shared by all ranks (rank 0 writes it): a repeating pattern with
-// noise, so the loss moves.
-std::string shared_shard() {
-  static std::string path;
-  if (path.empty()) {
-    path = "/tmp/tessera-mpi-seqpar-" + std::to_string(static_cast<int>(getppid())) + ".bin";
-    if (world_rank() == 0) {
-      std::vector<int32_t> tokens(20000);
-      for (size_t i = 0; i < tokens.size(); ++i) {
-        const uint32_t r = core::philox_draw(7, 0, i)[0];
-        tokens[i] =
-            (r % 4 == 0) ? static_cast<int32_t>(r % 250) : static_cast<int32_t>((i * 7) % 50);
-      }
-      const core::Status st = data::write_token_shard(path, tokens, 250);
-      EXPECT_TRUE(st.is_ok()) << st.message();
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-  }
-  return path;
-}
-
-// The model and run of tests/mpi/training_test.cpp (seq_len 16: divisible by every tp here).
+// The model and run of tests/mpi/training_test.cpp (seq_len 16: divisible by every tp here),
+// with or without sequence parallelism.
 core::Config small_config(int tp, bool sequence_parallel) {
-  core::Config c;
-  c.model.vocab_size = 250;
-  c.model.pad_vocab_to = 64;
-  c.model.max_seq_len = 32;
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_embd = 32;
-  c.data.train = shared_shard();
-  c.data.val = "";
-  c.train.seq_len = 16;
-  c.train.batch_size = 8;
-  c.train.steps = 20;
-  c.train.val_every = 0;
-  c.train.threads = 1;
-  c.train.out_dir = "/tmp/tessera-mpi-seqpar-out-" + std::to_string(static_cast<int>(getppid()));
-  c.optim.lr = 1e-2;
-  c.optim.warmup_steps = 2;
-  c.parallel.tp = tp;
+  core::Config c = tessera::testing::small_config(tp);
   c.parallel.sequence_parallel = sequence_parallel;
   return c;
-}
-
-std::vector<double> run(core::Config c, MPI_Comm world) {
-  if (world == MPI_COMM_SELF) c.train.out_dir += "-self" + std::to_string(world_rank());
-  parallel::ProcessGrid grid(world, c.parallel.tp);
-  auto summary = train::train(c, grid);
-  EXPECT_TRUE(summary.is_ok()) << summary.status().message();
-  return summary.is_ok() ? summary->losses : std::vector<double>{};
-}
-
-double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  double worst = a.size() == b.size() ? 0.0 : INFINITY;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    worst = std::max(worst, std::fabs(a[i] - b[i]) / std::fabs(b[i]));
-  }
-  return worst;
 }
 
 // Two micro-batches (the second accumulates onto the first's gradients, as gradient

@@ -77,8 +77,9 @@ inline std::vector<double> run(core::Config c, MPI_Comm world) {
   return summary.is_ok() ? summary->losses : std::vector<double>{};
 }
 
+// Largest relative difference of b from a, element by element; infinite when the lengths differ.
 inline double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  double worst = 0;
+  double worst = a.size() == b.size() ? 0.0 : INFINITY;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
     worst = std::max(worst, std::fabs(a[i] - b[i]) / std::fabs(b[i]));
   }

@@ -89,11 +89,14 @@ core::Status agree_on_path(const std::string& path, MPI_Comm comm, const char* w
 }
 
 // One dataset of the file: its path and the arena (weights or a moment twin) whose view `index`
-// holds this rank's shard of it.
+// holds this rank's shard of it; or, for a sharded (ZeRO-1) optimizer, no arena and `moment` 0
+// (m) or 1 (v): the shard is spread over the dp ranks' pieces and moves through a staging
+// buffer, one parameter at a time (gather_owned / AdamW::copy_owned_in).
 struct Dataset {
   std::string name;
   const core::Tensor* arena;
   int index;
+  int moment = -1;
 };
 
 // The arenas the datasets move through, in host memory: on the CPU backend the model's and the
@@ -103,12 +106,17 @@ struct HostArenas {
   const core::Tensor* weights = nullptr;
   const core::Tensor* m = nullptr;  // null without optimizer state
   const core::Tensor* v = nullptr;
+  bool sharded_moments = false;  // a ZeRO-1 optimizer: m and v null, moments staged per dataset
   core::Tensor staged_weights, staged_m, staged_v;  // device backends only
 
   HostArenas(const models::Gpt& model, const optim::AdamW* adamw, bool fill)
       : backend_(model.backend()), model_weights_(&model.weights()) {
     weights = &model.weights();
-    if (adamw != nullptr) {
+    if (adamw != nullptr && adamw->sharded()) {
+      TESSERA_ASSERT(backend_.device() == core::Device::kCpu,
+                     "moving a sharded optimizer's moments (optim.zero 1 runs on host arenas)");
+      sharded_moments = true;
+    } else if (adamw != nullptr) {
       m = &adamw->m();
       v = &adamw->v();
       model_m_ = &adamw->m();
@@ -149,15 +157,41 @@ std::vector<Dataset> datasets(const params::ParamSet& ps, const HostArenas& aren
   for (int i = 0; i < ps.size(); ++i) {
     out.push_back({"/model/" + ps.specs()[i].name, arenas.weights, i});
   }
-  if (arenas.m != nullptr) {
+  if (arenas.m != nullptr || arenas.sharded_moments) {
+    const int moment = arenas.sharded_moments ? 0 : -1;
     for (int i = 0; i < ps.size(); ++i) {
-      out.push_back({"/optim/m/" + ps.specs()[i].name, arenas.m, i});
+      out.push_back({"/optim/m/" + ps.specs()[i].name, arenas.m, i, moment});
     }
     for (int i = 0; i < ps.size(); ++i) {
-      out.push_back({"/optim/v/" + ps.specs()[i].name, arenas.v, i});
+      out.push_back({"/optim/v/" + ps.specs()[i].name, arenas.v, i, moment < 0 ? -1 : 1});
     }
   }
   return out;
+}
+
+// MPI calls take int counts: n floats go in pieces of at most 2^30.
+constexpr int64_t kMpiPiece = int64_t{1} << 30;
+
+// ZeRO-1, for a write. Collective over dp: dp rank 0's `staging` becomes the whole of this tp
+// rank's shard of moment d (the other ranks' is unspecified). Each rank puts its pieces into
+// zeros and the bits are OR-ed over dp onto rank 0: every element has exactly one owner, so the
+// result is the owners' bits exactly, and no rank ever holds more than one parameter's moment
+// beyond its own pieces.
+const float* gather_owned(const optim::AdamW& adamw, const Dataset& d, int64_t n, MPI_Comm dp,
+                          std::vector<float>* staging) {
+  staging->assign(static_cast<size_t>(n), 0.0f);
+  adamw.copy_owned_out(d.index, d.moment, staging->data());
+  int dp_rank = 0;
+  TESSERA_MPI_CHECK(MPI_Comm_rank(dp, &dp_rank), "reading the dp rank");
+  parallel::CollectiveScope watch("gathering a sharded moment for a checkpoint write", "dp");
+  for (int64_t at = 0; at < n; at += kMpiPiece) {
+    const int count = static_cast<int>(std::min(kMpiPiece, n - at));
+    uint32_t* bits = reinterpret_cast<uint32_t*>(staging->data() + at);
+    TESSERA_MPI_CHECK(
+        MPI_Reduce(dp_rank == 0 ? MPI_IN_PLACE : bits, bits, count, MPI_UINT32_T, MPI_BOR, 0, dp),
+        "gathering a sharded AdamW moment over dp for a checkpoint write");
+  }
+  return staging->data();
 }
 
 // Selects tp_rank's shard of `spec` in `space` (the dataset's global dataspace): all of it when
@@ -552,13 +586,15 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
   for (size_t k = 0; k < sets.size(); ++k) {
     const params::ParamSpec& spec = ps.specs()[sets[k].index];
     writes[k] = grid.dp_rank() == 0 && (!spec.replicated() || tp_rank == 0);
-    if (writes[k]) {
+    if (writes[k] && sets[k].moment < 0) {
       hasher.submit(spec, ps.view(*sets[k].arena, sets[k].index).f32(),
                     ps.local_numel(sets[k].index), tp_rank, tp_size, &sums[k]);
     }
   }
 
   const int64_t crash_after = crash_after_from_env();
+  MPI_Comm dp = mpi_comm(grid.dp_comm());
+  std::vector<float> staging;  // ZeRO-1: one parameter's moment at a time
   // This rank's data writes until the loop ends; then every rank's, agreed over the world.
   core::Status written;
   {
@@ -613,12 +649,21 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                                   H5Dclose, doing);
       const hid_t dset_id = dset.get();
       dsets.push_back(std::move(dset));
+      const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
+      const float* data = nullptr;
+      if (d.moment >= 0) {
+        // Every dp rank takes part, writer or not, failed or not (a collective over dp).
+        data = gather_owned(*adamw, d, static_cast<int64_t>(n), dp, &staging);
+        if (writes[k])
+          sums[k] = shard_checksum(spec, data, static_cast<int64_t>(n), tp_rank, tp_size);
+      } else {
+        data = ps.view(*d.arena, d.index).f32();
+      }
       // A rank whose write failed moves no more data, but keeps making every collective call
       // the others make (creates; collective transfers with an empty selection), so that all
       // reach the agreement below.
       const bool moves = writes[k] && written.is_ok();
       if (!moves && !collective) continue;  // independent: only the writers take part
-      const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
       H5Id mem_space = TESSERA_H5_OPEN(H5Screate_simple(1, &n, nullptr), H5Sclose, doing);
       if (moves) {
         select_shard(file_space.get(), spec, tp_rank, tp_size);
@@ -635,8 +680,8 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
       std::optional<parallel::CollectiveScope> watch_write;
       if (collective) watch_write.emplace("a collective checkpoint dataset write (HDF5)", "world");
       errno = 0;
-      const herr_t rc = H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
-                                 dxpl.get(), ps.view(*d.arena, d.index).f32());
+      const herr_t rc =
+          H5Dwrite(dset_id, H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), dxpl.get(), data);
       const int err = errno;
       if (rc < 0 && written.is_ok()) {
         written = write_failure(where, "dataset " + d.name, tmp, dir, world_rank, err, file_bytes);
@@ -768,11 +813,13 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
     // Every rank posts the broadcasts in dataset order, a reader its own after reading it, so
     // no rank waits on another's read before its own.
     std::vector<MPI_Request> broadcasts;
+    std::vector<float> staging;  // ZeRO-1: one parameter's moment at a time
     for (size_t k = 0; k < sets.size(); ++k) {
       const Dataset& d = sets[k];
       const params::ParamSpec& spec = ps.specs()[d.index];
       const hsize_t n = static_cast<hsize_t>(ps.local_numel(d.index));
-      float* shard = ps.view(*d.arena, d.index).f32();
+      if (d.moment >= 0) staging.resize(n);
+      float* shard = d.moment >= 0 ? staging.data() : ps.view(*d.arena, d.index).f32();
       const bool mine = reader[k] == dp_rank;
       if (mine || collective) {
         const std::string doing = "reading checkpoint dataset " + d.name;
@@ -789,9 +836,23 @@ core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& m
         TESSERA_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
                                  dxpl.get(), shard),
                          doing.c_str());
-        if (mine) {
+        if (mine && d.moment >= 0) {
+          computed[k] = shard_checksum(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size);
+        } else if (mine) {
           hasher.submit(spec, shard, static_cast<int64_t>(n), tp_rank, tp_size, &computed[k]);
         }
+      }
+      if (d.moment >= 0) {
+        // ZeRO-1: the reader's copy to every dp rank now (the staging is reused for the next
+        // parameter), and each keeps its own pieces.
+        parallel::CollectiveScope watch("broadcasting a sharded moment of a checkpoint", "dp");
+        for (int64_t at = 0; dp_size > 1 && at < static_cast<int64_t>(n); at += kMpiPiece) {
+          const int count = static_cast<int>(std::min(kMpiPiece, static_cast<int64_t>(n) - at));
+          TESSERA_MPI_CHECK(MPI_Bcast(shard + at, count, MPI_FLOAT, reader[k], dp),
+                            ("broadcasting checkpoint dataset " + d.name + " over dp").c_str());
+        }
+        adamw->copy_owned_in(d.index, d.moment, shard);
+        continue;
       }
       if (dp_size > 1) {
         const std::string doing = "broadcasting checkpoint dataset " + d.name + " over dp";

@@ -63,7 +63,9 @@ struct TrainState {
 // touched. An existing `path` is replaced (on success). Fault injection for tests: with
 // TESSERA_CKPT_CRASH_AFTER=n in the environment (of every rank) it throws tessera::Error once n
 // datasets are written (or before the rename when the file holds fewer), leaving only the `.tmp`
-// file.
+// file. A sharded (ZeRO-1) adamw: the file holds the global moments all the same; each moment
+// dataset is gathered from its dp owners onto dp replica 0 just before it is written, one
+// parameter at a time (a transient of the largest parameter's shard, never of all moments).
 core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
                               const optim::AdamW* adamw, const TrainState& state,
                               const core::Config& config, parallel::ProcessGrid& grid,
@@ -79,7 +81,9 @@ core::Status write_checkpoint(const std::string& path, const models::Gpt& model,
 // shape the model expects and float32 type and /model holds no others (a mismatch names the
 // dataset, both shapes and the model config keys that differ), optimizer state is present when
 // asked for, and every dataset's checksum (its reading replica sums its tp ranks' parts; a mismatch
-// names the dataset). On error the model's and adamw's contents are unspecified.
+// names the dataset). On error the model's and adamw's contents are unspecified. A sharded
+// (ZeRO-1) adamw takes its pieces of each moment dataset as it arrives (one parameter's shard
+// at a time), whatever optim.zero and grid wrote the file.
 core::Result<TrainState> read_checkpoint(const std::string& path, models::Gpt& model,
                                          optim::AdamW* adamw, parallel::ProcessGrid& grid,
                                          Transfers transfers = Transfers::kIndependent);

@@ -7,7 +7,6 @@
 #include "backends/backend.h"
 #include "core/error.h"
 #include "parallel/communicator.h"
-#include "parallel/gradient_reducer.h"
 
 namespace tessera::optim {
 
@@ -95,56 +94,28 @@ AdamW::AdamW(const params::ParamSet& params, const std::vector<parallel::Piece>&
       m_(backend_.zeros({owned_numel(owned)})),
       v_(backend_.zeros({owned_numel(owned)})),
       sharded_(true),
-      owned_(owned),
       segments_(shard_segments(params, owned)) {}
 
-const core::Tensor& AdamW::m() const {
-  TESSERA_ASSERT(!sharded_ || full_,
-                 "reading the full AdamW moments (a sharded optimizer has them only after "
-                 "materialise_full)");
-  return sharded_ ? full_m_ : m_;
-}
-
-const core::Tensor& AdamW::v() const {
-  TESSERA_ASSERT(!sharded_ || full_,
-                 "reading the full AdamW moments (a sharded optimizer has them only after "
-                 "materialise_full)");
-  return sharded_ ? full_v_ : v_;
-}
-
-void AdamW::materialise_full(parallel::GradientReducer* gather) {
-  TESSERA_ASSERT(sharded_, "materialising full AdamW moments (the optimizer must be sharded)");
-  full_m_ = backend_.zeros({params_.total_local_numel()});
-  full_v_ = backend_.zeros({params_.total_local_numel()});
-  full_ = true;
-  int64_t at = 0;
-  for (const parallel::Piece& p : owned_) {
-    std::memcpy(full_m_.f32() + p.begin, m_.f32() + at, p.size() * sizeof(float));
-    std::memcpy(full_v_.f32() + p.begin, v_.f32() + at, p.size() * sizeof(float));
-    at += p.size();
-  }
-  if (gather != nullptr) {
-    gather->all_gather_owned(full_m_);
-    gather->all_gather_owned(full_v_);
+void AdamW::copy_owned_out(int param, int which, float* shard) const {
+  TESSERA_ASSERT(sharded_ && param >= 0 && param < params_.size() && (which == 0 || which == 1),
+                 "copying owned moments out (a sharded optimizer, a parameter index, m or v)");
+  const float* moments = (which == 0 ? m_ : v_).f32();
+  for (const ShardSegment& s : segments_) {
+    if (s.param != param) continue;
+    std::memcpy(shard + (s.offset - params_.offset(param)), moments + s.moment_offset,
+                s.count * sizeof(float));
   }
 }
 
-void AdamW::adopt_full() {
-  TESSERA_ASSERT(sharded_ && full_,
-                 "adopting full AdamW moments (a sharded optimizer, after materialise_full)");
-  int64_t at = 0;
-  for (const parallel::Piece& p : owned_) {
-    std::memcpy(m_.f32() + at, full_m_.f32() + p.begin, p.size() * sizeof(float));
-    std::memcpy(v_.f32() + at, full_v_.f32() + p.begin, p.size() * sizeof(float));
-    at += p.size();
+void AdamW::copy_owned_in(int param, int which, const float* shard) {
+  TESSERA_ASSERT(sharded_ && param >= 0 && param < params_.size() && (which == 0 || which == 1),
+                 "copying owned moments in (a sharded optimizer, a parameter index, m or v)");
+  float* moments = (which == 0 ? m_ : v_).f32();
+  for (const ShardSegment& s : segments_) {
+    if (s.param != param) continue;
+    std::memcpy(moments + s.moment_offset, shard + (s.offset - params_.offset(param)),
+                s.count * sizeof(float));
   }
-  release_full();
-}
-
-void AdamW::release_full() {
-  full_m_ = core::Tensor();
-  full_v_ = core::Tensor();
-  full_ = false;
 }
 
 void AdamW::step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,

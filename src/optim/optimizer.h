@@ -12,9 +12,6 @@
 namespace tessera::backends {
 class Backend;
 }
-namespace tessera::parallel {
-class GradientReducer;
-}
 
 namespace tessera::optim {
 
@@ -62,36 +59,29 @@ class AdamW {
   // Decay applies to parameters whose spec has weight_decay.
   void step(const core::Tensor& weights, const core::Tensor& grads, double lr, int64_t step,
             const core::OptimConfig& optim);
-  // The moments in the parameter arena's layout (checkpoints read and write these). Sharded:
-  // only between materialise_full() and adopt_full() / release_full().
-  const core::Tensor& m() const;
-  const core::Tensor& v() const;
+  // The moments. Replicated: in the parameter arena's layout (checkpoints read and write these).
+  // Sharded: compact, the owned ranges one after another (segments() maps them to parameters);
+  // checkpoints move them through copy_owned_out / copy_owned_in, one parameter at a time.
+  const core::Tensor& m() const { return m_; }
+  const core::Tensor& v() const { return v_; }
 
   bool sharded() const { return sharded_; }
   const std::vector<ShardSegment>& segments() const { return segments_; }
-  // Bytes of moments this rank holds (the full arenas of a checkpoint excluded).
+  // Bytes of moments this rank holds.
   int64_t state_bytes() const { return (m_.numel() + v_.numel()) * 4; }
 
-  // Sharded only. Allocates full-layout m and v holding the owned moments, then, with a
-  // reducer, all-gathers the other pieces from their owners (collective over its dp group):
-  // a checkpoint write then sees the global moments. Without one the other pieces are zero
-  // (a checkpoint read fills them).
-  void materialise_full(parallel::GradientReducer* gather);
-  // Sharded only. The owned moments are taken from the full arenas (after a checkpoint read),
-  // which are then freed.
-  void adopt_full();
-  // Sharded only. Frees the full arenas.
-  void release_full();
+  // Sharded only. Moment `which` (0: m, 1: v) of parameter `param` in the parameter's local
+  // layout (params.local_numel(param) elements at `shard`): copy_owned_out writes the elements
+  // this rank owns and leaves the others as they are; copy_owned_in takes the owned ones.
+  void copy_owned_out(int param, int which, float* shard) const;
+  void copy_owned_in(int param, int which, const float* shard);
 
  private:
   const params::ParamSet& params_;
   backends::Backend& backend_;
   core::Tensor m_, v_;  // sharded: compact, the owned ranges one after another
   bool sharded_ = false;
-  std::vector<parallel::Piece> owned_;
   std::vector<ShardSegment> segments_;
-  core::Tensor full_m_, full_v_;  // sharded: between materialise_full() and adopt/release
-  bool full_ = false;
 };
 
 }  // namespace tessera::optim

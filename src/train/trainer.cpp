@@ -232,7 +232,10 @@ class Trainer {
   void finish();
 
   double evaluate();
-  std::string first_nonfinite(const core::Tensor& arena);
+  // The first parameter with a non-finite value in `arena` (the parameter arena's layout, or with
+  // `compact` a sharded optimizer's compact moments); collective over the world.
+  std::string first_nonfinite(const core::Tensor& arena,
+                              const std::vector<optim::ShardSegment>* compact = nullptr);
   core::Status check_state_finite(int steps_done, bool with_moments);
   std::string resume_hint() const;
   void save_checkpoint(int steps_done);
@@ -468,10 +471,8 @@ core::Status Trainer::resume_or_init() {
     if (!path) return path.status();
     TESSERA_RETURN_IF_ERROR(check_stored_config(*path, config_, grid_, /*resume=*/true));
     // Checkpoints hold the global moments whatever optim.zero wrote them: a sharded optimizer
-    // reads them whole, keeps its pieces and frees the rest.
-    if (adamw_->sharded()) adamw_->materialise_full(nullptr);
+    // takes its pieces of each parameter's moments as they are read (checkpoint.h).
     auto state = checkpoint::read_checkpoint(*path, *model_, adamw_.get(), grid_, transfers);
-    if (adamw_->sharded()) state ? adamw_->adopt_full() : adamw_->release_full();
     if (!state) return state.status();
     if (state->seed != tc_.seed) {
       return core::Status::error(
@@ -824,12 +825,20 @@ void Trainer::finish() {
 // `arena` (gradients, weights or a moment: a twin of the parameter arena) holds a non-finite
 // value on any rank; "" when none does. sum_squares adds float squares in double, which cannot
 // overflow, so it is finite exactly when every element is.
-std::string Trainer::first_nonfinite(const core::Tensor& arena) {
+std::string Trainer::first_nonfinite(const core::Tensor& arena,
+                                     const std::vector<optim::ShardSegment>* compact) {
   const params::ParamSet& params = model_->param_set();
   std::vector<double> bad(params.size());
-  for (int i = 0; i < params.size(); ++i) {
-    const double sq = backend_->sum_squares(params.view(arena, i).f32(), params.local_numel(i));
-    bad[i] = std::isfinite(sq) ? 0.0 : 1.0;
+  if (compact != nullptr) {
+    for (const optim::ShardSegment& s : *compact) {
+      const double sq = backend_->sum_squares(arena.f32() + s.moment_offset, s.count);
+      if (!std::isfinite(sq)) bad[s.param] = 1.0;
+    }
+  } else {
+    for (int i = 0; i < params.size(); ++i) {
+      const double sq = backend_->sum_squares(params.view(arena, i).f32(), params.local_numel(i));
+      bad[i] = std::isfinite(sq) ? 0.0 : 1.0;
+    }
   }
   grid_.world_comm().all_reduce(bad.data(), params.size(), parallel::ReduceOp::kMax);
   for (int i = 0; i < params.size(); ++i) {
@@ -851,18 +860,21 @@ core::Status Trainer::check_state_finite(int steps_done, bool with_moments) {
     arenas.push_back({"/optim/v/", &adamw_->v()});
   }
   // One pass and one all-reduce in the usual case; per-parameter sums only to name the culprit.
+  // ZeRO-1's moments are compact (the rank's pieces only: all of the arena, padding zeros).
   std::vector<double> sq(arenas.size());
   for (size_t k = 0; k < arenas.size(); ++k) {
-    sq[k] =
-        std::isfinite(backend_->sum_squares(arenas[k].second->f32(), params.total_local_numel()))
-            ? 0.0
-            : 1.0;
+    const int64_t n =
+        k > 0 && adamw_->sharded() ? arenas[k].second->numel() : params.total_local_numel();
+    sq[k] = std::isfinite(backend_->sum_squares(arenas[k].second->f32(), n)) ? 0.0 : 1.0;
   }
   grid_.world_comm().all_reduce(sq.data(), static_cast<int64_t>(sq.size()),
                                 parallel::ReduceOp::kMax);
   for (size_t k = 0; k < arenas.size(); ++k) {
     if (sq[k] == 0) continue;
-    const std::string name = arenas[k].first + first_nonfinite(*arenas[k].second);
+    const std::string name =
+        arenas[k].first + first_nonfinite(*arenas[k].second, k > 0 && adamw_->sharded()
+                                                                 ? &adamw_->segments()
+                                                                 : nullptr);
     char lr[32];
     std::snprintf(lr, sizeof lr, "%g", config_.optim.lr);
     return core::Status::error(
@@ -893,15 +905,13 @@ void Trainer::save_checkpoint(int steps_done) {
   const std::string path = checkpoint::checkpoint_path(cc_.dir, steps_done);
   parallel::Timeline::Scope scope(timeline_.get(), "checkpoint", "checkpoint");
   parallel::WatchPhase phase("a checkpoint write");
-  // ZeRO-1: the file holds the global moments (any optim.zero and grid reads it), so for the
-  // write each rank gathers them whole, and frees them after.
-  if (adamw_->sharded()) adamw_->materialise_full(reducer_.get());
+  // ZeRO-1: the file holds the global moments (any optim.zero and grid reads it); the write
+  // gathers them from their owners one parameter at a time (checkpoint.h).
   core::Status st = check_state_finite(steps_done, /*with_moments=*/true);
   if (st.is_ok()) {
     st = checkpoint::write_checkpoint(path, *model_, adamw_.get(), train_state(steps_done), config_,
                                       grid_, checkpoint::transfers_from_config(config_));
   }
-  if (adamw_->sharded()) adamw_->release_full();
   if (st.is_ok() && writer_) st = checkpoint::publish_latest(cc_.dir, path, cc_.keep);
   if (!st.is_ok()) throw Error(st.message());
   last_checkpoint_ = path;

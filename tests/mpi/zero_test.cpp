@@ -40,7 +40,8 @@ TEST(Zero, ReduceScatterLeavesEachRankItsPieceSumAndAllGatherRestoresTheRest) {
     comm.reduce_scatter_sum_async(buf.data(), count)->wait();
     const parallel::Piece mine = parallel::piece_of(count, n, r);
     for (int64_t j = mine.begin; j < mine.end; ++j) {
-      ASSERT_EQ(buf[j], ranks_sum * static_cast<float>(j % 7 + 1)) << "count " << count << " j " << j;
+      ASSERT_EQ(buf[j], ranks_sum * static_cast<float>(j % 7 + 1))
+          << "count " << count << " j " << j;
     }
     // Everything outside the piece is unspecified: poison it, and the gather must overwrite it.
     for (int64_t j = 0; j < count; ++j) {
@@ -48,7 +49,8 @@ TEST(Zero, ReduceScatterLeavesEachRankItsPieceSumAndAllGatherRestoresTheRest) {
     }
     comm.all_gather_pieces(buf.data(), count);
     for (int64_t j = 0; j < count; ++j) {
-      ASSERT_EQ(buf[j], ranks_sum * static_cast<float>(j % 7 + 1)) << "count " << count << " j " << j;
+      ASSERT_EQ(buf[j], ranks_sum * static_cast<float>(j % 7 + 1))
+          << "count " << count << " j " << j;
     }
   }
 }
@@ -110,6 +112,51 @@ TEST(Zero, EachRankHoldsItsShareOfTheMoments) {
   EXPECT_GE(bucketed, total - 16);  // at most the arena's trailing alignment is outside
 }
 
+// What a checkpoint moves a sharded moment with: over dp every element of every parameter's
+// shard has exactly one owner (OR-ing the ranks' copy_owned_out into zeros gives it whole), and
+// copy_owned_in takes back exactly what copy_owned_out gave.
+TEST(Zero, OwnedMomentsCoverEveryParameterOnceAndRoundTrip) {
+  core::Config c = zero_config(1, 1);
+  parallel::ProcessGrid grid(MPI_COMM_WORLD, 1);
+  models::Gpt model(c.model, 2, 16, &grid.tp_comm());
+  const params::ParamSet& ps = model.param_set();
+  parallel::ReducerOptions ro;
+  ro.bucket_mb = c.parallel.bucket_mb;
+  ro.shard = true;
+  parallel::GradientReducer reducer(ps, model.grads(), grid.dp_comm(), ro);
+  optim::AdamW sharded(ps, reducer.owned_ranges());
+  // Moment element at arena offset a holds 1 + a (m) and -(1 + a) (v): exact in float here.
+  for (const optim::ShardSegment& seg : sharded.segments()) {
+    for (int64_t j = 0; j < seg.count; ++j) {
+      sharded.m().f32()[seg.moment_offset + j] = static_cast<float>(1 + seg.offset + j);
+      sharded.v().f32()[seg.moment_offset + j] = -static_cast<float>(1 + seg.offset + j);
+    }
+  }
+  optim::AdamW back(ps, reducer.owned_ranges());
+  for (int i = 0; i < ps.size(); ++i) {
+    for (int which = 0; which < 2; ++which) {
+      std::vector<float> shard(ps.local_numel(i), 0.0f);
+      sharded.copy_owned_out(i, which, shard.data());
+      MPI_Allreduce(MPI_IN_PLACE, shard.data(), static_cast<int>(shard.size()), MPI_UINT32_T,
+                    MPI_BOR, MPI_COMM_WORLD);
+      for (int64_t j = 0; j < ps.local_numel(i); ++j) {
+        const float want = (which == 0 ? 1.0f : -1.0f) * static_cast<float>(1 + ps.offset(i) + j);
+        ASSERT_EQ(shard[j], want) << ps.specs()[i].name << " moment " << which << " element " << j;
+      }
+      back.copy_owned_in(i, which, shard.data());
+    }
+  }
+  int64_t compared = 0;
+  for (const optim::ShardSegment& seg : sharded.segments()) {
+    for (int64_t j = seg.moment_offset; j < seg.moment_offset + seg.count; ++j) {
+      ASSERT_EQ(back.m().f32()[j], sharded.m().f32()[j]) << "compact element " << j;
+      ASSERT_EQ(back.v().f32()[j], sharded.v().f32()[j]) << "compact element " << j;
+    }
+    compared += seg.count;
+  }
+  EXPECT_GT(compared, 0);
+}
+
 TEST(Zero, AShardedRunResumesBitIdentically) {
   core::Config c = zero_config(1, 1);
   c.checkpoint.dir = fresh_checkpoint_dir("zero-exact");
@@ -122,40 +169,49 @@ TEST(Zero, AShardedRunResumesBitIdentically) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(resumed[i], full[10 + i]) << "step " << 11 + i;
 }
 
+// Both ways, at tp 1 and (world 4) tp 2: a file written with zero 1 at dp x tp = world resumes
+// with zero 0 on one rank alone, and one written with zero 0 on one rank resumes with zero 1.
 TEST(Zero, CheckpointsCrossTheSettingBothWays) {
-  // Written with zero 1 at dp = world, resumed with zero 0 on one rank alone.
-  {
-    core::Config c = zero_config(1, 1);
-    c.checkpoint.dir = fresh_checkpoint_dir("zero-to-plain");
-    c.checkpoint.every = 10;
-    const std::vector<double> full = run(c, MPI_COMM_WORLD);
-    ASSERT_EQ(full.size(), 20u);
-    core::Config r = zero_config(1, 0);
-    r.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
-    r.train.out_dir += "-zero-to-plain";
-    const std::vector<double> resumed = run(r, MPI_COMM_SELF);
-    ASSERT_EQ(resumed.size(), 10u);
-    const std::vector<double> expected(full.begin() + 10, full.end());
-    EXPECT_LT(max_rel_diff(resumed, expected), 1e-5)
-        << "written with zero 1 at dp " << world_size() << ", resumed with zero 0 at dp 1";
-  }
-  // Written with zero 0 on one rank (rank 0 alone), resumed with zero 1 at dp = world.
-  {
-    core::Config c = zero_config(1, 0);
-    c.checkpoint.dir = fresh_checkpoint_dir("plain-to-zero");
-    c.checkpoint.every = 10;
-    std::vector<double> full(20, 0.0);
-    if (world_rank() == 0) full = run(c, MPI_COMM_SELF);
-    ASSERT_EQ(full.size(), 20u);
-    MPI_Bcast(full.data(), 20, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    core::Config r = zero_config(1, 1);
-    r.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
-    r.train.out_dir += "-plain-to-zero";
-    const std::vector<double> resumed = run(r, MPI_COMM_WORLD);
-    ASSERT_EQ(resumed.size(), 10u);
-    const std::vector<double> expected(full.begin() + 10, full.end());
-    EXPECT_LT(max_rel_diff(resumed, expected), 1e-5)
-        << "written with zero 0 at dp 1, resumed with zero 1 at dp " << world_size();
+  for (int tp = 1; tp <= 2; ++tp) {
+    if (tp > 1 && world_size() < 4) continue;  // dp 1: zero 1 would have nothing to shard
+    const std::string grid =
+        "dp " + std::to_string(world_size() / tp) + " x tp " + std::to_string(tp);
+    // Written with zero 1 on the world's grid, resumed with zero 0 on one rank alone.
+    {
+      core::Config c = zero_config(tp, 1);
+      c.checkpoint.dir = fresh_checkpoint_dir("zero-to-plain");
+      c.checkpoint.every = 10;
+      const std::vector<double> full = run(c, MPI_COMM_WORLD);
+      ASSERT_EQ(full.size(), 20u);
+      core::Config r = zero_config(1, 0);
+      r.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
+      r.train.out_dir += "-zero-to-plain";
+      std::vector<double> resumed(10, 0.0);
+      if (world_rank() == 0) resumed = run(r, MPI_COMM_SELF);
+      ASSERT_EQ(resumed.size(), 10u);
+      MPI_Bcast(resumed.data(), 10, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+      const std::vector<double> expected(full.begin() + 10, full.end());
+      EXPECT_LT(max_rel_diff(resumed, expected), 1e-5)
+          << "written with zero 1 at " << grid << ", resumed with zero 0 at dp 1 x tp 1";
+    }
+    // Written with zero 0 on one rank (rank 0 alone), resumed with zero 1 on the world's grid.
+    {
+      core::Config c = zero_config(1, 0);
+      c.checkpoint.dir = fresh_checkpoint_dir("plain-to-zero");
+      c.checkpoint.every = 10;
+      std::vector<double> full(20, 0.0);
+      if (world_rank() == 0) full = run(c, MPI_COMM_SELF);
+      ASSERT_EQ(full.size(), 20u);
+      MPI_Bcast(full.data(), 20, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+      core::Config r = zero_config(tp, 1);
+      r.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
+      r.train.out_dir += "-plain-to-zero";
+      const std::vector<double> resumed = run(r, MPI_COMM_WORLD);
+      ASSERT_EQ(resumed.size(), 10u);
+      const std::vector<double> expected(full.begin() + 10, full.end());
+      EXPECT_LT(max_rel_diff(resumed, expected), 1e-5)
+          << "written with zero 0 at dp 1 x tp 1, resumed with zero 1 at " << grid;
+    }
   }
 }
 

@@ -227,6 +227,14 @@ case("tp_over_world", "parallel.tp=2 on 1 rank", [1],
 case("batch_not_dividing_dp", "train.batch_size=6 on dp 4", [4],
      lambda n: train("g") + sets(train__batch_size=6), r"grid: train.batch_size 6 is not divisible by dp 4 .*change train.batch_size to a "
      r"multiple of 4")
+case("zero_stage", "optim.zero=2", [1, 4],
+     lambda n: train("g") + sets(optim__zero=2),
+     r"key 'optim.zero' = 2 is not a ZeRO stage; use 0 \(every dp rank holds all AdamW state\) or "
+     r"1 \(moments sharded over dp\)")
+case("zero_with_bf16_wire", "optim.zero=1 with parallel.compress_bf16=true", [4],
+     lambda n: train("g") + sets(optim__zero=1, parallel__compress_bf16="true"),
+     r"key 'optim.zero' = 1 does not combine with parallel.compress_bf16 yet; set optim.zero=0 or "
+     r"parallel.compress_bf16=false")
 case("tp_zero", "parallel.tp=0", [1, 4],
      lambda n: train("g") + sets(parallel__tp=0), r"key 'parallel.tp' = 0 must be >= 1; use 1 for no tensor parallelism")
 

@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     int64_t B_local = 4, T = 64;
     int tp = 1, steps = 10, warmup = 2, threads = 1;
     double bucket_mb = 25.0;
-    bool no_overlap = false;
+    bool no_overlap = false, dense_embedding = false;
     int zero = 0;
     bool sequence_parallel = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
     app.add_option("--bucket-mb", bucket_mb, "GradientReducer bucket cap (MiB)");
     app.add_flag("--no-overlap", no_overlap, "start every bucket in finish(), after backward");
+    app.add_flag("--dense-embedding", dense_embedding,
+                 "all-reduce wte's gradient whole at the end (no sparse-rows split)");
     app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
         ->check(CLI::IsMember({0, 1}));
     app.add_flag("--sequence-parallel", sequence_parallel,
@@ -176,10 +178,20 @@ int main(int argc, char** argv) {
     model.init_weights(1);
     model.set_timeline(timeline.get());
     std::unique_ptr<parallel::GradientReducer> reducer;
+    // As the trainer decides: wte's gradient split into a dense and a sparse-rows exchange.
+    const params::ParamSet& ps = model.param_set();
+    const int wte = ps.index_of("wte");
+    const bool sparse = !dense_embedding &&
+                        parallel::sparse_rows_pay(dp_size, B_local * T, ps.local_shape(wte)[0]);
     if (dp_size > 1) {
-      reducer = std::make_unique<parallel::GradientReducer>(
-          model.param_set(), model.grads(), grid.dp_comm(),
-          parallel::ReducerOptions{bucket_mb, !no_overlap, false, zero == 1}, timeline.get());
+      parallel::ReducerOptions ro{bucket_mb, !no_overlap, false, zero == 1};
+      if (sparse) {
+        ro.sparse_param = wte;
+        ro.sparse_capacity = B_local * T;
+        ro.sparse_width = ps.local_shape(wte)[1];
+      }
+      reducer = std::make_unique<parallel::GradientReducer>(ps, model.grads(), grid.dp_comm(), ro,
+                                                            timeline.get());
     }
     // As the trainer builds it: sharded over dp with optim.zero 1 (and dp > 1).
     std::unique_ptr<optim::AdamW> adamw =
@@ -187,6 +199,12 @@ int main(int argc, char** argv) {
                                                               reducer->owned_ranges())
                              : std::make_unique<optim::AdamW>(model.param_set());
     const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
+    models::Gpt::SparseRowsHook sparse_rows;
+    if (sparse && reducer) {
+      sparse_rows = [&](int, const int32_t* ids, const float* values, int64_t n) {
+        reducer->add_sparse_rows(ids, values, n);
+      };
+    }
     // Each rank measures its share of the machine at the same moment; the shares are summed.
     double peak_gflops = train::measure_sgemm_gflops();
     grid.world_comm().all_reduce(&peak_gflops, 1, parallel::ReduceOp::kSum);
@@ -212,7 +230,7 @@ int main(int argc, char** argv) {
         parallel::Timeline::Scope scope(timeline.get(), "forward", "forward");
         loss_sum = model.forward(tokens.data(), targets.data(), B_local, T);
       }
-      model.backward(loss_scale, reducer ? on_ready : nullptr);
+      model.backward(loss_scale, reducer ? on_ready : nullptr, sparse_rows);
       if (reducer) reducer->finish();
       if (dp_size > 1) grid.dp_comm().all_reduce(&loss_sum, 1, parallel::ReduceOp::kSum);
       {
@@ -270,6 +288,7 @@ int main(int argc, char** argv) {
       out["bucket_mb"] = bucket_mb;
       out["buckets"] = reducer->num_buckets();
       out["overlap"] = !no_overlap;
+      out["sparse_embedding"] = sparse;
     }
     if (timeline) {
       const std::string path = grid.world_size() == 1

@@ -85,6 +85,7 @@ const std::vector<Field>& fields() {
       field<&Config::parallel, &ParallelConfig::bucket_mb>("parallel.bucket_mb"),
       field<&Config::parallel, &ParallelConfig::overlap>("parallel.overlap"),
       field<&Config::parallel, &ParallelConfig::compress_bf16>("parallel.compress_bf16"),
+      field<&Config::parallel, &ParallelConfig::sparse_embedding>("parallel.sparse_embedding"),
       field<&Config::parallel, &ParallelConfig::sequence_parallel>("parallel.sequence_parallel"),
       field<&Config::parallel, &ParallelConfig::collective_timeout_s>(
           "parallel.collective_timeout_s"),
@@ -613,6 +614,10 @@ Status Config::validate() const {
 
   if (parallel.tp < 1) {
     return invalid("parallel.tp", parallel.tp, "must be >= 1", "use 1 for no tensor parallelism");
+  }
+  if (!is_one_of(parallel.sparse_embedding, {"auto", "on", "off"})) {
+    return invalid("parallel.sparse_embedding", parallel.sparse_embedding,
+                   "is not a sparse-embedding mode", "use auto, on or off");
   }
   if (!(parallel.bucket_mb > 0)) {
     return invalid("parallel.bucket_mb", parallel.bucket_mb, "must be > 0", "25 is usual");

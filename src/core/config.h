@@ -72,6 +72,10 @@ struct ParallelConfig {
   double bucket_mb = 25.0;     // GradientReducer fusion bucket cap
   bool overlap = true;         // start bucket all-reduces during backward
   bool compress_bf16 = false;  // bf16 wire format for the dp all-reduce
+  // The tied wte's gradient split: LM-head part all-reduced during backward, the lookup's rows
+  // all-gathered at the end. auto: where the gathered rows are at most a quarter of the table
+  // (parallel::sparse_rows_pay) | on | off. CPU backend only (ignored on a device).
+  std::string sparse_embedding = "auto";
   // Shard the layernorm/residual activations along the sequence over tp (Megatron-LM sequence
   // parallelism); train.seq_len must divide by tp. Training only.
   bool sequence_parallel = false;

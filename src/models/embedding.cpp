@@ -38,7 +38,8 @@ void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, const Ro
   ctx_.backend.positional_forward(out, wpe_ + ctx_.tp_rank * T_local * C_, B, T_local, C_);
 }
 
-void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, const Rows& rows) {
+const float* VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens,
+                                              const Rows& rows, bool scatter_wte) {
   const int64_t B = rows.B, T = rows.T;
   if (rows.seq_sharded()) {
     TESSERA_ASSERT(ctx_.seq && B * T * C_ <= ctx_.seq->full.numel(),
@@ -47,8 +48,11 @@ void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, 
     parallel::reduce_scatter_to_sequence_backward(ctx_.tp_comm, full, dout, B, T, C_);
     dout = full;
   }
-  ctx_.backend.embedding_backward(dwte_, dout, tokens, B * T, C_, vocab_start_, Vp_local_);
+  if (scatter_wte) {
+    ctx_.backend.embedding_backward(dwte_, dout, tokens, B * T, C_, vocab_start_, Vp_local_);
+  }
   ctx_.backend.positional_backward(dwpe_, dout, B, T, C_);
+  return dout;
 }
 
 void VocabParallelEmbedding::decode(float* out, const int32_t* tokens, const int32_t* positions,

@@ -26,8 +26,11 @@ class VocabParallelEmbedding {
   // dout (B, T, C) is the full gradient, identical on every tp rank (reduce_from_tp's backward
   // is the identity), so each rank scatters it into its own rows: no communication. For sharded
   // rows dout (B, T / tp, C) is first all-gathered along the sequence (a collective over
-  // tp_comm), after which the same holds.
-  void backward(const float* dout, const int32_t* tokens, const Rows& rows);
+  // tp_comm), after which the same holds. With scatter_wte false dwte is left alone (the caller
+  // hands the rows to the data-parallel reducer's sparse exchange instead). Returns the full
+  // dout, (B * T, C): the rows dwte takes at the tokens (valid until the model's next call).
+  const float* backward(const float* dout, const int32_t* tokens, const Rows& rows,
+                        bool scatter_wte = true);
   // out (N, C) row i = wte[tokens[i]] + wpe[positions[i]]. Collective over tp_comm.
   void decode(float* out, const int32_t* tokens, const int32_t* positions, int64_t N);
 

@@ -178,8 +178,13 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
   return head_->loss(stage(targets_, targets, BT), BT, n_valid);
 }
 
-void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
+void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
+                   const SparseRowsHook& sparse_rows) {
   TESSERA_ASSERT(have_targets_, "running GPT backward after a forward with targets");
+  TESSERA_ASSERT(!sparse_rows || (on_ready && tokens_.device() == core::Device::kCpu),
+                 "running GPT backward with sparse embedding rows (they need on_ready and a "
+                 "host backend)");
+  const int wte_index = embedding_->wte_index();
   const Rows rows = last_rows_;
   const int nparams = params_.size();
   float* dln = scratch_.dln.f32();
@@ -194,6 +199,8 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
     ln_f_->backward(dres, dln, x_last, rows);
   }
   if (on_ready) {
+    // The LM head is wte's last dense contributor: with sparse rows wte is final now.
+    if (sparse_rows) on_ready(wte_index);
     on_ready(nparams - 1);
     on_ready(nparams - 2);
   }
@@ -212,11 +219,21 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready) {
   {
     std::optional<parallel::Timeline::Scope> scope;
     if (timeline_) scope.emplace(timeline_, "bwd embed", "backward");
-    embedding_->backward(dres, tokens_.data<int32_t>(), rows);
+    const int32_t* tokens = tokens_.data<int32_t>();
+    const float* dout = embedding_->backward(dres, tokens, rows, /*scatter_wte=*/!sparse_rows);
+    if (sparse_rows) {
+      const int64_t N = rows.B * rows.T;
+      sparse_row_ids_.resize(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t row = static_cast<int64_t>(tokens[i]) - vocab_start_;
+        sparse_row_ids_[i] = row >= 0 && row < Vp_local_ ? static_cast<int32_t>(row) : -1;
+      }
+      sparse_rows(wte_index, sparse_row_ids_.data(), dout, N);
+    }
   }
   if (on_ready) {
-    on_ready(1);
-    on_ready(0);
+    on_ready(wte_index + 1);  // wpe
+    if (!sparse_rows) on_ready(wte_index);
   }
 }
 

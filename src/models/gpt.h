@@ -87,7 +87,17 @@ class Gpt {
   // per-token losses (loss_scale = 1 / tokens counted in the global mean). When on_ready is
   // given, it is called with each parameter's index as soon as that gradient is complete
   // (reverse layer order; the data-parallel reducer starts its buckets from it).
-  void backward(float loss_scale, const std::function<void(int)>& on_ready = nullptr);
+  // sparse_rows (host backends only; needs on_ready): the tied wte's gradient is split. Its
+  // LM-head part is final right after the head's backward, so wte (index 0) is marked ready
+  // then, first of all; the embedding lookup's part is not added to dwte but handed over as
+  // rows: sparse_rows(wte index, row_ids (N), values (N, C), N) with N = B_run * T_run, row_ids
+  // the tokens' rows of this rank's wte shard (-1 for tokens outside it), values the gradient
+  // of the embedding's output (valid during the call). The caller adds them (GradientReducer's
+  // add_sparse_rows).
+  using SparseRowsHook =
+      std::function<void(int param_index, const int32_t* row_ids, const float* values, int64_t n)>;
+  void backward(float loss_scale, const std::function<void(int)>& on_ready = nullptr,
+                const SparseRowsHook& sparse_rows = nullptr);
 
   // One decode step over N rows (host arrays): row i feeds token tokens[i] of the sequence in
   // cache slot slots[i] at position positions[i], appending its keys and values to `cache`.
@@ -155,6 +165,7 @@ class Gpt {
   core::Tensor lnf_out_;    // ln_f's output, the head's input
   core::Tensor dresidual_;  // gradient of the residual stream
   core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
+  std::vector<int32_t> sparse_row_ids_;  // (B*T): the tokens' rows of the wte shard, for sparse_rows
   bool have_targets_ = false;
   Rows last_rows_;
 

@@ -55,13 +55,40 @@ GradientReducer::GradientReducer(const params::ParamSet& params, const core::Ten
     numels_[i] = params.local_numel(i);
   }
 
+  const int sparse = options_.sparse_param;
+  if (sparse >= 0) {
+    TESSERA_ASSERT(sparse < n && options_.sparse_width > 0 && options_.sparse_capacity >= 0 &&
+                       numels_[sparse] % options_.sparse_width == 0 &&
+                       numels_[sparse] / options_.sparse_width < (int64_t{1} << 24),
+                   "building the gradient reducer's sparse rows (sparse_param must name a "
+                   "parameter of whole rows of sparse_width, fewer than 2^24 rows)");
+    TESSERA_ASSERT(grads.device() == core::Device::kCpu,
+                   "building the gradient reducer's sparse rows (host arenas only)");
+    // Step 1': the split parameter is bucket 0, alone.
+    buckets_.push_back(Bucket{});
+    buckets_.back().first_param = buckets_.back().last_param = sparse;
+    buckets_.back().pending = 1;
+    bucket_of_[sparse] = 0;
+    if (dp_size_ > 1) {
+      const int64_t row = 1 + options_.sparse_width;
+      sparse_send_.assign(static_cast<size_t>(options_.sparse_capacity * row), 0.0f);
+      sparse_recv_.assign(static_cast<size_t>(dp_size_ * options_.sparse_capacity * row), 0.0f);
+    }
+  }
   // Greedy packing from the last parameter to the first. The cap compares f32 bytes of the
   // parameters themselves (padding excluded), so bucket_mb means the same for both wire types.
+  // Skipping the split parameter ends a bucket, so each bucket stays one run of parameters.
   const double cap_bytes = options_.bucket_mb * 1024.0 * 1024.0;
   double bucket_bytes = 0.0;
+  bool new_bucket = true;
   for (int i = n - 1; i >= 0; --i) {
+    if (i == sparse) {
+      new_bucket = true;
+      continue;
+    }
     const double bytes = static_cast<double>(numels_[i]) * sizeof(float);
-    if (buckets_.empty() || bucket_bytes + bytes > cap_bytes) {
+    if (new_bucket || bucket_bytes + bytes > cap_bytes) {
+      new_bucket = false;
       buckets_.push_back(Bucket{});
       buckets_.back().first_param = i;
       bucket_bytes = 0.0;
@@ -99,7 +126,12 @@ int64_t GradientReducer::wire_bytes_per_step() const {
   if (dp_size_ == 1) return 0;
   int64_t elements = 0;
   for (const Bucket& bucket : buckets_) elements += bucket.count;
-  return elements * (options_.compress_bf16 ? 2 : 4);
+  return elements * (options_.compress_bf16 ? 2 : 4) +
+         static_cast<int64_t>(sparse_recv_.size() * sizeof(float));
+}
+
+bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows) {
+  return dp_size > 1 && 4 * static_cast<int64_t>(dp_size) * rows_per_rank <= table_rows;
 }
 
 std::vector<Piece> GradientReducer::owned_ranges() const {
@@ -137,6 +169,56 @@ void GradientReducer::mark_ready(int param_index) {
   progress();
 }
 
+void GradientReducer::add_sparse_rows(const int32_t* row_ids, const float* values, int64_t n) {
+  TESSERA_ASSERT(options_.sparse_param >= 0 && n >= 0,
+                 "adding sparse gradient rows (the reducer needs options.sparse_param)");
+  TESSERA_ASSERT(sparse_rows_ + n <= options_.sparse_capacity,
+                 "adding sparse gradient rows (at most sparse_capacity rows per step)");
+  const int64_t width = options_.sparse_width;
+  const int64_t rows = numels_[options_.sparse_param] / width;
+  if (dp_size_ == 1) {
+    sparse_rows_ += n;
+    // The average over one rank: the rows themselves, added now.
+    float* grad = grads_.f32() + offsets_[options_.sparse_param];
+    for (int64_t k = 0; k < n; ++k) {
+      if (row_ids[k] < 0 || row_ids[k] >= rows) continue;
+      float* dst = grad + row_ids[k] * width;
+      const float* src = values + k * width;
+      for (int64_t j = 0; j < width; ++j) dst[j] += src[j];
+    }
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    float* dst = sparse_send_.data() + (sparse_rows_ + k) * (1 + width);
+    const bool inside = row_ids[k] >= 0 && row_ids[k] < rows;
+    dst[0] = inside ? static_cast<float>(row_ids[k]) : -1.0f;
+    if (inside) std::memcpy(dst + 1, values + k * width, width * sizeof(float));
+  }
+  sparse_rows_ += n;
+}
+
+void GradientReducer::gather_sparse_rows() {
+  Timeline::Scope scope(timeline_, "sparse rows allgather", "allgather", Lane::kCommunication);
+  const int64_t row = 1 + options_.sparse_width;
+  for (int64_t k = sparse_rows_; k < options_.sparse_capacity; ++k) {
+    sparse_send_[k * row] = -1.0f;
+  }
+  dp_comm_.all_gather(sparse_recv_.data(), sparse_send_.data(), options_.sparse_capacity * row);
+}
+
+void GradientReducer::add_gathered_rows() {
+  const int64_t width = options_.sparse_width, row = 1 + width;
+  const float scale = 1.0f / static_cast<float>(dp_size_);
+  float* grad = grads_.f32() + offsets_[options_.sparse_param];
+  const int64_t n = dp_size_ * options_.sparse_capacity;
+  for (int64_t k = 0; k < n; ++k) {
+    const float* src = sparse_recv_.data() + k * row;
+    if (src[0] < 0.0f) continue;
+    float* dst = grad + static_cast<int64_t>(src[0]) * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] += src[1 + j] * scale;
+  }
+}
+
 void GradientReducer::progress() {
   // Testing the oldest unfinished request drives MPI's progress engine for all of them.
   while (next_complete_ < next_start_ && buckets_[next_complete_].request->test()) {
@@ -159,6 +241,7 @@ void GradientReducer::finish() {
   launch_full_buckets();
   // Invariant: every bucket is full now, so every bucket has started.
   TESSERA_ASSERT(next_start_ == num_buckets(), "finishing the gradient reduction");
+  if (options_.sparse_param >= 0) gather_sparse_rows();
 
   const float scale = 1.0f / static_cast<float>(dp_size_);
   float* arena = grads_.f32();
@@ -208,6 +291,7 @@ void GradientReducer::finish() {
     }
     bucket.request.reset();
   }
+  if (options_.sparse_param >= 0) add_gathered_rows();
   reset();
 }
 
@@ -254,6 +338,7 @@ void GradientReducer::reset() {
   ready_.assign(ready_.size(), 0);
   next_start_ = 0;
   next_complete_ = 0;
+  sparse_rows_ = 0;
 }
 
 }  // namespace tessera::parallel

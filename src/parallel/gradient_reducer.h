@@ -26,7 +26,19 @@ struct ReducerOptions {
   bool overlap = true;         // start a bucket's all-reduce as soon as it is full (else: finish)
   bool compress_bf16 = false;  // bf16 on the wire: half the bytes, ~3 significant digits
   bool shard = false;          // ZeRO-1 (optim.zero 1): reduce-scatter instead of all-reduce
+  // Split gradient (the tied token embedding): the parameter whose gradient is dense but for
+  // rows handed to add_sparse_rows (-1: none). Its dense part is bucket 0, alone, so it starts
+  // as soon as it is marked; the rows travel in one all-gather in finish().
+  int sparse_param = -1;
+  int64_t sparse_capacity = 0;  // rows per rank per step (at most)
+  int64_t sparse_width = 0;     // elements per row; the gradient is (numel / width, width)
 };
+
+// Whether exchanging `rows_per_rank` rows of a `table_rows`-row gradient as sparse rows (an
+// all-gather of dp_size x rows_per_rank rows) beats leaving them in the dense all-reduce: only
+// when the gathered rows are at most a quarter of the table, which also bounds the reducer's
+// extra buffer to a quarter of the table's gradient.
+bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 
 // Averages a rank's gradient arena over the data-parallel group, one step at a time.
 //
@@ -58,6 +70,25 @@ struct ReducerOptions {
 //  6. Reset: every parameter is unmarked and every bucket empty; the next step starts at 2.
 // With dp_size 1, steps 3-5 are skipped: the average over one rank is the gradient itself
 // (so compress_bf16 does not round it either).
+//
+// Split gradient (options.sparse_param = p; the tied embedding wte, whose LM-head part is dense
+// and final right after the head's backward, while the lookup's part, final only at the very
+// end, touches just the rows of the step's tokens):
+//  1'. Construction: bucket 0 is parameter p alone; the others are packed as in 1, after it. A
+//     send buffer of sparse_capacity rows and a receive buffer of dp x sparse_capacity rows
+//     (each row: its index, then sparse_width values) are allocated once.
+//  2'. The caller marks p as soon as its dense part is final (bucket 0 starts then) and hands the
+//     late part to add_sparse_rows(ids, values, n) instead of adding it to the gradient; the
+//     rows are copied into the send buffer (any number of calls, at most sparse_capacity rows
+//     in all per step).
+//  5'. finish(), after starting every bucket: one all-gather over dp_comm of every rank's send
+//     buffer (unused rows carry index -1), whatever each rank added. Once bucket 0 is averaged,
+//     the gathered rows are added, each value times 1 / dp_size, in rank order and, within a
+//     rank, in the order added. So every rank computes the same sum in the same order: the
+//     result is identical on every rank, and equals the dense path's average up to float
+//     rounding (the sum is associated differently). Rows whose index is outside the gradient's
+//     rows are skipped (a tp rank's vocabulary shard sees only its own rows).
+// With dp_size 1, add_sparse_rows adds the rows to the gradient at once.
 //
 // Sharded (ZeRO-1, options.shard): each bucket's range is split into dp pieces (piece_of in
 // communicator.h) and reduce-scattered instead of all-reduced, so after finish() a rank holds
@@ -92,13 +123,18 @@ class GradientReducer {
   // once per step; both asserted). Not a collective on its own, but it may start collectives on
   // dp_comm, so every rank marks every parameter (or leaves it to finish()).
   void mark_ready(int param_index);
+  // Step 2' (options.sparse_param >= 0): rows of that parameter's gradient, viewed as
+  // (numel / sparse_width, sparse_width): row_ids (n) and values (n, sparse_width) on the host,
+  // copied. Ids outside [0, numel / sparse_width) are skipped. Not a collective.
+  void add_sparse_rows(const int32_t* row_ids, const float* values, int64_t n);
   // Collective over dp_comm. Steps 5-6: on return every gradient is the dp average.
   void finish();
 
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
   // Parameter indices of bucket b, in the order they were packed (descending).
   std::vector<int> bucket_params(int bucket) const;
-  // All-reduce payload per step on each rank (bucket ranges x wire element size); 0 when
+  // All-reduce payload per step on each rank (bucket ranges x wire element size), plus the
+  // sparse rows' all-gather (dp_size x sparse_capacity rows of 1 + sparse_width f32); 0 when
   // dp_size is 1 (nothing is sent).
   int64_t wire_bytes_per_step() const;
 
@@ -125,6 +161,8 @@ class GradientReducer {
   void start(int bucket);
   void complete(int bucket);  // records the timeline event of a finished all-reduce
   void reset();
+  void gather_sparse_rows();  // step 5': the all-gather
+  void add_gathered_rows();   // step 5': into the averaged gradient, in rank order
 
   core::Tensor grads_;
   backends::Backend* backend_;  // device arenas only
@@ -139,6 +177,9 @@ class GradientReducer {
   std::vector<uint16_t> wire_bf16_;  // bf16 fusion buffer (arena layout), if compressing
   int next_start_ = 0;               // buckets [0, next_start_) have started this step
   int next_complete_ = 0;            // buckets [0, next_complete_) have completed
+  // Sparse rows: (capacity, 1 + width) floats each row, its index (exact below 2^24) first.
+  std::vector<float> sparse_send_, sparse_recv_;
+  int64_t sparse_rows_ = 0;  // rows added this step
 };
 
 }  // namespace tessera::parallel

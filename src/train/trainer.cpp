@@ -262,6 +262,7 @@ class Trainer {
   std::unique_ptr<optim::AdamW> adamw_;
   std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp_size == 1
   std::function<void(int)> on_ready_;
+  models::Gpt::SparseRowsHook sparse_rows_;  // set when the reducer exchanges wte's rows
   // Resume or init.
   int first_step_ = 0;
   // Log the run.
@@ -435,10 +436,29 @@ void Trainer::set_up_model() {
     ro.overlap = config_.parallel.overlap;
     ro.compress_bf16 = config_.parallel.compress_bf16;
     ro.shard = config_.optim.zero == 1;
-    reducer_ = std::make_unique<parallel::GradientReducer>(model_->param_set(), model_->grads(),
+    // The tied wte's gradient split (gradient_reducer.h): its LM-head part all-reduced during
+    // backward, the lookup's rows all-gathered at the end, where that is the smaller exchange.
+    const params::ParamSet& ps = model_->param_set();
+    const int wte = ps.index_of("wte");
+    const std::string& mode = config_.parallel.sparse_embedding;
+    const bool sparse =
+        model_->grads().device() == core::Device::kCpu &&
+        (mode == "on" || (mode == "auto" && parallel::sparse_rows_pay(dp_size_, micro_ * T_,
+                                                                      ps.local_shape(wte)[0])));
+    if (sparse) {
+      ro.sparse_param = wte;
+      ro.sparse_capacity = micro_ * T_;
+      ro.sparse_width = ps.local_shape(wte)[1];
+    }
+    reducer_ = std::make_unique<parallel::GradientReducer>(ps, model_->grads(),
                                                            grid_.device_dp_comm(), ro,
                                                            timeline_.get(), backend_.get());
     on_ready_ = [this](int i) { reducer_->mark_ready(i); };
+    if (sparse) {
+      sparse_rows_ = [this](int, const int32_t* ids, const float* values, int64_t n) {
+        reducer_->add_sparse_rows(ids, values, n);
+      };
+    }
   }
   // ZeRO-1 (optim.zero 1): this rank's moments cover only the gradient pieces the sharded
   // reducer leaves it. Over one dp rank there is nothing to shard: the plain optimizer.
@@ -620,7 +640,8 @@ double Trainer::forward_backward(int step) {
     }
     // The reducer's buckets start during the last micro-batch's backward.
     parallel::WatchPhase phase("backward");
-    model_->backward(loss_scale, reducer_ && last_micro ? on_ready_ : nullptr);
+    model_->backward(loss_scale, reducer_ && last_micro ? on_ready_ : nullptr,
+                     reducer_ && last_micro ? sparse_rows_ : nullptr);
   }
   return loss_sum;
 }

@@ -233,6 +233,9 @@ TEST(Config, ValidateNamesKeyValueAndFix) {
        "key 'optim.zero' = 1 does not combine with parallel.compress_bf16 yet"},
       {{"parallel.tp=0"}, "key 'parallel.tp' = 0 must be >= 1"},
       {{"parallel.bucket_mb=0"}, "key 'parallel.bucket_mb' = 0.0 must be > 0"},
+      {{"parallel.sparse_embedding=yes"},
+       "key 'parallel.sparse_embedding' = \"yes\" is not a sparse-embedding mode; use auto, on or "
+       "off"},
       {{"parallel.collective_timeout_s=-1"},
        "key 'parallel.collective_timeout_s' = -1.0 must be >= 0; 300 is usual; use 0 to turn the "
        "stalled-rank watchdog off"},
@@ -294,7 +297,7 @@ TEST(Config, ToYamlRoundTrips) {
 
 TEST(Config, KeyTableListsEveryFieldOnce) {
   std::vector<ConfigKeyInfo> keys = config_keys();
-  EXPECT_EQ(keys.size(), 47u);  // update with config.h when a field is added
+  EXPECT_EQ(keys.size(), 48u);  // update with config.h when a field is added
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i].key, keys[j].key);
   }

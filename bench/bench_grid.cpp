@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     int64_t B_local = 4, T = 64;
     int tp = 1, steps = 10, warmup = 2, threads = 1;
     double bucket_mb = 25.0;
-    bool no_overlap = false, dense_embedding = false;
+    bool no_overlap = false, dense_embedding = false, no_poll = false;
     int zero = 0;
     bool sequence_parallel = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
     app.add_option("--bucket-mb", bucket_mb, "GradientReducer bucket cap (MiB)");
     app.add_flag("--no-overlap", no_overlap, "start every bucket in finish(), after backward");
+    app.add_flag("--no-poll", no_poll, "no reducer progress test between backward GEMMs");
     app.add_flag("--dense-embedding", dense_embedding,
                  "all-reduce wte's gradient whole at the end (no sparse-rows split)");
     app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
@@ -199,6 +200,7 @@ int main(int argc, char** argv) {
                                                               reducer->owned_ranges())
                              : std::make_unique<optim::AdamW>(model.param_set());
     const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
+    if (reducer && !no_poll) model.set_backward_poll([&] { reducer->poll(); });
     models::Gpt::SparseRowsHook sparse_rows;
     if (sparse && reducer) {
       sparse_rows = [&](int, const int32_t* ids, const float* values, int64_t n) {
@@ -289,6 +291,7 @@ int main(int argc, char** argv) {
       out["buckets"] = reducer->num_buckets();
       out["overlap"] = !no_overlap;
       out["sparse_embedding"] = sparse;
+      out["backward_poll"] = !no_poll;
     }
     if (timeline) {
       const std::string path = grid.world_size() == 1

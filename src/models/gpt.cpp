@@ -85,6 +85,7 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       grads_(backend_.zeros({params_.total_local_numel()})),
       ctx_{backend_, *tp_comm_, params_, weights_, grads_, tp_rank_, tp_size_} {
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
+  ctx_.backward_poll = &backward_poll_;
   Vp_local_ = model.padded_vocab_size() / tp_size_;
   vocab_start_ = static_cast<int64_t>(tp_rank_) * Vp_local_;
   V_real_local_ = std::clamp<int64_t>(V_ - vocab_start_, 0, Vp_local_);

@@ -131,6 +131,9 @@ class Gpt {
   // Forward+backward FLOPs per token at sequence length T (6N + attention, PaLM appendix B).
   static double flops_per_token(const core::ModelConfig& model, int64_t T);
 
+  // Called after every linear layer's backward GEMMs (empty: never); the data-parallel reducer's
+  // GradientReducer::poll, so started all-reduces move between a block's GEMMs too.
+  void set_backward_poll(std::function<void()> poll) { backward_poll_ = std::move(poll); }
   void set_profiling(bool on) { backend_.set_profiling(on); }
   // Records backward per layer (and the head and embeddings) to `timeline` (nullptr: off).
   void set_timeline(parallel::Timeline* timeline) { timeline_ = timeline; }
@@ -170,6 +173,7 @@ class Gpt {
   Rows last_rows_;
 
   parallel::Timeline* timeline_ = nullptr;
+  std::function<void()> backward_poll_;  // ctx_.backward_poll points here
   std::vector<std::string> backward_names_;  // "bwd h.<l>", made once (short: no allocation)
 };
 

@@ -54,6 +54,7 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
   const int64_t N = rows.n();
   if (!rows.seq_sharded()) {
     ctx_.backend.matmul_backward(dinp, dw_, db_, dout, inp, w_, N, C_, OC_local_);
+    ctx_.poll();
     parallel::copy_to_tp_backward(ctx_.tp_comm, dinp, N * C_);
     return;
   }
@@ -62,6 +63,7 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
   const float* x = full_input(inp, rows);
   float* dfull = seq_buffer(ctx_, &SequenceScratch::dfull, N * C_);
   ctx_.backend.matmul_backward(dfull, dw_, db_, dout, x, w_, N, C_, OC_local_);
+  ctx_.poll();
   parallel::gather_from_sequence_backward(ctx_.tp_comm, dinp, dfull, rows.B, rows.T, C_);
 }
 
@@ -105,6 +107,7 @@ void RowParallelLinear::backward(float* dinp_local, const float* dout, const flo
     d = full;
   }
   ctx_.backend.matmul_backward(dinp_local, dw_, db_, d, inp_local, w_, N, C_local_, OC_);
+  ctx_.poll();
 }
 
 }  // namespace tessera::models

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -59,6 +60,13 @@ struct ModelContext {
   int tp_size = 1;
   // Set when the model runs training calls sequence parallel (Rows::seq_sharded); else null.
   SequenceScratch* seq = nullptr;
+  // Called after each linear layer's backward GEMMs when set (Gpt::set_backward_poll): the
+  // data-parallel reducer's progress test, since MPI moves a started all-reduce only inside MPI
+  // calls (no progress thread).
+  const std::function<void()>* backward_poll = nullptr;
+  void poll() const {
+    if (backward_poll != nullptr && *backward_poll) (*backward_poll)();
+  }
 
   // Device pointers of parameter i's shard and its gradient (resolved once, at construction).
   float* weight(int i) const { return weights.f32() + params.offset(i); }

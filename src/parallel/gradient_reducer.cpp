@@ -219,6 +219,10 @@ void GradientReducer::add_gathered_rows() {
   }
 }
 
+void GradientReducer::poll() {
+  if (dp_size_ > 1 && options_.overlap) progress();
+}
+
 void GradientReducer::progress() {
   // Testing the oldest unfinished request drives MPI's progress engine for all of them.
   while (next_complete_ < next_start_ && buckets_[next_complete_].request->test()) {

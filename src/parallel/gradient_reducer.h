@@ -62,8 +62,10 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 //     b-th collective on dp_comm on every rank, whatever order the ranks marked parameters in:
 //     MPI matches non-blocking collectives by issue order. (Horovod agrees on an order through
 //     its coordinator; a fixed bucket order needs no negotiation.)
-//  4. Progress. Each mark_ready tests the oldest unfinished all-reduce: OpenMPI has no progress
-//     thread, so a started all-reduce moves only inside MPI calls.
+//  4. Progress. Each mark_ready, and each poll() (the model calls it after every linear layer's
+//     backward GEMMs), tests the oldest unfinished all-reduce: OpenMPI has no progress thread,
+//     so a started all-reduce moves only inside MPI calls, and a ring all-reduce needs a few
+//     calls on both ranks per step of the ring.
 //  5. finish(): parameters never marked are marked now, buckets not started are started in
 //     order (all of them when overlap is off), then, bucket by bucket in order, it waits and
 //     writes sum / dp_size into each parameter's gradient.
@@ -127,6 +129,9 @@ class GradientReducer {
   // (numel / sparse_width, sparse_width): row_ids (n) and values (n, sparse_width) on the host,
   // copied. Ids outside [0, numel / sparse_width) are skipped. Not a collective.
   void add_sparse_rows(const int32_t* row_ids, const float* values, int64_t n);
+  // Step 4 between marks: tests the oldest unfinished all-reduce (so MPI moves every started
+  // one); nothing when none is in flight or overlap is off. Cheap: call it between GEMMs.
+  void poll();
   // Collective over dp_comm. Steps 5-6: on return every gradient is the dp average.
   void finish();
 

@@ -454,6 +454,7 @@ void Trainer::set_up_model() {
                                                            grid_.device_dp_comm(), ro,
                                                            timeline_.get(), backend_.get());
     on_ready_ = [this](int i) { reducer_->mark_ready(i); };
+    model_->set_backward_poll([this] { reducer_->poll(); });
     if (sparse) {
       sparse_rows_ = [this](int, const int32_t* ids, const float* values, int64_t n) {
         reducer_->add_sparse_rows(ids, values, n);

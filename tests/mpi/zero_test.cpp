@@ -31,8 +31,10 @@ using tessera::testing::world_size;
 TEST(Zero, ReduceScatterLeavesEachRankItsPieceSumAndAllGatherRestoresTheRest) {
   parallel::MpiCommunicator comm(MPI_COMM_WORLD, "world");
   const int n = world_size(), r = world_rank();
-  // Counts below, at and above the world size, and uneven ones: pieces may be short or empty.
-  for (const int64_t count : {int64_t{1}, int64_t{3}, int64_t{10}, int64_t{1001}}) {
+  // Counts below, at and above the world size, and uneven ones: pieces may be short or empty;
+  // multiples of 1, 2 and 4 (12, 1028) take the equal-block collectives.
+  for (const int64_t count :
+       {int64_t{1}, int64_t{3}, int64_t{10}, int64_t{12}, int64_t{1001}, int64_t{1028}}) {
     std::vector<float> buf(count);
     // Small integers: every sum is exact in any order.
     for (int64_t j = 0; j < count; ++j) buf[j] = static_cast<float>((r + 1) * (j % 7 + 1));

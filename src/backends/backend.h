@@ -61,6 +61,12 @@ class Backend {
   virtual void* stream() const = 0;
 
   // ---- Linear layers --------------------------------------------------------------------------
+  // Serving's promise: while frozen, no weight passed to matmul_forward / matmul_gelu_forward
+  // changes, so the backend may keep a copy of each in a layout faster for few-row products (the
+  // CPU backend packs a weight into panels at its first use, docs/PERF.md "Serving"). Calls nest
+  // (a count); the last freeze_weights(false) drops the copies. The results are the same bits
+  // frozen or not. A no-op by default (CUDA).
+  virtual void freeze_weights(bool frozen) { (void)frozen; }
   // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC); bias may be null. OVERWRITES out.
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                               int64_t N, int64_t C, int64_t OC) = 0;

@@ -49,9 +49,12 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
   rows_.resize(max_sequences * Vp_local_);
   gathered_.resize(max_sequences * Vp);
   workspace_.resize(max_sequences * Vp);
+  head_rows_.reserve(max_sequences);
+  // The weights stay fixed while generating: the backend may pack them for few-row steps.
+  model_.backend().freeze_weights(true);
 }
 
-Generator::~Generator() = default;
+Generator::~Generator() { model_.backend().freeze_weights(false); }
 
 core::Status validate(const GenerateOptions& o, const OptionNames& names) {
   TESSERA_RETURN_IF_ERROR(validate(o.sampling, names));
@@ -218,13 +221,14 @@ std::vector<StepEvent> Generator::step() {
     if (count > 0) feed(static_cast<int>(i), *s, count);
   }
   if (N == 0) return events;
-  const float* logits =
-      model_.decode(cache_, tokens_.data(), row_slots_.data(), positions_.data(), N);
+  // The LM head runs on the sampling rows only: a prefill chunk's other rows need no logits.
   const int64_t M = static_cast<int64_t>(samplers.size());
-  for (int64_t m = 0; m < M; ++m) {
-    model_.backend().copy_to_host(rows_.data() + m * Vp_local_,
-                                  logits + samplers[m].second * Vp_local_,
-                                  Vp_local_ * sizeof(float));
+  head_rows_.clear();
+  for (const auto& sr : samplers) head_rows_.push_back(sr.second);
+  const float* logits = model_.decode(cache_, tokens_.data(), row_slots_.data(), positions_.data(),
+                                      N, head_rows_.data(), M);
+  if (M > 0) {
+    model_.backend().copy_to_host(rows_.data(), logits, M * Vp_local_ * sizeof(float));
   }
   gather_rows(M);
   const int64_t Vp = Vp_local_ * model_.tp_size();

@@ -80,6 +80,8 @@ class Generator {
   // borrowed for the generator's lifetime, as is host_tp_comm: a tp communicator over host
   // memory for gathering the logits (nullptr: the model's own, which must then be host memory).
   // max_sequences: KV-cache slots (sequences decoding at once). Allocates the cache once.
+  // The model's weights must not change while the generator lives: it freezes them
+  // (Backend::freeze_weights), so the backend may keep packed copies for its few-row steps.
   // With tp > 1, every call below is a collective over the tp group, made by every member with
   // the same arguments.
   explicit Generator(models::Gpt& model, int64_t max_sequences = 1,
@@ -133,6 +135,7 @@ class Generator {
   // Step buffers, sized once.
   std::vector<int32_t> tokens_, row_slots_, positions_;
   std::vector<std::pair<int, int64_t>> samplers_;  // step(): (slot, row) of each sampling sequence
+  std::vector<int64_t> head_rows_;                 // step(): the rows of samplers_
   std::vector<float> rows_, gathered_, workspace_;
   std::vector<float> probs_;
   std::vector<int32_t> order_;

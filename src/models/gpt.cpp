@@ -239,7 +239,8 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
 }
 
 const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
-                         const int32_t* positions, int64_t N) {
+                         const int32_t* positions, int64_t N, const int64_t* head_rows,
+                         int64_t n_head_rows) {
   TESSERA_ASSERT(N >= 1 && N <= max_decode_rows(),
                  "decoding between 1 and max_decode_rows() (B * T, or B * T / tp when built "
                  "sequence parallel) rows");
@@ -254,7 +255,19 @@ const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* s
     x = blocks_[l]->out();
   }
   ln_f_->forward(lnf_out_.f32(), x, N);
-  head_->forward(lnf_out_.f32(), Rows::flat(N));
+  int64_t M = N;
+  if (head_rows != nullptr) {
+    // Move the selected rows to the front, in order (row m comes from head_rows[m] >= m).
+    float* h = lnf_out_.f32();
+    for (int64_t m = 0; m < n_head_rows; ++m) {
+      TESSERA_ASSERT(
+          head_rows[m] >= m && head_rows[m] < N && (m == 0 || head_rows[m] > head_rows[m - 1]),
+          "decode's head_rows increasing, inside [0, N)");
+      if (head_rows[m] != m) backend_.copy(h + m * C_, h + head_rows[m] * C_, C_ * sizeof(float));
+    }
+    M = n_head_rows;
+  }
+  if (M > 0) head_->forward(lnf_out_.f32(), Rows::flat(M));
   return head_->logits();
 }
 

@@ -106,8 +106,12 @@ class Gpt {
   // N <= max_decode_rows().
   // Returns this rank's logits (N, Vp_local) on the device (valid until the next call). A row's
   // logits do not depend on the other rows. Collective over tp_comm.
+  // head_rows (host, increasing, in [0, N)): the LM head runs on those n_head_rows rows only
+  // (the rows a generator samples from; a prefill chunk's other rows need no logits), and the
+  // logits are (n_head_rows, Vp_local), row m for row head_rows[m]; none when n_head_rows is 0.
   const float* decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
-                      const int32_t* positions, int64_t N);
+                      const int32_t* positions, int64_t N, const int64_t* head_rows = nullptr,
+                      int64_t n_head_rows = 0);
 
   // logits of the last forward: (B_run, T_run, Vp_local) on the device, row stride Vp_local;
   // columns past the rank's real vocabulary are padding.

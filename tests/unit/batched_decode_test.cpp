@@ -114,6 +114,30 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   }
 }
 
+// The generator asks decode for the logits of its sampling rows only (head_rows): they are the
+// bits of those rows of a full decode, and no rows means no logits.
+TEST(BatchedDecode, HeadRowsGiveThoseRowsOfTheFullLogits) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(6);
+  const int64_t Vp = gpt.padded_vocab_local();
+  const std::vector<int32_t> tokens = {3, 9, 27, 81, 5, 15, 45}, slots = {0, 0, 0, 0, 1, 1, 1},
+                             positions = {0, 1, 2, 3, 0, 1, 2};
+  const int64_t N = static_cast<int64_t>(tokens.size());
+  models::KvCache full_cache(gpt, 2), head_cache(gpt, 2);
+  const float* full = gpt.decode(full_cache, tokens.data(), slots.data(), positions.data(), N);
+  const std::vector<float> full_rows(full, full + N * Vp);
+  const std::vector<int64_t> rows = {3, 6};
+  const float* head =
+      gpt.decode(head_cache, tokens.data(), slots.data(), positions.data(), N, rows.data(), 2);
+  for (int m = 0; m < 2; ++m) {
+    for (int64_t v = 0; v < Vp; ++v) {
+      ASSERT_EQ(head[m * Vp + v], full_rows[rows[m] * Vp + v]) << "row " << rows[m] << " " << v;
+    }
+  }
+  const int64_t none = 0;
+  gpt.decode(head_cache, tokens.data(), slots.data(), positions.data(), 1, &none, 0);
+}
+
 TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);

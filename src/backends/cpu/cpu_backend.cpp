@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "backends/cpu/adamw.h"
@@ -10,6 +11,7 @@
 #include "backends/cpu/attention_decode.h"
 #include "backends/cpu/crossentropy.h"
 #include "backends/cpu/embedding.h"
+#include "backends/cpu/few_rows_matmul.h"
 #include "backends/cpu/gelu.h"
 #include "backends/cpu/layernorm.h"
 #include "backends/cpu/matmul.h"
@@ -57,17 +59,28 @@ void CpuBackend::fill(float* x, float value, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = value;
 }
 
+void CpuBackend::freeze_weights(bool frozen) {
+  frozen_ = std::max(0, frozen_ + (frozen ? 1 : -1));
+  if (frozen_ == 0) packed_.clear();
+}
+void CpuBackend::matmul(float* out, const float* inp, const float* weight, const float* bias,
+                        int64_t N, int64_t C, int64_t OC) {
+  if (frozen_ == 0 || N > kc::kFewRows) return kc::matmul_forward(out, inp, weight, bias, N, C, OC);
+  auto& packed = packed_[{weight, C, OC}];
+  if (!packed) packed = std::make_unique<kc::PackedWeight>(weight, OC, C);
+  kc::few_rows_forward(out, inp, *packed, bias, N);
+}
 void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int64_t N, int64_t C, int64_t OC) {
   Scope s(profiling_, &times_.matmul);
-  kc::matmul_forward(out, inp, weight, bias, N, C, OC);
+  matmul(out, inp, weight, bias, N, C, OC);
 }
 void CpuBackend::matmul_gelu_forward(float* out, float* pre_gelu, const float* inp,
                                      const float* weight, const float* bias, int64_t N, int64_t C,
                                      int64_t OC) {
   {
     Scope s(profiling_, &times_.matmul);
-    kc::matmul_forward(pre_gelu, inp, weight, bias, N, C, OC);
+    matmul(pre_gelu, inp, weight, bias, N, C, OC);
   }
   Scope s(profiling_, &times_.gelu);
   kc::gelu_forward(out, pre_gelu, N * OC);

@@ -3,7 +3,13 @@
 // returns, so synchronize() has nothing to wait for.
 #pragma once
 
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
 #include "backends/backend.h"
+#include "backends/cpu/few_rows_matmul.h"
 
 namespace tessera::backends {
 
@@ -23,6 +29,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
   void* stream() const override { return nullptr; }
 
+  void freeze_weights(bool frozen) override;
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                       int64_t N, int64_t C, int64_t OC) override;
   void matmul_gelu_forward(float* out, float* pre_gelu, const float* inp, const float* weight,
@@ -81,6 +88,15 @@ class CpuBackend final : public Backend {
 
   void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                     const AdamWHyper& h, bool decay) override;
+
+ private:
+  // out = inp · weightᵀ + bias: frozen and a few rows, through the weight's packed copy (packed
+  // at its first use); else kc::matmul_forward. The same bits either way.
+  void matmul(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+              int64_t C, int64_t OC);
+
+  int frozen_ = 0;  // freeze_weights(true) calls not yet undone
+  std::map<std::tuple<const float*, int64_t, int64_t>, std::unique_ptr<cpu::PackedWeight>> packed_;
 };
 
 }  // namespace tessera::backends

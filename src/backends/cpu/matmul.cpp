@@ -4,8 +4,9 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
+
+#include "backends/cpu/few_rows_matmul.h"
 
 namespace tessera::backends::cpu {
 namespace {
@@ -45,77 +46,14 @@ constexpr int64_t kBiasBlock = 64;
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kMinParallel = 1 << 14;
 
-// ---- A few rows (decode steps): out = inp · weightᵀ + bias, each weight read once ------------
-// OpenBLAS's GEMM packs (copies) the whole weight matrix on every call; for a decode step of a
-// few rows that costs about as much as the arithmetic. Here each block of 4 weight rows is read
-// once and multiplied with every input row while it sits in L1 (4 x 4 blocks of 16-lane
-// accumulators). Every output (n, o) is computed the same way whatever N is and whichever block
-// holds it: 16 lanes accumulate over the 16-float chunks of c in order, the lanes are summed by a
-// fixed tree, then the tail of c, then the bias; so within this path a row's result does not
-// depend on the other rows. On 2 cores a 16-row 124M decode step went from 140-157 to 120 ms.
-constexpr int64_t kFewRows = 32;
-using Lanes = float __attribute__((vector_size(64)));  // 16 floats (one AVX-512 register)
-
-inline float sum_lanes(const Lanes& v) {
-  float t[16];
-  std::memcpy(t, &v, sizeof t);
-  for (int k = 0; k < 8; ++k) t[k] += t[k + 8];
-  for (int k = 0; k < 4; ++k) t[k] += t[k + 4];
-  for (int k = 0; k < 2; ++k) t[k] += t[k + 2];
-  return t[0] + t[1];
-}
-
-template <int kW, int kN>
-void few_rows_block(float* out, const float* inp, const float* weight, const float* bias,
-                    int64_t o0, int64_t n0, int64_t C, int64_t OC) {
-  Lanes acc[kW][kN];
-  for (int i = 0; i < kW; ++i) {
-    for (int j = 0; j < kN; ++j) acc[i][j] = Lanes{};
-  }
-  const int64_t C16 = C / 16 * 16;
-  for (int64_t c = 0; c < C16; c += 16) {
-    Lanes w[kW], x[kN];
-    for (int i = 0; i < kW; ++i) std::memcpy(&w[i], weight + (o0 + i) * C + c, sizeof(Lanes));
-    for (int j = 0; j < kN; ++j) std::memcpy(&x[j], inp + (n0 + j) * C + c, sizeof(Lanes));
-    for (int i = 0; i < kW; ++i) {
-      for (int j = 0; j < kN; ++j) acc[i][j] += w[i] * x[j];
-    }
-  }
-  for (int i = 0; i < kW; ++i) {
-    for (int j = 0; j < kN; ++j) {
-      float s = sum_lanes(acc[i][j]);
-      for (int64_t c = C16; c < C; ++c) s += weight[(o0 + i) * C + c] * inp[(n0 + j) * C + c];
-      out[(n0 + j) * OC + o0 + i] = bias != nullptr ? bias[o0 + i] + s : s;
-    }
-  }
-}
-
-void few_rows_forward(float* out, const float* inp, const float* weight, const float* bias,
-                      int64_t N, int64_t C, int64_t OC) {
-  const int64_t blocks = (OC + 3) / 4;
-#pragma omp parallel for schedule(static) if (OC * C >= kMinParallel)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t o0 = b * 4;
-    if (o0 + 4 <= OC) {
-      int64_t n0 = 0;
-      for (; n0 + 4 <= N; n0 += 4) few_rows_block<4, 4>(out, inp, weight, bias, o0, n0, C, OC);
-      for (; n0 < N; ++n0) few_rows_block<4, 1>(out, inp, weight, bias, o0, n0, C, OC);
-    } else {
-      for (int64_t o = o0; o < OC; ++o) {
-        for (int64_t n = 0; n < N; ++n) few_rows_block<1, 1>(out, inp, weight, bias, o, n, C, OC);
-      }
-    }
-  }
-}
-
 }  // namespace
 
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C,
                     int64_t OC) {
   // 1 to kFewRows rows in float: few_rows_forward, one fixed order per row, so a decode row gives
-  // the same bits alone or in a batch of up to kFewRows rows (as fast as GEMV for one row). One
-  // row in double: GEMV (below). More rows: GEMM.
+  // the same bits alone or in a batch of up to kFewRows rows. One row in double: GEMV (below).
+  // More rows: GEMM.
   if constexpr (std::is_same_v<T, float>) {
     if (N <= kFewRows) return few_rows_forward(out, inp, weight, bias, N, C, OC);
   }

@@ -7,6 +7,10 @@
 
 namespace tessera::backends::cpu {
 
+// Float products of 1 to kFewRows rows take the few-rows kernel (few_rows_matmul.h): each row in
+// one fixed order, so a decode row gives the same bits alone or in a batch of up to kFewRows rows.
+constexpr int64_t kFewRows = 32;
+
 // out: (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC), broadcast over rows. OVERWRITES out.
 // bias may be null (no bias). out must not alias inp or weight.
 template <typename T>

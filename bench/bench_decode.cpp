@@ -1,0 +1,100 @@
+// Decode-step speed of one rank: the batched KV-cache step of generation and serving
+// (generate::Generator, models::Gpt::decode) at R sequences, for a GPT config with random
+// weights. Each sequence is a prompt of P tokens (prefilled together in the first steps), then
+// one decode row per step; reports the median prefill and decode step times, output tokens/s,
+// the matmul share and its multiply-add rate. docs/PERF.md "Serving" uses it to explain
+// tessera-serve's concurrency figures.
+// Usage: bench_decode --config configs/gpt2-124m.yaml --rows 16 --prompt 64 --steps 20
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/app.h"
+#include "core/config.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "generate/generator.h"
+#include "models/gpt.h"
+
+using namespace tessera;
+
+namespace {
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return core::run_app("bench_decode", argc, argv, [](int ac, char** av) -> core::Result<int> {
+    CLI::App app{"Tessera decode-step benchmark (one rank)"};
+    std::string config_path = "configs/gpt2-124m.yaml";
+    int rows = 16, prompt = 64, steps = 20, threads = 0;
+    app.add_option("--config", config_path, "model config (its model section)");
+    app.add_option("--rows", rows, "sequences decoding at once");
+    app.add_option("--prompt", prompt, "prompt tokens of each sequence");
+    app.add_option("--steps", steps, "decode steps timed");
+    app.add_option("--threads", threads, "compute threads (0: all cores)");
+    std::optional<int> help_exit;
+    TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
+    if (help_exit) return *help_exit;
+    auto config = core::load_config(config_path, {});
+    if (!config) return config.status();
+    const core::ModelConfig& mc = config->model;
+    const int nthreads = core::set_threads(threads, 1);
+    models::Gpt model(mc, 1, mc.max_seq_len);
+    model.init_weights(1);
+    generate::Generator gen(model, rows);
+    generate::GenerateOptions o;
+    o.max_tokens = steps + 2;
+    o.stop_at_eot = false;
+    o.sampling.temperature = 0;
+    for (int r = 0; r < rows; ++r) {
+      std::vector<int32_t> p(prompt);
+      for (int i = 0; i < prompt; ++i) p[i] = (37 * i + 101 * r + 1) % mc.vocab_size;
+      auto id = gen.add(p, o);
+      if (!id) return id.status();
+    }
+    // Prefill: steps until every sequence has its first token.
+    std::vector<double> prefill_ms, decode_ms;
+    int sampled = 0;
+    while (sampled < rows) {
+      core::Timer t;
+      for (const auto& e : gen.step()) sampled += e.token >= 0;
+      prefill_ms.push_back(t.seconds() * 1e3);
+    }
+    gen.step();  // warm-up decode step
+    model.set_profiling(true);
+    model.kernel_times() = {};
+    for (int s = 0; s < steps; ++s) {
+      core::Timer t;
+      gen.step();
+      decode_ms.push_back(t.seconds() * 1e3);
+    }
+    const backends::KernelTimes k = model.kernel_times();
+    double total_ms = 0;
+    for (double d : decode_ms) total_ms += d;
+    // Multiply-adds of one decode row's matmuls: 12 C^2 per layer (qkv, proj, fc, fc2) + head.
+    const double C = mc.n_embd, fma_row = 12.0 * C * C * mc.n_layer + C * mc.padded_vocab_size();
+    nlohmann::json j = {{"config", config_path},
+                        {"rows", rows},
+                        {"prompt", prompt},
+                        {"threads", nthreads},
+                        {"prefill_steps", prefill_ms.size()},
+                        {"prefill_ms_total",
+                         [&] {
+                           double s = 0;
+                           for (double d : prefill_ms) s += d;
+                           return s;
+                         }()},
+                        {"decode_step_ms_median", median(decode_ms)},
+                        {"output_tokens_per_s", rows * 1e3 / median(decode_ms)},
+                        {"matmul_share", k.matmul * 1e3 / total_ms},
+                        {"matmul_gfma_per_s", fma_row * rows * steps / k.matmul / 1e9}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  });
+}

@@ -1,66 +1,17 @@
 // Wire format of IterationChanges; see protocol.h.
 #include "serve/protocol.h"
 
-#include <cstring>
-#include <type_traits>
+#include "serve/wire_codec.h"
 
 namespace tessera::serve {
 namespace {
 
 constexpr uint32_t kMagic = 0x31565354;  // "TSV1" read as little-endian bytes
 
-class Writer {
- public:
-  template <typename T>
-  void put(T value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const uint8_t*>(&value);
-    out_.insert(out_.end(), p, p + sizeof(T));
-  }
-  template <typename T>
-  void put_array(const std::vector<T>& values) {
-    put<uint32_t>(static_cast<uint32_t>(values.size()));
-    const auto* p = reinterpret_cast<const uint8_t*>(values.data());
-    out_.insert(out_.end(), p, p + values.size() * sizeof(T));
-  }
-  std::vector<uint8_t> take() { return std::move(out_); }
-
- private:
-  std::vector<uint8_t> out_;
-};
-
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  template <typename T>
-  bool get(T* value) {
-    if (size_ - pos_ < sizeof(T)) return false;
-    std::memcpy(value, data_ + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  template <typename T>
-  bool get_array(std::vector<T>* values) {
-    uint32_t n = 0;
-    if (!get(&n) || (size_ - pos_) / sizeof(T) < n) return false;
-    values->resize(n);
-    // An empty vector's data() may be null, and memcpy's pointers must never be (UBSan).
-    if (n > 0) std::memcpy(values->data(), data_ + pos_, n * sizeof(T));
-    pos_ += n * sizeof(T);
-    return true;
-  }
-  size_t remaining() const { return size_ - pos_; }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
-
 }  // namespace
 
 std::vector<uint8_t> encode_changes(const IterationChanges& changes) {
-  Writer w;
+  WireWriter w;
   w.put<uint32_t>(kMagic);
   w.put<uint8_t>(changes.shutdown ? 1 : 0);
   w.put_array(changes.cancel);
@@ -87,7 +38,7 @@ core::Result<IterationChanges> decode_changes(const uint8_t* data, size_t size) 
                                " bytes ends inside " + what +
                                "; every tp rank must run the same tessera-serve binary");
   };
-  Reader r(data, size);
+  WireReader r(data, size);
   uint32_t magic = 0;
   if (!r.get(&magic) || magic != kMagic) {
     return core::Status::error(

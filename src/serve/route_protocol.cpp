@@ -1,9 +1,10 @@
 // Wire format of ReplicaReport; see route_protocol.h.
 #include "serve/route_protocol.h"
 
-#include <cstring>
 #include <string>
 #include <type_traits>
+
+#include "serve/wire_codec.h"
 
 namespace tessera::serve {
 namespace {
@@ -14,73 +15,35 @@ static_assert(std::is_trivially_copyable_v<Metrics>, "Metrics travels as its byt
 static_assert(std::is_trivially_copyable_v<generate::TokenLogprobs>,
               "TokenLogprobs travels as its bytes");
 
-template <typename T>
-void put(std::vector<uint8_t>& out, const T& value) {
-  static_assert(std::is_trivially_copyable_v<T>);
-  const auto* p = reinterpret_cast<const uint8_t*>(&value);
-  out.insert(out.end(), p, p + sizeof(T));
-}
-
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  template <typename T>
-  bool get(T* value) {
-    if (size_ - pos_ < sizeof(T)) return false;
-    std::memcpy(value, data_ + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  bool get_string(std::string* s, uint32_t n) {
-    if (size_ - pos_ < n) return false;
-    s->assign(reinterpret_cast<const char*>(data_ + pos_), n);
-    pos_ += n;
-    return true;
-  }
-  size_t remaining() const { return size_ - pos_; }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
-
 }  // namespace
 
 std::vector<uint8_t> encode_router_message(const RouterMessage& message) {
-  std::vector<uint8_t> out;
-  out.reserve(64);  // also keeps GCC 12's -Wstringop-overflow false positive quiet
-  put<uint32_t>(out, kRouterMagic);
-  put<uint32_t>(out, static_cast<uint32_t>(message.stop.size()));
-  for (uint64_t id : message.stop) put<uint64_t>(out, id);
+  WireWriter w;  // reserves: also keeps GCC 12's -Wstringop-overflow false positive quiet
+  w.put<uint32_t>(kRouterMagic);
+  w.put_array(message.stop);
   IterationChanges changes;
   changes.cancel = message.cancel;
   changes.admit = message.submit;
   changes.shutdown = message.drain;
-  const std::vector<uint8_t> rest = encode_changes(changes);
-  out.insert(out.end(), rest.begin(), rest.end());
-  return out;
+  w.put_bytes(encode_changes(changes));
+  return w.take();
 }
 
 core::Result<RouterMessage> decode_router_message(const uint8_t* data, size_t size) {
-  Reader r(data, size);
-  uint32_t magic = 0, n = 0;
-  if (!r.get(&magic) || magic != kRouterMagic || !r.get(&n)) {
+  WireReader r(data, size);
+  uint32_t magic = 0;
+  if (!r.get(&magic) || magic != kRouterMagic) {
     return core::Status::error("router message of " + std::to_string(size) +
-                               " bytes does not start with TSQ1 and a count; every rank must run "
-                               "the same tessera-serve binary");
+                               " bytes does not start with TSQ1; every rank must run the same "
+                               "tessera-serve binary");
   }
   RouterMessage m;
-  for (uint32_t i = 0; i < n; ++i) {
-    uint64_t id = 0;
-    if (!r.get(&id)) {
-      return core::Status::error("router message of " + std::to_string(size) +
-                                 " bytes ends inside its stop list; every rank must run the same "
-                                 "tessera-serve binary");
-    }
-    m.stop.push_back(id);
+  if (!r.get_array(&m.stop)) {
+    return core::Status::error("router message of " + std::to_string(size) +
+                               " bytes ends inside its stop list; every rank must run the same "
+                               "tessera-serve binary");
   }
-  auto changes = decode_changes(data + (size - r.remaining()), r.remaining());
+  auto changes = decode_changes(r.rest(), r.remaining());
   if (!changes) return changes.status();
   m.submit = std::move(changes->admit);
   m.cancel = std::move(changes->cancel);
@@ -89,24 +52,22 @@ core::Result<RouterMessage> decode_router_message(const uint8_t* data, size_t si
 }
 
 std::vector<uint8_t> encode_report(const ReplicaReport& report) {
-  std::vector<uint8_t> out;
-  out.reserve(sizeof(Metrics) + 64);  // also keeps GCC 12's -Wstringop-overflow quiet
-  put<uint32_t>(out, kMagic);
-  put<uint8_t>(out, report.bye ? 1 : 0);
-  put(out, report.metrics);
-  put<uint32_t>(out, static_cast<uint32_t>(report.events.size()));
+  WireWriter w(sizeof(Metrics) + 64);  // also keeps GCC 12's -Wstringop-overflow quiet
+  w.put<uint32_t>(kMagic);
+  w.put<uint8_t>(report.bye ? 1 : 0);
+  w.put(report.metrics);
+  w.put<uint32_t>(static_cast<uint32_t>(report.events.size()));
   for (const RequestEvent& e : report.events) {
-    put<uint64_t>(out, e.request_id);
-    put<int32_t>(out, e.token);
-    put<uint8_t>(out, static_cast<uint8_t>(e.finish));
-    put<int64_t>(out, e.usage.prompt_tokens);
-    put<int64_t>(out, e.usage.completion_tokens);
-    put<uint32_t>(out, static_cast<uint32_t>(e.error.size()));
-    out.insert(out.end(), e.error.begin(), e.error.end());
-    put<uint8_t>(out, e.has_logprobs ? 1 : 0);
-    if (e.has_logprobs) put(out, e.logprobs);
+    w.put<uint64_t>(e.request_id);
+    w.put<int32_t>(e.token);
+    w.put<uint8_t>(static_cast<uint8_t>(e.finish));
+    w.put<int64_t>(e.usage.prompt_tokens);
+    w.put<int64_t>(e.usage.completion_tokens);
+    w.put_string(e.error);
+    w.put<uint8_t>(e.has_logprobs ? 1 : 0);
+    if (e.has_logprobs) w.put(e.logprobs);
   }
-  return out;
+  return w.take();
 }
 
 core::Result<ReplicaReport> decode_report(const uint8_t* data, size_t size) {
@@ -114,7 +75,7 @@ core::Result<ReplicaReport> decode_report(const uint8_t* data, size_t size) {
     return core::Status::error("replica report of " + std::to_string(size) + " bytes " + what +
                                "; every rank must run the same tessera-serve binary");
   };
-  Reader r(data, size);
+  WireReader r(data, size);
   uint32_t magic = 0;
   if (!r.get(&magic) || magic != kMagic) return damaged("does not start with TSR1");
   ReplicaReport report;
@@ -127,10 +88,9 @@ core::Result<ReplicaReport> decode_report(const uint8_t* data, size_t size) {
   for (uint32_t i = 0; i < n; ++i) {
     RequestEvent e;
     uint8_t finish = 0, has_logprobs = 0;
-    uint32_t error_bytes = 0;
     if (!r.get(&e.request_id) || !r.get(&e.token) || !r.get(&finish) ||
         !r.get(&e.usage.prompt_tokens) || !r.get(&e.usage.completion_tokens) ||
-        !r.get(&error_bytes) || !r.get_string(&e.error, error_bytes) || !r.get(&has_logprobs) ||
+        !r.get_string(&e.error) || !r.get(&has_logprobs) ||
         (has_logprobs != 0 && !r.get(&e.logprobs))) {
       return damaged("ends inside event " + std::to_string(i));
     }

@@ -7,6 +7,8 @@
 // format round-trips and rejects damage; the Prometheus text is well formed.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -443,6 +445,30 @@ TEST(ServeProtocol, ChangesRoundTripAndDamageIsNamed) {
   auto bad_magic = decode_changes(magic.data(), magic.size());
   ASSERT_FALSE(bad_magic.is_ok());
   EXPECT_NE(bad_magic.status().message().find("TSV1"), std::string::npos);
+}
+
+// The fuzzer's seed message (tests/fuzz/corpus/serve_request/wire_admit.bin) is in the current
+// wire format, so fuzzing starts from a message that decodes: this fails when the format changes
+// and the seed was not rewritten with it.
+TEST(ServeProtocol, FuzzSeedIsAValidMessage) {
+  std::ifstream in(
+      std::string(TESSERA_TEST_DATA_DIR) + "/../fuzz/corpus/serve_request/wire_admit.bin",
+      std::ios::binary);
+  ASSERT_TRUE(in) << "the seed file is missing";
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
+  auto c = decode_changes(bytes.data(), bytes.size());
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->cancel, (std::vector<uint64_t>{3, 9}));
+  ASSERT_EQ(c->admit.size(), 2u);
+  EXPECT_EQ(c->admit[0].request_id, 7u);
+  EXPECT_EQ(c->admit[0].prompt, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(c->admit[0].options.logprobs, 2);
+  EXPECT_EQ(c->admit[0].options.sampling.seed, 1337u);
+  EXPECT_EQ(c->admit[1].request_id, 8u);
+  EXPECT_TRUE(c->admit[1].prompt.empty());
+  EXPECT_EQ(c->admit[1].options.logprobs, -1);
+  EXPECT_EQ(encode_changes(*c), bytes);
 }
 
 TEST(ServeMetrics, HistogramBucketsAreCumulativeAndInclusive) {

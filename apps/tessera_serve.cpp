@@ -14,11 +14,13 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "backends/backend.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/stored_config.h"
 #include "core/app.h"
+#include "core/config.h"
 #include "core/log.h"
 #include "core/threads.h"
 #include "data/tokenizer.h"
@@ -61,61 +63,112 @@ int main(int argc, char** argv) {
         "Serve a trained model over HTTP (OpenAI completions API, server-sent events, /health, "
         "/metrics). Example: tessera-serve out/tiny/model.h5 --port 8000; under mpirun -n N, "
         "--tp T gives N / T data-parallel replicas of T ranks each"};
-    std::string weights_path, tokenizer_prefix, model_name, device = "cpu";
-    std::string host = "127.0.0.1";
-    int port = 8000, max_sequences = 8, max_queue = 64, tp = 0, threads = 0, step_delay_ms = 0;
-    double kv_cache_mb = 0;
+    // Defaults < the --config file < --set overrides < flags given on the command line.
+    const core::ServeConfig defaults;
+    std::string weights_path, config_path, tokenizer_prefix, model_name, device = defaults.device;
+    std::string host = defaults.host;
+    std::vector<std::string> overrides;
+    int port = defaults.port, max_sequences = defaults.max_sequences,
+        max_queue = defaults.max_queue, tp = defaults.tp, threads = defaults.threads,
+        step_delay_ms = 0;
+    double kv_cache_mb = defaults.kv_cache_mb;
     app.add_option("checkpoint", weights_path,
                    "a checkpoint (.h5): model.h5, a step_<n>.h5, or a converted one")
         ->required();
-    app.add_option("--host", host, "address to listen on")->capture_default_str();
-    app.add_option("--port", port, "TCP port; 0 picks a free one (printed when ready)")
-        ->capture_default_str();
-    app.add_option("--max-sequences", max_sequences, "sequences decoded at once (KV-cache slots)")
-        ->capture_default_str();
-    app.add_option("--max-queue", max_queue,
-                   "requests waiting for a slot, per replica; beyond it: HTTP 429 with Retry-After")
-        ->capture_default_str();
-    app.add_option("--kv-cache-mb", kv_cache_mb,
-                   "KV-cache budget per rank in MiB: a request is admitted when its prompt + "
-                   "max_tokens fit what the running ones leave (0: no budget beyond the slots)")
-        ->capture_default_str();
-    app.add_option("--tp", tp,
-                   "tensor-parallel size; the ranks form (ranks / tp) replicas (default: every "
-                   "rank, one replica)");
-    app.add_option("--device", device, "cpu or cuda (one GPU per rank, from the local rank)")
-        ->capture_default_str();
-    app.add_option("--tokenizer", tokenizer_prefix,
-                   "tokenizer prefix (default: the one in the checkpoint's config)");
-    app.add_option("--model-name", model_name,
-                   "the name /v1/models reports and requests may give (default: the checkpoint "
-                   "path as given)");
-    app.add_option("--threads", threads, "compute threads per rank (0: cores / ranks on the node)");
+    app.add_option("--config", config_path,
+                   "YAML file with a serve section (serve.port, serve.max_queue, ...; "
+                   "configs/serve.yaml); flags given here override it");
+    app.add_option("--set", overrides,
+                   "override a key of the config: --set serve.max_queue=8 (repeatable)");
+    auto* host_opt = app.add_option("--host", host, "address to listen on")->capture_default_str();
+    auto* port_opt =
+        app.add_option("--port", port, "TCP port; 0 picks a free one (printed when ready)")
+            ->capture_default_str();
+    auto* seq_opt = app.add_option("--max-sequences", max_sequences,
+                                   "sequences decoded at once (KV-cache slots)")
+                        ->capture_default_str();
+    auto* queue_opt =
+        app.add_option("--max-queue", max_queue,
+                       "requests waiting beyond the free slots, per replica; beyond it: HTTP 429 "
+                       "with Retry-After")
+            ->capture_default_str();
+    auto* kv_opt =
+        app.add_option("--kv-cache-mb", kv_cache_mb,
+                       "KV-cache budget per rank in MiB: a request is admitted when its prompt + "
+                       "max_tokens fit what the running ones leave (0: no budget beyond the slots)")
+            ->capture_default_str();
+    auto* tp_opt = app.add_option("--tp", tp,
+                                  "tensor-parallel size; the ranks form (ranks / tp) replicas "
+                                  "(default: every rank, one replica)");
+    auto* device_opt =
+        app.add_option("--device", device, "cpu or cuda (one GPU per rank, from the local rank)")
+            ->capture_default_str();
+    auto* tokenizer_opt =
+        app.add_option("--tokenizer", tokenizer_prefix,
+                       "tokenizer prefix (default: the one in the checkpoint's config)");
+    auto* name_opt = app.add_option("--model-name", model_name,
+                                    "the name /v1/models reports and requests may give (default: "
+                                    "the checkpoint path as given)");
+    auto* threads_opt = app.add_option("--threads", threads,
+                                       "compute threads per rank (0: cores / ranks on the node)");
     app.add_option("--debug-step-delay-ms", step_delay_ms,
                    "sleep after each decode step (tests: makes requests last)")
         ->group("");  // hidden
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
-    if (max_sequences < 1) {
-      return core::Status::error("--max-sequences " + std::to_string(max_sequences) +
-                                 ": at least one sequence must decode; pick 1 or more");
+    // The serve section of --config and --set, checked (errors name the key and the fix).
+    core::ServeConfig sc;
+    if (!config_path.empty() || !overrides.empty()) {
+      auto file = config_path.empty() ? core::parse_config("", "--set", overrides)
+                                      : core::load_config(config_path, overrides);
+      if (!file) return file.status();
+      core::Config untouched;
+      untouched.serve = file->serve;
+      if (!(*file == untouched)) {
+        return core::Status::error(
+            (config_path.empty() ? std::string("--set") : "config file '" + config_path + "'") +
+            " sets keys outside the serve section; tessera-serve reads only serve.* keys (the "
+            "model and its tokenizer come from the checkpoint): remove the others, or use "
+            "configs/serve.yaml as a start");
+      }
+      sc = file->serve;
     }
-    if (max_queue < 1) {
-      return core::Status::error("--max-queue " + std::to_string(max_queue) +
-                                 ": every request waits in the queue before it runs; pick 1 or "
-                                 "more");
-    }
+    // Flags given on the command line win over the file. Each is checked by its key's rule and
+    // named as the flag in the error.
+    const auto take = [&sc](CLI::Option* opt, auto member, const auto& value) -> core::Status {
+      if (opt->count() == 0) return core::Status::ok();
+      core::ServeConfig alone;
+      alone.*member = value;
+      if (auto valid = core::validate_serve(alone); !valid) {
+        return valid.with_context(opt->get_name() + " " + opt->results().back() + ": ");
+      }
+      sc.*member = value;
+      return core::Status::ok();
+    };
+    using SC = core::ServeConfig;
+    TESSERA_RETURN_IF_ERROR(take(host_opt, &SC::host, host));
+    TESSERA_RETURN_IF_ERROR(take(port_opt, &SC::port, port));
+    TESSERA_RETURN_IF_ERROR(take(seq_opt, &SC::max_sequences, max_sequences));
+    TESSERA_RETURN_IF_ERROR(take(queue_opt, &SC::max_queue, max_queue));
+    TESSERA_RETURN_IF_ERROR(take(kv_opt, &SC::kv_cache_mb, kv_cache_mb));
+    TESSERA_RETURN_IF_ERROR(take(tp_opt, &SC::tp, tp));
+    TESSERA_RETURN_IF_ERROR(take(device_opt, &SC::device, device));
+    TESSERA_RETURN_IF_ERROR(take(tokenizer_opt, &SC::tokenizer, tokenizer_prefix));
+    TESSERA_RETURN_IF_ERROR(take(name_opt, &SC::model_name, model_name));
+    TESSERA_RETURN_IF_ERROR(take(threads_opt, &SC::threads, threads));
+    host = sc.host;
+    port = sc.port;
+    max_sequences = sc.max_sequences;
+    max_queue = sc.max_queue;
+    kv_cache_mb = sc.kv_cache_mb;
+    tp = sc.tp;
+    device = sc.device;
+    tokenizer_prefix = sc.tokenizer;
+    model_name = sc.model_name;
+    threads = sc.threads;
     char kv_mb_text[32];
     std::snprintf(kv_mb_text, sizeof kv_mb_text, "%g", kv_cache_mb);
-    if (!(kv_cache_mb >= 0)) {
-      return core::Status::error(std::string("--kv-cache-mb ") + kv_mb_text +
-                                 " is negative; give a budget in MiB, or 0 for none");
-    }
-    if (port < 0 || port > 65535) {
-      return core::Status::error("--port " + std::to_string(port) +
-                                 " is not a TCP port; pick 1-65535, or 0 for a free one");
-    }
     if (model_name.empty()) model_name = weights_path;
     auto config = checkpoint::read_stored_config(weights_path);
     if (!config) return config.status();
@@ -130,8 +183,8 @@ int main(int argc, char** argv) {
     const int64_t kv_budget = serve::kv_budget_tokens(kv_cache_mb, kv_bytes_per_token);
     if (kv_cache_mb > 0 && kv_budget < 2) {
       return core::Status::error(
-          std::string("--kv-cache-mb ") + kv_mb_text + " holds " + std::to_string(kv_budget) +
-          " token positions at " + std::to_string(kv_bytes_per_token) +
+          std::string("serve.kv_cache_mb (--kv-cache-mb) ") + kv_mb_text + " holds " +
+          std::to_string(kv_budget) + " token positions at " + std::to_string(kv_bytes_per_token) +
           " bytes each (this model at tp " + std::to_string(tp) +
           "); a request needs at least 2 (one prompt token, one generated); give more");
     }

@@ -94,6 +94,16 @@ const std::vector<Field>& fields() {
       field<&Config::checkpoint, &CheckpointConfig::keep>("checkpoint.keep"),
       field<&Config::checkpoint, &CheckpointConfig::resume>("checkpoint.resume"),
       field<&Config::checkpoint, &CheckpointConfig::transfers>("checkpoint.transfers"),
+      field<&Config::serve, &ServeConfig::host>("serve.host"),
+      field<&Config::serve, &ServeConfig::port>("serve.port"),
+      field<&Config::serve, &ServeConfig::max_sequences>("serve.max_sequences"),
+      field<&Config::serve, &ServeConfig::max_queue>("serve.max_queue"),
+      field<&Config::serve, &ServeConfig::kv_cache_mb>("serve.kv_cache_mb"),
+      field<&Config::serve, &ServeConfig::tp>("serve.tp"),
+      field<&Config::serve, &ServeConfig::device>("serve.device"),
+      field<&Config::serve, &ServeConfig::tokenizer>("serve.tokenizer"),
+      field<&Config::serve, &ServeConfig::model_name>("serve.model_name"),
+      field<&Config::serve, &ServeConfig::threads>("serve.threads"),
   };
   return kFields;
 }
@@ -649,6 +659,40 @@ Status Config::validate() const {
   if (!is_one_of(c.transfers, {"independent", "collective"})) {
     return invalid("checkpoint.transfers", c.transfers, "is not a transfer mode",
                    "use independent (the default) or collective");
+  }
+  return validate_serve(serve);
+}
+
+Status validate_serve(const ServeConfig& s) {
+  if (s.host.empty()) {
+    return invalid("serve.host", s.host, "is empty",
+                   "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)");
+  }
+  if (s.port < 0 || s.port > 65535) {
+    return invalid("serve.port", s.port, "is not a TCP port", "pick 1-65535, or 0 for a free one");
+  }
+  if (s.max_sequences < 1) {
+    return invalid("serve.max_sequences", s.max_sequences, "must be >= 1",
+                   "at least one sequence must decode; 8 is the default");
+  }
+  if (s.max_queue < 1) {
+    return invalid("serve.max_queue", s.max_queue, "must be >= 1",
+                   "a request that finds every slot busy waits in the queue; 64 is the default");
+  }
+  if (!(s.kv_cache_mb >= 0)) {
+    return invalid("serve.kv_cache_mb", s.kv_cache_mb, "must be >= 0",
+                   "give a budget in MiB, or 0 for none beyond the slots");
+  }
+  if (s.tp < 0) {
+    return invalid("serve.tp", s.tp, "must be >= 0",
+                   "use 0 for every rank (one replica) or a size that divides the ranks");
+  }
+  if (!is_one_of(s.device, {"cpu", "cuda"})) {
+    return invalid("serve.device", s.device, "is not a device", "use cpu or cuda");
+  }
+  if (s.threads < 0) {
+    return invalid("serve.threads", s.threads, "must be >= 0",
+                   "use 0 for cores / local ranks, or a positive count");
   }
   return Status::ok();
 }

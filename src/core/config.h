@@ -94,6 +94,23 @@ struct CheckpointConfig {
   bool operator==(const CheckpointConfig&) const = default;
 };
 
+// tessera-serve's options (docs/SERVING.md); the other apps ignore this section, and
+// tessera-serve reads only it (the model comes from the checkpoint). Its command-line flags
+// override these keys.
+struct ServeConfig {
+  std::string host = "127.0.0.1";  // address to listen on
+  int port = 8000;                 // TCP port; 0 picks a free one
+  int max_sequences = 8;           // sequences decoded at once per replica (KV-cache slots)
+  int max_queue = 64;              // requests waiting beyond the free slots, per replica
+  double kv_cache_mb = 0;          // KV-cache budget per rank in MiB; 0: none beyond the slots
+  int tp = 0;                      // tensor-parallel size; 0: every rank (one replica)
+  std::string device = "cpu";      // cpu | cuda
+  std::string tokenizer;           // tokenizer prefix; empty: the checkpoint's data.tokenizer
+  std::string model_name;          // the name /v1/models reports; empty: the checkpoint path
+  int threads = 0;                 // compute threads per rank; 0 = cores / local ranks
+  bool operator==(const ServeConfig&) const = default;
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
@@ -101,6 +118,7 @@ struct Config {
   OptimConfig optim;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
+  ServeConfig serve;
 
   // Cross-field checks every rank can make alone (sizes, names, ranges); names key and fix.
   Status validate() const;
@@ -118,6 +136,10 @@ struct ConfigKeyInfo {
   std::string default_value;
 };
 std::vector<ConfigKeyInfo> config_keys();
+
+// The serve section's rules (part of Config::validate); tessera-serve checks its flags' values
+// with them too. Errors name the key and the fix.
+Status validate_serve(const ServeConfig& serve);
 
 // Loads `path` (YAML), applies `overrides` ("a.b=value", in order), validates.
 // Errors: missing/unreadable file, YAML syntax (with line), unknown key (with file:line and the

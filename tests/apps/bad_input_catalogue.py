@@ -453,10 +453,31 @@ case("serve_missing_model", "a weights path that does not exist", [1],
      r"checkpoint '/nonexistent/model.h5': not found; check the path")
 case("serve_bad_port", "--port 70000", [1],
      lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "70000"],
-     r"--port 70000 is not a TCP port; pick 1-65535")
+     r"--port 70000: key 'serve.port' = 70000 is not a TCP port; pick 1-65535")
 case("serve_max_sequences", "--max-sequences 0", [1],
      lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--max-sequences", "0"],
-     r"--max-sequences 0.*pick 1 or more")
+     r"--max-sequences 0: key 'serve.max_sequences' = 0 must be >= 1; at least one sequence must "
+     r"decode")
+write(f"{W}/serve_queue.yaml", "serve:\n  max_queue: 0\n")
+case("serve_config_max_queue", "a serve config with max_queue: 0", [1],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--config", f"{W}/serve_queue.yaml"],
+     r"serve_queue.yaml: key 'serve.max_queue' = 0 must be >= 1; a request that finds every slot "
+     r"busy waits in the queue")
+case("serve_set_kv_cache_mb", "--set serve.kv_cache_mb=-1", [1],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--set", "serve.kv_cache_mb=-1"],
+     r"key 'serve.kv_cache_mb' = -1.0 must be >= 0; give a budget in MiB, or 0 for none")
+write(f"{W}/serve_typo.yaml", "serve:\n  max_queu: 4\n")
+case("serve_config_unknown_key", "a serve config with max_queu", [1],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--config", f"{W}/serve_typo.yaml"],
+     r"serve_typo.yaml:2: unknown key 'serve.max_queu'; did you mean 'serve.max_queue'\?")
+write(f"{W}/serve_model.yaml", "serve:\n  port: 0\nmodel:\n  n_layer: 2\n")
+case("serve_config_other_section", "a serve config that also sets model.n_layer", [1],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--config", f"{W}/serve_model.yaml"],
+     r"config file '.*serve_model.yaml' sets keys outside the serve section; tessera-serve reads "
+     r"only serve.\* keys")
+case("serve_config_device", "--set serve.device=tpu", [4],
+     lambda n: [app("serve"), f"{W}/out/run/model.h5", "--set", "serve.device=tpu"],
+     r"key 'serve.device' = \"tpu\" is not a device; use cpu or cuda")
 case("serve_tp_not_dividing", "--tp 3 on 4 ranks", [4],
      lambda n: [app("serve"), f"{W}/out/run/model.h5", "--port", "0", "--tp", "3"],
      r"--tp 3 does not divide the 4 ranks; pick a divisor")

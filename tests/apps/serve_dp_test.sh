@@ -390,7 +390,7 @@ if start_server "$WORK/skv.log" "$SERVE" "$model" --port 0 --kv-cache-mb 0.05859
   client kv "$port"
   stop_server kv "$WORK/skv.log"
 fi
-expect_error "--kv-cache-mb -1" 'kv-cache-mb -1 is negative' "$SERVE" "$model" --kv-cache-mb -1
-expect_error "--kv-cache-mb too small" 'kv-cache-mb 0.001 holds 1 token positions at 1024 bytes' "$SERVE" "$model" \
+expect_error "--kv-cache-mb -1" "kv-cache-mb -1: key 'serve.kv_cache_mb' = -1.0 must be >= 0" "$SERVE" "$model" --kv-cache-mb -1
+expect_error "--kv-cache-mb too small" 'kv-cache-mb. 0.001 holds 1 token positions at 1024 bytes' "$SERVE" "$model" \
   --kv-cache-mb 0.001
 finish

@@ -132,7 +132,7 @@ TEST(Config, SectionsMustBeMaps) {
                   "configs/x.yaml:3: section 'train' must be a map of keys, got a list");
   EXPECT_CONTAINS(error_of("just a string\n"),
                   "configs/x.yaml:1: the top level must be a map of sections (model, data, "
-                  "train, optim, parallel, checkpoint), got 'just a string'");
+                  "train, optim, parallel, checkpoint, serve), got 'just a string'");
   EXPECT_CONTAINS(error_of("- model\n- train\n"), "the top level must be a map");
 }
 
@@ -297,7 +297,7 @@ TEST(Config, ToYamlRoundTrips) {
 
 TEST(Config, KeyTableListsEveryFieldOnce) {
   std::vector<ConfigKeyInfo> keys = config_keys();
-  EXPECT_EQ(keys.size(), 48u);  // update with config.h when a field is added
+  EXPECT_EQ(keys.size(), 58u);  // update with config.h when a field is added
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = i + 1; j < keys.size(); ++j) EXPECT_NE(keys[i].key, keys[j].key);
   }
@@ -315,7 +315,7 @@ TEST(Config, MissingFileListsTheDirectory) {
   const std::string m = r.status().message();
   EXPECT_CONTAINS(m, "config file '" + kSource + "/configs/tnyy.yaml' not found");
   EXPECT_CONTAINS(m, "did you mean '" + kSource + "/configs/tiny.yaml'?");
-  EXPECT_CONTAINS(m, "gpt2-124m.yaml, gpt2-350m.yaml, gpt3-1.3b.yaml, tiny.yaml");
+  EXPECT_CONTAINS(m, "gpt2-124m.yaml, gpt2-350m.yaml, gpt3-1.3b.yaml, serve.yaml, tiny.yaml");
   r = load_config(kSource + "/no_such_dir/tiny.yaml", {});
   ASSERT_FALSE(r.is_ok());
   EXPECT_CONTAINS(r.status().message(), "does not exist either");
@@ -375,6 +375,30 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_EQ(medium->model.n_head, 16);
   EXPECT_EQ(medium->model.n_embd, 1024);
   EXPECT_EQ(medium->optim.lr, 3e-4);
+
+  Result<Config> serve = load_config(kSource + "/configs/serve.yaml", {"serve.max_queue=8"});
+  ASSERT_TRUE(serve.is_ok()) << serve.status().message();
+  EXPECT_EQ(serve->serve, ServeConfig{.max_queue = 8}) << "serve.yaml spells out the defaults";
+  Config only_serve;
+  only_serve.serve = serve->serve;
+  EXPECT_EQ(*serve, only_serve) << "serve.yaml holds only the serve section";
+}
+
+// The serve section's rules name the key, the value and the fix.
+TEST(Config, ServeKeysAreChecked) {
+  EXPECT_CONTAINS(error_of("serve:\n  max_queue: 0\n"),
+                  "key 'serve.max_queue' = 0 must be >= 1; a request that finds every slot busy");
+  EXPECT_CONTAINS(error_of("serve:\n  max_sequences: 0\n"), "key 'serve.max_sequences' = 0");
+  EXPECT_CONTAINS(error_of("serve:\n  kv_cache_mb: -1\n"),
+                  "key 'serve.kv_cache_mb' = -1.0 must be >= 0");
+  EXPECT_CONTAINS(error_of("serve:\n  port: 70000\n"),
+                  "key 'serve.port' = 70000 is not a TCP port; pick 1-65535, or 0");
+  EXPECT_CONTAINS(error_of("serve:\n  device: tpu\n"), "key 'serve.device' = \"tpu\" is not a");
+  EXPECT_CONTAINS(error_of("serve:\n  tp: -2\n"), "key 'serve.tp' = -2 must be >= 0");
+  EXPECT_CONTAINS(error_of("serve:\n  threads: -1\n"), "key 'serve.threads' = -1");
+  EXPECT_CONTAINS(error_of("serve:\n  host: \"\"\n"), "key 'serve.host' = \"\" is empty");
+  EXPECT_CONTAINS(error_of("serve:\n  max_queu: 3\n"),
+                  "unknown key 'serve.max_queu'; did you mean 'serve.max_queue'?");
 }
 
 // docs/CONFIG.md has one table row per key: | `section.key` | type | `default` | meaning |.

@@ -195,13 +195,17 @@ std::vector<std::pair<int, RouterMessage>> Router::take_outgoing() {
 
 void Router::on_report(int replica, const ReplicaReport& report) {
   TESSERA_ASSERT(replica >= 1 && replica < dp_size_, "a report from a remote replica");
-  for (const RequestEvent& e : report.events) deliver(e);
-  std::lock_guard<std::mutex> lock(mu_);
-  remote_metrics_[replica] = report.metrics;
-  if (report.bye && !bye_[replica]) {
-    bye_[replica] = true;
-    fin_due_[replica] = true;
+  {
+    // The metrics first: a client that has its last event may read /metrics at once, and the
+    // report's metrics already count that event.
+    std::lock_guard<std::mutex> lock(mu_);
+    remote_metrics_[replica] = report.metrics;
+    if (report.bye && !bye_[replica]) {
+      bye_[replica] = true;
+      fin_due_[replica] = true;
+    }
   }
+  for (const RequestEvent& e : report.events) deliver(e);
 }
 
 bool Router::remotes_stopped() const {

@@ -12,72 +12,17 @@
 # Every wait is bounded; a trap kills any server left behind.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-SERVE="$TESSERA_BIN/tessera-serve"
 PY=/usr/bin/python3
+source "$(dirname "$0")/serve_lib.sh"
 
-servers=()
-cleanup() {
-  local p
-  for p in "${servers[@]}"; do
-    if kill -0 "$p" 2> /dev/null; then
-      pkill -KILL -P "$p" 2> /dev/null
-      kill -KILL "$p" 2> /dev/null
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# start_server LOG ARGS...: as serve_test.sh: sets $port and $server, or fails.
-start_server() {
-  local log=$1
-  shift
-  timeout -k 5 120 "$@" > "$log" 2>&1 &
-  server=$!
-  servers+=("$server")
-  port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$log")
-    [[ -n $port ]] && return 0
-    kill -0 "$server" 2> /dev/null || break
-    sleep 0.1
-  done
-  fail "server did not become ready ($*):"
-  sed 's/^/    /' "$log"
-  return 1
-}
-
+# stop_server: SIGTERM to every rank; waits (at most 20 s) for the job to end.
 stop_server() {
-  local k kids
-  kids=$(pgrep -P "$server")
-  for k in $kids; do
-    if [[ $(cat /proc/"$k"/comm 2> /dev/null) == tessera-serve ]]; then
-      kill -TERM "$k"
-    else
-      pkill -TERM -P "$k"
-    fi
-  done
-  for _ in $(seq 1 200); do
-    kill -0 "$server" 2> /dev/null || break
-    sleep 0.1
-  done
-  wait "$server" 2> /dev/null
-}
-
-client() {
-  local out rc
-  out=$(timeout -k 5 60 $PY "$WORK/client.py" "$@" 2>&1)
-  rc=$?
-  echo "$out"
-  passes=$((passes + $(grep -c '^ok: ' <<< "$out")))
-  failures=$((failures + $(grep -c '^FAIL: ' <<< "$out")))
-  [[ $rc -ne 0 ]] && fail "client $1 exited $rc"
+  sigterm_ranks
+  wait_exit "$server" 20
 }
 
 cat > "$WORK/client.py" << 'PY'
 """Checks of stop, logprobs and hang-ups against tessera-serve; prints ok:/FAIL: lines."""
-import http.client
 import json
 import math
 import os
@@ -86,43 +31,19 @@ import sys
 import threading
 import time
 
-PORT = 0
-failed = False
+import serve_client as sc
+from serve_client import call, check, fail, metrics, ok
+
 PROMPT_IDS = [10, 20, 30, 40, 50, 60]  # the greedy/torch comparison's prompt, as token ids
 
 
-def ok(msg):
-    print("ok: " + msg, flush=True)
-
-
-def fail(msg):
-    global failed
-    failed = True
-    print("FAIL: " + msg, flush=True)
-
-
-def check(cond, msg, detail=""):
-    (ok if cond else fail)(msg if cond or not detail else f"{msg}: {detail}")
-    return cond
-
-
-def call(method, path, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"} if body is not None else {})
-    r = conn.getresponse()
-    text = r.read().decode("utf-8", "replace")
-    conn.close()
-    return r.status, text
-
-
 def complete(body):
-    status, text = call("POST", "/v1/completions", body)
+    status, _, text = call("POST", "/v1/completions", body)
     return status, json.loads(text)
 
 
 def stream(body):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn = sc.connect(30)
     conn.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
                  headers={"Content-Type": "application/json"})
     r = conn.getresponse()
@@ -138,12 +59,6 @@ def stream(body):
             events.append(json.loads(line[6:]))
     conn.close()
     return events
-
-
-def metrics():
-    _, text = call("GET", "/metrics")
-    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
-            for l in text.splitlines() if l and not l.startswith("#")}
 
 
 STOPPED = 'tessera_requests_finished_total{reason="stop"}'
@@ -283,7 +198,7 @@ def cmd_compare(tp1_json):
 
 def cmd_hangup():
     before = metrics()
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=10)
+    s = socket.create_connection(("127.0.0.1", sc.PORT), timeout=10)
     body = json.dumps({"prompt": "ROMEO:", "max_tokens": 50})
     s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
@@ -307,10 +222,8 @@ def cmd_hangup():
 
 
 if __name__ == "__main__":
-    PORT = int(sys.argv[2])
-    {"stop": cmd_stop, "logprobs": cmd_logprobs, "compare": cmd_compare,
-     "hangup": cmd_hangup}[sys.argv[1]](*sys.argv[3:])
-    sys.exit(1 if failed else 0)
+    sc.main({"stop": cmd_stop, "logprobs": cmd_logprobs, "compare": cmd_compare,
+             "hangup": cmd_hangup})
 PY
 
 # The PyTorch reference: greedy decoding by full recomputation on the exported checkpoint; the

@@ -14,113 +14,20 @@
 # Every wait is bounded; a trap kills any server left behind.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-SERVE="$TESSERA_BIN/tessera-serve"
+source "$(dirname "$0")/serve_lib.sh"
 mpirun_n() { echo mpirun -n "$1" --oversubscribe --bind-to none; }
-
-servers=()
-cleanup() {
-  local p
-  for p in "${servers[@]}"; do
-    if kill -0 "$p" 2> /dev/null; then
-      pkill -KILL -P "$p" 2> /dev/null
-      kill -KILL "$p" 2> /dev/null
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# start_server LOG ARGS...: starts ARGS (at most 120 s) in the background, waits (at most 30 s)
-# for the ready line; sets $port and $server (the wrapper's pid).
-start_server() {
-  local log=$1
-  shift
-  timeout -k 5 120 "$@" > "$log" 2>&1 &
-  server=$!
-  servers+=("$server")
-  port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$log")
-    [[ -n $port ]] && return 0
-    kill -0 "$server" 2> /dev/null || break
-    sleep 0.1
-  done
-  fail "server did not become ready ($*):"
-  sed 's/^/    /' "$log"
-  return 1
-}
-
-# The tessera-serve processes under a wrapper pid (one, or the mpirun ranks).
-rank_pids() {
-  local kids k
-  kids=$(pgrep -P "$1")
-  for k in $kids; do
-    if [[ $(cat /proc/"$k"/comm 2> /dev/null) == tessera-serve ]]; then
-      echo "$k"
-    else
-      pgrep -P "$k"
-    fi
-  done
-}
-
-wait_exit() {
-  local pid=$1 limit=$2
-  for _ in $(seq 1 $((limit * 10))); do
-    kill -0 "$pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2> /dev/null; then
-    rc=124
-  else
-    wait "$pid"
-    rc=$?
-  fi
-}
-
-client() {
-  local out rc
-  out=$(timeout -k 5 60 /usr/bin/python3 "$WORK/client.py" "$@" 2>&1)
-  rc=$?
-  echo "$out"
-  passes=$((passes + $(grep -c '^ok: ' <<< "$out")))
-  failures=$((failures + $(grep -c '^FAIL: ' <<< "$out")))
-  [[ $rc -eq 0 ]] || fail "client $1 exited $rc"
-}
 
 cat > "$WORK/client.py" <<'PY'
 """HTTP checks of tessera-serve over dp replicas; prints ok:/FAIL: lines."""
-import http.client
 import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
-PORT = 0
-failed = False
-
-
-def check(cond, msg, detail=""):
-    global failed
-    if cond:
-        print("ok: " + msg, flush=True)
-    else:
-        failed = True
-        print("FAIL: " + msg + (": " + detail if detail else ""), flush=True)
-    return cond
-
-
-def call(method, path, body=None, timeout=30):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"} if body is not None else {})
-    r = conn.getresponse()
-    text = r.read().decode("utf-8", "replace")
-    conn.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, text
+import serve_client as sc
+from serve_client import call, check, concurrently, metrics, wait_metric
 
 
 def complete(body):
@@ -133,7 +40,7 @@ def complete(body):
 
 def stream(body, hang_up_after=None, events_out=None):
     """(status, replica, text, ended with [DONE])."""
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+    conn = sc.connect(60)
     conn.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
                  headers={"Content-Type": "application/json"})
     r = conn.getresponse()
@@ -162,42 +69,8 @@ def stream(body, hang_up_after=None, events_out=None):
     return r.status, replica, text, done
 
 
-def metrics():
-    _, _, text = call("GET", "/metrics")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
-
-
-def wait_metric(name, want, seconds=10):
-    m = {}
-    for _ in range(int(seconds / 0.05)):
-        m = metrics()
-        if m.get(name) == want:
-            return m
-        time.sleep(0.05)
-    return m
-
-
 def seeded(i):
     return {"prompt": "ROMEO:", "max_tokens": 24, "temperature": 0.9, "top_k": 40, "seed": 500 + i}
-
-
-def concurrently(fn, args):
-    results = [None] * len(args)
-
-    def run(i):
-        results[i] = fn(args[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def cmd_texts(tag, save, expected_file, dp):
@@ -315,10 +188,7 @@ def cmd_kv():
 
 
 if __name__ == "__main__":
-    PORT = int(sys.argv[2])
-    {"texts": cmd_texts, "cancel": cmd_cancel, "drain": cmd_drain, "kv": cmd_kv}[sys.argv[1]](
-        *sys.argv[3:])
-    sys.exit(1 if failed else 0)
+    sc.main({"texts": cmd_texts, "cancel": cmd_cancel, "drain": cmd_drain, "kv": cmd_kv})
 PY
 
 # ---- A small model ------------------------------------------------------------------------------
@@ -331,7 +201,7 @@ model="$WORK/run/model.h5"
 
 # stop_server TAG LOG: SIGTERM to every rank; every rank must exit 0 after draining.
 stop_server() {
-  kill -TERM $(rank_pids "$server")
+  sigterm_ranks
   wait_exit "$server" 30
   [[ $rc -eq 0 ]] && grep -q 'drained and stopped' "$2" \
     && pass "$1: SIGTERM: drained, exit 0" \

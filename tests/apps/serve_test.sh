@@ -11,129 +11,22 @@
 # cannot hang.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-SERVE="$TESSERA_BIN/tessera-serve"
+SERVER_LIMIT_S=150
+source "$(dirname "$0")/serve_lib.sh"
 MPIRUN=(mpirun -n 2 --oversubscribe --bind-to none)
-
-# Server processes we started (the `timeout` wrappers); the trap kills what is left of them.
-servers=()
-cleanup() {
-  local p
-  for p in "${servers[@]}"; do
-    if kill -0 "$p" 2> /dev/null; then
-      pkill -KILL -P "$p" 2> /dev/null
-      kill -KILL "$p" 2> /dev/null
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# start_server LOG ARGS...: starts `ARGS` (at most 150 s) in the background, waits (at most 30 s)
-# for the ready line, and sets $port and $server (the wrapper's pid). Fails the test otherwise.
-start_server() {
-  local log=$1
-  shift
-  timeout -k 5 150 "$@" > "$log" 2>&1 &
-  server=$!
-  servers+=("$server")
-  port=""
-  for _ in $(seq 1 300); do
-    port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$log")
-    [[ -n $port ]] && return 0
-    kill -0 "$server" 2> /dev/null || break
-    sleep 0.1
-  done
-  fail "server did not become ready ($*):"
-  sed 's/^/    /' "$log"
-  return 1
-}
-
-# The tessera-serve processes under a wrapper pid (one, or the mpirun ranks).
-rank_pids() {
-  local kids k
-  kids=$(pgrep -P "$1")
-  for k in $kids; do
-    if [[ $(cat /proc/"$k"/comm 2> /dev/null) == tessera-serve ]]; then
-      echo "$k"
-    else
-      pgrep -P "$k"
-    fi
-  done
-}
-
-# wait_exit PID SECONDS: sets $rc to the exit code of background job PID, or 124 if it is still
-# running after SECONDS (not in a subshell: only this shell can wait for its jobs).
-wait_exit() {
-  local pid=$1 limit=$2
-  for _ in $(seq 1 $((limit * 10))); do
-    kill -0 "$pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2> /dev/null; then
-    rc=124
-  else
-    wait "$pid"
-    rc=$?
-  fi
-}
-
-# client CHECK ARGS...: runs one check of the Python client below (at most 60 s); its "ok:" and
-# "FAIL:" lines count as passes and failures.
-client() {
-  local out rc
-  out=$(timeout -k 5 60 /usr/bin/python3 "$WORK/client.py" "$@" 2>&1)
-  rc=$?
-  echo "$out"
-  passes=$((passes + $(grep -c '^ok: ' <<< "$out")))
-  failures=$((failures + $(grep -c '^FAIL: ' <<< "$out")))
-  if [[ $rc -ne 0 ]]; then
-    fail "client $1 exited $rc"
-  fi
-}
 
 cat > "$WORK/client.py" <<'PY'
 """HTTP checks of tessera-serve, one per command; prints ok:/FAIL: lines."""
-import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
-PORT = 0
-failed = False
-
-
-def ok(msg):
-    print("ok: " + msg, flush=True)
-
-
-def fail(msg):
-    global failed
-    failed = True
-    print("FAIL: " + msg, flush=True)
-
-
-def check(cond, msg, detail=""):
-    (ok if cond else fail)(msg if cond or not detail else f"{msg}: {detail}")
-    return cond
-
-
-def call(method, path, body=None, timeout=30):
-    """(status, headers, text) of one request; body: dict (JSON), str or bytes."""
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
-    if isinstance(body, dict):
-        body = json.dumps(body)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    conn.request(method, path, body=body, headers=headers)
-    r = conn.getresponse()
-    text = r.read().decode("utf-8", "replace")
-    conn.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, text
+import serve_client as sc
+from serve_client import call, check, fail, ok
 
 
 def complete(body):
@@ -147,7 +40,7 @@ def complete(body):
 def stream(body, hang_up_after=None):
     """The data: payloads of a streamed completion (JSON dicts, then the string "[DONE]").
     hang_up_after=n: close the connection after n events (a client going away)."""
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    conn = sc.connect(30)
     conn.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
                  headers={"Content-Type": "application/json"})
     r = conn.getresponse()
@@ -177,12 +70,7 @@ def stream_text(events):
 
 def metrics():
     status, _, text = call("GET", "/metrics")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return status, text, values
+    return status, text, sc.parse_metrics(text)
 
 
 def seeded(i):
@@ -190,17 +78,7 @@ def seeded(i):
 
 
 def concurrently(bodies):
-    results = [None] * len(bodies)
-
-    def run(i):
-        results[i] = complete(bodies[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
+    return sc.concurrently(complete, bodies)
 
 
 def generate(gen, model, *args):
@@ -405,9 +283,7 @@ def cmd_tp(expected_file):
 
 
 if __name__ == "__main__":
-    PORT = int(sys.argv[2])
-    {"basic": cmd_basic, "queue": cmd_queue, "drain": cmd_drain, "tp": cmd_tp}[sys.argv[1]](*sys.argv[3:])
-    sys.exit(1 if failed else 0)
+    sc.main({"basic": cmd_basic, "queue": cmd_queue, "drain": cmd_drain, "tp": cmd_tp})
 PY
 
 # ---- A small model ------------------------------------------------------------------------------

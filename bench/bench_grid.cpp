@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     int64_t B_local = 4, T = 64;
     int tp = 1, steps = 10, warmup = 2, threads = 1;
     double bucket_mb = 25.0;
-    bool no_overlap = false, dense_embedding = false, no_poll = false;
+    bool no_overlap = false, dense_embedding = false, no_poll = false, average_pass = false;
     int zero = 0;
     bool sequence_parallel = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "threads per rank (0: cores / ranks on the node)");
     app.add_option("--bucket-mb", bucket_mb, "GradientReducer bucket cap (MiB)");
     app.add_flag("--no-overlap", no_overlap, "start every bucket in finish(), after backward");
+    app.add_flag("--average-pass", average_pass,
+                 "the reducer averages after the sum (else the loss scale divides by dp)");
     app.add_flag("--no-poll", no_poll, "no reducer progress test between backward GEMMs");
     app.add_flag("--dense-embedding", dense_embedding,
                  "all-reduce wte's gradient whole at the end (no sparse-rows split)");
@@ -186,6 +188,7 @@ int main(int argc, char** argv) {
                         parallel::sparse_rows_pay(dp_size, B_local * T, ps.local_shape(wte)[0]);
     if (dp_size > 1) {
       parallel::ReducerOptions ro{bucket_mb, !no_overlap, false, zero == 1};
+      ro.average = average_pass;  // as the trainer: the loss scale divides by dp instead
       if (sparse) {
         ro.sparse_param = wte;
         ro.sparse_capacity = B_local * T;
@@ -218,7 +221,8 @@ int main(int argc, char** argv) {
       tokens[i] = static_cast<int32_t>(core::philox_draw(7, 0, g)[0] % mc.vocab_size);
       targets[i] = static_cast<int32_t>(core::philox_draw(7, 1, g)[0] % mc.vocab_size);
     }
-    const float loss_scale = 1.0f / static_cast<float>(B_local * T);
+    const float loss_scale =
+        1.0f / static_cast<float>(B_local * T * (reducer && !average_pass ? dp_size : 1));
 
     std::vector<double> step_ms;
     double timed_since_us = 0;
@@ -292,6 +296,7 @@ int main(int argc, char** argv) {
       out["overlap"] = !no_overlap;
       out["sparse_embedding"] = sparse;
       out["backward_poll"] = !no_poll;
+      out["average_pass"] = average_pass;
     }
     if (timeline) {
       const std::string path = grid.world_size() == 1

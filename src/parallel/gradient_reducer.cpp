@@ -208,7 +208,7 @@ void GradientReducer::gather_sparse_rows() {
 
 void GradientReducer::add_gathered_rows() {
   const int64_t width = options_.sparse_width, row = 1 + width;
-  const float scale = 1.0f / static_cast<float>(dp_size_);
+  const float scale = options_.average ? 1.0f / static_cast<float>(dp_size_) : 1.0f;
   float* grad = grads_.f32() + offsets_[options_.sparse_param];
   const int64_t n = dp_size_ * options_.sparse_capacity;
   for (int64_t k = 0; k < n; ++k) {
@@ -247,7 +247,7 @@ void GradientReducer::finish() {
   TESSERA_ASSERT(next_start_ == num_buckets(), "finishing the gradient reduction");
   if (options_.sparse_param >= 0) gather_sparse_rows();
 
-  const float scale = 1.0f / static_cast<float>(dp_size_);
+  const float scale = options_.average ? 1.0f / static_cast<float>(dp_size_) : 1.0f;
   float* arena = grads_.f32();
   for (int b = 0; b < num_buckets(); ++b) {
     Bucket& bucket = buckets_[b];
@@ -255,6 +255,11 @@ void GradientReducer::finish() {
       bucket.request->wait();
       complete(b);
       next_complete_ = b + 1;
+    }
+    if (!options_.average && !options_.compress_bf16) {
+      // The sum is the average: nothing to write.
+      bucket.request.reset();
+      continue;
     }
     if (options_.shard) {
       // Only this rank's piece holds the sum; the average of it, padding included (its sums

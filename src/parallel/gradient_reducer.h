@@ -26,6 +26,10 @@ struct ReducerOptions {
   bool overlap = true;         // start a bucket's all-reduce as soon as it is full (else: finish)
   bool compress_bf16 = false;  // bf16 on the wire: half the bytes, ~3 significant digits
   bool shard = false;          // ZeRO-1 (optim.zero 1): reduce-scatter instead of all-reduce
+  // false: finish() leaves the sum over dp, no averaging pass over the arena; the caller has
+  // scaled each rank's gradient by 1 / dp_size already (through the loss scale: the same bits
+  // as averaging afterwards when dp_size is a power of two, since backward is linear in it).
+  bool average = true;
   // Split gradient (the tied token embedding): the parameter whose gradient is dense but for
   // rows handed to add_sparse_rows (-1: none). Its dense part is bucket 0, alone, so it starts
   // as soon as it is marked; the rows travel in one all-gather in finish().
@@ -68,7 +72,8 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 //     calls on both ranks per step of the ring.
 //  5. finish(): parameters never marked are marked now, buckets not started are started in
 //     order (all of them when overlap is off), then, bucket by bucket in order, it waits and
-//     writes sum / dp_size into each parameter's gradient.
+//     writes sum / dp_size into each parameter's gradient (with options.average false it only
+//     waits: the sum is the average already, and one pass over the arena is saved).
 //  6. Reset: every parameter is unmarked and every bucket empty; the next step starts at 2.
 // With dp_size 1, steps 3-5 are skipped: the average over one rank is the gradient itself
 // (so compress_bf16 does not round it either).
@@ -85,7 +90,8 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 //     in all per step).
 //  5'. finish(), after starting every bucket: one all-gather over dp_comm of every rank's send
 //     buffer (unused rows carry index -1), whatever each rank added. Once bucket 0 is averaged,
-//     the gathered rows are added, each value times 1 / dp_size, in rank order and, within a
+//     the gathered rows are added, each value times 1 / dp_size (times 1 with options.average
+//     false: the caller scaled the rows too), in rank order and, within a
 //     rank, in the order added. So every rank computes the same sum in the same order: the
 //     result is identical on every rank, and equals the dense path's average up to float
 //     rounding (the sum is associated differently). Rows whose index is outside the gradient's

@@ -436,6 +436,8 @@ void Trainer::set_up_model() {
     ro.overlap = config_.parallel.overlap;
     ro.compress_bf16 = config_.parallel.compress_bf16;
     ro.shard = config_.optim.zero == 1;
+    // forward_backward scales the loss by 1 / dp as well: the reducer's sum is the average.
+    ro.average = false;
     // The tied wte's gradient split (gradient_reducer.h): its LM-head part all-reduced during
     // backward, the lookup's rows all-gathered at the end, where that is the smaller exchange.
     const params::ParamSet& ps = model_->param_set();
@@ -618,9 +620,11 @@ void Trainer::load_batch() {
 
 double Trainer::forward_backward(int step) {
   model_->zero_grad();
-  // Each rank's gradient is that of its own mean loss; the reducer averages them over dp,
-  // which gives the gradient of the global mean.
-  const float loss_scale = 1.0f / static_cast<float>(B_local_ * T_);
+  // Each rank's gradient is that of its own mean loss divided by dp; the reducer sums them over
+  // dp (ReducerOptions::average false), which gives the gradient of the global mean with no
+  // averaging pass: the same bits as averaging afterwards when dp is a power of two.
+  const float loss_scale =
+      1.0f / static_cast<float>(B_local_ * T_ * (reducer_ ? static_cast<int64_t>(dp_size_) : 1));
   double loss_sum = 0;
   for (int64_t m = 0; m < B_local_; m += micro_) {
     const bool last_micro = m + micro_ == B_local_;

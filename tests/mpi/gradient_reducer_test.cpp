@@ -325,6 +325,25 @@ TEST_F(GradientReducerTest, TimelineHoldsOneEventPerBucketPerStep) {
   EXPECT_EQ(static_cast<int>(timeline.size()), steps + bucket_events);
 }
 
+TEST_F(GradientReducerTest, WithoutAveragingFinishLeavesTheSum) {
+  const int n = params_.size();
+  core::Tensor grads = params_.make_twin();
+  ReducerOptions options{2048.0 / (1 << 20), true, false};
+  options.average = false;
+  GradientReducer reducer(params_, grads, comm_, options);
+  for (int step = 0; step < 2; ++step) {
+    fill(params_, grads, [&](int p, int64_t j) { return dyadic_value(p, j, step, dp_rank()); });
+    mark_all_reverse(reducer, n);
+    reducer.finish();
+    EXPECT_EQ(count_mismatches(params_, grads,
+                               [&](int p, int64_t j) {
+                                 return dyadic_average(p, j, step, dp_size()) * dp_size();
+                               }),
+              0)
+        << "step " << step;
+  }
+}
+
 TEST_F(GradientReducerTest, MisuseIsRejected) {
   core::Tensor grads = params_.make_twin();
   // overlap off: marking starts no collective, so a throw on every rank leaves none pending.

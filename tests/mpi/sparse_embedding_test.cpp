@@ -194,7 +194,9 @@ TEST(SparseRowsPay, OnlyWhenTheGatheredRowsAreAQuarterOfTheTable) {
 }
 
 // The GPT's gradients with the split wte against the dense path, at dp = world / tp for every
-// tp: within relative 1e-6 of the largest gradient element, and identical on every dp rank.
+// tp: within relative 1e-6 of the largest gradient element, and identical on every dp rank; and
+// the reducer's sum of gradients pre-divided by dp (ReducerOptions::average false) is the
+// averaged path's bit for bit.
 TEST(SparseEmbedding, GptGradientsEqualTheDensePathOnEveryGrid) {
   for (int tp = 1; tp <= world_size(); tp *= 2) {
     if (world_size() % tp != 0) continue;
@@ -209,11 +211,13 @@ TEST(SparseEmbedding, GptGradientsEqualTheDensePathOnEveryGrid) {
       tokens[i] = static_cast<int32_t>(core::philox_draw(11, 0, g)[0] % 40);
       targets[i] = static_cast<int32_t>(core::philox_draw(11, 1, g)[0] % 250);
     }
-    auto gradients = [&](bool sparse) {
+    // presum: the loss scale divides by dp and the reducer only sums (as the trainer runs it).
+    auto gradients = [&](bool sparse, bool presum) {
       models::Gpt model(c.model, B, T, &grid.tp_comm());
       model.init_weights(5);
       const ParamSet& ps = model.param_set();
       ReducerOptions o;
+      o.average = !presum;
       if (sparse) {
         o.sparse_param = ps.index_of("wte");
         o.sparse_capacity = B * T;
@@ -229,15 +233,19 @@ TEST(SparseEmbedding, GptGradientsEqualTheDensePathOnEveryGrid) {
       for (int s = 0; s < 2; ++s) {  // the second step checks the reset
         model.zero_grad();
         model.forward(tokens.data(), targets.data(), B, T);
-        model.backward(1.0f / static_cast<float>(B * T),
+        const int64_t divide = B * T * (presum ? grid.dp_size() : 1);
+        model.backward(1.0f / static_cast<float>(divide),
                        [&](int i) { reducer.mark_ready(i); }, hook);
         reducer.finish();
       }
       const float* g = model.grads().f32();
       return std::vector<float>(g, g + model.grads().numel());
     };
-    const std::vector<float> dense = gradients(false), sparse = gradients(true);
+    const std::vector<float> dense = gradients(false, false), sparse = gradients(true, true);
     ASSERT_EQ(dense.size(), sparse.size());
+    // dp is a power of two here: dividing the loss scale by it is exact, and backward is linear
+    // in it, so the sum of the pre-divided gradients is the average bit for bit.
+    EXPECT_TRUE(gradients(false, true) == dense) << "pre-divided sum differs from the average";
     double largest = 0, worst = 0;
     for (size_t i = 0; i < dense.size(); ++i) {
       largest = std::max(largest, std::fabs(static_cast<double>(dense[i])));

@@ -138,7 +138,8 @@ class GradientReducer {
   // Step 4 between marks: tests the oldest unfinished all-reduce (so MPI moves every started
   // one); nothing when none is in flight or overlap is off. Cheap: call it between GEMMs.
   void poll();
-  // Collective over dp_comm. Steps 5-6: on return every gradient is the dp average.
+  // Collective over dp_comm. Steps 5-6: on return every gradient is the dp average (with
+  // options.average false, the dp sum).
   void finish();
 
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

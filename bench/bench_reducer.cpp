@@ -1,6 +1,7 @@
 // Data-parallel gradient averaging: the GradientReducer (mark every parameter ready in backward
 // order, then finish) against one raw MPI_Allreduce of the same bytes, for the GPT-2 layouts of
-// the tiny config and of GPT-2 small (124M). Medians over repetitions, one JSON line per case.
+// the tiny config and of GPT-2 small (124M), and ZeRO-1's reduce-scatter + all-gather of the
+// same arena. Medians over repetitions, one JSON line per case.
 // Usage: mpirun -n 2 bench_reducer [--reps 5] [--bucket-mb 25] [--models tiny,gpt2-124m]
 #include <mpi.h>
 
@@ -100,6 +101,22 @@ int main(int argc, char** argv) {
         reducer.finish();
       });
 
+      // ZeRO-1's exchange (optim.zero 1): the sharded reducer's reduce-scatters, then the
+      // all-gather of the pieces (of the gradients here; the trainer gathers the weights, the
+      // same bytes), against the all-reduces above: the same bytes on the wire.
+      parallel::ReducerOptions sharded_options;
+      sharded_options.bucket_mb = bucket_mb;
+      sharded_options.shard = true;
+      parallel::GradientReducer sharded(params, grads, dp_comm, sharded_options);
+      double scatter_ms = 0.0;
+      const double sharded_ms = median_ms(reps, [&] {
+        core::Timer scatter;
+        for (int i = n - 1; i >= 0; --i) sharded.mark_ready(i);
+        sharded.finish();
+        scatter_ms = scatter.seconds() * 1e3;  // the last repetition's, rank 0's
+        sharded.all_gather_owned(grads);
+      });
+
       // The peer: one blocking, in-place MPI_Allreduce of the whole arena (no averaging).
       core::Tensor raw = core::Tensor::zeros({floats});
       fill(raw, dp_rank);
@@ -140,7 +157,9 @@ int main(int argc, char** argv) {
                                {"reducer_ms", reducer_ms},
                                {"raw_allreduce_ms", raw_ms},
                                {"reducer_vs_raw", raw_ms / reducer_ms},
-                               {"fusion_copy_ms", copies_ms}};
+                               {"fusion_copy_ms", copies_ms},
+                               {"zero1_ms", sharded_ms},
+                               {"zero1_reduce_scatter_ms_last", scatter_ms}};
         if (bf16) {
           line["reducer_bf16_ms"] = bf16_ms;
           line["bf16_wire_bytes"] = bf16_bytes;
@@ -150,6 +169,8 @@ int main(int argc, char** argv) {
             "# %s: reducer %.1f ms, raw MPI_Allreduce %.1f ms -> reducer at %.1f%% of raw "
             "(goal >= 95%%)\n",
             name.c_str(), reducer_ms, raw_ms, 100.0 * raw_ms / reducer_ms);
+        std::printf("# %s: ZeRO-1 reduce-scatter + all-gather %.1f ms (%.2fx the reducer's)\n",
+                    name.c_str(), sharded_ms, sharded_ms / reducer_ms);
         std::fflush(stdout);
       }
     }

@@ -116,6 +116,8 @@ class MpiCommunicator : public Communicator {
   int size_ = 1;
   std::string name_;
   int64_t max_elements_per_call_;
+  int64_t reduce_scatter_calls_ = 0;  // tags the ring reduce-scatter's messages
+  int tag_ub_ = 0;                    // MPI_TAG_UB, read on first use
 };
 
 }  // namespace tessera::parallel

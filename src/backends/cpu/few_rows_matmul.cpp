@@ -93,8 +93,11 @@ void all_rows(float* out, const float* inp, const Lanes* const* panels, const fl
 
 // Panels per tile by row count: few rows want more columns in flight (at least 8 accumulators
 // hide the FMA latency), many rows reuse each loaded panel vector more. At most 24 accumulators.
+// Past 6 rows, tiles of 8 rows x 3 panels: a 16-row 124M decode step took a median 38 ms with
+// them against 48 ms with 12 x 2 (bench_decode, docs/PERF.md "Serving"), whose 12-row tile
+// leaves the compiler too few registers.
 constexpr int kMaxZ = 8;
-int panels_per_tile(int64_t N) { return N <= 3 ? 8 : (N <= 6 ? 4 : 2); }
+int panels_per_tile(int64_t N) { return N <= 3 ? 8 : (N <= 6 ? 4 : 3); }
 
 void run_tile_columns(float* out, const float* inp, const Lanes* const* panels, const float* bias,
                       int64_t N, int64_t g0, int z, int64_t C, int64_t OC) {
@@ -103,6 +106,8 @@ void run_tile_columns(float* out, const float* inp, const Lanes* const* panels, 
       return all_rows<8, 3>(out, inp, panels, bias, N, g0, C, OC);
     case 4:
       return all_rows<4, 6>(out, inp, panels, bias, N, g0, C, OC);
+    case 3:
+      return all_rows<3, 8>(out, inp, panels, bias, N, g0, C, OC);
     case 2:
       return all_rows<2, 12>(out, inp, panels, bias, N, g0, C, OC);
     default:

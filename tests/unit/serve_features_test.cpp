@@ -52,13 +52,17 @@ TEST(ServeLogprobs, ChosenAndTopTokensMatchLogSoftmax) {
   EXPECT_EQ(lp.top_tokens[2], 200);
   for (int k = 0; k < 5; ++k) {
     EXPECT_NEAR(lp.top_logprobs[k], reference_logprob(z, lp.top_tokens[k]), 1e-6) << k;
-    if (k > 0) EXPECT_LE(lp.top_logprobs[k], lp.top_logprobs[k - 1]);
+    if (k > 0) {
+      EXPECT_LE(lp.top_logprobs[k], lp.top_logprobs[k - 1]);
+    }
   }
   // Everything outside the top 5 is below the 5th.
   for (int i = 0; i < 300; ++i) {
     bool in_top = false;
     for (int k = 0; k < 5; ++k) in_top |= lp.top_tokens[k] == i;
-    if (!in_top) EXPECT_LE(z[i], z[lp.top_tokens[4]]) << i;
+    if (!in_top) {
+      EXPECT_LE(z[i], z[lp.top_tokens[4]]) << i;
+    }
   }
   // Huge logits do not overflow; n_top 0 lists none; a vocabulary smaller than n_top.
   std::vector<float> big = {1000.0f, 999.0f, -1000.0f};
@@ -295,7 +299,7 @@ TEST(ServeCompletionText, LoggedTokensTravelWithThePieceTheirFirstByteIsIn) {
   CompletionText t({"STOP"});
   std::vector<LoggedToken> seen;
   std::vector<std::string> texts;
-  for (const std::string& s : {"ab", "S", "T", "x", "cS", "TOP", "zz"}) {
+  for (const char* s : {"ab", "S", "T", "x", "cS", "TOP", "zz"}) {
     if (t.stopped()) break;
     LoggedToken logged;
     logged.text = s;

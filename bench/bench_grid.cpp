@@ -26,6 +26,7 @@
 #include "models/gpt.h"
 #include "optim/optimizer.h"
 #include "parallel/gradient_reducer.h"
+#include "parallel/node_shared_arenas.h"
 #include "parallel/process_grid.h"
 #include "parallel/timeline.h"
 #include "train/peak.h"
@@ -122,6 +123,7 @@ int main(int argc, char** argv) {
     double bucket_mb = 25.0;
     bool no_overlap = false, dense_embedding = false, no_poll = false, average_pass = false;
     int zero = 0;
+    bool node_shared = false;
     bool sequence_parallel = false;
     app.add_option("--config", config_path, "model config (its model: section is used)");
     app.add_option("--batch-per-rank", B_local, "b: sequences per dp rank (global = b x dp)");
@@ -139,6 +141,9 @@ int main(int argc, char** argv) {
                  "all-reduce wte's gradient whole at the end (no sparse-rows split)");
     app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
         ->check(CLI::IsMember({0, 1}));
+    app.add_flag("--node-shared", node_shared,
+                 "with --zero 1: weights and gradients in memory the dp group shares "
+                 "(parallel.node_shared on; the MPI exchange otherwise)");
     app.add_flag("--sequence-parallel", sequence_parallel,
                  "shard the layernorm/residual regions along the sequence over tp "
                  "(parallel.sequence_parallel)");
@@ -177,17 +182,35 @@ int main(int argc, char** argv) {
     if (sequence_parallel && (tp < 2 || T % tp != 0)) {
       return core::Status::error("bench_grid: --sequence-parallel needs --tp >= 2 dividing --seq");
     }
-    models::Gpt model(mc, B_local, T, &grid.tp_comm(), nullptr, sequence_parallel);
+    // As the trainer: ZeRO-1's arenas shared by the dp group's ranks (parallel.node_shared).
+    std::shared_ptr<parallel::NodeSharedArenas> shared;
+    models::Gpt::Arenas arenas;
+    if (node_shared && zero == 1 && dp_size > 1) {
+      auto* dp_mpi = dynamic_cast<parallel::MpiCommunicator*>(&grid.dp_comm());
+      const int64_t numel =
+          params::ParamSet(models::Gpt::param_specs(mc), grid.tp_rank(), grid.tp_size())
+              .total_local_numel();
+      std::string why;
+      shared = parallel::NodeSharedArenas::create(dp_mpi->comm(), numel, 2, &why);
+      if (!shared) return core::Status::error("bench_grid: --node-shared: " + why);
+      arenas.weights = shared->arena(0);
+      arenas.grads = shared->arena(1);
+    }
+    models::Gpt model(mc, B_local, T, &grid.tp_comm(), nullptr, sequence_parallel, arenas);
     model.init_weights(1);
     model.set_timeline(timeline.get());
     std::unique_ptr<parallel::GradientReducer> reducer;
     // As the trainer decides: wte's gradient split into a dense and a sparse-rows exchange.
     const params::ParamSet& ps = model.param_set();
     const int wte = ps.index_of("wte");
-    const bool sparse = !dense_embedding &&
+    const bool sparse = !dense_embedding && !shared &&
                         parallel::sparse_rows_pay(dp_size, B_local * T, ps.local_shape(wte)[0]);
     if (dp_size > 1) {
-      parallel::ReducerOptions ro{bucket_mb, !no_overlap, false, zero == 1};
+      parallel::ReducerOptions ro;
+      ro.bucket_mb = bucket_mb;
+      ro.overlap = !no_overlap;
+      ro.shard = zero == 1;
+      ro.node_shared = shared;
       ro.average = average_pass;  // as the trainer: the loss scale divides by dp instead
       if (sparse) {
         ro.sparse_param = wte;
@@ -277,6 +300,7 @@ int main(int argc, char** argv) {
                           {"sgemm_gflops", peak_gflops},
                           {"mfu", mfu},
                           {"zero", zero},
+                          {"node_shared", shared != nullptr},
                           {"sequence_parallel", sequence_parallel}};
     // Memory per rank: the arenas (rank 0's; equal on every rank up to one bucket of moments)
     // and the peak resident set, the largest over ranks.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # DP weak scaling on 2 ranks (issue 17): per round, back to back, 1 rank; dp = 2 as the trainer
-# runs it; dp = 2 without the reducer's improvements (--no-poll --dense-embedding
-# --average-pass: the reducer before issue 17); dp = 2 with the sum-only finish alone
-# (--average-pass off, the rest on); and two independent 1-rank runs at once (the machine's
-# share for two ranks, no communication). Efficiency = dp tok/s / (2 x 1-rank tok/s).
+# runs it by default (optim.zero 0: bucketed all-reduces overlapped with backward); dp = 2 with
+# ZeRO-1 over MPI (--zero 1: ring reduce-scatter during backward, all-gather after the step);
+# dp = 2 with ZeRO-1 through node-shared arenas (--zero 1 --node-shared: what optim.zero 1 does
+# on one node, parallel.node_shared auto); and two independent 1-rank runs at once (the
+# machine's share for two ranks, no communication). Efficiency = dp tok/s / (2 x 1-rank tok/s).
+# VARIANTS=old adds the reducer before issue 17 (--no-poll --dense-embedding --average-pass).
 # Every run is in its own session at autogroup nice -19: the kernel shares the CPUs fairly
 # between sessions (autogroups) and ignores nice across them, so on a machine where others
 # compile this is what gives the ranks whole cores (check the sgemm column: ~100 GFLOP/s a rank).
@@ -39,16 +41,22 @@ echo "# $(lscpu | grep 'Model name' | sed 's/ \+/ /g'); ${args[*]}"
 for r in $(seq "$rounds"); do
   echo "# round $r, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%T) UTC"
   prio mpirun -n 1 --bind-to none "$bin" "${args[@]}" > "$out/one.json"
-  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" > "$out/new.json"
-  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --no-poll \
-    --dense-embedding --average-pass > "$out/old.json"
-  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --average-pass \
-    > "$out/avg.json"
+  variants=(zero0 zero1-mpi zero1-shared)
+  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" > "$out/zero0.json"
+  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --zero 1 \
+    > "$out/zero1-mpi.json"
+  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --zero 1 --node-shared \
+    > "$out/zero1-shared.json"
+  if [[ ${VARIANTS:-} == old ]]; then
+    variants+=(old)
+    prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --no-poll \
+      --dense-embedding --average-pass > "$out/old.json"
+  fi
   prio bash -c "mpirun -n 1 --bind-to none $bin ${args[*]} > $out/pa.json &
                 mpirun -n 1 --bind-to none $bin ${args[*]} > $out/pb.json; wait"
   one=$(field "$out/one.json" tokens_per_s)
   row "1 rank" "$out/one.json"
-  for v in new old avg; do
+  for v in "${variants[@]}"; do
     row "dp 2 ($v)" "$out/$v.json"
     echo "  efficiency $(python3 -c "print(f'{$(field "$out/$v.json" tokens_per_s) / (2 * $one):.1%}')")"
   done

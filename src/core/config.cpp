@@ -86,6 +86,7 @@ const std::vector<Field>& fields() {
       field<&Config::parallel, &ParallelConfig::overlap>("parallel.overlap"),
       field<&Config::parallel, &ParallelConfig::compress_bf16>("parallel.compress_bf16"),
       field<&Config::parallel, &ParallelConfig::sparse_embedding>("parallel.sparse_embedding"),
+      field<&Config::parallel, &ParallelConfig::node_shared>("parallel.node_shared"),
       field<&Config::parallel, &ParallelConfig::sequence_parallel>("parallel.sequence_parallel"),
       field<&Config::parallel, &ParallelConfig::collective_timeout_s>(
           "parallel.collective_timeout_s"),
@@ -628,6 +629,15 @@ Status Config::validate() const {
   if (!is_one_of(parallel.sparse_embedding, {"auto", "on", "off"})) {
     return invalid("parallel.sparse_embedding", parallel.sparse_embedding,
                    "is not a sparse-embedding mode", "use auto, on or off");
+  }
+  if (!is_one_of(parallel.node_shared, {"auto", "on", "off"})) {
+    return invalid("parallel.node_shared", parallel.node_shared, "is not a node-shared mode",
+                   "use auto, on or off");
+  }
+  if (parallel.node_shared == "on" && o.zero != 1) {
+    return invalid("parallel.node_shared", parallel.node_shared,
+                   "shares ZeRO-1's exchange, and optim.zero is " + std::to_string(o.zero),
+                   "set optim.zero=1, or parallel.node_shared=auto");
   }
   if (!(parallel.bucket_mb > 0)) {
     return invalid("parallel.bucket_mb", parallel.bucket_mb, "must be > 0", "25 is usual");

@@ -76,6 +76,10 @@ struct ParallelConfig {
   // all-gathered at the end. auto: where the gathered rows are at most a quarter of the table
   // (parallel::sparse_rows_pay) | on | off. CPU backend only (ignored on a device).
   std::string sparse_embedding = "auto";
+  // ZeRO-1 with every rank of a dp group on one node: gradients and weights live in memory the
+  // group's ranks share, so the sharded exchange is loads and stores, not MPI copies
+  // (parallel::NodeSharedArenas). auto: wherever it can | on: an error where it cannot | off.
+  std::string node_shared = "auto";
   // Shard the layernorm/residual activations along the sequence over tp (Megatron-LM sequence
   // parallelism); train.seq_len must divide by tp. Training only.
   bool sequence_parallel = false;

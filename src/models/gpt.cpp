@@ -66,7 +66,7 @@ backends::Backend& backend_or_cpu(backends::Backend* backend) {
 }  // namespace
 
 Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
-         backends::Backend* backend, bool sequence_parallel)
+         backends::Backend* backend, bool sequence_parallel, const Arenas& arenas)
     : model_(model),
       B_(B),
       T_(T),
@@ -81,10 +81,17 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       tp_size_(tp_comm_->size()),
       seq_shards_(sequence_parallel && tp_size_ > 1 ? tp_size_ : 1),
       params_(param_specs(model), tp_rank_, tp_size_),
-      weights_(backend_.zeros({params_.total_local_numel()})),
-      grads_(backend_.zeros({params_.total_local_numel()})),
+      weights_(arenas.weights.defined() ? arenas.weights
+                                        : backend_.zeros({params_.total_local_numel()})),
+      grads_(arenas.grads.defined() ? arenas.grads
+                                    : backend_.zeros({params_.total_local_numel()})),
       ctx_{backend_, *tp_comm_, params_, weights_, grads_, tp_rank_, tp_size_} {
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
+  TESSERA_ASSERT(weights_.numel() == params_.total_local_numel() &&
+                     grads_.numel() == params_.total_local_numel() &&
+                     weights_.device() == backend_.device() && grads_.device() == backend_.device(),
+                 "building a GPT on given arenas (f32, total_local_numel elements each, on the "
+                 "backend's device)");
   ctx_.backward_poll = &backward_poll_;
   Vp_local_ = model.padded_vocab_size() / tp_size_;
   vocab_start_ = static_cast<int64_t>(tp_rank_) * Vp_local_;

@@ -55,9 +55,15 @@ class Gpt {
   // over tp (a no-op at tp 1; T and every T_run must then divide by tp). It changes no
   // parameter, gradient or result beyond float rounding, only activation memory and which
   // collectives run; decode rows are then at most B * T / tp.
+  // arenas: the weight and gradient arenas made by the caller (host memory of the CPU backend,
+  // f32, param_set().total_local_numel() elements each, zeroed), used instead of allocating them:
+  // ZeRO-1's node-shared arenas (parallel::NodeSharedArenas). Empty tensors: allocated here.
+  struct Arenas {
+    core::Tensor weights, grads;
+  };
   Gpt(const core::ModelConfig& model, int64_t B, int64_t T,
       parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr,
-      bool sequence_parallel = false);
+      bool sequence_parallel = false, const Arenas& arenas = {});
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;

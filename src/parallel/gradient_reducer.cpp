@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/timer.h"
 #include "parallel/communicator.h"
+#include "parallel/node_shared_arenas.h"
 #include "parallel/timeline.h"
 #include "params/param_spec.h"
 
@@ -109,6 +110,18 @@ GradientReducer::GradientReducer(const params::ParamSet& params, const core::Ten
   if (options_.compress_bf16 && dp_size_ > 1) {
     wire_bf16_.assign(static_cast<size_t>(grads.numel()), 0);
   }
+  if (options_.node_shared) {
+    const NodeSharedArenas& shared = *options_.node_shared;
+    TESSERA_ASSERT(options_.shard && !options_.compress_bf16 && sparse < 0 &&
+                       shared.size() == dp_size_ && shared.rank() == dp_comm.rank() &&
+                       shared.numel() == grads.numel(),
+                   "building a node-shared gradient reducer (sharded, no bf16 compression or "
+                   "sparse rows, arenas made over this dp group with the gradients' size)");
+    shared_grads_ = shared.index_of(grads.raw());
+    TESSERA_ASSERT(shared_grads_ >= 0,
+                   "building a node-shared gradient reducer (the gradient arena must be one of "
+                   "the node-shared arenas)");
+  }
 }
 
 GradientReducer::~GradientReducer() = default;
@@ -148,6 +161,27 @@ void GradientReducer::all_gather_owned(const core::Tensor& arena) {
   TESSERA_ASSERT(options_.shard && arena.numel() == grads_.numel(),
                  "all-gathering owned pieces (a sharded reducer, an arena of the gradients' size)");
   Timeline::Scope scope(timeline_, "reducer.all_gather", "allgather", Lane::kCommunication);
+  const int shared = options_.node_shared ? options_.node_shared->index_of(arena.raw()) : -1;
+  if (shared >= 0 && dp_size_ > 1) {
+    dp_comm_.barrier();  // every rank has written its own pieces
+    float* mine = arena.f32();
+    const int me = dp_comm_.rank();
+    for (const Bucket& bucket : buckets_) {
+      for (int q = 0; q < dp_size_; ++q) {
+        if (q == me) continue;
+        const Piece p = piece_of(bucket.count, dp_size_, q);
+        const float* theirs = options_.node_shared->peer(q, shared) + bucket.begin + p.begin;
+        float* dst = mine + bucket.begin + p.begin;
+        const int64_t n = p.size();
+#pragma omp parallel for schedule(static) if (n >= kMinParallel)
+        for (int64_t c = 0; c < n; c += kProgressChunk) {
+          std::memcpy(dst + c, theirs + c,
+                      static_cast<size_t>(std::min(kProgressChunk, n - c)) * sizeof(float));
+        }
+      }
+    }
+    return;
+  }
   for (const Bucket& bucket : buckets_) {
     dp_comm_.all_gather_pieces(arena.f32() + bucket.begin, bucket.count);
   }
@@ -164,7 +198,7 @@ void GradientReducer::mark_ready(int param_index) {
   if (options_.compress_bf16) convert_to_wire(param_index);
   Bucket& bucket = buckets_[bucket_of_[param_index]];
   bucket.pending -= 1;
-  if (!options_.overlap) return;
+  if (!options_.overlap || options_.node_shared) return;
   launch_full_buckets();
   progress();
 }
@@ -220,7 +254,7 @@ void GradientReducer::add_gathered_rows() {
 }
 
 void GradientReducer::poll() {
-  if (dp_size_ > 1 && options_.overlap) progress();
+  if (dp_size_ > 1 && options_.overlap && !options_.node_shared) progress();
 }
 
 void GradientReducer::progress() {
@@ -241,6 +275,11 @@ void GradientReducer::finish() {
     ready_[i] = 1;
     if (options_.compress_bf16) convert_to_wire(i);
     buckets_[bucket_of_[i]].pending -= 1;
+  }
+  if (options_.node_shared) {
+    finish_node_shared();
+    reset();
+    return;
   }
   launch_full_buckets();
   // Invariant: every bucket is full now, so every bucket has started.
@@ -302,6 +341,41 @@ void GradientReducer::finish() {
   }
   if (options_.sparse_param >= 0) add_gathered_rows();
   reset();
+}
+
+void GradientReducer::finish_node_shared() {
+  const NodeSharedArenas& shared = *options_.node_shared;
+  const float scale = options_.average ? 1.0f / static_cast<float>(dp_size_) : 1.0f;
+  const int me = dp_comm_.rank();
+  dp_comm_.barrier();  // every rank's gradients are final
+  {
+    Timeline::Scope scope(timeline_, "node-shared reduce", "allreduce", Lane::kCompute);
+    // Chunks small enough to stay in L1 while every rank's values are added in rank order.
+    constexpr int64_t kChunk = 1024;
+    for (const Bucket& bucket : buckets_) {
+      const Piece p = piece_of(bucket.count, dp_size_, me);
+      const int64_t offset = bucket.begin + p.begin, n = p.size();
+      float* dst = grads_.f32() + offset;
+#pragma omp parallel for schedule(static) if (n >= kMinParallel)
+      for (int64_t c = 0; c < n; c += kChunk) {
+        const int64_t m = std::min(kChunk, n - c);
+        alignas(64) float acc[kChunk];
+        const float* first = shared.peer(0, shared_grads_) + offset + c;
+        for (int64_t k = 0; k < m; ++k) acc[k] = first[k];
+        for (int q = 1; q < dp_size_; ++q) {
+          const float* theirs = shared.peer(q, shared_grads_) + offset + c;
+#pragma omp simd
+          for (int64_t k = 0; k < m; ++k) acc[k] += theirs[k];
+        }
+        if (options_.average) {
+          for (int64_t k = 0; k < m; ++k) dst[c + k] = acc[k] * scale;
+        } else {
+          std::memcpy(dst + c, acc, static_cast<size_t>(m) * sizeof(float));
+        }
+      }
+    }
+  }
+  dp_comm_.barrier();  // every rank is done reading the others' gradients
 }
 
 void GradientReducer::convert_to_wire(int param_index) {

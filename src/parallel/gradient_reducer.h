@@ -19,6 +19,7 @@ class ParamSet;
 
 namespace tessera::parallel {
 
+class NodeSharedArenas;
 class Timeline;
 
 struct ReducerOptions {
@@ -36,6 +37,11 @@ struct ReducerOptions {
   int sparse_param = -1;
   int64_t sparse_capacity = 0;  // rows per rank per step (at most)
   int64_t sparse_width = 0;     // elements per row; the gradient is (numel / width, width)
+  // Sharded only, every dp rank on one node (parallel.node_shared): the gradient arena (and the
+  // weights given to all_gather_owned) are arenas of this object, so finish() sums each rank's
+  // pieces straight from the others' arenas and all_gather_owned copies theirs: no MPI copies,
+  // nothing in flight during backward. Not with sparse_param or compress_bf16.
+  std::shared_ptr<NodeSharedArenas> node_shared = nullptr;
 };
 
 // Whether exchanging `rows_per_rank` rows of a `table_rows`-row gradient as sparse rows (an
@@ -104,6 +110,14 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 // the rest of the arena is unspecified. The optimizer updates the owned weights and
 // all_gather_owned() then gives every rank every piece. The wire bytes per rank are those of
 // the all-reduce (a reduce-scatter plus an all-gather is how rings all-reduce anyway).
+// Node-shared (options.node_shared, sharded only): mark_ready and poll only count; finish() is a
+// barrier (every rank's gradients final), then each rank writes into its own pieces the sum of
+// every rank's gradient there, read from their arenas in rank order (0, 1, ..., dp - 1), then a
+// second barrier (every rank is done reading the others). all_gather_owned on a node-shared
+// arena is a barrier (every rank has updated its pieces), then each rank copies the others'
+// pieces from their arenas. A rank writes its pieces of a shared arena only between these
+// barriers, and the others read them only after the next one, so no further synchronisation is
+// needed; the trainer's other collectives come in between anyway.
 // Between mark_ready(i) and finish() the caller neither reads nor writes gradient i: its arena
 // range may be under an in-flight all-reduce. The arena's padding between parameters is summed
 // too (it is never read as a gradient). No other collective may be issued on dp_comm between
@@ -175,6 +189,7 @@ class GradientReducer {
   void reset();
   void gather_sparse_rows();  // step 5': the all-gather
   void add_gathered_rows();   // step 5': into the averaged gradient, in rank order
+  void finish_node_shared();  // finish() with options.node_shared: the two barriers and the sums
 
   core::Tensor grads_;
   backends::Backend* backend_;  // device arenas only
@@ -192,6 +207,7 @@ class GradientReducer {
   // Sparse rows: (capacity, 1 + width) floats each row, its index (exact below 2^24) first.
   std::vector<float> sparse_send_, sparse_recv_;
   int64_t sparse_rows_ = 0;  // rows added this step
+  int shared_grads_ = -1;    // the gradient arena's index in options.node_shared
 };
 
 }  // namespace tessera::parallel

@@ -32,6 +32,7 @@
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 #include "parallel/gradient_reducer.h"
+#include "parallel/node_shared_arenas.h"
 #include "parallel/process_grid.h"
 #include "parallel/timeline.h"
 #include "parallel/watchdog.h"
@@ -427,8 +428,33 @@ void Trainer::set_up_model() {
   // communicators (NCCL on a GPU, made here: collective over the world; MPI on the CPU). Host
   // values (loss sums, the grad norm's squares) keep going over the MPI ones.
   grid_.attach_device(*backend_);
+  // ZeRO-1 with the dp group on one node (parallel.node_shared): the weight and gradient arenas
+  // are memory the group shares, so the sharded exchange needs no MPI copies.
+  std::shared_ptr<parallel::NodeSharedArenas> shared;
+  models::Gpt::Arenas arenas;
+  const std::string& node_shared = config_.parallel.node_shared;
+  if (dp_size_ > 1 && config_.optim.zero == 1 && backend_->device() == core::Device::kCpu &&
+      node_shared != "off") {
+    auto* dp_mpi = dynamic_cast<parallel::MpiCommunicator*>(&grid_.dp_comm());
+    TESSERA_ASSERT(dp_mpi != nullptr, "sharing arenas over dp (the dp group is an MPI one)");
+    const int64_t numel =
+        params::ParamSet(models::Gpt::param_specs(config_.model), grid_.tp_rank(), grid_.tp_size())
+            .total_local_numel();
+    std::string why;
+    shared = parallel::NodeSharedArenas::create(dp_mpi->comm(), numel, 2, &why);
+    if (shared) {
+      arenas.weights = shared->arena(0);
+      arenas.grads = shared->arena(1);
+    } else if (node_shared == "on") {
+      throw Error("parallel.node_shared=on cannot share the ZeRO-1 arenas: " + why +
+                  "; set parallel.node_shared=auto (MPI exchange where it cannot) or off");
+    } else if (grid_.world_rank() == 0) {
+      core::log_info("ZeRO-1 exchanges over MPI (parallel.node_shared auto: " + why + ")");
+    }
+  }
   model_ = std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
-                                         backend_.get(), config_.parallel.sequence_parallel);
+                                         backend_.get(), config_.parallel.sequence_parallel,
+                                         arenas);
   model_->set_timeline(timeline_.get());
   if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
@@ -443,8 +469,10 @@ void Trainer::set_up_model() {
     const params::ParamSet& ps = model_->param_set();
     const int wte = ps.index_of("wte");
     const std::string& mode = config_.parallel.sparse_embedding;
+    ro.node_shared = shared;
+    // Node-shared: the dense sum costs no message, so no sparse rows either.
     const bool sparse =
-        model_->grads().device() == core::Device::kCpu &&
+        !shared && model_->grads().device() == core::Device::kCpu &&
         (mode == "on" || (mode == "auto" && parallel::sparse_rows_pay(dp_size_, micro_ * T_,
                                                                       ps.local_shape(wte)[0])));
     if (sparse) {

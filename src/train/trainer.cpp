@@ -262,6 +262,7 @@ class Trainer {
   std::unique_ptr<models::Gpt> model_;
   std::unique_ptr<optim::AdamW> adamw_;
   std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp_size == 1
+  bool node_shared_ = false;  // ZeRO-1's arenas are node-shared (parallel.node_shared)
   std::function<void(int)> on_ready_;
   models::Gpt::SparseRowsHook sparse_rows_;  // set when the reducer exchanges wte's rows
   // Resume or init.
@@ -443,6 +444,7 @@ void Trainer::set_up_model() {
     std::string why;
     shared = parallel::NodeSharedArenas::create(dp_mpi->comm(), numel, 2, &why);
     if (shared) {
+      node_shared_ = true;
       arenas.weights = shared->arena(0);
       arenas.grads = shared->arena(1);
     } else if (node_shared == "on") {
@@ -618,7 +620,10 @@ void Trainer::log_run() {
   core::log_info(line);
   std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank%s",
                 static_cast<double>(adamw_->state_bytes()) / (1 << 20),
-                adamw_->sharded() ? " (optim.zero 1: sharded over dp)" : "");
+                !adamw_->sharded() ? ""
+                : node_shared_  ? " (optim.zero 1: sharded over dp, exchanged through node-shared "
+                                  "memory)"
+                                : " (optim.zero 1: sharded over dp, exchanged over MPI)");
   core::log_info(line);
   core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # tessera-plan's predicted step time against the measured one, for every 1-, 2- and 4-rank
-# dp x tp layout (zero 0 and 1; sequence parallelism off and on; micro-batch = the whole
-# per-rank batch)
+# dp x tp layout (zero 0 and 1, ZeRO-1 node-shared as the trainer runs it on one node; sequence
+# parallelism off and on; micro-batch = the whole per-rank batch)
 # of the tiny model and GPT-2 124M on this machine. At each world size the planner measures the
 # machine on the spot (mpirun -n N tessera-plan --measure --json); then bench_grid times each
 # layout (median of STEPS steps after a warm-up) with the same threads per rank. Prints the rows,
 # then a markdown table with each model's median relative error and the Spearman rank
 # correlation of predicted and measured step times.
 # Usage: bench/run_plan_bench.sh   (after scripts/build.sh; TESSERA_BUILD_DIR=build-x for another
-# build; STEPS=3; TINY="batch seq" and BIG="batch seq" set the workloads, "16 64" and "4 64")
+# build; STEPS=3 (124M) and STEPS_TINY=15 steps timed; TINY="batch seq" and BIG="batch seq" set the workloads, "16 64" and "4 64")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${TESSERA_BUILD_DIR:-build}
@@ -17,7 +17,9 @@ for exe in "$build/apps/tessera-plan" "$build/bench/bench_grid"; do
 done
 if [[ $EUID -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OMP_WAIT_POLICY=PASSIVE
-steps=${STEPS:-3}
+steps_big=${STEPS:-3}
+# The tiny model's steps last ~60 ms, where a few ms of noise reorder its layouts: more steps.
+steps_tiny=${STEPS_TINY:-15}
 read -r tiny_b tiny_t <<< "${TINY:-16 64}"
 read -r big_b big_t <<< "${BIG:-4 64}"
 out=$(mktemp -d)
@@ -26,6 +28,8 @@ echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?')
 
 for spec in "tiny configs/tiny.yaml $tiny_b $tiny_t" "gpt2-124m configs/gpt2-124m.yaml $big_b $big_t"; do
   read -r name cfg b t <<< "$spec"
+  steps=$steps_big
+  [[ $name == tiny ]] && steps=$steps_tiny
   for n in 1 2 4; do
     sets=(--set "train.batch_size=$b" --set "train.seq_len=$t")
     mpirun -n "$n" --oversubscribe --bind-to none "$build/apps/tessera-plan" "$cfg" "${sets[@]}" \
@@ -40,7 +44,7 @@ for spec in "tiny configs/tiny.yaml $tiny_b $tiny_t" "gpt2-124m configs/gpt2-124
           [[ -n $sp && $tp == 1 ]] && continue
           mpirun -n "$n" --oversubscribe --bind-to none "$build/bench/bench_grid" --config "$cfg" \
             --batch-per-rank $((b / dp)) --seq "$t" --tp "$tp" --threads 0 --steps "$steps" \
-            --warmup 1 --zero "$zero" $sp |
+            --warmup 1 --zero "$zero" $( ((zero == 1)) && echo --node-shared) $sp |
             sed "s/^{/{\"model\":\"$name\",\"kind\":\"measured\",/" | tee -a "$out/rows.jsonl"
         done
       done

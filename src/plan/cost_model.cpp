@@ -159,7 +159,17 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
     const double rest = std::max(0.0, grads - wte);
     const double buckets = std::ceil(rest / (w.bucket_mb * 1048576.0)) + 1;
     const double window = 2.0 / 3.0 * (p.gemm_s + p.elementwise_s) / micro_batches;
-    if (layout.zero == 1) {
+    // ZeRO-1 on the CPU backend with the dp group on one node takes the node-shared exchange
+    // (parallel.node_shared auto): no messages, only memory traffic after backward: the owned
+    // pieces read from every rank and written once (dp + 1 passes over P / dp), the others'
+    // updated weights copied in (a read and a write of (dp - 1) / dp of them), and three
+    // barriers.
+    const bool node_shared = layout.zero == 1 && !bf16 &&
+                             static_cast<int64_t>(dp) * tp <= cluster.devices_per_node;
+    if (node_shared) {
+      const double bytes = (dp + 1.0) * grads / dp + 2.0 * (dp - 1.0) / dp * P * e;
+      p.dp_comm_s = bytes / cluster.memory_Bps + 3 * link.latency_s;
+    } else if (layout.zero == 1) {
       const double rest_s = reduce_scatter_s(rest, dp, link) + buckets * (dp - 1) * link.latency_s;
       p.dp_comm_s = std::max(0.0, rest_s - window) + reduce_scatter_s(wte, dp, link) +
                     all_gather_s(P * e, dp, link) + buckets * (dp - 1) * link.latency_s;

@@ -85,12 +85,25 @@ TEST(PlanCostModel, DataParallelByHand) {
   // cost 2 us + 3.68 us + 2 buckets x 2 us = 9.68 us, under the 2/3 x 31.616 us window of
   // backward; wte's all-reduce shows: 2 us + 0.512 us.
   EXPECT_NEAR(p.dp_comm_s, 2.512e-6, 1e-15);
-  // ZeRO-1: the moments halve, the dp step becomes the exposed wte reduce-scatter (1 us +
-  // 0.256 us) plus a gather of the weights (1 us + 2.096 us) plus a latency per bucket (2 us).
-  const Prediction z = predict(w, unit_cluster(2), Layout{2, 1, 1, 1, false});
+  // ZeRO-1 over MPI (the two ranks on two nodes): the moments halve, the dp step becomes the
+  // exposed wte reduce-scatter (1 us + 0.256 us) plus a gather of the weights (1 us + 2.096 us)
+  // plus a latency per bucket (2 us).
+  Cluster two_nodes = unit_cluster(1);
+  two_nodes.nodes = 2;
+  const Prediction z = predict(w, two_nodes, Layout{2, 1, 1, 1, false});
   ASSERT_TRUE(z.fits) << z.why_not;
   EXPECT_DOUBLE_EQ(z.optimizer, 8384.0 / 2);
   EXPECT_NEAR(z.dp_comm_s, 1.256e-6 + 3.096e-6 + 2e-6, 1e-15);
+  // ZeRO-1 on one node (node-shared, fp32): memory traffic only. The owned half of 4192 bytes of
+  // gradients read from both ranks and written (3 x 2096), the other half of the weights read
+  // and written (2 x 2096): 10480 bytes at 1 GB/s, plus three barriers (3 us).
+  const Prediction s = predict(w, unit_cluster(2), Layout{2, 1, 1, 1, false});
+  ASSERT_TRUE(s.fits) << s.why_not;
+  EXPECT_NEAR(s.dp_comm_s, 10.48e-6 + 3e-6, 1e-15);
+  // In bf16 (a GPU cluster) it is the MPI/NCCL exchange even on one node.
+  Cluster gpus = unit_cluster(2);
+  gpus.precision = "bf16";
+  EXPECT_GT(predict(w, gpus, Layout{2, 1, 1, 1, false}).dp_comm_s, 0.0);
 }
 
 TEST(PlanCostModel, TensorAndSequenceParallelByHand) {

@@ -186,12 +186,11 @@ int main(int argc, char** argv) {
     std::shared_ptr<parallel::NodeSharedArenas> shared;
     models::Gpt::Arenas arenas;
     if (node_shared && zero == 1 && dp_size > 1) {
-      auto* dp_mpi = dynamic_cast<parallel::MpiCommunicator*>(&grid.dp_comm());
       const int64_t numel =
           params::ParamSet(models::Gpt::param_specs(mc), grid.tp_rank(), grid.tp_size())
               .total_local_numel();
       std::string why;
-      shared = parallel::NodeSharedArenas::create(dp_mpi->comm(), numel, 2, &why);
+      shared = parallel::NodeSharedArenas::create(grid.dp_comm(), numel, 2, &why);
       if (!shared) return core::Status::error("bench_grid: --node-shared: " + why);
       arenas.weights = shared->arena(0);
       arenas.grads = shared->arena(1);

@@ -97,6 +97,16 @@ std::shared_ptr<NodeSharedArenas> NodeSharedArenas::create(MPI_Comm comm, int64_
   return arenas;
 }
 
+std::shared_ptr<NodeSharedArenas> NodeSharedArenas::create(Communicator& comm, int64_t numel,
+                                                           int count, std::string* why) {
+  auto* mpi = dynamic_cast<MpiCommunicator*>(&comm);
+  if (mpi == nullptr) {
+    *why = "the " + comm.name() + " group is not an MPI communicator";
+    return nullptr;
+  }
+  return create(mpi->comm(), numel, count, why);
+}
+
 NodeSharedArenas::~NodeSharedArenas() {
   if (base_ != nullptr) munmap(base_, mapped_bytes_);
 }

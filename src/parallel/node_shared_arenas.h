@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 
 namespace tessera::parallel {
 
@@ -28,6 +29,9 @@ class NodeSharedArenas : public std::enable_shared_from_this<NodeSharedArenas> {
   // node (MPI_COMM_TYPE_SHARED) or the memory cannot be shared here; every rank gets the same
   // answer. Never throws for those reasons; an MPI failure throws as usual.
   static std::shared_ptr<NodeSharedArenas> create(MPI_Comm comm, int64_t numel, int count,
+                                                  std::string* why);
+  // The same over a Communicator: null (with *why) unless it is an MpiCommunicator.
+  static std::shared_ptr<NodeSharedArenas> create(Communicator& comm, int64_t numel, int count,
                                                   std::string* why);
   ~NodeSharedArenas();
   NodeSharedArenas(const NodeSharedArenas&) = delete;

@@ -436,13 +436,11 @@ void Trainer::set_up_model() {
   const std::string& node_shared = config_.parallel.node_shared;
   if (dp_size_ > 1 && config_.optim.zero == 1 && backend_->device() == core::Device::kCpu &&
       node_shared != "off") {
-    auto* dp_mpi = dynamic_cast<parallel::MpiCommunicator*>(&grid_.dp_comm());
-    TESSERA_ASSERT(dp_mpi != nullptr, "sharing arenas over dp (the dp group is an MPI one)");
     const int64_t numel =
         params::ParamSet(models::Gpt::param_specs(config_.model), grid_.tp_rank(), grid_.tp_size())
             .total_local_numel();
     std::string why;
-    shared = parallel::NodeSharedArenas::create(dp_mpi->comm(), numel, 2, &why);
+    shared = parallel::NodeSharedArenas::create(grid_.dp_comm(), numel, 2, &why);
     if (shared) {
       node_shared_ = true;
       arenas.weights = shared->arena(0);

@@ -60,11 +60,9 @@ TEST(NodeShared, EveryRankSeesEveryRanksArenas) {
 TEST(NodeShared, ReducerSumsEveryRanksPiecesAndGathersTheWeights) {
   core::Config c = small_config(1);
   parallel::ProcessGrid grid(MPI_COMM_WORLD, 1);
-  auto* dp = dynamic_cast<parallel::MpiCommunicator*>(&grid.dp_comm());
-  ASSERT_NE(dp, nullptr);
   params::ParamSet ps(models::Gpt::param_specs(c.model), 0, 1);
   std::string why;
-  auto shared = parallel::NodeSharedArenas::create(dp->comm(), ps.total_local_numel(), 2, &why);
+  auto shared = parallel::NodeSharedArenas::create(grid.dp_comm(), ps.total_local_numel(), 2, &why);
   ASSERT_TRUE(shared) << why;
   core::Tensor weights = shared->arena(0), grads = shared->arena(1);
   parallel::ReducerOptions ro;

@@ -83,8 +83,7 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       params_(param_specs(model), tp_rank_, tp_size_),
       weights_(arenas.weights.defined() ? arenas.weights
                                         : backend_.zeros({params_.total_local_numel()})),
-      grads_(arenas.grads.defined() ? arenas.grads
-                                    : backend_.zeros({params_.total_local_numel()})),
+      grads_(arenas.grads.defined() ? arenas.grads : backend_.zeros({params_.total_local_numel()})),
       ctx_{backend_, *tp_comm_, params_, weights_, grads_, tp_rank_, tp_size_} {
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
   TESSERA_ASSERT(weights_.numel() == params_.total_local_numel() &&

@@ -32,8 +32,8 @@ bool all_on_one_node(MPI_Comm comm, int size) {
 
 }  // namespace
 
-std::shared_ptr<NodeSharedArenas> NodeSharedArenas::create(MPI_Comm comm, int64_t numel,
-                                                           int count, std::string* why) {
+std::shared_ptr<NodeSharedArenas> NodeSharedArenas::create(MPI_Comm comm, int64_t numel, int count,
+                                                           std::string* why) {
   TESSERA_ASSERT(numel >= 0 && count > 0, "sharing arenas on a node (numel >= 0, count > 0)");
   int rank = 0, size = 1;
   TESSERA_MPI_CHECK(MPI_Comm_rank(comm, &rank), "reading the rank for node-shared arenas");
@@ -123,9 +123,9 @@ float* NodeSharedArenas::peer(int q, int k) const {
 core::Tensor NodeSharedArenas::arena(int k) {
   float* data = peer(rank_, k);
   // The storage holds the mapping: it is unmapped when the last tensor and owner are gone.
-  auto storage = std::make_shared<core::Storage>(
-      data, static_cast<size_t>(numel_) * sizeof(float), core::Device::kCpu,
-      [keep = shared_from_this()](void*) {});
+  auto storage =
+      std::make_shared<core::Storage>(data, static_cast<size_t>(numel_) * sizeof(float),
+                                      core::Device::kCpu, [keep = shared_from_this()](void*) {});
   return core::Tensor::adopt(storage, {numel_}, core::DType::kF32);
 }
 

@@ -164,8 +164,8 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
     // pieces read from every rank and written once (dp + 1 passes over P / dp), the others'
     // updated weights copied in (a read and a write of (dp - 1) / dp of them), and three
     // barriers.
-    const bool node_shared = layout.zero == 1 && !bf16 &&
-                             static_cast<int64_t>(dp) * tp <= cluster.devices_per_node;
+    const bool node_shared =
+        layout.zero == 1 && !bf16 && static_cast<int64_t>(dp) * tp <= cluster.devices_per_node;
     if (node_shared) {
       const double bytes = (dp + 1.0) * grads / dp + 2.0 * (dp - 1.0) / dp * P * e;
       p.dp_comm_s = bytes / cluster.memory_Bps + 3 * link.latency_s;

@@ -452,9 +452,9 @@ void Trainer::set_up_model() {
       core::log_info("ZeRO-1 exchanges over MPI (parallel.node_shared auto: " + why + ")");
     }
   }
-  model_ = std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
-                                         backend_.get(), config_.parallel.sequence_parallel,
-                                         arenas);
+  model_ =
+      std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
+                                    backend_.get(), config_.parallel.sequence_parallel, arenas);
   model_->set_timeline(timeline_.get());
   if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
@@ -619,9 +619,9 @@ void Trainer::log_run() {
   std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank%s",
                 static_cast<double>(adamw_->state_bytes()) / (1 << 20),
                 !adamw_->sharded() ? ""
-                : node_shared_  ? " (optim.zero 1: sharded over dp, exchanged through node-shared "
-                                  "memory)"
-                                : " (optim.zero 1: sharded over dp, exchanged over MPI)");
+                : node_shared_ ? " (optim.zero 1: sharded over dp, exchanged through node-shared "
+                                 "memory)"
+                               : " (optim.zero 1: sharded over dp, exchanged over MPI)");
   core::log_info(line);
   core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");

@@ -153,11 +153,12 @@ int main(int argc, char** argv) {
     std::printf("tessera-plan: %s on %d %s (%s)\n", config_path.c_str(), world,
                 world == 1 ? "device" : "devices", cluster.source.c_str());
     std::printf("  GEMM %.1f TFLOP/s (best shape), streaming %.1f GB/s, link %.1f us + %.2f GB/s"
-                " (intra), %.1f us + %.2f GB/s (inter), %.1f GB per device, %s\n",
+                " (intra), %.1f us + %.2f GB/s (inter), %.1f GB per device, %s, dp reduce %s\n",
                 cluster.gemm_flops / 1e12, cluster.memory_Bps / 1e9, cluster.intra.latency_s * 1e6,
                 cluster.intra.bandwidth_Bps / 1e9, cluster.inter.latency_s * 1e6,
                 cluster.inter.bandwidth_Bps / 1e9, cluster.device_memory_bytes / 1e9,
-                cluster.precision.c_str());
+                cluster.precision.c_str(),
+                cluster.comm_overlaps_compute ? "overlaps backward" : "on the compute cores");
     std::printf("  workload: global batch %ld x %ld tokens\n\n",
                 static_cast<long>(w.global_batch), static_cast<long>(w.seq_len));
     std::printf("  %-4s %-44s %10s %9s %9s %9s %9s %9s %9s\n", "rank", "layout", "step ms",

@@ -18,7 +18,7 @@ namespace {
 const std::set<std::string> kKeys = {
     "name",          "nodes",          "devices_per_node",   "device_memory_gb",
     "precision",     "gemm_tflops",    "peak_tflops",    "memory_bandwidth_gbs", "intra_latency_us",
-    "intra_bandwidth_gbs", "inter_latency_us", "inter_bandwidth_gbs"};
+    "intra_bandwidth_gbs", "inter_latency_us", "inter_bandwidth_gbs", "comm_overlaps_compute"};
 
 }  // namespace
 
@@ -94,6 +94,13 @@ core::Result<Cluster> load_cluster(const std::string& path) {
   c.memory_Bps = bw * 1e9;
   c.intra = {il * 1e-6, ib * 1e9};
   c.inter = {xl * 1e-6, xb * 1e9};
+  if (root["comm_overlaps_compute"]) {
+    try {
+      c.comm_overlaps_compute = root["comm_overlaps_compute"].as<bool>();
+    } catch (const YAML::Exception&) {
+      return core::Status::error(where + ": key 'comm_overlaps_compute' must be true or false");
+    }
+  }
   c.precision = root["precision"] ? root["precision"].as<std::string>() : "fp32";
   if (c.precision != "fp32" && c.precision != "bf16") {
     return core::Status::error(where + ": key 'precision' = '" + c.precision +

@@ -29,6 +29,11 @@ struct Cluster {
   double memory_Bps = 0;           // achievable streaming bandwidth per device (element-wise ops)
   Link intra;                      // between devices of one node
   Link inter;                      // between nodes
+  // Whether a collective runs beside the computation without slowing it (GPUs: NCCL on its own
+  // SMs and copy engines, or a spare core). false: the collectives' copies and sums run on the
+  // cores that compute (the CPU backend, whose trainer gives each rank cores / ranks threads),
+  // so the dp reduction cannot hide under backward: it adds to the step.
+  bool comm_overlaps_compute = true;
   // GEMM FLOP/s per shape (m, n, k: C(m x n) += A(m x k) B(k x n)), measured on the spot; a
   // shape missing here runs at gemm_flops.
   std::map<std::tuple<int64_t, int64_t, int64_t>, double> gemm_rates;

@@ -158,7 +158,10 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
     const double wte = Vp * C / tp * 4.0;
     const double rest = std::max(0.0, grads - wte);
     const double buckets = std::ceil(rest / (w.bucket_mb * 1048576.0)) + 1;
-    const double window = 2.0 / 3.0 * (p.gemm_s + p.elementwise_s) / micro_batches;
+    // (No window where the collectives compute on the same cores: cluster.comm_overlaps_compute.)
+    const double window = cluster.comm_overlaps_compute
+                              ? 2.0 / 3.0 * (p.gemm_s + p.elementwise_s) / micro_batches
+                              : 0.0;
     // ZeRO-1 on the CPU backend with the dp group on one node takes the node-shared exchange
     // (parallel.node_shared auto): no messages, only memory traffic after backward: the owned
     // pieces read from every rank and written once (dp + 1 passes over P / dp), the others'

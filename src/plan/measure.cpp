@@ -13,11 +13,14 @@ namespace tessera::plan {
 
 namespace {
 
-// The slowest rank's value of a per-rank rate (the step waits for it).
-double slowest(double rate, parallel::Communicator& world) {
-  double neg = -rate;
-  world.all_reduce(&neg, 1, parallel::ReduceOp::kMax);
-  return -neg;
+// The slowest rank's time of one trial that every rank started together: the step waits for
+// the last rank, and on an oversubscribed node (more ranks than cores) a rank's own clock says
+// how long it ran when it ran, not how long the others waited for it. Taking each rank's best
+// trial first and then the slowest rank's would credit every rank with its luckiest share of
+// the cores.
+double slowest(double seconds, parallel::Communicator& world) {
+  world.all_reduce(&seconds, 1, parallel::ReduceOp::kMax);
+  return seconds;
 }
 
 double gemm_flops(int64_t m, int64_t n, int64_t k, parallel::Communicator& world) {
@@ -25,7 +28,8 @@ double gemm_flops(int64_t m, int64_t n, int64_t k, parallel::Communicator& world
   std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(n * k), 0.25f),
       c(static_cast<size_t>(m * n));
   const double flops = 2.0 * m * n * k;
-  // Repeat to about 50 ms per timing (at least once), best of 3 after a warm-up run.
+  // Repeat to about 50 ms per timing (at least once), the best of 3 trials (each as long as its
+  // slowest rank) after a warm-up run.
   be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n);
   double best = 0;
   int reps = 1;
@@ -33,14 +37,14 @@ double gemm_flops(int64_t m, int64_t n, int64_t k, parallel::Communicator& world
     world.barrier();
     core::Timer t;
     for (int r = 0; r < reps; ++r) be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n);
-    const double s = t.seconds();
+    const double s = slowest(t.seconds(), world);
     if (trial == 0) {
       reps = std::max(1, static_cast<int>(0.05 / std::max(s, 1e-6)));
       continue;
     }
     best = std::max(best, flops * reps / s);
   }
-  return slowest(best, world);
+  return best;
 }
 
 double triad_Bps(parallel::Communicator& world) {
@@ -52,10 +56,10 @@ double triad_Bps(parallel::Communicator& world) {
     core::Timer t;
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) a[i] = b[i] + 0.5f * c[i];
-    const double s = t.seconds();
+    const double s = slowest(t.seconds(), world);
     if (trial > 0) best = std::max(best, 12.0 * n / s);
   }
-  return slowest(best, world);
+  return best;
 }
 
 // Median time of an all-reduce of `floats` floats over world.
@@ -84,6 +88,8 @@ Cluster measure_cluster(const std::vector<Gemm>& gemms, parallel::Communicator& 
   c.devices_per_node = world.size();
   c.device_memory_bytes = device_memory_bytes;
   c.precision = "fp32";
+  // The CPU backend's collectives copy and sum on the cores that compute.
+  c.comm_overlaps_compute = false;
   std::set<std::tuple<int64_t, int64_t, int64_t>> shapes;
   for (const Gemm& g : gemms) shapes.insert({g.m, g.n, g.k});
   double best = 0;

@@ -1,7 +1,8 @@
 // Decode-step speed of one rank: the batched KV-cache step of generation and serving
 // (generate::Generator, models::Gpt::decode) at R sequences, for a GPT config with random
 // weights. Each sequence is a prompt of P tokens (prefilled together in the first steps), then
-// one decode row per step; reports the median prefill and decode step times, output tokens/s,
+// one decode row per step; reports the median prefill and decode step times (and a warm
+// one-sequence prefill, --prefill-reps times), output tokens/s,
 // the matmul share and its multiply-add rate. docs/PERF.md "Serving" uses it to explain
 // tessera-serve's concurrency figures.
 // Usage: bench_decode --config configs/gpt2-124m.yaml --rows 16 --prompt 64 --steps 20
@@ -32,12 +33,14 @@ int main(int argc, char** argv) {
   return core::run_app("bench_decode", argc, argv, [](int ac, char** av) -> core::Result<int> {
     CLI::App app{"Tessera decode-step benchmark (one rank)"};
     std::string config_path = "configs/gpt2-124m.yaml";
-    int rows = 16, prompt = 64, steps = 20, threads = 0;
+    int rows = 16, prompt = 64, steps = 20, threads = 0, prefill_reps = 5;
     app.add_option("--config", config_path, "model config (its model section)");
     app.add_option("--rows", rows, "sequences decoding at once");
     app.add_option("--prompt", prompt, "prompt tokens of each sequence");
     app.add_option("--steps", steps, "decode steps timed");
     app.add_option("--threads", threads, "compute threads (0: all cores)");
+    app.add_option("--prefill-reps", prefill_reps, "warm one-sequence prefills timed")
+        ->check(CLI::PositiveNumber);
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
@@ -75,6 +78,25 @@ int main(int argc, char** argv) {
       decode_ms.push_back(t.seconds() * 1e3);
     }
     const backends::KernelTimes k = model.kernel_times();
+    // A warm prefill (what a server's request pays once the weights are packed and the caches
+    // are hot; the first prefill above pays the packing): one sequence's whole prompt in one
+    // step, alone in the batch, `prefill_reps` times.
+    for (int r = 0; r < rows; ++r) gen.remove(r);
+    std::vector<double> warm_ms;
+    model.kernel_times() = {};
+    for (int rep = 0; rep < prefill_reps; ++rep) {
+      std::vector<int32_t> p(prompt);
+      for (int i = 0; i < prompt; ++i) p[i] = (53 * i + 7 * rep + 3) % mc.vocab_size;
+      auto id = gen.add(p, o);
+      if (!id) return id.status();
+      core::Timer t;
+      gen.step();
+      warm_ms.push_back(t.seconds() * 1e3);
+      gen.remove(*id);
+    }
+    const backends::KernelTimes kp = model.kernel_times();
+    double warm_total_ms = 0;
+    for (double d : warm_ms) warm_total_ms += d;
     double total_ms = 0;
     for (double d : decode_ms) total_ms += d;
     // Multiply-adds of one decode row's matmuls: 12 C^2 per layer (qkv, proj, fc, fc2) + head.
@@ -90,6 +112,10 @@ int main(int argc, char** argv) {
                            for (double d : prefill_ms) s += d;
                            return s;
                          }()},
+                        {"warm_prefill_ms_median", median(warm_ms)},
+                        {"warm_prefill_matmul_share", kp.matmul * 1e3 / warm_total_ms},
+                        {"warm_prefill_matmul_gflops",
+                         2.0 * 12.0 * C * C * mc.n_layer * prompt * prefill_reps / kp.matmul / 1e9},
                         {"decode_step_ms_median", median(decode_ms)},
                         {"output_tokens_per_s", rows * 1e3 / median(decode_ms)},
                         {"matmul_share", k.matmul * 1e3 / total_ms},

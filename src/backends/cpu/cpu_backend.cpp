@@ -65,7 +65,11 @@ void CpuBackend::freeze_weights(bool frozen) {
 }
 void CpuBackend::matmul(float* out, const float* inp, const float* weight, const float* bias,
                         int64_t N, int64_t C, int64_t OC) {
-  if (frozen_ == 0 || N > kc::kFewRows) return kc::matmul_forward(out, inp, weight, bias, N, C, OC);
+  if (frozen_ == 0) return kc::matmul_forward(out, inp, weight, bias, N, C, OC);
+  // Frozen: every row count through the packed copy, so a prefill chunk's rows are computed in
+  // the decode rows' order too. It is also faster than OpenBLAS's GEMM here, which packs the
+  // whole weight on every call: a 64-row 124M prefill step 107 -> 68 ms, still ahead at 1000
+  // rows (bench_decode --prefill-reps, docs/PERF.md "Serving").
   auto& packed = packed_[{weight, C, OC}];
   if (!packed) packed = std::make_unique<kc::PackedWeight>(weight, OC, C);
   kc::few_rows_forward(out, inp, *packed, bias, N);

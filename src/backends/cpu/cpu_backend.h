@@ -90,8 +90,9 @@ class CpuBackend final : public Backend {
                     const AdamWHyper& h, bool decay) override;
 
  private:
-  // out = inp · weightᵀ + bias: frozen and a few rows, through the weight's packed copy (packed
-  // at its first use); else kc::matmul_forward. The same bits either way.
+  // out = inp · weightᵀ + bias: frozen, through the weight's packed copy (packed at its first
+  // use) for any row count; else kc::matmul_forward. The same bits either way up to kFewRows
+  // rows; past them the packed path keeps each row's fixed order, which the GEMM does not.
   void matmul(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
               int64_t C, int64_t OC);
 

@@ -245,6 +245,9 @@ int main(int argc, char** argv) {
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
     if (!state) return state.status();
     generate::Generator generator(model, max_sequences, &grid.tp_comm());
+    // The backend's frozen weight copies are made here, before /health says ready, not during
+    // the first request (a collective over the tp group, like every step).
+    generator.warm_up();
     serve::Engine engine(generator);
     std::unique_ptr<serve::TpChannel> channel;
     if (tp > 1) channel = std::make_unique<serve::TpChannel>(grid.tp_comm());

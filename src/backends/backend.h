@@ -64,9 +64,12 @@ class Backend {
   // Serving's promise: while frozen, no weight passed to matmul_forward / matmul_gelu_forward
   // changes, so the backend may keep a copy of each in a layout faster for few-row products (the
   // CPU backend packs a weight into panels at its first use, docs/PERF.md "Serving"). Calls nest
-  // (a count); the last freeze_weights(false) drops the copies. The results are the same bits
-  // frozen or not. A no-op by default (CUDA).
+  // (a count); the last freeze_weights(false) drops the copies. Frozen, a row's result does not
+  // depend on how many rows the call has (the CPU backend: the same bits as unfrozen up to
+  // cpu::kFewRows rows, where both take the few-rows kernel). A no-op by default (CUDA).
   virtual void freeze_weights(bool frozen) { (void)frozen; }
+  // Bytes of the copies kept while frozen (0 when none).
+  virtual size_t frozen_copy_bytes() const { return 0; }
   // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC); bias may be null. OVERWRITES out.
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                               int64_t N, int64_t C, int64_t OC) = 0;

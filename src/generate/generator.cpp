@@ -188,6 +188,17 @@ void Generator::remove(int id) {
 
 bool Generator::idle() const { return running() == 0; }
 
+void Generator::warm_up() {
+  TESSERA_ASSERT(idle(), "warm_up() runs alone: no sequence of add() may be running");
+  GenerateOptions o;
+  o.max_tokens = 1;
+  o.stop_at_eot = false;
+  o.sampling.temperature = 0;
+  auto id = add({0}, o);
+  TESSERA_ASSERT(id.is_ok(), "warming up the generator (a one-token prompt in a free slot)");
+  while (!idle()) step();
+}
+
 int64_t Generator::running() const {
   return std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s != nullptr; });
 }

@@ -111,6 +111,10 @@ class Generator {
   // in the model's rows (chunked prefill), then a token sampled for every sequence whose prompt
   // is done. Finished sequences leave (their slot is free again). Empty when idle.
   std::vector<StepEvent> step();
+  // One throw-away one-token step, so that the backend makes its frozen copies of the weights
+  // (Backend::freeze_weights) now rather than during the first request (124M on 2 cores: ~1.5
+  // s). Needs an idle generator and a free slot; emits nothing and leaves it idle.
+  void warm_up();
   // Leaves at once (a cancelled request); a no-op for an unknown id.
   void remove(int id);
   bool idle() const;

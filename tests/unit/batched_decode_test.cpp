@@ -240,5 +240,35 @@ TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
   EXPECT_EQ(out, alone(gpt, p, options_for(3)));
 }
 
+// warm_up() makes the backend's frozen copies of every weight a step uses (the CPU backend packs
+// them at first use: the layers' four linears and the tied head), emits nothing, leaves the
+// generator idle, and changes no later output.
+TEST(BatchedDecode, WarmUpPacksTheWeightsAndChangesNothingElse) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(8);
+  const auto p = prompt_of(7, 2);
+  const std::vector<int32_t> expected = alone(gpt, p, options_for(1));
+  Generator g(gpt, 2);
+  EXPECT_EQ(gpt.backend().frozen_copy_bytes(), 0u);
+  g.warm_up();
+  EXPECT_TRUE(g.idle());
+  // Each linear of each layer and the head, in panels of 16 output columns (zero-padded), C
+  // wide: qkv 3C, proj C, fc 4C, fc-proj C (4C wide), head Vp.
+  const core::ModelConfig& m = gpt.config();
+  const size_t C = m.n_embd, lanes = 16 * sizeof(float);
+  auto panels = [&](size_t oc, size_t in) { return (oc + 15) / 16 * in * lanes; };
+  const size_t per_layer = panels(3 * C, C) + panels(C, C) + panels(4 * C, C) + panels(C, 4 * C);
+  EXPECT_EQ(gpt.backend().frozen_copy_bytes(),
+            m.n_layer * per_layer + panels(gpt.padded_vocab_local(), C));
+  std::vector<int32_t> out;
+  ASSERT_TRUE(g.add(p, options_for(1)).is_ok());
+  while (!g.idle()) {
+    for (const StepEvent& e : g.step()) {
+      if (e.token >= 0) out.push_back(e.token);
+    }
+  }
+  EXPECT_EQ(out, expected);
+}
+
 }  // namespace
 }  // namespace tessera::generate

@@ -63,6 +63,11 @@ void CpuBackend::freeze_weights(bool frozen) {
   frozen_ = std::max(0, frozen_ + (frozen ? 1 : -1));
   if (frozen_ == 0) packed_.clear();
 }
+size_t CpuBackend::frozen_copy_bytes() const {
+  size_t bytes = 0;
+  for (const auto& [key, packed] : packed_) bytes += packed->bytes();
+  return bytes;
+}
 void CpuBackend::matmul(float* out, const float* inp, const float* weight, const float* bias,
                         int64_t N, int64_t C, int64_t OC) {
   if (frozen_ == 0) return kc::matmul_forward(out, inp, weight, bias, N, C, OC);

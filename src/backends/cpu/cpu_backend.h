@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   void* stream() const override { return nullptr; }
 
   void freeze_weights(bool frozen) override;
+  size_t frozen_copy_bytes() const override;
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                       int64_t N, int64_t C, int64_t OC) override;
   void matmul_gelu_forward(float* out, float* pre_gelu, const float* inp, const float* weight,

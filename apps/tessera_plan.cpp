@@ -26,6 +26,26 @@ using namespace tessera;
 
 namespace {
 
+// A FLOP rate in the unit that suits it (a CPU's GFLOP/s, a GPU's TFLOP/s).
+std::string flops_text(double flops) {
+  char buf[32];
+  if (flops >= 1e12) {
+    std::snprintf(buf, sizeof buf, "%.1f TFLOP/s", flops / 1e12);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f GFLOP/s", flops / 1e9);
+  }
+  return buf;
+}
+
+// A link's alpha-beta figures, or "none" for one rank (measured: nothing to measure).
+std::string link_text(const plan::Link& link) {
+  if (link.bandwidth_Bps >= 1e29) return "none";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.1f us + %.2f GB/s", link.latency_s * 1e6,
+                link.bandwidth_Bps / 1e9);
+  return buf;
+}
+
 std::string layout_name(const plan::Layout& l) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "dp %d x tp %d, micro %ld, zero %d, sp %s", l.dp, l.tp,
@@ -152,12 +172,11 @@ int main(int argc, char** argv) {
     }
     std::printf("tessera-plan: %s on %d %s (%s)\n", config_path.c_str(), world,
                 world == 1 ? "device" : "devices", cluster.source.c_str());
-    std::printf("  GEMM %.1f TFLOP/s (best shape), streaming %.1f GB/s, link %.1f us + %.2f GB/s"
-                " (intra), %.1f us + %.2f GB/s (inter), %.1f GB per device, %s, dp reduce %s\n",
-                cluster.gemm_flops / 1e12, cluster.memory_Bps / 1e9, cluster.intra.latency_s * 1e6,
-                cluster.intra.bandwidth_Bps / 1e9, cluster.inter.latency_s * 1e6,
-                cluster.inter.bandwidth_Bps / 1e9, cluster.device_memory_bytes / 1e9,
-                cluster.precision.c_str(),
+    std::printf("  GEMM %s (best shape), streaming %.1f GB/s, link %s (intra), %s (inter), %.1f GB"
+                " per device, %s, dp reduce %s\n",
+                flops_text(cluster.gemm_flops).c_str(), cluster.memory_Bps / 1e9,
+                link_text(cluster.intra).c_str(), link_text(cluster.inter).c_str(),
+                cluster.device_memory_bytes / 1e9, cluster.precision.c_str(),
                 cluster.comm_overlaps_compute ? "overlaps backward" : "on the compute cores");
     std::printf("  workload: global batch %ld x %ld tokens\n\n",
                 static_cast<long>(w.global_batch), static_cast<long>(w.seq_len));
@@ -194,11 +213,11 @@ int main(int argc, char** argv) {
     }
     const plan::Prediction& best = ranked.front();
     const double tokens = static_cast<double>(w.global_batch * w.seq_len);
-    std::printf("\n  best: %s, %.1f ms a step, %.0f tokens/s, MFU %.1f%% of %.0f TFLOP/s\n"
+    std::printf("\n  best: %s, %.1f ms a step, %.0f tokens/s, MFU %.1f%% of %s\n"
                 "  run:  %s\n",
                 layout_name(best.layout).c_str(), best.step_s() * 1e3, tokens / best.step_s(),
                 100 * plan::mfu(w, cluster, world, best.step_s()),
-                (cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops) / 1e12,
+                flops_text(cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops).c_str(),
                 plan::train_command(config_path, best.layout).c_str());
     return 0;
   });

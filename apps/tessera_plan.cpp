@@ -172,12 +172,13 @@ int main(int argc, char** argv) {
     }
     std::printf("tessera-plan: %s on %d %s (%s)\n", config_path.c_str(), world,
                 world == 1 ? "device" : "devices", cluster.source.c_str());
-    std::printf("  GEMM %s (best shape), streaming %.1f GB/s, link %s (intra), %s (inter), %.1f GB"
-                " per device, %s, dp reduce %s\n",
-                flops_text(cluster.gemm_flops).c_str(), cluster.memory_Bps / 1e9,
-                link_text(cluster.intra).c_str(), link_text(cluster.inter).c_str(),
-                cluster.device_memory_bytes / 1e9, cluster.precision.c_str(),
-                cluster.comm_overlaps_compute ? "overlaps backward" : "on the compute cores");
+    std::printf(
+        "  GEMM %s (best shape), streaming %.1f GB/s, link %s (intra), %s (inter), %.1f GB"
+        " per device, %s, dp reduce %s\n",
+        flops_text(cluster.gemm_flops).c_str(), cluster.memory_Bps / 1e9,
+        link_text(cluster.intra).c_str(), link_text(cluster.inter).c_str(),
+        cluster.device_memory_bytes / 1e9, cluster.precision.c_str(),
+        cluster.comm_overlaps_compute ? "overlaps backward" : "on the compute cores");
     std::printf("  workload: global batch %ld x %ld tokens\n\n",
                 static_cast<long>(w.global_batch), static_cast<long>(w.seq_len));
     std::printf("  %-4s %-44s %10s %9s %9s %9s %9s %9s %9s\n", "rank", "layout", "step ms",
@@ -213,12 +214,13 @@ int main(int argc, char** argv) {
     }
     const plan::Prediction& best = ranked.front();
     const double tokens = static_cast<double>(w.global_batch * w.seq_len);
-    std::printf("\n  best: %s, %.1f ms a step, %.0f tokens/s, MFU %.1f%% of %s\n"
-                "  run:  %s\n",
-                layout_name(best.layout).c_str(), best.step_s() * 1e3, tokens / best.step_s(),
-                100 * plan::mfu(w, cluster, world, best.step_s()),
-                flops_text(cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops).c_str(),
-                plan::train_command(config_path, best.layout).c_str());
+    std::printf(
+        "\n  best: %s, %.1f ms a step, %.0f tokens/s, MFU %.1f%% of %s\n"
+        "  run:  %s\n",
+        layout_name(best.layout).c_str(), best.step_s() * 1e3, tokens / best.step_s(),
+        100 * plan::mfu(w, cluster, world, best.step_s()),
+        flops_text(cluster.peak_flops > 0 ? cluster.peak_flops : cluster.gemm_flops).c_str(),
+        plan::train_command(config_path, best.layout).c_str());
     return 0;
   });
 }

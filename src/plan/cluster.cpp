@@ -15,10 +15,19 @@ double Cluster::gemm_rate(int64_t m, int64_t n, int64_t k) const {
 
 namespace {
 
-const std::set<std::string> kKeys = {
-    "name",          "nodes",          "devices_per_node",   "device_memory_gb",
-    "precision",     "gemm_tflops",    "peak_tflops",    "memory_bandwidth_gbs", "intra_latency_us",
-    "intra_bandwidth_gbs", "inter_latency_us", "inter_bandwidth_gbs", "comm_overlaps_compute"};
+const std::set<std::string> kKeys = {"name",
+                                     "nodes",
+                                     "devices_per_node",
+                                     "device_memory_gb",
+                                     "precision",
+                                     "gemm_tflops",
+                                     "peak_tflops",
+                                     "memory_bandwidth_gbs",
+                                     "intra_latency_us",
+                                     "intra_bandwidth_gbs",
+                                     "inter_latency_us",
+                                     "inter_bandwidth_gbs",
+                                     "comm_overlaps_compute"};
 
 }  // namespace
 

@@ -142,7 +142,8 @@ TEST(BatchedDecode, FrozenWeightsGiveARowTheSameBitsInABatchOfManyRows) {
   gpt.decode(batch_cache, tokens.data(), slots.data(), positions.data(),
              static_cast<int64_t>(tokens.size()));
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {20, 15, 9};
-  const float* batched = gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
+  const float* batched =
+      gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
   std::vector<float> batched_rows(batched, batched + 3 * Vp);
   for (int s = 0; s < 3; ++s) {
     models::KvCache cache(gpt, 1);
@@ -153,7 +154,8 @@ TEST(BatchedDecode, FrozenWeightsGiveARowTheSameBitsInABatchOfManyRows) {
     const int32_t slot = 0;
     const float* row = gpt.decode(cache, &next[s], &slot, &next_pos[s], 1);
     int64_t differ = 0;
-    for (int64_t v = 0; v < Vp; ++v) differ += std::memcmp(&row[v], &batched_rows[s * Vp + v], 4) != 0;
+    for (int64_t v = 0; v < Vp; ++v)
+      differ += std::memcmp(&row[v], &batched_rows[s * Vp + v], 4) != 0;
     EXPECT_EQ(differ, 0) << "sequence " << s << ": " << differ << " of " << Vp
                          << " logits differ from the bits it gets alone";
   }

@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
     app.add_option("--zero", zero, "1: ZeRO-1, AdamW moments sharded over dp (optim.zero)")
         ->check(CLI::IsMember({0, 1}));
     app.add_flag("--node-shared", node_shared,
-                 "with --zero 1: weights and gradients in memory the dp group shares "
+                 "gradients (and with --zero 1 weights) in memory the dp group shares "
                  "(parallel.node_shared on; the MPI exchange otherwise)");
     app.add_flag("--sequence-parallel", sequence_parallel,
                  "shard the layernorm/residual regions along the sequence over tp "
@@ -182,18 +182,18 @@ int main(int argc, char** argv) {
     if (sequence_parallel && (tp < 2 || T % tp != 0)) {
       return core::Status::error("bench_grid: --sequence-parallel needs --tp >= 2 dividing --seq");
     }
-    // As the trainer: ZeRO-1's arenas shared by the dp group's ranks (parallel.node_shared).
+    // As the trainer: the dp group's arenas shared by its ranks (parallel.node_shared).
     std::shared_ptr<parallel::NodeSharedArenas> shared;
     models::Gpt::Arenas arenas;
-    if (node_shared && zero == 1 && dp_size > 1) {
+    if (node_shared && dp_size > 1) {
       const int64_t numel =
           params::ParamSet(models::Gpt::param_specs(mc), grid.tp_rank(), grid.tp_size())
               .total_local_numel();
       std::string why;
-      shared = parallel::NodeSharedArenas::create(grid.dp_comm(), numel, 2, &why);
+      shared = parallel::NodeSharedArenas::create(grid.dp_comm(), numel, zero == 1 ? 2 : 1, &why);
       if (!shared) return core::Status::error("bench_grid: --node-shared: " + why);
-      arenas.weights = shared->arena(0);
-      arenas.grads = shared->arena(1);
+      if (zero == 1) arenas.weights = shared->arena(0);
+      arenas.grads = shared->arena(zero == 1 ? 1 : 0);
     }
     models::Gpt model(mc, B_local, T, &grid.tp_comm(), nullptr, sequence_parallel, arenas);
     model.init_weights(1);

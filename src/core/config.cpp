@@ -634,10 +634,11 @@ Status Config::validate() const {
     return invalid("parallel.node_shared", parallel.node_shared, "is not a node-shared mode",
                    "use auto, on or off");
   }
-  if (parallel.node_shared == "on" && o.zero != 1) {
+  if (parallel.node_shared == "on" && parallel.sparse_embedding == "on") {
     return invalid("parallel.node_shared", parallel.node_shared,
-                   "shares ZeRO-1's exchange, and optim.zero is " + std::to_string(o.zero),
-                   "set optim.zero=1, or parallel.node_shared=auto");
+                   "sums the dense gradients in shared memory, and parallel.sparse_embedding=on "
+                   "asks for the MPI exchange of the embedding's rows",
+                   "set one of them to auto");
   }
   if (!(parallel.bucket_mb > 0)) {
     return invalid("parallel.bucket_mb", parallel.bucket_mb, "must be > 0", "25 is usual");

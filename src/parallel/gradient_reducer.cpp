@@ -112,11 +112,10 @@ GradientReducer::GradientReducer(const params::ParamSet& params, const core::Ten
   }
   if (options_.node_shared) {
     const NodeSharedArenas& shared = *options_.node_shared;
-    TESSERA_ASSERT(options_.shard && !options_.compress_bf16 && sparse < 0 &&
-                       shared.size() == dp_size_ && shared.rank() == dp_comm.rank() &&
-                       shared.numel() == grads.numel(),
-                   "building a node-shared gradient reducer (sharded, no bf16 compression or "
-                   "sparse rows, arenas made over this dp group with the gradients' size)");
+    TESSERA_ASSERT(!options_.compress_bf16 && sparse < 0 && shared.size() == dp_size_ &&
+                       shared.rank() == dp_comm.rank() && shared.numel() == grads.numel(),
+                   "building a node-shared gradient reducer (no bf16 compression or sparse "
+                   "rows, arenas made over this dp group with the gradients' size)");
     shared_grads_ = shared.index_of(grads.raw());
     TESSERA_ASSERT(shared_grads_ >= 0,
                    "building a node-shared gradient reducer (the gradient arena must be one of "
@@ -164,22 +163,7 @@ void GradientReducer::all_gather_owned(const core::Tensor& arena) {
   const int shared = options_.node_shared ? options_.node_shared->index_of(arena.raw()) : -1;
   if (shared >= 0 && dp_size_ > 1) {
     dp_comm_.barrier();  // every rank has written its own pieces
-    float* mine = arena.f32();
-    const int me = dp_comm_.rank();
-    for (const Bucket& bucket : buckets_) {
-      for (int q = 0; q < dp_size_; ++q) {
-        if (q == me) continue;
-        const Piece p = piece_of(bucket.count, dp_size_, q);
-        const float* theirs = options_.node_shared->peer(q, shared) + bucket.begin + p.begin;
-        float* dst = mine + bucket.begin + p.begin;
-        const int64_t n = p.size();
-#pragma omp parallel for schedule(static) if (n >= kMinParallel)
-        for (int64_t c = 0; c < n; c += kProgressChunk) {
-          std::memcpy(dst + c, theirs + c,
-                      static_cast<size_t>(std::min(kProgressChunk, n - c)) * sizeof(float));
-        }
-      }
-    }
+    copy_peer_pieces(shared, arena.f32());
     return;
   }
   for (const Bucket& bucket : buckets_) {
@@ -343,6 +327,24 @@ void GradientReducer::finish() {
   reset();
 }
 
+void GradientReducer::copy_peer_pieces(int shared, float* mine) const {
+  const int me = dp_comm_.rank();
+  for (const Bucket& bucket : buckets_) {
+    for (int q = 0; q < dp_size_; ++q) {
+      if (q == me) continue;
+      const Piece p = piece_of(bucket.count, dp_size_, q);
+      const float* theirs = options_.node_shared->peer(q, shared) + bucket.begin + p.begin;
+      float* dst = mine + bucket.begin + p.begin;
+      const int64_t n = p.size();
+#pragma omp parallel for schedule(static) if (n >= kMinParallel)
+      for (int64_t c = 0; c < n; c += kProgressChunk) {
+        std::memcpy(dst + c, theirs + c,
+                    static_cast<size_t>(std::min(kProgressChunk, n - c)) * sizeof(float));
+      }
+    }
+  }
+}
+
 void GradientReducer::finish_node_shared() {
   const NodeSharedArenas& shared = *options_.node_shared;
   const float scale = options_.average ? 1.0f / static_cast<float>(dp_size_) : 1.0f;
@@ -376,6 +378,14 @@ void GradientReducer::finish_node_shared() {
     }
   }
   dp_comm_.barrier();  // every rank is done reading the others' gradients
+  if (!options_.shard) {
+    // Replicated (optim.zero 0): every rank needs every sum. The others' pieces are final since
+    // the barrier above; copy them, then wait until every rank has, before any rank writes its
+    // arena again (the next step's zeroing).
+    Timeline::Scope scope(timeline_, "node-shared gather", "allgather", Lane::kCompute);
+    copy_peer_pieces(shared_grads_, grads_.f32());
+    dp_comm_.barrier();
+  }
 }
 
 void GradientReducer::convert_to_wire(int param_index) {

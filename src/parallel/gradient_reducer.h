@@ -37,10 +37,11 @@ struct ReducerOptions {
   int sparse_param = -1;
   int64_t sparse_capacity = 0;  // rows per rank per step (at most)
   int64_t sparse_width = 0;     // elements per row; the gradient is (numel / width, width)
-  // Sharded only, every dp rank on one node (parallel.node_shared): the gradient arena (and the
+  // Every dp rank on one node (parallel.node_shared): the gradient arena (and, sharded, the
   // weights given to all_gather_owned) are arenas of this object, so finish() sums each rank's
-  // pieces straight from the others' arenas and all_gather_owned copies theirs: no MPI copies,
-  // nothing in flight during backward. Not with sparse_param or compress_bf16.
+  // pieces straight from the others' arenas (and, not sharded, copies back the others' summed
+  // pieces) and all_gather_owned copies theirs: no MPI copies, nothing in flight during
+  // backward. Not with sparse_param or compress_bf16.
   std::shared_ptr<NodeSharedArenas> node_shared = nullptr;
 };
 
@@ -110,10 +111,12 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 // the rest of the arena is unspecified. The optimizer updates the owned weights and
 // all_gather_owned() then gives every rank every piece. The wire bytes per rank are those of
 // the all-reduce (a reduce-scatter plus an all-gather is how rings all-reduce anyway).
-// Node-shared (options.node_shared, sharded only): mark_ready and poll only count; finish() is a
-// barrier (every rank's gradients final), then each rank writes into its own pieces the sum of
-// every rank's gradient there, read from their arenas in rank order (0, 1, ..., dp - 1), then a
-// second barrier (every rank is done reading the others). all_gather_owned on a node-shared
+// Node-shared (options.node_shared): mark_ready and poll only count; finish() is a barrier
+// (every rank's gradients final), then each rank writes into its own pieces the sum of every
+// rank's gradient there, read from their arenas in rank order (0, 1, ..., dp - 1), then a second
+// barrier (every rank is done reading the others). Not sharded (every rank needs every sum),
+// each rank then copies the others' summed pieces from their arenas, and a third barrier keeps
+// any rank from writing its arena again before every rank has copied from it. all_gather_owned on a node-shared
 // arena is a barrier (every rank has updated its pieces), then each rank copies the others'
 // pieces from their arenas. A rank writes its pieces of a shared arena only between these
 // barriers, and the others read them only after the next one, so no further synchronisation is
@@ -189,7 +192,9 @@ class GradientReducer {
   void reset();
   void gather_sparse_rows();  // step 5': the all-gather
   void add_gathered_rows();   // step 5': into the averaged gradient, in rank order
-  void finish_node_shared();  // finish() with options.node_shared: the two barriers and the sums
+  void finish_node_shared();  // finish() with options.node_shared: the barriers and the sums
+  // Copies every other rank's pieces of node-shared arena `shared` into `mine` (this rank's).
+  void copy_peer_pieces(int shared, float* mine) const;
 
   core::Tensor grads_;
   backends::Backend* backend_;  // device arenas only

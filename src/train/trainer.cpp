@@ -262,7 +262,7 @@ class Trainer {
   std::unique_ptr<models::Gpt> model_;
   std::unique_ptr<optim::AdamW> adamw_;
   std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp_size == 1
-  bool node_shared_ = false;  // ZeRO-1's arenas are node-shared (parallel.node_shared)
+  bool node_shared_ = false;  // the dp group's arenas are node-shared (parallel.node_shared)
   std::function<void(int)> on_ready_;
   models::Gpt::SparseRowsHook sparse_rows_;  // set when the reducer exchanges wte's rows
   // Resume or init.
@@ -429,27 +429,29 @@ void Trainer::set_up_model() {
   // communicators (NCCL on a GPU, made here: collective over the world; MPI on the CPU). Host
   // values (loss sums, the grad norm's squares) keep going over the MPI ones.
   grid_.attach_device(*backend_);
-  // ZeRO-1 with the dp group on one node (parallel.node_shared): the weight and gradient arenas
-  // are memory the group shares, so the sharded exchange needs no MPI copies.
+  // The dp group on one node (parallel.node_shared): the gradient arena (and with ZeRO-1 the
+  // weight arena) is memory the group shares, so the dp exchange needs no MPI copies.
   std::shared_ptr<parallel::NodeSharedArenas> shared;
   models::Gpt::Arenas arenas;
   const std::string& node_shared = config_.parallel.node_shared;
-  if (dp_size_ > 1 && config_.optim.zero == 1 && backend_->device() == core::Device::kCpu &&
-      node_shared != "off") {
+  const bool zero = config_.optim.zero == 1;
+  // (An explicit parallel.sparse_embedding=on keeps the MPI exchange its rows need.)
+  if (dp_size_ > 1 && backend_->device() == core::Device::kCpu && node_shared != "off" &&
+      config_.parallel.sparse_embedding != "on") {
     const int64_t numel =
         params::ParamSet(models::Gpt::param_specs(config_.model), grid_.tp_rank(), grid_.tp_size())
             .total_local_numel();
     std::string why;
-    shared = parallel::NodeSharedArenas::create(grid_.dp_comm(), numel, 2, &why);
+    shared = parallel::NodeSharedArenas::create(grid_.dp_comm(), numel, zero ? 2 : 1, &why);
     if (shared) {
       node_shared_ = true;
-      arenas.weights = shared->arena(0);
-      arenas.grads = shared->arena(1);
+      if (zero) arenas.weights = shared->arena(0);
+      arenas.grads = shared->arena(zero ? 1 : 0);
     } else if (node_shared == "on") {
-      throw Error("parallel.node_shared=on cannot share the ZeRO-1 arenas: " + why +
+      throw Error("parallel.node_shared=on cannot share the dp group's arenas: " + why +
                   "; set parallel.node_shared=auto (MPI exchange where it cannot) or off");
     } else if (grid_.world_rank() == 0) {
-      core::log_info("ZeRO-1 exchanges over MPI (parallel.node_shared auto: " + why + ")");
+      core::log_info("dp gradients exchange over MPI (parallel.node_shared auto: " + why + ")");
     }
   }
   model_ =
@@ -616,12 +618,14 @@ void Trainer::log_run() {
       static_cast<long>(tc_.steps), static_cast<long>(global_batch_), static_cast<long>(T_),
       static_cast<long>(micro_), threads_, peak_gflops_);
   core::log_info(line);
-  std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank%s",
+  const char* exchange = dp_size_ == 1  ? ""
+                         : node_shared_ ? ", exchanged through node-shared memory"
+                                        : ", exchanged over MPI";
+  std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank (%s%s)",
                 static_cast<double>(adamw_->state_bytes()) / (1 << 20),
-                !adamw_->sharded() ? ""
-                : node_shared_ ? " (optim.zero 1: sharded over dp, exchanged through node-shared "
-                                 "memory)"
-                               : " (optim.zero 1: sharded over dp, exchanged over MPI)");
+                adamw_->sharded() ? "optim.zero 1: sharded over dp"
+                                  : "optim.zero 0: replicated",
+                exchange);
   core::log_info(line);
   core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +
                  "unigram entropy " + std::to_string(unigram_entropy_) + " nats/token");

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# DP weak scaling on 2 ranks (issue 17): per round, back to back, 1 rank; dp = 2 as the trainer
-# runs it by default (optim.zero 0: bucketed all-reduces overlapped with backward); dp = 2 with
-# ZeRO-1 over MPI (--zero 1: ring reduce-scatter during backward, all-gather after the step);
-# dp = 2 with ZeRO-1 through node-shared arenas (--zero 1 --node-shared: what optim.zero 1 does
-# on one node, parallel.node_shared auto); and two independent 1-rank runs at once (the
-# machine's share for two ranks, no communication). Efficiency = dp tok/s / (2 x 1-rank tok/s).
+# DP weak scaling on 2 ranks (issue 17): per round, back to back, 1 rank; dp = 2 with the
+# replicated optimizer over MPI (zero0-mpi: bucketed all-reduces overlapped with backward, the
+# trainer's default before 2026-12-05, parallel.node_shared=off now) and through node-shared
+# arenas (zero0-shared: --node-shared, what optim.zero 0 does on one node by default now); dp = 2
+# with ZeRO-1 over MPI (zero1-mpi: ring reduce-scatter during backward, all-gather after the
+# step) and through node-shared arenas (zero1-shared: --zero 1 --node-shared, optim.zero 1's
+# default on one node); and two independent 1-rank runs at once (the machine's share for two
+# ranks, no communication). Efficiency = dp tok/s / (2 x 1-rank tok/s).
 # VARIANTS=old adds the reducer before issue 17 (--no-poll --dense-embedding --average-pass).
 # Every run is in its own session at autogroup nice -19: the kernel shares the CPUs fairly
 # between sessions (autogroups) and ignores nice across them, so on a machine where others
@@ -41,8 +43,10 @@ echo "# $(lscpu | grep 'Model name' | sed 's/ \+/ /g'); ${args[*]}"
 for r in $(seq "$rounds"); do
   echo "# round $r, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%T) UTC"
   prio mpirun -n 1 --bind-to none "$bin" "${args[@]}" > "$out/one.json"
-  variants=(zero0 zero1-mpi zero1-shared)
-  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" > "$out/zero0.json"
+  variants=(zero0-mpi zero0-shared zero1-mpi zero1-shared)
+  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" > "$out/zero0-mpi.json"
+  prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --node-shared \
+    > "$out/zero0-shared.json"
   prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --zero 1 \
     > "$out/zero1-mpi.json"
   prio mpirun -n 2 --oversubscribe --bind-to none "$bin" "${args[@]}" --zero 1 --node-shared \

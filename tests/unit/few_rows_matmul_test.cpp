@@ -7,11 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/matmul.h"
 #include "grad_check.h"
 
 namespace tessera::backends::cpu {
@@ -70,15 +72,23 @@ TEST(FewRowsMatmul, FrozenBackendGivesTheBitsOfTheUnfrozenOne) {
   Backend& be = cpu_backend();
   const int64_t C = 48, OC = 70;
   std::vector<float> w = floats(OC * C, 7), bias = floats(OC, 8), inp = floats(40 * C, 9);
-  for (const int64_t N : {1, 5, 32, 40}) {  // 40: past the few-rows kernel (GEMM either way)
-    std::vector<float> plain(N * OC), frozen(N * OC), gelu(N * OC), pre(N * OC);
+  for (const int64_t N : {1, 5, 32, 40}) {  // 40: past kFewRows (unfrozen, the GEMM)
+    std::vector<float> plain(N * OC), frozen(N * OC), gelu(N * OC), pre(N * OC), alone(OC);
     be.matmul_forward(plain.data(), inp.data(), w.data(), bias.data(), N, C, OC);
     be.freeze_weights(true);
     be.matmul_forward(frozen.data(), inp.data(), w.data(), bias.data(), N, C, OC);
     be.matmul_gelu_forward(gelu.data(), pre.data(), inp.data(), w.data(), bias.data(), N, C, OC);
+    // Frozen, every row count takes the packed kernel: each row is the bits it gets alone.
+    for (int64_t n = 0; n < N; ++n) {
+      be.matmul_forward(alone.data(), inp.data() + n * C, w.data(), bias.data(), 1, C, OC);
+      EXPECT_TRUE(std::equal(alone.begin(), alone.end(), frozen.begin() + n * OC))
+          << "row " << n << " of " << N;
+    }
     be.freeze_weights(false);
-    EXPECT_EQ(plain, frozen) << N;
-    EXPECT_EQ(plain, pre) << N;
+    if (N <= kFewRows) {
+      EXPECT_EQ(plain, frozen) << N;  // the same kernel, plain and packed
+    }
+    EXPECT_EQ(frozen, pre) << N;
   }
   // Unfrozen, a changed weight is seen at once (no stale packed copy is kept).
   be.freeze_weights(true);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # DP weak scaling on 2 ranks (issue 17): per round, back to back, 1 rank; dp = 2 with the
 # replicated optimizer over MPI (zero0-mpi: bucketed all-reduces overlapped with backward, the
-# trainer's default before 2026-12-05, parallel.node_shared=off now) and through node-shared
-# arenas (zero0-shared: --node-shared, what optim.zero 0 does on one node by default now); dp = 2
+# trainer's default) and through node-shared arenas (zero0-shared: --node-shared, what
+# optim.zero 0 does with parallel.node_shared=on); dp = 2
 # with ZeRO-1 over MPI (zero1-mpi: ring reduce-scatter during backward, all-gather after the
 # step) and through node-shared arenas (zero1-shared: --zero 1 --node-shared, optim.zero 1's
 # default on one node); and two independent 1-rank runs at once (the machine's share for two

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tessera-plan's predicted step time against the measured one, for every 1-, 2- and 4-rank
-# dp x tp layout (zero 0 and 1, both node-shared as the trainer runs them on one node; sequence
+# dp x tp layout (zero 0 and 1, ZeRO-1 node-shared as the trainer runs it on one node; sequence
 # parallelism off and on; micro-batch = the whole per-rank batch)
 # of the tiny model and GPT-2 124M on this machine. At each world size the planner measures the
 # machine on the spot (mpirun -n N tessera-plan --measure --json); then bench_grid times each
@@ -44,7 +44,7 @@ for spec in "tiny configs/tiny.yaml $tiny_b $tiny_t" "gpt2-124m configs/gpt2-124
           [[ -n $sp && $tp == 1 ]] && continue
           mpirun -n "$n" --oversubscribe --bind-to none "$build/bench/bench_grid" --config "$cfg" \
             --batch-per-rank $((b / dp)) --seq "$t" --tp "$tp" --threads 0 --steps "$steps" \
-            --warmup 1 --zero "$zero" $( ((dp > 1)) && echo --node-shared) $sp |
+            --warmup 1 --zero "$zero" $( ((zero == 1)) && echo --node-shared) $sp |
             sed "s/^{/{\"model\":\"$name\",\"kind\":\"measured\",/" | tee -a "$out/rows.jsonl"
         done
       done

@@ -162,16 +162,15 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
     const double window = cluster.comm_overlaps_compute
                               ? 2.0 / 3.0 * (p.gemm_s + p.elementwise_s) / micro_batches
                               : 0.0;
-    // The CPU backend with the dp group on one node takes the node-shared exchange
+    // ZeRO-1 on the CPU backend with the dp group on one node takes the node-shared exchange
     // (parallel.node_shared auto): no messages, only memory traffic after backward: the owned
-    // pieces of the gradients read from every rank and written once (dp + 1 passes over
-    // P / dp), then the others' pieces copied in (a read and a write of (dp - 1) / dp of the
-    // arena): with ZeRO-1 their updated weights, replicated (zero 0) their summed gradients;
-    // and three barriers.
-    const bool node_shared = !bf16 && static_cast<int64_t>(dp) * tp <= cluster.devices_per_node;
+    // pieces read from every rank and written once (dp + 1 passes over P / dp), the others'
+    // updated weights copied in (a read and a write of (dp - 1) / dp of them), and three
+    // barriers.
+    const bool node_shared =
+        layout.zero == 1 && !bf16 && static_cast<int64_t>(dp) * tp <= cluster.devices_per_node;
     if (node_shared) {
-      const double copied = layout.zero == 1 ? P * e : grads;
-      const double bytes = (dp + 1.0) * grads / dp + 2.0 * (dp - 1.0) / dp * copied;
+      const double bytes = (dp + 1.0) * grads / dp + 2.0 * (dp - 1.0) / dp * P * e;
       p.dp_comm_s = bytes / cluster.memory_Bps + 3 * link.latency_s;
     } else if (layout.zero == 1) {
       const double rest_s = reduce_scatter_s(rest, dp, link) + buckets * (dp - 1) * link.latency_s;

@@ -430,13 +430,15 @@ void Trainer::set_up_model() {
   // values (loss sums, the grad norm's squares) keep going over the MPI ones.
   grid_.attach_device(*backend_);
   // The dp group on one node (parallel.node_shared): the gradient arena (and with ZeRO-1 the
-  // weight arena) is memory the group shares, so the dp exchange needs no MPI copies.
+  // weight arena) is memory the group shares, so the dp exchange needs no MPI copies. auto: with
+  // ZeRO-1; on: with the replicated optimizer too (docs/CONFIG.md says why not by default).
   std::shared_ptr<parallel::NodeSharedArenas> shared;
   models::Gpt::Arenas arenas;
   const std::string& node_shared = config_.parallel.node_shared;
   const bool zero = config_.optim.zero == 1;
   // (An explicit parallel.sparse_embedding=on keeps the MPI exchange its rows need.)
-  if (dp_size_ > 1 && backend_->device() == core::Device::kCpu && node_shared != "off" &&
+  if (dp_size_ > 1 && backend_->device() == core::Device::kCpu &&
+      (node_shared == "on" || (node_shared == "auto" && zero)) &&
       config_.parallel.sparse_embedding != "on") {
     const int64_t numel =
         params::ParamSet(models::Gpt::param_specs(config_.model), grid_.tp_rank(), grid_.tp_size())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# parallel.node_shared in tessera-train: at dp 2 on one node, ZeRO-1 and the replicated optimizer
-# (zero 0) both exchange through node-shared memory by default (auto) and say so, off keeps the
-# MPI exchange and says that, and the exchanges give the same losses; on with
+# parallel.node_shared in tessera-train: at dp 2 on one node, ZeRO-1 exchanges through node-shared
+# memory by default (auto) and the replicated optimizer (zero 0) with on, and each says so; off
+# keeps the MPI exchange and says that, and the exchanges give the same losses; on with
 # parallel.sparse_embedding=on is a config error naming both keys and the fix, on every rank,
 # with no step run.
 source "$(dirname "$0")/lib.sh"
@@ -20,13 +20,15 @@ train() {  # out_dir extra-sets...
 losses() { grep -Eo 'step +[0-9]+/[0-9]+ \| loss [0-9.]+' <<< "$1" | awk '{print $NF}'; }
 
 for zero in 1 0; do
-  shared=$(train "shared$zero" --set optim.zero=$zero)
+  mode=auto
+  ((zero == 0)) && mode=on
+  shared=$(train "shared$zero" --set optim.zero=$zero --set parallel.node_shared=$mode)
   rc=$?
-  [[ $rc -eq 0 ]] && pass "zero $zero at dp 2, node_shared auto: exit 0" \
-    || { fail "zero $zero at dp 2, node_shared auto: exit $rc"; sed 's/^/    /' <<< "$shared"; }
+  [[ $rc -eq 0 ]] && pass "zero $zero at dp 2, node_shared $mode: exit 0" \
+    || { fail "zero $zero at dp 2, node_shared $mode: exit $rc"; sed 's/^/    /' <<< "$shared"; }
   grep -q "optim.zero $zero.*exchanged through node-shared memory" <<< "$shared" \
-    && pass "auto on one node: $(grep -m1 'optimizer:' <<< "$shared")" \
-    || fail "zero $zero: auto did not say it uses node-shared memory"
+    && pass "$mode on one node: $(grep -m1 'optimizer:' <<< "$shared")" \
+    || fail "zero $zero: $mode did not say it uses node-shared memory"
   mpi=$(train "mpi$zero" --set optim.zero=$zero --set parallel.node_shared=off)
   grep -q "optim.zero $zero.*exchanged over MPI" <<< "$mpi" \
     && pass "off: $(grep -m1 'optimizer:' <<< "$mpi")" \
@@ -35,8 +37,13 @@ for zero in 1 0; do
   b=$(losses "$mpi")
   [[ -n $a && $(wc -l <<< "$a") -eq 6 && $a == "$b" ]] \
     && pass "zero $zero: the 6 printed losses agree: $(tr '\n' ' ' <<< "$a")" \
-    || fail "zero $zero: losses differ or are missing: auto [$(tr '\n' ' ' <<< "$a")] off [$(tr '\n' ' ' <<< "$b")]"
+    || fail "zero $zero: losses differ or are missing: $mode [$(tr '\n' ' ' <<< "$a")] off [$(tr '\n' ' ' <<< "$b")]"
 done
+
+default=$(train default0 --set optim.zero=0)
+grep -q "optim.zero 0.*exchanged over MPI" <<< "$default" \
+  && pass "zero 0, auto (the default): $(grep -m1 'optimizer:' <<< "$default")" \
+  || fail "zero 0 with node_shared auto did not keep the MPI exchange"
 
 bad=$(timeout 60 mpirun --oversubscribe --bind-to none -n 2 "$TESSERA_BIN/tessera-train" \
   configs/tiny.yaml $sets --set train.steps=2 --set parallel.node_shared=on \

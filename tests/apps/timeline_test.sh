@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # train.timeline writes a Chrome-trace JSON per rank; with parallel.overlap the gradient
 # reducer's bucket all-reduces start while backward is still running, without it they start
-# after backward ends (the MPI exchange: parallel.node_shared=off, since dp 2 on one node would
-# otherwise exchange through shared memory, with no buckets in flight).
+# after backward ends.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -12,7 +11,6 @@ sets=$(small_sets "$WORK/data")
 for overlap in true false; do
   mpirun --oversubscribe --bind-to none -n 2 "$TESSERA_BIN/tessera-train" configs/tiny.yaml $sets \
     --set train.steps=6 --set parallel.bucket_mb=0.05 --set parallel.overlap=$overlap \
-    --set parallel.node_shared=off \
     --set train.timeline="$WORK/tl-$overlap.json" > "$WORK/train.log" 2>&1 \
     || { cat "$WORK/train.log"; fail "training with a timeline (overlap $overlap)"; continue; }
   result=$(/usr/bin/python3 - "$WORK/tl-$overlap.json.rank0" <<'PY'

@@ -113,13 +113,8 @@ stuck="watchdog: stuck [0-9.]+ s in"
 start 2 stop@1 '' --set parallel.tp=2
 check_end "1x2, rank 1 stopped in step 3" "$(stop_time)" $limit \
   "^\S+ \[rank 0 \(dp 0, tp 0\)\] $stuck all_reduce over tp during backward of step 3/200: a peer rank in 'tp' is stopped.*; on this node rank 1 \(dp 0, tp 1; pid [0-9]+\) is stopped \(SIGSTOP or a debugger\); ending the job"
-# dp 2 on one node exchanges through node-shared memory by default: the wait is its barrier.
 start 2 stop@0 '' --set parallel.tp=1
 check_end "2x1, rank 0 stopped in step 3" "$(stop_time)" $limit \
-  "^\S+ \[rank 1 \(dp 1, tp 0\)\] $stuck barrier over dp during the gradient all-reduce of step 3/200: .*on this node rank 0 \(dp 0, tp 0; pid [0-9]+\) is stopped .*raise parallel.collective_timeout_s \(now 3\)"
-# Over MPI: the wait for a bucket's non-blocking all-reduce.
-start 2 stop@0 '' --set parallel.tp=1 --set parallel.node_shared=off
-check_end "2x1 over MPI, rank 0 stopped in step 3" "$(stop_time)" $limit \
   "^\S+ \[rank 1 \(dp 1, tp 0\)\] $stuck the wait for a non-blocking all_reduce over dp during the gradient all-reduce of step 3/200: .*on this node rank 0 \(dp 0, tp 0; pid [0-9]+\) is stopped .*raise parallel.collective_timeout_s \(now 3\)"
 start 4 stop@2 '' --set parallel.tp=2
 check_end "2x2, rank 2 stopped in step 3" "$(stop_time)" $limit \

@@ -77,10 +77,7 @@ TEST(PlanCostModel, OneRankByHand) {
 
 TEST(PlanCostModel, DataParallelByHand) {
   const Workload w = tiny_workload();
-  // The two ranks on two nodes: the exchange over MPI.
-  Cluster two_nodes = unit_cluster(1);
-  two_nodes.nodes = 2;
-  const Prediction p = predict(w, two_nodes, Layout{2, 1, 1, 0, false});
+  const Prediction p = predict(w, unit_cluster(2), Layout{2, 1, 1, 0, false});
   ASSERT_TRUE(p.fits) << p.why_not;
   // Half the rows of the one-rank case.
   EXPECT_NEAR(p.gemm_s, 23040e-9, 1e-18);
@@ -88,21 +85,18 @@ TEST(PlanCostModel, DataParallelByHand) {
   // cost 2 us + 3.68 us + 2 buckets x 2 us = 9.68 us, under the 2/3 x 31.616 us window of
   // backward; wte's all-reduce shows: 2 us + 0.512 us.
   EXPECT_NEAR(p.dp_comm_s, 2.512e-6, 1e-15);
-  // The replicated optimizer on one node (node-shared, fp32): memory traffic only. The own half
-  // of 4192 bytes of gradients read from both ranks and written (3 x 2096), the other half of
-  // the summed gradients read and written (2 x 2096): 10480 bytes at 1 GB/s, plus three
-  // barriers (3 us).
-  EXPECT_NEAR(predict(w, unit_cluster(2), Layout{2, 1, 1, 0, false}).dp_comm_s, 10.48e-6 + 3e-6,
-              1e-15);
-  // ZeRO-1 over MPI: the moments halve, the dp step becomes the exposed wte reduce-scatter
-  // (1 us + 0.256 us) plus a gather of the weights (1 us + 2.096 us) plus a latency per bucket
-  // (2 us).
+  // ZeRO-1 over MPI (the two ranks on two nodes): the moments halve, the dp step becomes the
+  // exposed wte reduce-scatter (1 us + 0.256 us) plus a gather of the weights (1 us + 2.096 us)
+  // plus a latency per bucket (2 us).
+  Cluster two_nodes = unit_cluster(1);
+  two_nodes.nodes = 2;
   const Prediction z = predict(w, two_nodes, Layout{2, 1, 1, 1, false});
   ASSERT_TRUE(z.fits) << z.why_not;
   EXPECT_DOUBLE_EQ(z.optimizer, 8384.0 / 2);
   EXPECT_NEAR(z.dp_comm_s, 1.256e-6 + 3.096e-6 + 2e-6, 1e-15);
-  // ZeRO-1 on one node (node-shared, fp32): the same traffic with the weights' other half copied
-  // instead of the gradients' (fp32 weights: the same 2 x 2096 bytes).
+  // ZeRO-1 on one node (node-shared, fp32): memory traffic only. The owned half of 4192 bytes of
+  // gradients read from both ranks and written (3 x 2096), the other half of the weights read
+  // and written (2 x 2096): 10480 bytes at 1 GB/s, plus three barriers (3 us).
   const Prediction s = predict(w, unit_cluster(2), Layout{2, 1, 1, 1, false});
   ASSERT_TRUE(s.fits) << s.why_not;
   EXPECT_NEAR(s.dp_comm_s, 10.48e-6 + 3e-6, 1e-15);
@@ -114,13 +108,14 @@ TEST(PlanCostModel, DataParallelByHand) {
   gpu_nodes.precision = "bf16";
   EXPECT_DOUBLE_EQ(predict(w, gpus, Layout{2, 1, 1, 1, false}).dp_comm_s,
                    predict(w, gpu_nodes, Layout{2, 1, 1, 1, false}).dp_comm_s);
-  // Where the collectives compute on the compute cores (a CPU cluster), nothing hides under
-  // backward: over MPI the 9.68 us of the other buckets add to wte's 2.512 us.
-  two_nodes.comm_overlaps_compute = false;
-  EXPECT_NEAR(predict(w, two_nodes, Layout{2, 1, 1, 0, false}).dp_comm_s, 9.68e-6 + 2.512e-6,
-              1e-15);
+  // Where the collectives compute on the compute cores (the measured CPU cluster), nothing hides
+  // under backward: the 9.68 us of the other buckets add to wte's 2.512 us.
+  Cluster cpus = unit_cluster(2);
+  cpus.comm_overlaps_compute = false;
+  EXPECT_NEAR(predict(w, cpus, Layout{2, 1, 1, 0, false}).dp_comm_s, 9.68e-6 + 2.512e-6, 1e-15);
   // ZeRO-1 over MPI likewise: the reduce-scatter of the other buckets (1 us + 1.84 us + a
   // latency per bucket, 2 us) shows too.
+  two_nodes.comm_overlaps_compute = false;
   EXPECT_NEAR(predict(w, two_nodes, Layout{2, 1, 1, 1, false}).dp_comm_s,
               4.84e-6 + 1.256e-6 + 3.096e-6 + 2e-6, 1e-15);
 }

@@ -116,9 +116,9 @@ bool sparse_rows_pay(int dp_size, int64_t rows_per_rank, int64_t table_rows);
 // rank's gradient there, read from their arenas in rank order (0, 1, ..., dp - 1), then a second
 // barrier (every rank is done reading the others). Not sharded (every rank needs every sum),
 // each rank then copies the others' summed pieces from their arenas, and a third barrier keeps
-// any rank from writing its arena again before every rank has copied from it. all_gather_owned on a node-shared
-// arena is a barrier (every rank has updated its pieces), then each rank copies the others'
-// pieces from their arenas. A rank writes its pieces of a shared arena only between these
+// any rank from writing its arena again before every rank has copied from it. all_gather_owned on a
+// node-shared arena is a barrier (every rank has updated its pieces), then each rank copies the
+// others' pieces from their arenas. A rank writes its pieces of a shared arena only between these
 // barriers, and the others read them only after the next one, so no further synchronisation is
 // needed; the trainer's other collectives come in between anyway.
 // Between mark_ready(i) and finish() the caller neither reads nor writes gradient i: its arena

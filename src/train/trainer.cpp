@@ -625,8 +625,7 @@ void Trainer::log_run() {
                                         : ", exchanged over MPI";
   std::snprintf(line, sizeof line, "optimizer: AdamW, %.1f MiB of moments per rank (%s%s)",
                 static_cast<double>(adamw_->state_bytes()) / (1 << 20),
-                adamw_->sharded() ? "optim.zero 1: sharded over dp"
-                                  : "optim.zero 0: replicated",
+                adamw_->sharded() ? "optim.zero 1: sharded over dp" : "optim.zero 0: replicated",
                 exchange);
   core::log_info(line);
   core::log_info("data: " + std::to_string(train_data_->num_tokens()) + " training tokens, " +

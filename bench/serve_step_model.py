@@ -17,6 +17,8 @@ Usage: bench/serve_step_model.py [--d0 S] [--c-dec S] [--c-pre S] [--rate R] [--
 import argparse
 import random
 
+from serve_load import percentile
+
 
 def simulate(rate, n_req, budget, policy, d0, c_dec, c_pre, prompt, new, slots, seed):
     rng = random.Random(seed)
@@ -56,15 +58,8 @@ def simulate(rate, n_req, budget, policy, d0, c_dec, c_pre, prompt, new, slots, 
         for r in [r for r in running if r["emitted"] >= new]:
             running.remove(r)
             done += 1
-    ttft.sort()
-
-    def pct(p):  # numpy's default (linear) percentile, as bench/serve_load.py reports
-        x = p / 100 * (len(ttft) - 1)
-        lo = int(x)
-        hi = min(lo + 1, len(ttft) - 1)
-        return ttft[lo] + (ttft[hi] - ttft[lo]) * (x - lo)
-
-    return pct(50), pct(99)
+    # The percentiles as the bench reports them.
+    return percentile(ttft, 50), percentile(ttft, 99)
 
 
 def main():

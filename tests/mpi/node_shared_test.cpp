@@ -57,6 +57,22 @@ TEST(NodeShared, EveryRankSeesEveryRanksArenas) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// One step of `reducer`: every rank's gradient element j is (rank + 1 + step) * (j % 7 + 1), small
+// integers whose sums are exact in any order; half the parameters are marked ready, the rest left
+// to finish(). Returns the factor every summed element carries: the sum over ranks of
+// (rank + 1 + step).
+float reduce_step(parallel::GradientReducer& reducer, const params::ParamSet& ps,
+                  core::Tensor& grads, int step) {
+  for (int64_t j = 0; j < grads.numel(); ++j) {
+    grads.f32()[j] = static_cast<float>((world_rank() + 1 + step) * (j % 7 + 1));
+  }
+  for (int i = ps.size() - 1; i >= 0; i -= 2) reducer.mark_ready(i);
+  reducer.finish();
+  float ranks_sum = 0;
+  for (int q = 0; q < world_size(); ++q) ranks_sum += static_cast<float>(q + 1 + step);
+  return ranks_sum;
+}
+
 // Several buckets (a small cap), so pieces cut through parameters and padding.
 TEST(NodeShared, ReducerSumsEveryRanksPiecesAndGathersTheWeights) {
   core::Config c = small_config(1);
@@ -73,18 +89,10 @@ TEST(NodeShared, ReducerSumsEveryRanksPiecesAndGathersTheWeights) {
   ro.node_shared = shared;
   parallel::GradientReducer reducer(ps, grads, grid.dp_comm(), ro);
   ASSERT_GT(reducer.num_buckets(), 3);
-  const int n = world_size(), r = world_rank();
   const int64_t total = grads.numel();
   // Two steps: the second must not see the first's sums.
   for (int step = 0; step < 2; ++step) {
-    // Small integers: every sum is exact in any order.
-    for (int64_t j = 0; j < total; ++j) {
-      grads.f32()[j] = static_cast<float>((r + 1 + step) * (j % 7 + 1));
-    }
-    for (int i = ps.size() - 1; i >= 0; i -= 2) reducer.mark_ready(i);  // the rest in finish()
-    reducer.finish();
-    float ranks_sum = 0;
-    for (int q = 0; q < n; ++q) ranks_sum += static_cast<float>(q + 1 + step);
+    const float ranks_sum = reduce_step(reducer, ps, grads, step);
     int64_t owned = 0;
     for (const parallel::Piece& p : reducer.owned_ranges()) {
       owned += p.size();
@@ -122,19 +130,11 @@ TEST(NodeShared, ReplicatedReducerGivesEveryRankEverySum) {
   ro.node_shared = shared;
   parallel::GradientReducer reducer(ps, grads, grid.dp_comm(), ro);
   ASSERT_GT(reducer.num_buckets(), 3);
-  const int n = world_size(), r = world_rank();
-  const int64_t total = grads.numel();
   // Three steps: each must see only its own gradients, and a rank that races ahead to write
   // the next step's must not spoil a slower rank's copy of this step's sums.
   for (int step = 0; step < 3; ++step) {
-    for (int64_t j = 0; j < total; ++j) {
-      grads.f32()[j] = static_cast<float>((r + 1 + step) * (j % 7 + 1));  // exact in any order
-    }
-    for (int i = ps.size() - 1; i >= 0; i -= 2) reducer.mark_ready(i);  // the rest in finish()
-    reducer.finish();
-    float ranks_sum = 0;
-    for (int q = 0; q < n; ++q) ranks_sum += static_cast<float>(q + 1 + step);
-    for (int64_t j = 0; j < total; ++j) {
+    const float ranks_sum = reduce_step(reducer, ps, grads, step);
+    for (int64_t j = 0; j < grads.numel(); ++j) {
       ASSERT_EQ(grads.f32()[j], ranks_sum * static_cast<float>(j % 7 + 1)) << "j " << j;
     }
   }

@@ -68,6 +68,22 @@ TEST(BatchedDecode, EachPromptGivesTheTokensItGivesAlone) {
   EXPECT_EQ((*together)[2], alone(gpt, prompts[2], recompute));
 }
 
+// The rows of one decode call that prefills `prompt` whole into cache slot `slot`, appended.
+struct Rows {
+  std::vector<int32_t> tokens, slots, positions;
+  void add_prompt(const std::vector<int32_t>& prompt, int slot) {
+    for (size_t t = 0; t < prompt.size(); ++t) {
+      tokens.push_back(prompt[t]);
+      slots.push_back(slot);
+      positions.push_back(static_cast<int32_t>(t));
+    }
+  }
+  const float* decode(models::Gpt& gpt, models::KvCache& cache) const {
+    return gpt.decode(cache, tokens.data(), slots.data(), positions.data(),
+                      static_cast<int64_t>(tokens.size()));
+  }
+};
+
 TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(5);
@@ -76,17 +92,9 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   // row each at their own positions.
   models::KvCache batch_cache(gpt, 3);
   const std::vector<int> lengths = {6, 2, 9};
-  std::vector<int32_t> tokens, slots, positions;
-  for (int s = 0; s < 3; ++s) {
-    const auto p = prompt_of(lengths[s], s);
-    for (int t = 0; t < lengths[s]; ++t) {
-      tokens.push_back(p[t]);
-      slots.push_back(s);
-      positions.push_back(t);
-    }
-  }
-  gpt.decode(batch_cache, tokens.data(), slots.data(), positions.data(),
-             static_cast<int64_t>(tokens.size()));
+  Rows prefill;
+  for (int s = 0; s < 3; ++s) prefill.add_prompt(prompt_of(lengths[s], s), s);
+  prefill.decode(gpt, batch_cache);
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {6, 2, 9};
   const float* batched =
       gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
@@ -129,28 +137,19 @@ TEST(BatchedDecode, FrozenWeightsGiveARowTheSameBitsInABatchOfManyRows) {
   const int64_t Vp = gpt.padded_vocab_local();
   models::KvCache batch_cache(gpt, 3);
   const std::vector<int> lengths = {20, 15, 9};
-  std::vector<int32_t> tokens, slots, positions;
-  for (int s = 0; s < 3; ++s) {
-    const auto p = prompt_of(lengths[s], s);
-    for (int t = 0; t < lengths[s]; ++t) {
-      tokens.push_back(p[t]);
-      slots.push_back(s);
-      positions.push_back(t);
-    }
-  }
-  ASSERT_GT(static_cast<int64_t>(tokens.size()), 32);  // past the GEMM's threshold
-  gpt.decode(batch_cache, tokens.data(), slots.data(), positions.data(),
-             static_cast<int64_t>(tokens.size()));
+  Rows prefill;
+  for (int s = 0; s < 3; ++s) prefill.add_prompt(prompt_of(lengths[s], s), s);
+  ASSERT_GT(static_cast<int64_t>(prefill.tokens.size()), 32);  // past the GEMM's threshold
+  prefill.decode(gpt, batch_cache);
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {20, 15, 9};
   const float* batched =
       gpt.decode(batch_cache, next.data(), next_slots.data(), next_pos.data(), 3);
   std::vector<float> batched_rows(batched, batched + 3 * Vp);
   for (int s = 0; s < 3; ++s) {
     models::KvCache cache(gpt, 1);
-    const auto p = prompt_of(lengths[s], s);
-    std::vector<int32_t> zeros(p.size(), 0), pos(p.size());
-    for (size_t t = 0; t < p.size(); ++t) pos[t] = static_cast<int32_t>(t);
-    gpt.decode(cache, p.data(), zeros.data(), pos.data(), static_cast<int64_t>(p.size()));
+    Rows alone_prefill;
+    alone_prefill.add_prompt(prompt_of(lengths[s], s), 0);
+    alone_prefill.decode(gpt, cache);
     const int32_t slot = 0;
     const float* row = gpt.decode(cache, &next[s], &slot, &next_pos[s], 1);
     int64_t differ = 0;

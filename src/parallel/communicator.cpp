@@ -296,6 +296,18 @@ void Communicator::all_gather_pieces(float*, int64_t) {
               "the CPU backend today); set optim.zero: 0");
 }
 
+void Communicator::all_gather_blocks(float* recv, const float* send, int64_t blocks,
+                                     int64_t count) {
+  for (int64_t b = 0; b < blocks; ++b) all_gather(recv + b * size() * count, send + b * count, count);
+}
+
+void Communicator::reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                                         int64_t count) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    reduce_scatter(recv + b * count, send + b * size() * count, count);
+  }
+}
+
 void Communicator::all_reduce_avg(float* buf, int64_t count) {
   all_reduce_sum(buf, count);
   const float scale = 1.0f / static_cast<float>(size());
@@ -390,6 +402,53 @@ void MpiCommunicator::reduce_scatter(float* recv, const float* send, int64_t cou
                                                MPI_FLOAT, MPI_SUM, comm_),
                       "reduce-scattering a chunk of floats");
   }
+}
+
+// One MPI_Allgather: every rank sends its blocks contiguously and receives into a strided
+// datatype (blocks pieces of count floats, size() * count apart), resized to count floats so
+// that rank i's element starts at recv + i * count.
+void MpiCommunicator::all_gather_blocks(float* recv, const float* send, int64_t blocks,
+                                        int64_t count) {
+  if (blocks * count > max_elements_per_call_ || blocks * size_ * count > max_elements_per_call_) {
+    Communicator::all_gather_blocks(recv, send, blocks, count);  // per block, each chunked
+    return;
+  }
+  CollectiveEvent event(timeline_, name_, "all_gather_blocks", blocks * count * size_ * 4);
+  MPI_Datatype strided = MPI_DATATYPE_NULL, placed = MPI_DATATYPE_NULL;
+  TESSERA_MPI_CHECK(MPI_Type_vector(static_cast<int>(blocks), static_cast<int>(count),
+                                    static_cast<int>(size_ * count), MPI_FLOAT, &strided),
+                    "making the blocked all-gather's strided datatype");
+  TESSERA_MPI_CHECK(MPI_Type_create_resized(strided, 0,
+                                            static_cast<MPI_Aint>(count * sizeof(float)), &placed),
+                    "resizing the blocked all-gather's datatype");
+  TESSERA_MPI_CHECK(MPI_Type_commit(&placed), "committing the blocked all-gather's datatype");
+  const int rc = MPI_Allgather(send, static_cast<int>(blocks * count), MPI_FLOAT, recv, 1, placed,
+                               comm_);
+  MPI_Type_free(&placed);
+  MPI_Type_free(&strided);
+  TESSERA_MPI_CHECK(rc, "all-gathering blocks of floats");
+}
+
+// One MPI_Reduce_scatter_block over the send buffer packed rank-major (rank i's blocks
+// together): the reduction's datatype is the receive buffer's too, so a strided one cannot
+// leave this rank's blocks contiguous.
+void MpiCommunicator::reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                                            int64_t count) {
+  if (blocks * size_ * count > std::min(max_elements_per_call_, kStageElements)) {
+    Communicator::reduce_scatter_blocks(recv, send, blocks, count);  // per block, each chunked
+    return;
+  }
+  CollectiveEvent event(timeline_, name_, "reduce_scatter_blocks", blocks * count * size_ * 4);
+  stage_.resize(static_cast<size_t>(blocks * size_ * count));
+  for (int i = 0; i < size_; ++i) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      std::memcpy(stage_.data() + (i * blocks + b) * count, send + (b * size_ + i) * count,
+                  count * sizeof(float));
+    }
+  }
+  TESSERA_MPI_CHECK(MPI_Reduce_scatter_block(stage_.data(), recv, static_cast<int>(blocks * count),
+                                             MPI_FLOAT, MPI_SUM, comm_),
+                    "reduce-scattering blocks of floats");
 }
 
 void MpiCommunicator::broadcast(float* buf, int64_t count, int root) {

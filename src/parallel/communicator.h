@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace tessera::parallel {
 
@@ -59,6 +60,17 @@ class Communicator {
   virtual void all_gather(float* recv, const float* send, int64_t count) = 0;
   // send (size() * count): recv (count) on rank i = sum over ranks of send[i * count, +count).
   virtual void reduce_scatter(float* recv, const float* send, int64_t count) = 0;
+  // The blocked pair: `blocks` all-gathers (reduce-scatters) of `count` floats per rank in one
+  // call, as sequence parallelism runs one per sequence of a batch (mappings.h).
+  // all_gather_blocks: send (blocks * count), recv (blocks * size() * count); rank i's block b
+  // lands at recv + (b * size() + i) * count. reduce_scatter_blocks: send (blocks * size() *
+  // count), recv (blocks * count); rank i's block b = sum over ranks of send[(b * size() + i) *
+  // count, +count). Neither works in place. The defaults call all_gather / reduce_scatter once
+  // per block; MpiCommunicator makes one MPI call (a strided datatype; a staged pack),
+  // NcclCommunicator one NCCL group.
+  virtual void all_gather_blocks(float* recv, const float* send, int64_t blocks, int64_t count);
+  virtual void reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                                     int64_t count);
   // buf (count bytes or floats) on every rank becomes root's.
   virtual void broadcast(float* buf, int64_t count, int root) = 0;
   virtual void broadcast_bytes(void* buf, int64_t bytes, int root) = 0;
@@ -103,6 +115,9 @@ class MpiCommunicator : public Communicator {
   void all_reduce(double* buf, int64_t count, ReduceOp op) override;
   void all_gather(float* recv, const float* send, int64_t count) override;
   void reduce_scatter(float* recv, const float* send, int64_t count) override;
+  void all_gather_blocks(float* recv, const float* send, int64_t blocks, int64_t count) override;
+  void reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                             int64_t count) override;
   void broadcast(float* buf, int64_t count, int root) override;
   void broadcast_bytes(void* buf, int64_t bytes, int root) override;
   void barrier() override;
@@ -118,6 +133,7 @@ class MpiCommunicator : public Communicator {
   int64_t max_elements_per_call_;
   int64_t reduce_scatter_calls_ = 0;  // tags the ring reduce-scatter's messages
   int tag_ub_ = 0;                    // MPI_TAG_UB, read on first use
+  std::vector<float> stage_;          // reduce_scatter_blocks' packed send, kept between calls
 };
 
 }  // namespace tessera::parallel

@@ -57,15 +57,13 @@ int64_t local_seq(const Communicator& tp_comm, int64_t T) {
 // Collective over tp_comm. x (B, T, C) = every rank's x_local (B, T / tp, C) along the sequence.
 void all_gather_sequence(Communicator& tp_comm, float* x, const float* x_local, int64_t B,
                          int64_t T, int64_t C) {
-  const int64_t block = local_seq(tp_comm, T) * C;
-  for (int64_t b = 0; b < B; ++b) tp_comm.all_gather(x + b * T * C, x_local + b * block, block);
+  tp_comm.all_gather_blocks(x, x_local, B, local_seq(tp_comm, T) * C);
 }
 
 // Collective over tp_comm. x_local (B, T / tp, C) = this rank's rows of Σ_tp x (B, T, C).
 void reduce_scatter_sequence(Communicator& tp_comm, float* x_local, const float* x, int64_t B,
                              int64_t T, int64_t C) {
-  const int64_t block = local_seq(tp_comm, T) * C;
-  for (int64_t b = 0; b < B; ++b) tp_comm.reduce_scatter(x_local + b * block, x + b * T * C, block);
+  tp_comm.reduce_scatter_blocks(x_local, x, B, local_seq(tp_comm, T) * C);
 }
 
 }  // namespace

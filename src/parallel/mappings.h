@@ -39,8 +39,9 @@ void gather_from_tp_backward(Communicator& tp_comm, float* dx_local, const float
 // Transformer Models", section 4.2.2): outside the tp regions (layernorms, residual stream) a
 // tensor x (B, T, C) is split along the sequence, tp rank r holding rows [r T_local, +T_local)
 // of every sequence, x_local (B, T_local, C) with T_local = T / tp. A sequence's (T, C) rows are
-// its tp blocks (tp, T_local, C) in rank order, so each mapping is B collectives of one
-// sequence each, straight between the buffers (no packing, no workspace, any device's memory).
+// its tp blocks (tp, T_local, C) in rank order, so each mapping is one blocked collective of B
+// blocks, a sequence each (Communicator::all_gather_blocks / reduce_scatter_blocks: one MPI
+// call, or one NCCL group, rather than one per sequence).
 // x and x_local must not overlap. Precondition: T divisible by tp.
 
 // gather_from_sequence: the input of a column-parallel layer (replaces copy_to_tp).

@@ -295,6 +295,39 @@ void NcclCommunicator::reduce_scatter(float* recv, const float* send, int64_t co
   finish("waiting for an NCCL reduce-scatter");
 }
 
+void NcclCommunicator::all_gather_blocks(float* recv, const float* send, int64_t blocks,
+                                         int64_t count) {
+  check_usable();
+  if (blocks == 0 || count == 0) return;
+  TimelineSpan span(timeline_, name_, "all_gather_blocks", blocks * count * size_ * 4);
+  order_after_compute();
+  TESSERA_NCCL_COMM_CHECK(ncclGroupStart(), "opening the blocked all-gather's NCCL group");
+  for (int64_t b = 0; b < blocks; ++b) {
+    TESSERA_NCCL_COMM_CHECK(ncclAllGather(send + b * count, recv + b * size_ * count,
+                                          element_count(count), ncclFloat32, comm_, stream_),
+                            "all-gathering a block of floats over NCCL");
+  }
+  TESSERA_NCCL_COMM_CHECK(ncclGroupEnd(), "launching the blocked all-gather's NCCL group");
+  finish("waiting for an NCCL blocked all-gather");
+}
+
+void NcclCommunicator::reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                                             int64_t count) {
+  check_usable();
+  if (blocks == 0 || count == 0) return;
+  TimelineSpan span(timeline_, name_, "reduce_scatter_blocks", blocks * count * size_ * 4);
+  order_after_compute();
+  TESSERA_NCCL_COMM_CHECK(ncclGroupStart(), "opening the blocked reduce-scatter's NCCL group");
+  for (int64_t b = 0; b < blocks; ++b) {
+    TESSERA_NCCL_COMM_CHECK(
+        ncclReduceScatter(send + b * size_ * count, recv + b * count, element_count(count),
+                          ncclFloat32, ncclSum, comm_, stream_),
+        "reduce-scattering a block of floats over NCCL");
+  }
+  TESSERA_NCCL_COMM_CHECK(ncclGroupEnd(), "launching the blocked reduce-scatter's NCCL group");
+  finish("waiting for an NCCL blocked reduce-scatter");
+}
+
 // A root outside 0..size()-1 is NCCL's ncclInvalidArgument (every rank sees it alike): the
 // communicator aborts and the call throws.
 void NcclCommunicator::broadcast(float* buf, int64_t count, int root) {

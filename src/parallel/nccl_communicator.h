@@ -76,6 +76,11 @@ class NcclCommunicator : public Communicator {
   // send (size() * count): recv (count) on rank i = sum over ranks of send[i * count, +count).
   // recv may equal send + rank() * count (in place).
   void reduce_scatter(float* recv, const float* send, int64_t count) override;
+  // The blocked pair of communicator.h (sequence parallelism's per-sequence collectives): one
+  // NCCL group of a call per block.
+  void all_gather_blocks(float* recv, const float* send, int64_t blocks, int64_t count) override;
+  void reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
+                             int64_t count) override;
   // buf (count floats, or bytes) on every rank becomes root's.
   void broadcast(float* buf, int64_t count, int root) override;
   void broadcast_bytes(void* buf, int64_t bytes, int root) override;

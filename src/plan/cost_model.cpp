@@ -127,7 +127,10 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
   const double tokens = micro_batches * static_cast<double>(layout.micro) * T;
   // Element-wise traffic per token, in elements read + written, forward and backward: the
   // layernorm/residual region (~30 C), softmax (5 NH T), GELU (20 C), cross-entropy (4 Vp).
-  const double elementwise = L * (30 * C / sp + (5 * NH * T + 20 * C) / tp) + 4.0 * Vp / tp + 4 * C;
+  double elementwise = L * (30 * C / sp + (5 * NH * T + 20 * C) / tp) + 4.0 * Vp / tp + 4 * C;
+  // Sequence parallelism's reduce-scatters (4 L + 2 per micro-batch, below) pack their send
+  // rank-major first: a read and a write of C per token each.
+  if (layout.sequence_parallel) elementwise += (4 * L + 2) * 2 * C;
   p.elementwise_s = tokens * elementwise * e / cluster.memory_Bps;
 
   if (tp > 1) {
@@ -135,14 +138,13 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
     // The loss's three small reductions (row max, sum of exponentials, target logit).
     const double loss = 3 * all_reduce_s(static_cast<double>(layout.micro) * T * 4, tp, link);
     if (layout.sequence_parallel) {
-      // Sequence parallelism (src/parallel/mappings.h): an all-gather or reduce-scatter per
-      // sequence of the micro-batch where an all-reduce was: 4 per layer and the embedding's and
-      // head's forward, as many backward, and qkv's and fc's inputs gathered again in backward
-      // (2 per layer): 10 L + 4 per sequence, each of a (T, C) sequence.
-      const double seq = T * C * e;
-      p.tp_comm_s = micro_batches * (static_cast<double>(layout.micro) * (10 * L + 4) *
-                                         reduce_scatter_s(seq, tp, link) +
-                                     loss);
+      // Sequence parallelism (src/parallel/mappings.h): an all-gather or reduce-scatter along
+      // the sequence where an all-reduce was: 4 per layer and the embedding's and head's
+      // forward, as many backward, and qkv's and fc's inputs gathered again in backward (2 per
+      // layer): 10 L + 4 per micro-batch (4 L + 2 of them reduce-scatters), each one blocked
+      // call over its sequences (Communicator::all_gather_blocks) of the (micro, T, C) tensor.
+      const double act = static_cast<double>(layout.micro) * T * C * e;
+      p.tp_comm_s = micro_batches * ((10 * L + 4) * reduce_scatter_s(act, tp, link) + loss);
     } else {
       // 2 per layer forward and 2 backward, and the embedding's forward and backward.
       const double act = static_cast<double>(layout.micro) * T * C * e;

@@ -156,6 +156,36 @@ TEST(NcclCommunicator, ReduceScatterGivesRankIItsBlockSum) {
   EXPECT_EQ(recv.download(), expected);
 }
 
+// The blocked pair (sequence parallelism: a block per sequence, one NCCL group per call).
+TEST(NcclCommunicator, BlockedAllGatherAndReduceScatterPlaceEveryBlock) {
+  NcclCommunicator comm(MPI_COMM_WORLD, "world");
+  const int r = comm.rank(), n = comm.size();
+  const int64_t blocks = 3, count = 29;
+  std::vector<float> send(blocks * count), gathered(blocks * n * count);
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t i = 0; i < count; ++i) send[b * count + i] = static_cast<float>(1000 * b + 100 * r + i);
+    for (int j = 0; j < n; ++j) {
+      for (int64_t i = 0; i < count; ++i) {
+        gathered[(b * n + j) * count + i] = static_cast<float>(1000 * b + 100 * j + i);
+      }
+    }
+  }
+  DeviceArray<float> send_dev(send), recv(blocks * n * count);
+  recv.poison();
+  comm.all_gather_blocks(recv.get(), send_dev.get(), blocks, count);
+  EXPECT_EQ(recv.download(), gathered);
+
+  // Every rank reduce-scatters the gathered buffer: rank j's block b = n * (its piece of b).
+  DeviceArray<float> mine(blocks * count);
+  mine.poison();
+  comm.reduce_scatter_blocks(mine.get(), recv.get(), blocks, count);
+  std::vector<float> expected(blocks * count);
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t i = 0; i < count; ++i) expected[b * count + i] = n * static_cast<float>(1000 * b + 100 * r + i);
+  }
+  EXPECT_EQ(mine.download(), expected);
+}
+
 // ZeRO-1's sharded pair (communicator.h's piece_of): counts below, at and above the size, a
 // multiple of it (NCCL's own reduce-scatter / all-gather) and uneven ones (a grouped reduce or
 // broadcast per piece): each rank's piece holds the sum in place, and the gather overwrites

@@ -178,6 +178,58 @@ TEST_F(Communicator, ReduceScatterGivesRankIItsBlockSummed) {
   }
 }
 
+// The blocked pair (sequence parallelism's one call per mapping): 3 blocks of count floats.
+// With the per-call limit of 3 both fall back to a chunked call per block.
+TEST_F(Communicator, AllGatherBlocksPlacesRankIBlockBAtBSizePlusI) {
+  const int64_t blocks = 3;
+  for (size_t c = 0; c < comms_.size(); ++c) {
+    SCOPED_TRACE(c == 0 ? "one MPI call" : "chunks of 3 elements, a call per block");
+    MpiCommunicator* comm = comms_[c].get();
+    std::vector<float> send(blocks * count_);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t j = 0; j < count_; ++j)
+        send[b * count_ + j] = static_cast<float>(1000 * b + 100 * world_rank_ + j);
+    }
+    std::vector<float> recv(blocks * world_size_ * count_, -1.0f);
+    comm->all_gather_blocks(recv.data(), send.data(), blocks, count_);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int i = 0; i < world_size_; ++i) {
+        for (int64_t j = 0; j < count_; ++j) {
+          EXPECT_EQ(recv[(b * world_size_ + i) * count_ + j], 1000.0f * b + 100.0f * i + j)
+              << "block " << b << " rank " << i << " element " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(Communicator, ReduceScatterBlocksGivesRankIItsPieceOfEveryBlockSummed) {
+  const int64_t blocks = 3;
+  for (size_t c = 0; c < comms_.size(); ++c) {
+    SCOPED_TRACE(c == 0 ? "one MPI call" : "chunks of 3 elements, a call per block");
+    MpiCommunicator* comm = comms_[c].get();
+    // send[(b size + i) count + j] on rank r = 10000 r + 1000 b + 10 i + j.
+    std::vector<float> send(blocks * world_size_ * count_);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int i = 0; i < world_size_; ++i) {
+        for (int64_t j = 0; j < count_; ++j) {
+          send[(b * world_size_ + i) * count_ + j] =
+              10000.0f * world_rank_ + 1000.0f * b + 10.0f * i + j;
+        }
+      }
+    }
+    std::vector<float> recv(blocks * count_, -1.0f);
+    comm->reduce_scatter_blocks(recv.data(), send.data(), blocks, count_);
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t j = 0; j < count_; ++j) {
+        EXPECT_EQ(recv[b * count_ + j],
+                  10000.0 * rank_sum_ + world_size_ * (1000.0 * b + 10.0 * world_rank_ + j))
+            << "block " << b << " element " << j;
+      }
+    }
+  }
+}
+
 TEST_F(Communicator, BroadcastCopiesTheRootsBuffer) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");

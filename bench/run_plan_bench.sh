@@ -12,7 +12,8 @@
 # over the medians and in each round alone.
 # Usage: bench/run_plan_bench.sh   (after scripts/build.sh; TESSERA_BUILD_DIR=build-x for another
 # build; ROUNDS=3; STEPS=3 (124M) and STEPS_TINY=15 steps timed per round; TINY="batch seq" and
-# BIG="batch seq" set the workloads, "16 64" and "4 64"; MODELS="tiny gpt2-124m" picks models)
+# BIG="batch seq" set the workloads, "16 64" and "4 64"; MODELS="tiny gpt2-124m" picks models;
+# ROWS=FILE keeps every predicted and measured row as JSON lines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${TESSERA_BUILD_DIR:-build}
@@ -27,7 +28,7 @@ steps_tiny=${STEPS_TINY:-15}
 read -r tiny_b tiny_t <<< "${TINY:-16 64}"
 read -r big_b big_t <<< "${BIG:-4 64}"
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+trap '[[ -n ${ROWS:-} ]] && cp "$out/rows.jsonl" "$ROWS"; rm -rf "$out"' EXIT
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '?'), load average $(cut -d' ' -f1-3 /proc/loadavg), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 
 rounds=${ROUNDS:-3}

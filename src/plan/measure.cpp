@@ -23,43 +23,46 @@ double slowest(double seconds, parallel::Communicator& world) {
   return seconds;
 }
 
+// The median of `trials` timings after a warm-up one, each repeating `run` to about 50 ms (at
+// least once) and lasting until its slowest rank is done; returns seconds per run. The median,
+// not the best: a step is timed as the median of steps, and ranks sharing cores see their
+// typical share of them, not their luckiest.
+template <typename Run>
+double median_seconds(Run run, parallel::Communicator& world, int trials = 3) {
+  world.barrier();
+  core::Timer warm;
+  run();
+  const double once = slowest(warm.seconds(), world);
+  const int reps = std::max(1, static_cast<int>(0.05 / std::max(once, 1e-6)));
+  std::vector<double> times;
+  for (int trial = 0; trial < trials; ++trial) {
+    world.barrier();
+    core::Timer t;
+    for (int r = 0; r < reps; ++r) run();
+    times.push_back(slowest(t.seconds(), world) / reps);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 double gemm_flops(int64_t m, int64_t n, int64_t k, parallel::Communicator& world) {
   backends::Backend& be = backends::cpu_backend();
   std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(n * k), 0.25f),
       c(static_cast<size_t>(m * n));
-  const double flops = 2.0 * m * n * k;
-  // Repeat to about 50 ms per timing (at least once), the best of 3 trials (each as long as its
-  // slowest rank) after a warm-up run.
-  be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n);
-  double best = 0;
-  int reps = 1;
-  for (int trial = 0; trial < 4; ++trial) {
-    world.barrier();
-    core::Timer t;
-    for (int r = 0; r < reps; ++r) be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n);
-    const double s = slowest(t.seconds(), world);
-    if (trial == 0) {
-      reps = std::max(1, static_cast<int>(0.05 / std::max(s, 1e-6)));
-      continue;
-    }
-    best = std::max(best, flops * reps / s);
-  }
-  return best;
+  be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n);  // first-touch, warm
+  return 2.0 * m * n * k /
+         median_seconds([&] { be.matmul_forward(c.data(), a.data(), b.data(), nullptr, m, k, n); },
+                        world);
 }
 
 double triad_Bps(parallel::Communicator& world) {
   const int64_t n = int64_t{1} << 23;  // 3 arrays of 32 MiB
   std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 3.0f);
-  double best = 0;
-  for (int trial = 0; trial < 4; ++trial) {
-    world.barrier();
-    core::Timer t;
+  auto triad = [&] {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) a[i] = b[i] + 0.5f * c[i];
-    const double s = slowest(t.seconds(), world);
-    if (trial > 0) best = std::max(best, 12.0 * n / s);
-  }
-  return best;
+  };
+  return 12.0 * n / median_seconds(triad, world);
 }
 
 // Median time of an all-reduce of `floats` floats over world.

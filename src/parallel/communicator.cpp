@@ -298,7 +298,8 @@ void Communicator::all_gather_pieces(float*, int64_t) {
 
 void Communicator::all_gather_blocks(float* recv, const float* send, int64_t blocks,
                                      int64_t count) {
-  for (int64_t b = 0; b < blocks; ++b) all_gather(recv + b * size() * count, send + b * count, count);
+  for (int64_t b = 0; b < blocks; ++b)
+    all_gather(recv + b * size() * count, send + b * count, count);
 }
 
 void Communicator::reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
@@ -409,7 +410,7 @@ void MpiCommunicator::reduce_scatter(float* recv, const float* send, int64_t cou
 // that rank i's element starts at recv + i * count.
 void MpiCommunicator::all_gather_blocks(float* recv, const float* send, int64_t blocks,
                                         int64_t count) {
-  if (blocks * count > max_elements_per_call_ || blocks * size_ * count > max_elements_per_call_) {
+  if (blocks * size_ * count > max_elements_per_call_) {
     Communicator::all_gather_blocks(recv, send, blocks, count);  // per block, each chunked
     return;
   }
@@ -418,12 +419,12 @@ void MpiCommunicator::all_gather_blocks(float* recv, const float* send, int64_t 
   TESSERA_MPI_CHECK(MPI_Type_vector(static_cast<int>(blocks), static_cast<int>(count),
                                     static_cast<int>(size_ * count), MPI_FLOAT, &strided),
                     "making the blocked all-gather's strided datatype");
-  TESSERA_MPI_CHECK(MPI_Type_create_resized(strided, 0,
-                                            static_cast<MPI_Aint>(count * sizeof(float)), &placed),
-                    "resizing the blocked all-gather's datatype");
+  TESSERA_MPI_CHECK(
+      MPI_Type_create_resized(strided, 0, static_cast<MPI_Aint>(count * sizeof(float)), &placed),
+      "resizing the blocked all-gather's datatype");
   TESSERA_MPI_CHECK(MPI_Type_commit(&placed), "committing the blocked all-gather's datatype");
-  const int rc = MPI_Allgather(send, static_cast<int>(blocks * count), MPI_FLOAT, recv, 1, placed,
-                               comm_);
+  const int rc =
+      MPI_Allgather(send, static_cast<int>(blocks * count), MPI_FLOAT, recv, 1, placed, comm_);
   MPI_Type_free(&placed);
   MPI_Type_free(&strided);
   TESSERA_MPI_CHECK(rc, "all-gathering blocks of floats");

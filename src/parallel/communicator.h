@@ -69,8 +69,7 @@ class Communicator {
   // per block; MpiCommunicator makes one MPI call (a strided datatype; a staged pack),
   // NcclCommunicator one NCCL group.
   virtual void all_gather_blocks(float* recv, const float* send, int64_t blocks, int64_t count);
-  virtual void reduce_scatter_blocks(float* recv, const float* send, int64_t blocks,
-                                     int64_t count);
+  virtual void reduce_scatter_blocks(float* recv, const float* send, int64_t blocks, int64_t count);
   // buf (count bytes or floats) on every rank becomes root's.
   virtual void broadcast(float* buf, int64_t count, int root) = 0;
   virtual void broadcast_bytes(void* buf, int64_t bytes, int root) = 0;

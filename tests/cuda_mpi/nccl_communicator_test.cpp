@@ -163,7 +163,8 @@ TEST(NcclCommunicator, BlockedAllGatherAndReduceScatterPlaceEveryBlock) {
   const int64_t blocks = 3, count = 29;
   std::vector<float> send(blocks * count), gathered(blocks * n * count);
   for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t i = 0; i < count; ++i) send[b * count + i] = static_cast<float>(1000 * b + 100 * r + i);
+    for (int64_t i = 0; i < count; ++i)
+      send[b * count + i] = static_cast<float>(1000 * b + 100 * r + i);
     for (int j = 0; j < n; ++j) {
       for (int64_t i = 0; i < count; ++i) {
         gathered[(b * n + j) * count + i] = static_cast<float>(1000 * b + 100 * j + i);
@@ -181,7 +182,8 @@ TEST(NcclCommunicator, BlockedAllGatherAndReduceScatterPlaceEveryBlock) {
   comm.reduce_scatter_blocks(mine.get(), recv.get(), blocks, count);
   std::vector<float> expected(blocks * count);
   for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t i = 0; i < count; ++i) expected[b * count + i] = n * static_cast<float>(1000 * b + 100 * r + i);
+    for (int64_t i = 0; i < count; ++i)
+      expected[b * count + i] = n * static_cast<float>(1000 * b + 100 * r + i);
   }
   EXPECT_EQ(mine.download(), expected);
 }

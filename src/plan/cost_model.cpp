@@ -31,7 +31,9 @@ double reduce_scatter_s(double bytes, int p, const Link& link) {
   return (p - 1) * link.latency_s + static_cast<double>(p - 1) / p * bytes / link.bandwidth_Bps;
 }
 
-double all_gather_s(double bytes, int p, const Link& link) { return reduce_scatter_s(bytes, p, link); }
+double all_gather_s(double bytes, int p, const Link& link) {
+  return reduce_scatter_s(bytes, p, link);
+}
 
 double local_params(const core::ModelConfig& m, int tp) {
   const double C = m.n_embd, L = m.n_layer, Vp = m.padded_vocab_size(), S = m.max_seq_len;
@@ -110,7 +112,7 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
 
   // ---- Memory per rank ----
   p.weights = P * e;
-  p.grads = P * 4.0;  // gradients accumulate in fp32
+  p.grads = P * 4.0;                              // gradients accumulate in fp32
   p.optimizer = P * (bf16 ? 12.0 : 8.0) / shard;  // (fp32 master +) m + v
   // Activations of one micro-batch, per token: the layernorm/residual region (replicated over
   // tp, or split along the sequence), the split region (qkv, attention probabilities, attention

@@ -484,9 +484,8 @@ void Trainer::set_up_model() {
       ro.sparse_capacity = micro_ * T_;
       ro.sparse_width = ps.local_shape(wte)[1];
     }
-    reducer_ = std::make_unique<parallel::GradientReducer>(ps, model_->grads(),
-                                                           grid_.device_dp_comm(), ro,
-                                                           timeline_.get(), backend_.get());
+    reducer_ = std::make_unique<parallel::GradientReducer>(
+        ps, model_->grads(), grid_.device_dp_comm(), ro, timeline_.get(), backend_.get());
     on_ready_ = [this](int i) { reducer_->mark_ready(i); };
     model_->set_backward_poll([this] { reducer_->poll(); });
     if (sparse) {
@@ -702,13 +701,12 @@ core::Result<Update> Trainer::clip_and_step(int step, double loss) {
   u.lr = optim::learning_rate(config_.optim, step, tc_.steps);
   parallel::Timeline::Scope scope(timeline_.get(), "optimizer", "optimizer");
   parallel::WatchPhase phase("the optimizer (grad-norm clip, non-finite check)");
-  u.grad_norm = adamw_->sharded()
-                    ? optim::clip_grad_norm_sharded(model_->param_set(), model_->grads(),
-                                                    adamw_->segments(), config_.optim.grad_clip,
-                                                    &grid_.tp_comm(), grid_.dp_comm())
-                    : optim::clip_grad_norm(model_->param_set(), model_->grads(),
-                                            config_.optim.grad_clip, &grid_.tp_comm(),
-                                            backend_.get());
+  u.grad_norm = adamw_->sharded() ? optim::clip_grad_norm_sharded(
+                                        model_->param_set(), model_->grads(), adamw_->segments(),
+                                        config_.optim.grad_clip, &grid_.tp_comm(), grid_.dp_comm())
+                                  : optim::clip_grad_norm(model_->param_set(), model_->grads(),
+                                                          config_.optim.grad_clip, &grid_.tp_comm(),
+                                                          backend_.get());
   // Test hook (TESSERA_INJECT_FAULT=nonfinite@r): at steps 3 and 4 rank r alone sees a NaN norm,
   // as a reduction that kept a NaN on one rank only would leave it; all must still agree.
   if ((step == 2 || step == 3) && core::fault_requested("nonfinite")) u.grad_norm = std::nan("");

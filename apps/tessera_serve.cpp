@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> overrides;
     int port = defaults.port, max_sequences = defaults.max_sequences,
         max_queue = defaults.max_queue, tp = defaults.tp, threads = defaults.threads,
-        step_delay_ms = 0;
+        max_prefill_tokens = defaults.max_prefill_tokens, step_delay_ms = 0;
     double kv_cache_mb = defaults.kv_cache_mb;
     app.add_option("checkpoint", weights_path,
                    "a checkpoint (.h5): model.h5, a step_<n>.h5, or a converted one")
@@ -96,6 +96,12 @@ int main(int argc, char** argv) {
         app.add_option("--kv-cache-mb", kv_cache_mb,
                        "KV-cache budget per rank in MiB: a request is admitted when its prompt + "
                        "max_tokens fit what the running ones leave (0: no budget beyond the slots)")
+            ->capture_default_str();
+    auto* prefill_opt =
+        app.add_option("--max-prefill-tokens", max_prefill_tokens,
+                       "prompt tokens prefilled per decode step, over all requests, oldest first: "
+                       "a long prompt is split over steps so running streams keep decoding (0: "
+                       "no limit)")
             ->capture_default_str();
     auto* tp_opt = app.add_option("--tp", tp,
                                   "tensor-parallel size; the ranks form (ranks / tp) replicas "
@@ -152,6 +158,7 @@ int main(int argc, char** argv) {
     TESSERA_RETURN_IF_ERROR(take(seq_opt, &SC::max_sequences, max_sequences));
     TESSERA_RETURN_IF_ERROR(take(queue_opt, &SC::max_queue, max_queue));
     TESSERA_RETURN_IF_ERROR(take(kv_opt, &SC::kv_cache_mb, kv_cache_mb));
+    TESSERA_RETURN_IF_ERROR(take(prefill_opt, &SC::max_prefill_tokens, max_prefill_tokens));
     TESSERA_RETURN_IF_ERROR(take(tp_opt, &SC::tp, tp));
     TESSERA_RETURN_IF_ERROR(take(device_opt, &SC::device, device));
     TESSERA_RETURN_IF_ERROR(take(tokenizer_opt, &SC::tokenizer, tokenizer_prefix));
@@ -162,6 +169,7 @@ int main(int argc, char** argv) {
     max_sequences = sc.max_sequences;
     max_queue = sc.max_queue;
     kv_cache_mb = sc.kv_cache_mb;
+    max_prefill_tokens = sc.max_prefill_tokens;
     tp = sc.tp;
     device = sc.device;
     tokenizer_prefix = sc.tokenizer;
@@ -248,6 +256,7 @@ int main(int argc, char** argv) {
     // The backend's frozen weight copies are made here, before /health says ready, not during
     // the first request (a collective over the tp group, like every step).
     generator.warm_up();
+    generator.set_prefill_budget(max_prefill_tokens);
     serve::Engine engine(generator);
     std::unique_ptr<serve::TpChannel> channel;
     if (tp > 1) channel = std::make_unique<serve::TpChannel>(grid.tp_comm());
@@ -302,13 +311,15 @@ int main(int argc, char** argv) {
       return 0;
     }
     front_end->set_state(serve::HttpFrontEnd::State::kReady);
-    core::log_info("tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
-                   std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
-                   std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) +
-                   (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) +
-                                        " positions per replica"
-                                  : std::string()) +
-                   ")");
+    core::log_info(
+        "tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
+        std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
+        std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) + ", prefill " +
+        (max_prefill_tokens > 0 ? std::to_string(max_prefill_tokens) + " tokens a step"
+                                : std::string("unbounded")) +
+        (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) + " positions per replica"
+                       : std::string()) +
+        ")");
     lo.stop_signal = &g_stop_signal;
     lo.on_drain = [&] {
       router.drain();  // tells the other replicas

@@ -100,6 +100,7 @@ const std::vector<Field>& fields() {
       field<&Config::serve, &ServeConfig::max_sequences>("serve.max_sequences"),
       field<&Config::serve, &ServeConfig::max_queue>("serve.max_queue"),
       field<&Config::serve, &ServeConfig::kv_cache_mb>("serve.kv_cache_mb"),
+      field<&Config::serve, &ServeConfig::max_prefill_tokens>("serve.max_prefill_tokens"),
       field<&Config::serve, &ServeConfig::tp>("serve.tp"),
       field<&Config::serve, &ServeConfig::device>("serve.device"),
       field<&Config::serve, &ServeConfig::tokenizer>("serve.tokenizer"),
@@ -693,6 +694,11 @@ Status validate_serve(const ServeConfig& s) {
   if (!(s.kv_cache_mb >= 0)) {
     return invalid("serve.kv_cache_mb", s.kv_cache_mb, "must be >= 0",
                    "give a budget in MiB, or 0 for none beyond the slots");
+  }
+  if (s.max_prefill_tokens < 0) {
+    return invalid("serve.max_prefill_tokens", s.max_prefill_tokens, "must be >= 0",
+                   "give the prompt tokens one decode step may prefill (256 is the default), or "
+                   "0 for no limit");
   }
   if (s.tp < 0) {
     return invalid("serve.tp", s.tp, "must be >= 0",

@@ -18,6 +18,7 @@ struct Generator::Sequence {
   int64_t prompt_len = 0;
   int64_t cached = 0;  // positions already in the KV cache
   int generated = 0;
+  uint64_t admission = 0;  // add() order: prompts are prefilled oldest first
   GenerateOptions options;
 };
 
@@ -50,6 +51,7 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
   gathered_.resize(max_sequences * Vp);
   workspace_.resize(max_sequences * Vp);
   head_rows_.reserve(max_sequences);
+  prefilling_.reserve(max_sequences);
   // The weights stay fixed while generating: the backend may pack them for few-row steps.
   model_.backend().freeze_weights(true);
 }
@@ -175,11 +177,17 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     s->tokens = prompt;
     s->prompt_len = static_cast<int64_t>(prompt.size());
     s->options = options;
+    s->admission = next_admission_++;
     slots_[i] = std::move(s);
     return static_cast<int>(i);
   }
   return core::Status::error("all " + std::to_string(slots_.size()) +
                              " sequence slots are in use; wait for one to finish");
+}
+
+void Generator::set_prefill_budget(int64_t tokens) {
+  TESSERA_ASSERT(tokens >= 0, "a prefill budget of >= 0 tokens (0: the model's rows)");
+  prefill_budget_ = tokens;
 }
 
 void Generator::remove(int id) {
@@ -206,8 +214,8 @@ int64_t Generator::running() const {
 std::vector<StepEvent> Generator::step() {
   std::vector<StepEvent> events;
   // Rows: first one decode row for each sequence whose prompt is cached (its newest token),
-  // then prompt chunks of the others, in slot order, while rows remain. A sequence samples this
-  // step when its last uncached token was fed: record the row that ends it.
+  // then prompt chunks of the others, oldest first, while rows and the prefill budget remain. A
+  // sequence samples this step when its last uncached token was fed: record the row that ends it.
   int64_t N = 0;
   std::vector<std::pair<int, int64_t>>& samplers = samplers_;  // (slot, row of its last token)
   samplers.clear();
@@ -221,15 +229,25 @@ std::vector<StepEvent> Generator::step() {
     }
     if (s.cached == static_cast<int64_t>(s.tokens.size())) samplers.emplace_back(slot, N - 1);
   };
+  prefilling_.clear();
   for (size_t i = 0; i < slots_.size(); ++i) {
     Sequence* s = slots_[i].get();
-    if (s && s->cached >= s->prompt_len && N < max_rows_) feed(static_cast<int>(i), *s, 1);
+    if (!s) continue;
+    if (s->cached < s->prompt_len) {
+      prefilling_.push_back(static_cast<int>(i));
+    } else if (N < max_rows_) {
+      feed(static_cast<int>(i), *s, 1);
+    }
   }
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    Sequence* s = slots_[i].get();
-    if (!s || s->cached >= s->prompt_len) continue;
-    const int64_t count = std::min(s->prompt_len - s->cached, max_rows_ - N);
-    if (count > 0) feed(static_cast<int>(i), *s, count);
+  std::sort(prefilling_.begin(), prefilling_.end(),
+            [&](int a, int b) { return slots_[a]->admission < slots_[b]->admission; });
+  int64_t budget = prefill_budget_ > 0 ? prefill_budget_ : max_rows_;
+  for (int slot : prefilling_) {
+    Sequence& s = *slots_[slot];
+    const int64_t count = std::min({s.prompt_len - s.cached, max_rows_ - N, budget});
+    if (count <= 0) break;
+    feed(slot, s, count);
+    budget -= count;
   }
   if (N == 0) return events;
   // The LM head runs on the sampling rows only: a prefill chunk's other rows need no logits.

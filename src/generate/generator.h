@@ -107,10 +107,18 @@ class Generator {
   // Joins a sequence (KV path only); its prompt is prefilled by the next steps. Returns its id
   // (its cache slot) or the error of generate(), or "no free slot".
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
-  // One iteration: a decode row for every running sequence, then as much pending prompt as fits
-  // in the model's rows (chunked prefill), then a token sampled for every sequence whose prompt
-  // is done. Finished sequences leave (their slot is free again). Empty when idle.
+  // One iteration: a decode row for every running sequence, then pending prompt, oldest sequence
+  // first, as much as fits in the model's rows and the prefill budget (chunked prefill), then a
+  // token sampled for every sequence whose prompt is done. Finished sequences leave (their slot
+  // is free again). Empty when idle.
   std::vector<StepEvent> step();
+  // The most prompt tokens one step() prefills, over all sequences; 0 (the default): as many as
+  // the model's rows allow. Decode rows do not count against it. With a budget, a long prompt is
+  // prefilled over several steps while the running sequences still decode one token each step,
+  // which bounds their inter-token latency; the chunking changes no token (each row's arithmetic
+  // does not depend on the other rows of its step). Takes effect at the next step().
+  void set_prefill_budget(int64_t tokens);
+  int64_t prefill_budget() const { return prefill_budget_; }
   // One throw-away one-token step, so that the backend makes its frozen copies of the weights
   // (Backend::freeze_weights) now rather than during the first request (124M on 2 cores: ~1.5
   // s). Needs an idle generator and a free slot; emits nothing and leaves it idle.
@@ -134,12 +142,15 @@ class Generator {
   models::Gpt& model_;
   parallel::Communicator& host_tp_comm_;
   int64_t maxT_, Vp_local_, max_rows_;
+  int64_t prefill_budget_ = 0;   // 0: max_rows_
+  uint64_t next_admission_ = 0;  // Sequence::admission of the next add()
   models::KvCache cache_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // null: free
   // Step buffers, sized once.
   std::vector<int32_t> tokens_, row_slots_, positions_;
   std::vector<std::pair<int, int64_t>> samplers_;  // step(): (slot, row) of each sampling sequence
   std::vector<int64_t> head_rows_;                 // step(): the rows of samplers_
+  std::vector<int> prefilling_;                    // step(): slots with prompt left, oldest first
   std::vector<float> rows_, gathered_, workspace_;
   std::vector<float> probs_;
   std::vector<int32_t> order_;

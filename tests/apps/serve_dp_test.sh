@@ -2,8 +2,10 @@
 # tessera-serve over dp replicas (docs/SERVING.md, "dp replicas and routing"; "KV-cache budget"),
 # on a small model trained here, servers on port 0. Checks:
 #   - 12 seeded requests, sent at once, give the same texts at 1x1, 1x2, 2x1 and 2x2 (dp x tp),
-#     streamed and not; at dp 2 they are spread over both replicas (X-Tessera-Replica headers, and
-#     /metrics' tessera_replica_requests_routed_total agrees with them)
+#     streamed and not, the 1x2 server with a prefill budget of 2 tokens a step
+#     (--max-prefill-tokens: the prompts are prefilled over many steps, oldest first); at dp 2 they
+#     are spread over both replicas (X-Tessera-Replica headers, and /metrics'
+#     tessera_replica_requests_routed_total agrees with them)
 #   - 2x1: a streaming client on replica 1 hangs up: replica 1's running count drops to 0 and the
 #     request is counted cancelled; SIGTERM with a stream in flight on each replica: /health 503,
 #     both streams finish every token, every rank exits 0 (mpirun exit 0)
@@ -216,10 +218,16 @@ fi
 [[ -s "$WORK/texts.json" ]] || { fail "no 1x1 texts to compare with"; finish; exit 1; }
 for grid in "1 2" "2 1" "2 2"; do
   read -r dp tp <<< "$grid"
+  budget=()
+  [[ $grid == "1 2" ]] && budget=(--max-prefill-tokens 2)
   if start_server "$WORK/s$dp$tp.log" $(mpirun_n $((dp * tp))) "$SERVE" "$model" --port 0 \
-    --tp "$tp" --debug-step-delay-ms 5; then
+    --tp "$tp" --debug-step-delay-ms 5 "${budget[@]}"; then
     grep -q "dp $dp x tp $tp" "$WORK/s$dp$tp.log" && pass "${dp}x$tp ready: $(grep 'ready on' "$WORK/s$dp$tp.log")" \
       || fail "${dp}x$tp: the ready line does not name the grid"
+    if [[ ${#budget[@]} -gt 0 ]]; then
+      grep -q "prefill 2 tokens a step" "$WORK/s$dp$tp.log" && pass "${dp}x$tp: prefill budget 2" \
+        || fail "${dp}x$tp: the ready line does not give the prefill budget"
+    fi
     client texts "$port" "${dp}x$tp" "" "$WORK/texts.json" "$dp"
     if [[ $grid == "2 1" ]]; then
       kill -TERM $(rank_pids "$server")  # restarted below with slow steps
@@ -261,6 +269,8 @@ if start_server "$WORK/skv.log" "$SERVE" "$model" --port 0 --kv-cache-mb 0.05859
   stop_server kv "$WORK/skv.log"
 fi
 expect_error "--kv-cache-mb -1" "kv-cache-mb -1: key 'serve.kv_cache_mb' = -1.0 must be >= 0" "$SERVE" "$model" --kv-cache-mb -1
+expect_error "--max-prefill-tokens -1" "max-prefill-tokens -1: key 'serve.max_prefill_tokens' = -1 must be >= 0" \
+  "$SERVE" "$model" --max-prefill-tokens -1
 expect_error "--kv-cache-mb too small" 'kv-cache-mb. 0.001 holds 1 token positions at 1024 bytes' "$SERVE" "$model" \
   --kv-cache-mb 0.001
 finish

@@ -2,7 +2,8 @@
 // decoded in one batch give, for each, exactly the tokens of that prompt generated alone
 // (greedy and seeded sampling, with prefill split into chunks); a row's logits equal those of
 // the same row decoded alone within 1e-6 of the largest logit; a sequence joining a running batch
-// changes no other sequence's tokens; a cancelled sequence frees its slot.
+// changes no other sequence's tokens; a cancelled sequence frees its slot; a prefill budget
+// splits a long prompt over steps, oldest prompt first, while running sequences decode each step.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -213,6 +214,81 @@ TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
   EXPECT_NE(b_id, *a);
   EXPECT_EQ(a_out, a_alone);
   EXPECT_EQ(b_out, b_alone);
+}
+
+// With a prefill budget of 4 tokens, a 17-token prompt that joins a decoding sequence takes
+// ceil(17 / 4) = 5 steps to its first token, and the decoding sequence emits a token in every one
+// of them (without the budget the prompt would be prefilled in the first step: 48 rows fit it).
+// Neither sequence's tokens change.
+TEST(BatchedDecode, PrefillBudgetSplitsALongPromptWhileOthersDecodeEveryStep) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(7);
+  const auto pa = prompt_of(3, 1), pb = prompt_of(17, 2);
+  GenerateOptions oa = options_for(1), ob = options_for(2);
+  oa.max_tokens = 30;
+  ob.max_tokens = 10;
+  const auto a_alone = alone(gpt, pa, oa), b_alone = alone(gpt, pb, ob);
+
+  Generator g(gpt, 2);
+  EXPECT_EQ(g.prefill_budget(), 0);
+  g.set_prefill_budget(4);
+  auto a = g.add(pa, oa);
+  ASSERT_TRUE(a.is_ok());
+  std::vector<int32_t> a_out, b_out;
+  int b_id = -1, b_joined = -1, b_first = -1;
+  for (int step = 0; !g.idle(); ++step) {
+    if (step == 3) {
+      auto b = g.add(pb, ob);
+      ASSERT_TRUE(b.is_ok()) << b.status().message();
+      b_id = *b;
+      b_joined = step;
+    }
+    const size_t a_before = a_out.size();
+    for (const StepEvent& e : g.step()) {
+      if (e.token < 0) continue;
+      if (e.id == b_id) {
+        if (b_out.empty()) b_first = step;
+        b_out.push_back(e.token);
+      } else {
+        a_out.push_back(e.token);
+      }
+    }
+    if (a_out.size() < a_alone.size()) {
+      EXPECT_EQ(a_out.size(), a_before + 1) << "step " << step << ": A did not decode";
+    }
+  }
+  EXPECT_EQ(b_first - b_joined + 1, 5) << "steps from B's join to its first token";
+  EXPECT_EQ(a_out, a_alone);
+  EXPECT_EQ(b_out, b_alone);
+}
+
+// Prompts take the budget oldest first, not in cache-slot order: C (10 tokens) joins into slot
+// 1, then D (3 tokens) into slot 0, freed after C joined. With a budget of 4, C is prefilled in
+// steps 1-3 (4 + 4 + 2, D's first 2 tokens beside its last 2) and D finishes in step 4.
+TEST(BatchedDecode, PrefillBudgetGoesToTheOldestPromptFirst) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(7);
+  Generator g(gpt, 2);
+  g.set_prefill_budget(4);
+  GenerateOptions o = options_for(0);
+  o.max_tokens = 3;
+  auto x = g.add(prompt_of(2, 0), o);
+  auto c = g.add(prompt_of(10, 1), o);
+  ASSERT_TRUE(x.is_ok() && c.is_ok());
+  g.remove(*x);
+  auto d = g.add(prompt_of(3, 2), o);
+  ASSERT_TRUE(d.is_ok());
+  ASSERT_LT(*d, *c) << "D must take the lower slot for this test to tell the orders apart";
+  int c_first = -1, d_first = -1;
+  for (int step = 1; !g.idle(); ++step) {
+    for (const StepEvent& e : g.step()) {
+      if (e.token < 0) continue;
+      if (e.id == *c && c_first < 0) c_first = step;
+      if (e.id == *d && d_first < 0) d_first = step;
+    }
+  }
+  EXPECT_EQ(c_first, 3);
+  EXPECT_EQ(d_first, 4);
 }
 
 TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {

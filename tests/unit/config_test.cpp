@@ -393,6 +393,8 @@ TEST(Config, ServeKeysAreChecked) {
   EXPECT_CONTAINS(error_of("serve:\n  max_sequences: 0\n"), "key 'serve.max_sequences' = 0");
   EXPECT_CONTAINS(error_of("serve:\n  kv_cache_mb: -1\n"),
                   "key 'serve.kv_cache_mb' = -1.0 must be >= 0");
+  EXPECT_CONTAINS(error_of("serve:\n  max_prefill_tokens: -1\n"),
+                  "key 'serve.max_prefill_tokens' = -1 must be >= 0; give the prompt tokens");
   EXPECT_CONTAINS(error_of("serve:\n  port: 70000\n"),
                   "key 'serve.port' = 70000 is not a TCP port; pick 1-65535, or 0");
   EXPECT_CONTAINS(error_of("serve:\n  device: tpu\n"), "key 'serve.device' = \"tpu\" is not a");

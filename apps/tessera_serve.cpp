@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
         app.add_option("--max-prefill-tokens", max_prefill_tokens,
                        "prompt tokens prefilled per decode step, over all requests, oldest first: "
                        "a long prompt is split over steps so running streams keep decoding (0: "
-                       "no limit)")
+                       "the device's, 128 on cpu and 2048 on cuda; the context or more: no "
+                       "limit)")
             ->capture_default_str();
     auto* tp_opt = app.add_option("--tp", tp,
                                   "tensor-parallel size; the ranks form (ranks / tp) replicas "
@@ -169,7 +170,13 @@ int main(int argc, char** argv) {
     max_sequences = sc.max_sequences;
     max_queue = sc.max_queue;
     kv_cache_mb = sc.kv_cache_mb;
-    max_prefill_tokens = sc.max_prefill_tokens;
+    // 128 on a CPU: docs/PERF.md "Serving", prefill budget (a 124M decode step stalls about
+    // 300 ms for a long prompt, against 1.7 s unchunked, and the long prompt's own first token
+    // comes no later). 2048 on a GPU, where a step's fixed cost is far larger against a token's:
+    // not measured here.
+    max_prefill_tokens = sc.max_prefill_tokens > 0 ? sc.max_prefill_tokens
+                         : sc.device == "cuda"     ? 2048
+                                                   : 128;
     tp = sc.tp;
     device = sc.device;
     tokenizer_prefix = sc.tokenizer;
@@ -315,8 +322,7 @@ int main(int argc, char** argv) {
         "tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
         std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
         std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) + ", prefill " +
-        (max_prefill_tokens > 0 ? std::to_string(max_prefill_tokens) + " tokens a step"
-                                : std::string("unbounded")) +
+        std::to_string(max_prefill_tokens) + " tokens a step" +
         (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) + " positions per replica"
                        : std::string()) +
         ")");

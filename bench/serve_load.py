@@ -6,6 +6,8 @@ each sending its next request when the last one ends) or with Poisson arrivals a
 
   /usr/bin/python3 bench/serve_load.py --port 8000 --concurrency 16 --requests 32
   /usr/bin/python3 bench/serve_load.py --port 8000 --rate 1.5 --requests 24 --json out.json
+  /usr/bin/python3 bench/serve_load.py --port 8000 --concurrency 4 --requests 4 \
+      --long-prompt-len 896 --long-at 2
 
 Each request: prompt = --prompt-len token ids (7 i + 11 + request) mod --vocab, max_tokens
 --max-tokens, greedy unless --temperature, stream with usage. Measured per request, from the
@@ -15,8 +17,13 @@ moment it is sent:
   ITL   each gap between successive streamed events (one token each, unless a piece was held back);
   E2E   time to the last event.
 Reported: completed and failed requests, duration (first send to last finish), request
-throughput, output tokens/s (usage.completion_tokens summed / duration), and mean, p50 and p99 of
-TTFT, TPOT, ITL and E2E in milliseconds. One JSON object on stdout (--json also writes it), a
+throughput, output tokens/s (usage.completion_tokens summed / duration), and mean, p50, p99 and
+max of TTFT, TPOT, ITL and E2E in milliseconds.
+--long-prompt-len L adds one more request, sent --long-at seconds after the start, with an L-token
+prompt and --long-max-tokens: how a long prompt's prefill stalls the streams already decoding.
+It is reported apart ("long": its TTFT and E2E) and left out of the figures above, and "stall_ms"
+is the longest gap between two events of one of the other streams that overlaps the long
+request's wait for its first token. One JSON object on stdout (--json also writes it), a
 human summary on stderr.
 """
 
@@ -43,16 +50,19 @@ def percentile(values, q):
 
 def summary(values):
     if not values:
-        return {"mean": None, "p50": None, "p99": None}
+        return {"mean": None, "p50": None, "p99": None, "max": None}
     return {"mean": round(statistics.fmean(values) * 1e3, 2),
             "p50": round(percentile(values, 50) * 1e3, 2),
-            "p99": round(percentile(values, 99) * 1e3, 2)}
+            "p99": round(percentile(values, 99) * 1e3, 2),
+            "max": round(max(values) * 1e3, 2)}
 
 
-def one_request(args, index):
+def one_request(args, index, prompt_len=None, max_tokens=None):
     """Sends request `index`; returns a dict of its timings (or its error)."""
-    prompt = [(7 * i + 11 + index) % args.vocab for i in range(args.prompt_len)]
-    body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": args.temperature,
+    prompt_len = args.prompt_len if prompt_len is None else prompt_len
+    max_tokens = args.max_tokens if max_tokens is None else max_tokens
+    prompt = [(7 * i + 11 + index) % args.vocab for i in range(prompt_len)]
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
             "stream": True, "stream_options": {"include_usage": True}}
     if args.model:
         body["model"] = args.model
@@ -109,6 +119,18 @@ def run(args):
             results[i] = one_request(args, i)
 
     start = time.perf_counter()
+    long_result = [None]
+    long_thread = None
+    if args.long_prompt_len:
+        def send_long():
+            delay = start + args.long_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            long_result[0] = one_request(args, args.requests, args.long_prompt_len,
+                                         args.long_max_tokens)
+
+        long_thread = threading.Thread(target=send_long)
+        long_thread.start()
     if args.rate:
         rng = random.Random(args.seed)
         at, threads = 0.0, []
@@ -130,10 +152,25 @@ def run(args):
             t.start()
     for t in threads:
         t.join()
-    return results
+    if long_thread:
+        long_thread.join()
+    return results, long_result[0]
 
 
-def report(args, results):
+def stall(good, long):
+    """The longest gap between successive events of one request of `good` that overlaps the
+    window from the long request's send to its first event (None without one)."""
+    if not long or not long["ok"]:
+        return None
+    lo, hi = long["start"], long["start"] + long["events"][0]
+    gaps = [b - a for r in good
+            for a, b in zip([r["start"] + e for e in r["events"]],
+                            [r["start"] + e for e in r["events"][1:]])
+            if a < hi and b > lo]
+    return round(max(gaps) * 1e3, 2) if gaps else None
+
+
+def report(args, results, long=None):
     good = [r for r in results if r and r["ok"]]
     failed = [r for r in results if not r or not r["ok"]]
     ttft = [r["events"][0] for r in good]
@@ -158,6 +195,15 @@ def report(args, results):
         "e2e_ms": summary(e2e),
         "errors": sorted({r.get("error", "?") for r in failed if r})[:5],
     }
+    if args.long_prompt_len:
+        out["long"] = {"prompt_tokens": args.long_prompt_len, "at_s": args.long_at,
+                       "ok": bool(long and long["ok"]),
+                       "ttft_ms": round(long["events"][0] * 1e3, 2) if long and long["ok"]
+                       else None,
+                       "e2e_ms": round(long["events"][-1] * 1e3, 2) if long and long["ok"]
+                       else None,
+                       "error": long.get("error") if long else "not sent"}
+        out["stall_ms"] = stall(good, long)
     return out
 
 
@@ -177,13 +223,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrival times")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per request")
     ap.add_argument("--json", default="", help="also write the report here")
+    ap.add_argument("--long-prompt-len", type=int, default=0,
+                    help="also send one request with a prompt this long (0: none)")
+    ap.add_argument("--long-at", type=float, default=2.0,
+                    help="seconds after the start to send the long request")
+    ap.add_argument("--long-max-tokens", type=int, default=16)
     args = ap.parse_args()
     if (args.concurrency is not None and args.concurrency < 1) or (
-            args.rate is not None and args.rate <= 0) or args.requests < 1:
-        print("serve_load: --concurrency and --requests must be >= 1, --rate > 0",
+            args.rate is not None and args.rate <= 0) or args.requests < 1 or \
+            args.long_prompt_len < 0:
+        print("serve_load: --concurrency and --requests must be >= 1, --rate > 0, "
+              "--long-prompt-len >= 0",
               file=sys.stderr)
         return 2
-    out = report(args, run(args))
+    results, long = run(args)
+    out = report(args, results, long)
     text = json.dumps(out)
     print(text)
     if args.json:
@@ -193,8 +247,13 @@ def main() -> int:
           f"{out['duration_s']} s; {out['request_throughput']} req/s, "
           f"{out['output_tokens_per_s']} output tok/s; TTFT p50 {out['ttft_ms']['p50']} ms "
           f"p99 {out['ttft_ms']['p99']} ms; TPOT p50 {out['tpot_ms']['p50']} ms; ITL p50 "
-          f"{out['itl_ms']['p50']} p99 {out['itl_ms']['p99']} ms", file=sys.stderr)
-    return 0 if not out["failed"] else 1
+          f"{out['itl_ms']['p50']} p99 {out['itl_ms']['p99']} max {out['itl_ms']['max']} ms",
+          file=sys.stderr)
+    if args.long_prompt_len:
+        print(f"serve_load: long request ({args.long_prompt_len} prompt tokens at "
+              f"{args.long_at} s): TTFT {out['long']['ttft_ms']} ms; longest gap of another "
+              f"stream while it waited: {out['stall_ms']} ms", file=sys.stderr)
+    return 0 if not out["failed"] and (not args.long_prompt_len or out["long"]["ok"]) else 1
 
 
 if __name__ == "__main__":

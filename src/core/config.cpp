@@ -697,8 +697,8 @@ Status validate_serve(const ServeConfig& s) {
   }
   if (s.max_prefill_tokens < 0) {
     return invalid("serve.max_prefill_tokens", s.max_prefill_tokens, "must be >= 0",
-                   "give the prompt tokens one decode step may prefill (256 is the default), or "
-                   "0 for no limit");
+                   "give the prompt tokens one decode step may prefill, or 0 (the default) for "
+                   "the device's: 128 on cpu, 2048 on cuda");
   }
   if (s.tp < 0) {
     return invalid("serve.tp", s.tp, "must be >= 0",

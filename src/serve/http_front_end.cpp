@@ -103,7 +103,7 @@ struct HttpFrontEnd::Impl {
     }
     return t;
   }
-  void completions(const httplib::Request& req, httplib::Response& res);
+  void completions(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
   void install_routes();
 };
 
@@ -125,7 +125,10 @@ void HttpFrontEnd::Impl::install_routes() {
     res.set_content(router.render_metrics(), "text/plain; version=0.0.4");
   });
   server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    completions(req, res);
+    completions(req, res, Endpoint::kCompletions);
+  });
+  server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    completions(req, res, Endpoint::kChatCompletions);
   });
   // Every error answer is JSON: unknown paths and methods too (handlers set their own bodies).
   server.set_error_handler(
@@ -136,8 +139,8 @@ void HttpFrontEnd::Impl::install_routes() {
         e.type = res.status == 404 ? "not_found_error" : "invalid_request_error";
         if (res.status == 404) {
           e.message = "no route for " + req.method + " " + req.path +
-                      "; see GET /, GET /v1/models, POST /v1/completions, GET /health, "
-                      "GET /metrics";
+                      "; see GET /, GET /v1/models, POST /v1/completions, "
+                      "POST /v1/chat/completions, GET /health, GET /metrics";
         } else if (res.status == 413) {
           e.message =
               "the request body is too large: the limit is 1 MiB, and 8 KiB for a body sent as "
@@ -165,7 +168,8 @@ void HttpFrontEnd::Impl::install_routes() {
       });
 }
 
-void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Response& res,
+                                     Endpoint endpoint) {
   if (state.load() != State::kReady) {
     ApiError e = stopped_error();
     e.code = state.load() == State::kLoading ? "loading" : "draining";
@@ -174,8 +178,10 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
                     : "the server is shutting down and admits no new requests";
     return send_error(res, e);
   }
+  const bool chat = endpoint == Endpoint::kChatCompletions;
   CompletionRequest request;
-  if (auto e = parse_completion_request(req.body, limits, tokenizer, fresh_seed(), &request)) {
+  const auto parse = chat ? parse_chat_request : parse_completion_request;
+  if (auto e = parse(req.body, limits, tokenizer, fresh_seed(), &request)) {
     router.count_invalid();
     return send_error(res, *e);
   }
@@ -186,7 +192,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
   // Which dp replica runs it (tests and operators can see the routing).
   res.set_header("X-Tessera-Replica", std::to_string(submitted.replica));
   const uint64_t id = submitted.id;
-  const std::string name = "cmpl-" + std::to_string(id);
+  const std::string name = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(id);
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
 
   // A stop string ends the request: the text so far is the answer, and the sequence leaves the
@@ -254,8 +260,10 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
       error.message = e.error;
       send_error(res, error);
     } else {
-      res.set_content(completion_body(name, now, limits.model_name, out, finish, usage, field),
-                      "application/json");
+      res.set_content(
+          chat ? chat_completion_body(name, now, limits.model_name, out, finish, usage, field)
+               : completion_body(name, now, limits.model_name, out, finish, usage, field),
+          "application/json");
     }
     --in_flight;
     return;
@@ -269,6 +277,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
     std::shared_ptr<RequestChannel> channel;
     CompletionText text;
     bool finished = false;
+    bool sent_role = false;  // chat: the first event, {"delta": {"role": "assistant"}}, is out
   };
   auto stream = std::make_shared<Stream>();
   stream->channel = channel;
@@ -278,8 +287,19 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, stream, id, name, now, include_usage, prompt_tokens, logprobs](
+      [this, stream, id, name, now, include_usage, prompt_tokens, logprobs, chat](
           size_t, httplib::DataSink& sink) {
+        // A text piece (or the last event) in the endpoint's shape.
+        const auto chunk = [&](const std::string& text, Finish finish, const LogprobsField& field) {
+          return chat ? chat_chunk_event(name, now, limits.model_name, text, finish, field)
+                      : completion_chunk_event(name, now, limits.model_name, text, finish, field);
+        };
+        if (chat && !stream->sent_role) {
+          stream->sent_role = true;
+          const std::string event = chat_chunk_event(name, now, limits.model_name, "",
+                                                     Finish::kNone, LogprobsField{-1, {}}, true);
+          return sink.write(event.data(), event.size());
+        }
         RequestEvent e;
         if (!stream->channel->pop(&e, kPollInterval)) {
           if (stopping.load()) {
@@ -309,8 +329,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         }
         if (finish == Finish::kNone) {
           if (text.empty()) return true;
-          const std::string event =
-              completion_chunk_event(name, now, limits.model_name, text, Finish::kNone, field);
+          const std::string event = chunk(text, Finish::kNone, field);
           return sink.write(event.data(), event.size());
         }
         std::string out;
@@ -324,8 +343,11 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
           CompletionText::Piece rest = stream->text.finish();
           text += rest.text;
           for (LoggedToken& t : rest.tokens) field.tokens.push_back(std::move(t));
-          out = completion_chunk_event(name, now, limits.model_name, text, finish, field);
-          if (include_usage) out += usage_chunk_event(name, now, limits.model_name, usage);
+          out = chunk(text, finish, field);
+          if (include_usage) {
+            out += chat ? chat_usage_chunk_event(name, now, limits.model_name, usage)
+                        : usage_chunk_event(name, now, limits.model_name, usage);
+          }
         }
         out += done_event();
         stream->finished = true;

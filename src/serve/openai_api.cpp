@@ -50,9 +50,97 @@ bool is_unsupported_default(const std::string& key, const json& v) {
   return false;                               // suffix: only null
 }
 
-bool is_unsupported_field(const std::string& key) {
-  return key == "n" || key == "best_of" || key == "echo" || key == "presence_penalty" ||
-         key == "frequency_penalty" || key == "logit_bias" || key == "suffix";
+bool is_unsupported_field(Endpoint endpoint, const std::string& key) {
+  if (key == "n" || key == "presence_penalty" || key == "frequency_penalty" ||
+      key == "logit_bias") {
+    return true;
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    return key == "best_of" || key == "echo" || key == "suffix";
+  }
+  return key == "tools" || key == "tool_choice" || key == "parallel_tool_calls" ||
+         key == "response_format" || key == "functions" || key == "function_call";
+}
+
+// A message's content: a string, or a list of text parts [{"type": "text", "text": "..."}],
+// joined.
+std::optional<ApiError> parse_content(const json& v, const std::string& where, std::string* out) {
+  if (v.is_string()) {
+    *out = v.get<std::string>();
+    return std::nullopt;
+  }
+  if (!v.is_array()) return wrong_type(where, "a string or a list of text parts", v);
+  out->clear();
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string part = where + "[" + std::to_string(i) + "]";
+    const json& p = v[i];
+    if (!p.is_object()) return wrong_type(part, "an object {\"type\": \"text\", \"text\": ...}", p);
+    if (!p.contains("type") || p["type"] != "text") {
+      return invalid(part + ".type",
+                     part +
+                         " is not a text part; only {\"type\": \"text\", \"text\": ...} is "
+                         "supported (this model reads text alone)");
+    }
+    for (const auto& [key, pv] : p.items()) {
+      if (key == "type") continue;
+      if (key != "text") {
+        return invalid(part + "." + key,
+                       "unknown field '" + part + "." + key + "'; a text part takes type and text");
+      }
+      if (!pv.is_string()) return wrong_type(part + ".text", "a string", pv);
+      *out += pv.get<std::string>();
+    }
+  }
+  return std::nullopt;
+}
+
+// messages: a non-empty list of {"role", "content"[, "name"]}.
+std::optional<ApiError> parse_messages(const json& v, std::vector<ChatMessage>* out) {
+  if (!v.is_array()) return wrong_type("messages", "a list of messages", v);
+  if (v.empty()) {
+    return invalid("messages",
+                   "messages is empty; give at least one, e.g. [{\"role\": \"user\", "
+                   "\"content\": \"Hello\"}]");
+  }
+  out->clear();
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    const json& m = v[i];
+    if (!m.is_object()) return wrong_type(where, "an object with role and content", m);
+    ChatMessage message;
+    bool have_role = false, have_content = false;
+    for (const auto& [key, mv] : m.items()) {
+      if (key == "role") {
+        if (!mv.is_string()) return wrong_type(where + ".role", "a string", mv);
+        const std::string role = mv.get<std::string>();
+        if (role == "system" || role == "developer") {
+          message.role = ChatRole::kSystem;
+        } else if (role == "user") {
+          message.role = ChatRole::kUser;
+        } else if (role == "assistant") {
+          message.role = ChatRole::kAssistant;
+        } else {
+          return invalid(where + ".role", where + ".role is '" + role +
+                                              "'; the roles are system (or developer), user and "
+                                              "assistant (tool messages are not supported)");
+        }
+        have_role = true;
+      } else if (key == "content") {
+        if (auto e = parse_content(mv, where + ".content", &message.content)) return e;
+        have_content = true;
+      } else if (key == "name") {
+        if (!mv.is_string()) return wrong_type(where + ".name", "a string", mv);
+      } else {
+        return invalid(where + "." + key, "unknown field '" + where + "." + key +
+                                              "'; a message takes role, content and name");
+      }
+    }
+    if (!have_role)
+      return invalid(where + ".role", where + " has no role (system, user, assistant)");
+    if (!have_content) return invalid(where + ".content", where + " has no content");
+    out->push_back(std::move(message));
+  }
+  return std::nullopt;
 }
 
 // stop: null, a string, or a list of at most kMaxStopStrings strings; "" and [] mean none.
@@ -89,8 +177,9 @@ std::optional<ApiError> parse_stop(const json& v, std::vector<std::string>* stop
   return std::nullopt;
 }
 
-json completion_json(const std::string& id, int64_t created, const std::string& model) {
-  return json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model}};
+json completion_json(const std::string& id, int64_t created, const std::string& model,
+                     const char* object = "text_completion") {
+  return json{{"id", id}, {"object", object}, {"created", created}, {"model", model}};
 }
 
 json usage_json(const Usage& u) {
@@ -108,9 +197,32 @@ std::string error_body(const ApiError& e) {
   return dump(json{{"error", inner}});
 }
 
-std::optional<ApiError> parse_completion_request(std::string_view body, const ApiLimits& limits,
-                                                 const data::Tokenizer& tokenizer,
-                                                 uint64_t default_seed, CompletionRequest* out) {
+std::string chat_prompt(const std::vector<ChatMessage>& messages) {
+  std::string text;
+  for (const ChatMessage& m : messages) {
+    switch (m.role) {
+      case ChatRole::kSystem:
+        text += m.content + "\n\n";
+        break;
+      case ChatRole::kUser:
+        text += "User: " + m.content + "\n";
+        break;
+      case ChatRole::kAssistant:
+        text += "Assistant: " + m.content + "\n";
+        break;
+    }
+  }
+  return text + "Assistant:";
+}
+
+namespace {
+
+// Both endpoints' bodies: the shared fields, and each one's own (completions: prompt, logprobs as
+// an integer; chat: messages, max_completion_tokens, logprobs as a boolean with top_logprobs).
+std::optional<ApiError> parse_request(std::string_view body, const ApiLimits& limits,
+                                      const data::Tokenizer& tokenizer, uint64_t default_seed,
+                                      Endpoint endpoint, CompletionRequest* out) {
+  const bool chat = endpoint == Endpoint::kChatCompletions;
   json j;
   try {
     j = json::parse(body.begin(), body.end());
@@ -127,9 +239,12 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
     return invalid("", std::string("the request body must be a JSON object, not ") + type_name(j));
   }
   *out = CompletionRequest{};
+  out->endpoint = endpoint;
   RequestSpec& spec = out->spec;
   spec.sampling.seed = default_seed;
   bool have_prompt = false;
+  bool chat_logprobs = false;  // chat: logprobs true
+  int top_logprobs = -1;       // chat: top_logprobs given
   for (const auto& [key, v] : j.items()) {
     if (key == "model") {
       if (!v.is_string()) return wrong_type("model", "a string", v);
@@ -141,7 +256,12 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
         e.code = "model_not_found";
         return e;
       }
-    } else if (key == "prompt") {
+    } else if (chat && key == "messages") {
+      std::vector<ChatMessage> messages;
+      if (auto e = parse_messages(v, &messages)) return e;
+      spec.prompt = tokenizer.encode(chat_prompt(messages));
+      have_prompt = true;
+    } else if (!chat && key == "prompt") {
       have_prompt = true;
       if (v.is_string()) {
         spec.prompt = tokenizer.encode(v.get<std::string>());
@@ -169,14 +289,13 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
       } else {
         return wrong_type("prompt", "a string or a list of token ids", v);
       }
-    } else if (key == "max_tokens") {
+    } else if (key == "max_tokens" || (chat && key == "max_completion_tokens")) {
       if (v.is_null()) continue;
-      if (!v.is_number_integer()) return wrong_type("max_tokens", "an integer", v);
+      if (!v.is_number_integer()) return wrong_type(key, "an integer", v);
       const int64_t n = v.get<int64_t>();
       if (n < 1 || n > limits.context) {
-        return invalid("max_tokens", "max_tokens is " + std::to_string(n) +
-                                         "; it must lie in [1, " + std::to_string(limits.context) +
-                                         "] (the model's context)");
+        return invalid(key, key + " is " + std::to_string(n) + "; it must lie in [1, " +
+                                std::to_string(limits.context) + "] (the model's context)");
       }
       spec.max_tokens = static_cast<int>(n);
     } else if (key == "temperature") {
@@ -220,6 +339,21 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
       }
     } else if (key == "stop") {
       if (auto e = parse_stop(v, &out->stop)) return e;
+    } else if (chat && key == "logprobs") {
+      if (v.is_null()) continue;
+      if (!v.is_boolean()) return wrong_type("logprobs", "a boolean", v);
+      chat_logprobs = v.get<bool>();
+    } else if (chat && key == "top_logprobs") {
+      if (v.is_null()) continue;
+      if (!v.is_number_integer()) return wrong_type("top_logprobs", "an integer in [0, 5]", v);
+      const int64_t n = v.get<int64_t>();
+      if (n < 0 || n > generate::kMaxTopLogprobs) {
+        return invalid("top_logprobs", "top_logprobs is " + std::to_string(n) +
+                                           "; it must lie in [0, " +
+                                           std::to_string(generate::kMaxTopLogprobs) +
+                                           "] (the most likely tokens to list at each position)");
+      }
+      top_logprobs = static_cast<int>(n);
     } else if (key == "logprobs") {
       if (v.is_null()) continue;
       if (!v.is_number_integer()) return wrong_type("logprobs", "an integer in [0, 5] or null", v);
@@ -233,35 +367,70 @@ std::optional<ApiError> parse_completion_request(std::string_view body, const Ap
       spec.logprobs = static_cast<int>(n);
     } else if (key == "user") {
       if (!v.is_string() && !v.is_null()) return wrong_type("user", "a string", v);
-    } else if (is_unsupported_field(key)) {
+    } else if (is_unsupported_field(endpoint, key)) {
       if (!is_unsupported_default(key, v)) {
         return invalid(key, "'" + key +
                                 "' is not supported by tessera-serve yet; leave it out "
                                 "(or at its default)");
       }
+    } else if (chat) {
+      return invalid(key, "unknown field '" + key +
+                              "'; /v1/chat/completions takes model, messages, max_tokens, "
+                              "max_completion_tokens, temperature, top_p, top_k, seed, stop, "
+                              "logprobs, top_logprobs, stream, stream_options, user");
     } else {
       return invalid(key, "unknown field '" + key +
                               "'; /v1/completions takes model, prompt, max_tokens, temperature, "
                               "top_p, top_k, seed, stop, logprobs, stream, stream_options, user");
     }
   }
-  if (!have_prompt)
+  if (chat) {
+    if (!have_prompt) {
+      return invalid("messages", "messages is required (a list of {\"role\", \"content\"})");
+    }
+    if (top_logprobs >= 0 && !chat_logprobs) {
+      return invalid("top_logprobs", "top_logprobs needs logprobs: true");
+    }
+    if (chat_logprobs) spec.logprobs = std::max(top_logprobs, 0);
+    // The template's next turn ends the answer (chat_prompt).
+    out->stop.push_back(kChatTurnStop);
+  } else if (!have_prompt) {
     return invalid("prompt", "prompt is required (a string or a list of token ids)");
+  }
   SchedulerOptions limits_as_scheduler;
   limits_as_scheduler.context = limits.context;
   limits_as_scheduler.vocab_size = limits.vocab_size;
-  if (auto e = validate_request(spec, limits_as_scheduler)) return invalid(e->param, e->message);
+  if (auto e = validate_request(spec, limits_as_scheduler)) {
+    // A chat's prompt is its messages in the template.
+    return invalid(chat && e->param == "prompt" ? "messages" : e->param,
+                   chat ? "the messages in the chat template: " + e->message : e->message);
+  }
   const int64_t n = static_cast<int64_t>(spec.prompt.size());
   if (n + spec.max_tokens > limits.context) {
-    return invalid("max_tokens", "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+    const std::string prompt = chat ? "the messages" : "the prompt";
+    return invalid("max_tokens", prompt + " (" + std::to_string(n) + " tokens) plus max_tokens (" +
                                      std::to_string(spec.max_tokens) + ") is " +
                                      std::to_string(n + spec.max_tokens) +
                                      " tokens, over the model's context of " +
                                      std::to_string(limits.context) + "; ask for at most " +
-                                     std::to_string(limits.context - n) +
-                                     " tokens or shorten the prompt");
+                                     std::to_string(limits.context - n) + " tokens or shorten " +
+                                     prompt);
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> parse_completion_request(std::string_view body, const ApiLimits& limits,
+                                                 const data::Tokenizer& tokenizer,
+                                                 uint64_t default_seed, CompletionRequest* out) {
+  return parse_request(body, limits, tokenizer, default_seed, Endpoint::kCompletions, out);
+}
+
+std::optional<ApiError> parse_chat_request(std::string_view body, const ApiLimits& limits,
+                                           const data::Tokenizer& tokenizer, uint64_t default_seed,
+                                           CompletionRequest* out) {
+  return parse_request(body, limits, tokenizer, default_seed, Endpoint::kChatCompletions, out);
 }
 
 ApiError rejection_error(const SubmitResult& r) {
@@ -321,9 +490,67 @@ json logprobs_object(const LogprobsField& l) {
               {"top_logprobs", std::move(top)},
               {"text_offset", std::move(offsets)}};
 }
+
+// The chat API's logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token",
+// "logprob", "bytes"}]}]}, or null.
+json chat_logprobs_object(const LogprobsField& l) {
+  if (l.requested < 0) return nullptr;
+  auto bytes = [](const std::string& text) {
+    json b = json::array();
+    for (unsigned char c : text) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  json content = json::array();
+  for (const LoggedToken& t : l.tokens) {
+    json top = json::array();
+    for (const auto& [text, logprob] : t.top) {
+      top.push_back(json{{"token", text}, {"logprob", logprob}, {"bytes", bytes(text)}});
+    }
+    content.push_back(json{{"token", t.text},
+                           {"logprob", t.logprob},
+                           {"bytes", bytes(t.text)},
+                           {"top_logprobs", std::move(top)}});
+  }
+  return json{{"content", std::move(content)}};
+}
 }  // namespace
 
 std::string logprobs_json(const LogprobsField& logprobs) { return dump(logprobs_object(logprobs)); }
+
+std::string chat_completion_body(const std::string& id, int64_t created, const std::string& model,
+                                 const std::string& text, Finish finish, const Usage& usage,
+                                 const LogprobsField& logprobs) {
+  json j = completion_json(id, created, model, "chat.completion");
+  j["choices"] = json::array({json{{"index", 0},
+                                   {"message", json{{"role", "assistant"}, {"content", text}}},
+                                   {"logprobs", chat_logprobs_object(logprobs)},
+                                   {"finish_reason", openai_finish_reason(finish)}}});
+  j["usage"] = usage_json(usage);
+  return dump(j);
+}
+
+std::string chat_chunk_event(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& text, Finish finish, const LogprobsField& logprobs,
+                             bool first) {
+  json j = completion_json(id, created, model, "chat.completion.chunk");
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  if (first || !text.empty()) delta["content"] = text;
+  json choice{{"index", 0}, {"delta", std::move(delta)}};
+  choice["logprobs"] = chat_logprobs_object(logprobs);
+  choice["finish_reason"] =
+      finish == Finish::kNone ? json(nullptr) : json(openai_finish_reason(finish));
+  j["choices"] = json::array({choice});
+  return "data: " + dump(j) + "\n\n";
+}
+
+std::string chat_usage_chunk_event(const std::string& id, int64_t created, const std::string& model,
+                                   const Usage& usage) {
+  json j = completion_json(id, created, model, "chat.completion.chunk");
+  j["choices"] = json::array();
+  j["usage"] = usage_json(usage);
+  return "data: " + dump(j) + "\n\n";
+}
 
 std::string completion_body(const std::string& id, int64_t created, const std::string& model,
                             const std::string& text, Finish finish, const Usage& usage,

@@ -15,6 +15,13 @@
 //   stop (a string or a list of at most 4 non-empty strings; null, "" and [] are none),
 //   logprobs (integer in [0, 5] or null: the chosen token's log-probability, and the N most
 //   likely tokens' for N >= 1).
+// The chat completions API (POST /v1/chat/completions) takes the same fields but prompt and
+// logprobs, and: messages (a non-empty list of {role: system | developer | user | assistant,
+// content: a string or a list of text parts, name: ignored}; rendered by chat_prompt),
+// max_completion_tokens (an alias of max_tokens), logprobs (a boolean), top_logprobs (an
+// integer in [0, 5]; needs logprobs true). Its unsupported fields at their defaults: n,
+// penalties, logit_bias, and null tools, tool_choice, parallel_tool_calls, response_format,
+// functions, function_call.
 #pragma once
 
 #include <cstdint>
@@ -50,7 +57,11 @@ struct ApiLimits {
 constexpr int kMaxStopStrings = 4;
 constexpr size_t kMaxStopBytes = 256;  // the longest stop string, in bytes
 
+// Which API a request came in on; its responses take that API's shape.
+enum class Endpoint { kCompletions, kChatCompletions };
+
 struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
   RequestSpec spec;  // spec.logprobs: the request's logprobs (-1: null)
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
@@ -62,6 +73,24 @@ struct CompletionRequest {
 std::optional<ApiError> parse_completion_request(std::string_view body, const ApiLimits& limits,
                                                  const data::Tokenizer& tokenizer,
                                                  uint64_t default_seed, CompletionRequest* out);
+
+// The same for a POST /v1/chat/completions body: the messages become the prompt through
+// chat_prompt, and kChatTurnStop joins the request's stop strings.
+std::optional<ApiError> parse_chat_request(std::string_view body, const ApiLimits& limits,
+                                           const data::Tokenizer& tokenizer, uint64_t default_seed,
+                                           CompletionRequest* out);
+
+enum class ChatRole { kSystem, kUser, kAssistant };
+struct ChatMessage {
+  ChatRole role = ChatRole::kUser;
+  std::string content;
+};
+// The chat template, for base models that have none of their own (GPT-2): each system message's
+// content then a blank line, "User: " + content + newline, "Assistant: " + content + newline, in
+// order, then "Assistant:" for the answer. The answer ends at kChatTurnStop (the model starting
+// the user's next turn), at end-of-text, or at max_tokens.
+std::string chat_prompt(const std::vector<ChatMessage>& messages);
+constexpr const char* kChatTurnStop = "\nUser:";
 
 // The ApiError for a scheduler refusal: 400 (invalid), 429 (queue full), 503 (draining).
 ApiError rejection_error(const SubmitResult& result);
@@ -104,6 +133,19 @@ std::string usage_chunk_event(const std::string& id, int64_t created, const std:
 std::string done_event();
 // An error inside a stream (after the 200 was sent): "data: {"error": ...}\n\n".
 std::string error_event(const ApiError& error);
+
+// The chat API's answers: a whole chat.completion ({"message": {"role": "assistant",
+// "content"}}), and the chat.completion.chunk events of a stream ({"delta": ...}; the first has
+// the role and "content": "", later ones the text piece; logprobs in the chat shape, {"content":
+// [{"token", "logprob", "bytes", "top_logprobs"}]}), and the usage event.
+std::string chat_completion_body(const std::string& id, int64_t created, const std::string& model,
+                                 const std::string& text, Finish finish, const Usage& usage,
+                                 const LogprobsField& logprobs = {});
+std::string chat_chunk_event(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& text, Finish finish,
+                             const LogprobsField& logprobs = {}, bool first = false);
+std::string chat_usage_chunk_event(const std::string& id, int64_t created, const std::string& model,
+                                   const Usage& usage);
 
 // GET /v1/models.
 std::string models_body(const std::string& model, int64_t created, int64_t context);

@@ -8,7 +8,12 @@
 #     alone and among concurrent requests gets the same tokens and logprobs within 1e-5; tp 2
 #     gives tp 1's within 1e-5;
 #   a client that hangs up during a non-streaming request has it cancelled (the running count
-#     drops to 0, cancelled +1) within about a poll interval.
+#     drops to 0, cancelled +1) within about a poll interval;
+#   chat completions: a seeded chat answer is the completions endpoint's text for the chat
+#     template's prompt with the turn stop (same seed), in the chat shape; streamed, the first
+#     event carries the role and the pieces join to the answer; logprobs.content tokens join to
+#     it; an empty messages list is a 400 naming messages, and a good chat after it succeeds;
+#     tp 2 gives tp 1's answers.
 # Every wait is bounded; a trap kills any server left behind.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
@@ -37,14 +42,14 @@ from serve_client import call, check, fail, metrics, ok
 PROMPT_IDS = [10, 20, 30, 40, 50, 60]  # the greedy/torch comparison's prompt, as token ids
 
 
-def complete(body):
-    status, _, text = call("POST", "/v1/completions", body)
+def complete(body, path="/v1/completions"):
+    status, _, text = call("POST", path, body)
     return status, json.loads(text)
 
 
-def stream(body):
+def stream(body, path="/v1/completions"):
     conn = sc.connect(30)
-    conn.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
+    conn.request("POST", path, body=json.dumps(dict(body, stream=True)),
                  headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     events = []
@@ -213,9 +218,68 @@ def cmd_hangup():
     check(status == 200, "a request after the hang-up succeeds")
 
 
+CHAT = "/v1/chat/completions"
+# Short: the test model's context is 64 tokens.
+MESSAGES = [{"role": "system", "content": "A"}, {"role": "user", "content": "RO"},
+            {"role": "assistant", "content": "Hi"}, {"role": "user", "content": "JU"}]
+TEMPLATE = "A\n\nUser: RO\nAssistant: Hi\nUser: JU\nAssistant:"
+
+
+def cmd_chat(out_json, ref_json=""):
+    """Chat answers against the completions endpoint; writes them to out_json, or compares
+    them with ref_json's (tp 2 against tp 1)."""
+    answers = {}
+    for seed in (3, 4):
+        body = {"max_tokens": 16, "temperature": 0.9, "top_k": 40, "seed": seed}
+        status, j = complete(dict(body, messages=MESSAGES), CHAT)
+        s2, plain = complete(dict(body, prompt=TEMPLATE, stop=["\nUser:"]))
+        if not check(status == 200 and s2 == 200, f"chat seed {seed}: 200", f"{status} {j}"):
+            return
+        c, p = j["choices"][0], plain["choices"][0]
+        answers[seed] = c["message"]["content"]
+        check(j["object"] == "chat.completion" and j["id"].startswith("chatcmpl-")
+              and c["message"]["role"] == "assistant" and c["message"]["content"] == p["text"]
+              and c["finish_reason"] == p["finish_reason"] and j["usage"] == plain["usage"],
+              f"chat seed {seed}: the completions text of the template prompt with the turn stop "
+              f"({j['usage']['completion_tokens']} tokens, finish {c['finish_reason']})",
+              f"{j} vs {plain}")
+        events = stream(dict(body, messages=MESSAGES, stream_options={"include_usage": True}),
+                        CHAT)
+        chunks = [e for e in events if e.get("choices")]
+        pieces = "".join(e["choices"][0]["delta"].get("content", "") for e in chunks)
+        usage = [e["usage"] for e in events if e.get("usage")]
+        check(chunks and chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+              and all(e["object"] == "chat.completion.chunk" for e in events)
+              and all("role" not in e["choices"][0]["delta"] for e in chunks[1:])
+              and pieces == answers[seed]
+              and chunks[-1]["choices"][0]["finish_reason"] == c["finish_reason"]
+              and usage == [j["usage"]],
+              f"chat seed {seed} streamed: the role first, {len(chunks)} chunks join to the "
+              "answer, the same finish and usage", f"{events}")
+    status, j = complete({"messages": [{"role": "user", "content": "ROMEO:"}], "max_tokens": 8,
+                          "temperature": 0, "logprobs": True, "top_logprobs": 2}, CHAT)
+    lp = j["choices"][0]["logprobs"]["content"] if status == 200 else []
+    check(status == 200 and "".join(t["token"] for t in lp) == j["choices"][0]["message"]["content"]
+          and all(len(t["top_logprobs"]) == 2 and t["logprob"] <= 0 for t in lp),
+          f"chat logprobs: {len(lp)} tokens join to the answer, 2 alternatives each", f"{j}")
+    status, j = complete({"messages": []}, CHAT)
+    check(status == 400 and j["error"]["param"] == "messages"
+          and "messages is empty" in j["error"]["message"],
+          "chat: an empty messages list is a 400 naming messages", f"{status} {j}")
+    status, _ = complete({"messages": [{"role": "user", "content": "a"}], "max_tokens": 2}, CHAT)
+    check(status == 200, "a good chat after the bad one succeeds")
+    if ref_json:
+        with open(ref_json) as f:
+            ref = {int(k): v for k, v in json.load(f).items()}
+        check(ref == answers, "tp 2: the seeded chat answers of tp 1", f"{answers} vs {ref}")
+    else:
+        with open(out_json, "w") as f:
+            json.dump(answers, f)
+
+
 if __name__ == "__main__":
     sc.main({"stop": cmd_stop, "logprobs": cmd_logprobs, "compare": cmd_compare,
-             "hangup": cmd_hangup})
+             "hangup": cmd_hangup, "chat": cmd_chat})
 PY
 
 # The PyTorch reference: greedy decoding by full recomputation on the exported checkpoint; the
@@ -264,6 +328,7 @@ if start_server "$WORK/serve1.log" "$SERVE" "$model" --port 0 --max-sequences 4 
   client stop "$port"
   client logprobs "$port" "$WORK/tp1.json"
   client hangup "$port"
+  client chat "$port" "$WORK/chat1.json"
   stop_server
 fi
 
@@ -280,6 +345,7 @@ if [[ -s "$WORK/tp1.json" ]]; then
     "$model" --port 0 --tp 2; then
     pass "1x2 ready on port $port"
     client compare "$port" "$WORK/tp1.json"
+    client chat "$port" "$WORK/chat2.json" "$WORK/chat1.json"
     stop_server
   fi
 else

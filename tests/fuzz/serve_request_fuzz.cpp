@@ -1,5 +1,6 @@
 // Fuzzes the serving request parsers (serve/openai_api.h, serve/protocol.h) with one input:
-// - as a POST /v1/completions body: parse_completion_request never crashes or throws, and a
+// - as a POST /v1/completions body and as a POST /v1/chat/completions body:
+//   parse_completion_request and parse_chat_request never crash or throw, and a
 //   request it accepts is one the Generator can run (non-empty prompt of ids in [0, V) leaving
 //   room in the context, 1 <= max_tokens, prompt + max_tokens <= context, temperature finite
 //   and >= 0, top_k >= 0, 0 < top_p <= 1); a refusal is a 4xx with a message;
@@ -22,9 +23,11 @@ namespace {
 std::unique_ptr<tessera::data::Tokenizer> g_tokenizer;
 tessera::serve::ApiLimits g_limits;
 
-void check_request(std::string_view body) {
+void check_request(std::string_view body, bool chat) {
   tessera::serve::CompletionRequest request;
-  auto error = tessera::serve::parse_completion_request(body, g_limits, *g_tokenizer, 7, &request);
+  auto error =
+      chat ? tessera::serve::parse_chat_request(body, g_limits, *g_tokenizer, 7, &request)
+           : tessera::serve::parse_completion_request(body, g_limits, *g_tokenizer, 7, &request);
   if (error) {
     TESSERA_FUZZ_CHECK(error->status >= 400 && error->status < 500 && !error->message.empty(),
                        "a refusal that is not a 4xx with a message");
@@ -74,7 +77,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  check_request(std::string_view(reinterpret_cast<const char*>(data), size));
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  check_request(body, false);
+  check_request(body, true);
   check_wire(data, size);
   return 0;
 }

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
     int port = defaults.port, max_sequences = defaults.max_sequences,
         max_queue = defaults.max_queue, tp = defaults.tp, threads = defaults.threads,
         max_prefill_tokens = defaults.max_prefill_tokens, step_delay_ms = 0;
+    bool prefix_cache = defaults.prefix_cache;
     double kv_cache_mb = defaults.kv_cache_mb;
     app.add_option("checkpoint", weights_path,
                    "a checkpoint (.h5): model.h5, a step_<n>.h5, or a converted one")
@@ -103,6 +104,12 @@ int main(int argc, char** argv) {
                        "a long prompt is split over steps so running streams keep decoding (0: "
                        "the device's, 128 on cpu and 2048 on cuda; the context or more: no "
                        "limit)")
+            ->capture_default_str();
+    auto* prefix_opt =
+        app.add_option("--prefix-cache", prefix_cache,
+                       "true: a request whose prompt starts with the tokens a freed slot holds "
+                       "reuses their keys and values and prefills only the rest (the tokens do not "
+                       "change); false: every prompt is prefilled whole")
             ->capture_default_str();
     auto* tp_opt = app.add_option("--tp", tp,
                                   "tensor-parallel size; the ranks form (ranks / tp) replicas "
@@ -160,6 +167,7 @@ int main(int argc, char** argv) {
     TESSERA_RETURN_IF_ERROR(take(queue_opt, &SC::max_queue, max_queue));
     TESSERA_RETURN_IF_ERROR(take(kv_opt, &SC::kv_cache_mb, kv_cache_mb));
     TESSERA_RETURN_IF_ERROR(take(prefill_opt, &SC::max_prefill_tokens, max_prefill_tokens));
+    TESSERA_RETURN_IF_ERROR(take(prefix_opt, &SC::prefix_cache, prefix_cache));
     TESSERA_RETURN_IF_ERROR(take(tp_opt, &SC::tp, tp));
     TESSERA_RETURN_IF_ERROR(take(device_opt, &SC::device, device));
     TESSERA_RETURN_IF_ERROR(take(tokenizer_opt, &SC::tokenizer, tokenizer_prefix));
@@ -177,6 +185,7 @@ int main(int argc, char** argv) {
     max_prefill_tokens = sc.max_prefill_tokens > 0 ? sc.max_prefill_tokens
                          : sc.device == "cuda"     ? 2048
                                                    : 128;
+    prefix_cache = sc.prefix_cache;
     tp = sc.tp;
     device = sc.device;
     tokenizer_prefix = sc.tokenizer;
@@ -264,6 +273,7 @@ int main(int argc, char** argv) {
     // the first request (a collective over the tp group, like every step).
     generator.warm_up();
     generator.set_prefill_budget(max_prefill_tokens);
+    generator.set_prefix_reuse(prefix_cache);
     serve::Engine engine(generator);
     std::unique_ptr<serve::TpChannel> channel;
     if (tp > 1) channel = std::make_unique<serve::TpChannel>(grid.tp_comm());
@@ -322,7 +332,8 @@ int main(int argc, char** argv) {
         "tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
         std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
         std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) + ", prefill " +
-        std::to_string(max_prefill_tokens) + " tokens a step" +
+        std::to_string(max_prefill_tokens) + " tokens a step, prefix cache " +
+        (prefix_cache ? "on" : "off") +
         (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) + " positions per replica"
                        : std::string()) +
         ")");

@@ -101,6 +101,7 @@ const std::vector<Field>& fields() {
       field<&Config::serve, &ServeConfig::max_queue>("serve.max_queue"),
       field<&Config::serve, &ServeConfig::kv_cache_mb>("serve.kv_cache_mb"),
       field<&Config::serve, &ServeConfig::max_prefill_tokens>("serve.max_prefill_tokens"),
+      field<&Config::serve, &ServeConfig::prefix_cache>("serve.prefix_cache"),
       field<&Config::serve, &ServeConfig::tp>("serve.tp"),
       field<&Config::serve, &ServeConfig::device>("serve.device"),
       field<&Config::serve, &ServeConfig::tokenizer>("serve.tokenizer"),

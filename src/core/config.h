@@ -108,6 +108,7 @@ struct ServeConfig {
   int max_queue = 64;              // requests waiting beyond the free slots, per replica
   double kv_cache_mb = 0;          // KV-cache budget per rank in MiB; 0: none beyond the slots
   int max_prefill_tokens = 0;      // prompt tokens prefilled per decode step; 0: by device
+  bool prefix_cache = true;        // reuse a freed slot's keys and values for a shared prefix
   int tp = 0;                      // tensor-parallel size; 0: every rank (one replica)
   std::string device = "cpu";      // cpu | cuda
   std::string tokenizer;           // tokenizer prefix; empty: the checkpoint's data.tokenizer

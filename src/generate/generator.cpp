@@ -39,7 +39,9 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
       Vp_local_(model.padded_vocab_local()),
       max_rows_(model.max_batch() * model.max_seq()),
       cache_(model, max_sequences),
-      slots_(max_sequences) {
+      slots_(max_sequences),
+      kept_(max_sequences),
+      last_taken_(max_sequences, 0) {
   TESSERA_ASSERT(model.max_seq() == maxT_,
                  "building a generator on a model sized for the full context");
   tokens_.resize(max_rows_);
@@ -171,15 +173,35 @@ StepEvent Generator::choose(Sequence& s, const float* logits) {
 core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
                                  const GenerateOptions& options) {
   TESSERA_RETURN_IF_ERROR(check(prompt, options));
+  // The free slot with the longest kept prefix of the prompt (short of its last token), then
+  // the least recently taken.
+  int best = -1;
+  int64_t best_len = -1;
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i]) continue;
+    int64_t len = 0;
+    if (prefix_reuse_) {
+      const std::vector<int32_t>& kept = kept_[i];
+      const int64_t most = std::min<int64_t>(kept.size(), prompt.size() - 1);
+      while (len < most && kept[len] == prompt[len]) ++len;
+    }
+    if (len > best_len || (len == best_len && last_taken_[i] < last_taken_[best])) {
+      best = static_cast<int>(i);
+      best_len = len;
+    }
+  }
+  if (best >= 0) {
     auto s = std::make_unique<Sequence>();
     s->tokens = prompt;
     s->prompt_len = static_cast<int64_t>(prompt.size());
+    s->cached = best_len;
     s->options = options;
     s->admission = next_admission_++;
-    slots_[i] = std::move(s);
-    return static_cast<int>(i);
+    slots_[best] = std::move(s);
+    last_taken_[best] = next_admission_;
+    kept_[best].clear();
+    prefix_tokens_reused_ += best_len;
+    return best;
   }
   return core::Status::error("all " + std::to_string(slots_.size()) +
                              " sequence slots are in use; wait for one to finish");
@@ -190,8 +212,14 @@ void Generator::set_prefill_budget(int64_t tokens) {
   prefill_budget_ = tokens;
 }
 
+void Generator::release(int slot) {
+  Sequence& s = *slots_[slot];
+  kept_[slot].assign(s.tokens.begin(), s.tokens.begin() + s.cached);
+  slots_[slot].reset();
+}
+
 void Generator::remove(int id) {
-  if (id >= 0 && id < static_cast<int>(slots_.size())) slots_[id].reset();
+  if (id >= 0 && id < static_cast<int>(slots_.size()) && slots_[id]) release(id);
 }
 
 bool Generator::idle() const { return running() == 0; }
@@ -266,7 +294,7 @@ std::vector<StepEvent> Generator::step() {
     StepEvent e = choose(*slots_[slot], gathered_.data() + m * Vp);
     e.id = slot;
     events.push_back(e);
-    if (e.finished != FinishReason::kNone) slots_[slot].reset();
+    if (e.finished != FinishReason::kNone) release(slot);
   }
   return events;
 }

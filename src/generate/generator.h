@@ -106,7 +106,18 @@ class Generator {
   // ---- Continuous batching (what a server's scheduler drives) ---------------------------------
   // Joins a sequence (KV path only); its prompt is prefilled by the next steps. Returns its id
   // (its cache slot) or the error of generate(), or "no free slot".
+  // Prefix reuse (on by default): a slot keeps the keys and values of the tokens its last
+  // sequence fed after that sequence leaves, so add() takes the free slot whose kept tokens
+  // share the longest prefix with the new prompt and prefills only the rest (at least the
+  // prompt's last token, whose logits it samples from). Among equal prefixes, the slot used
+  // least recently. A kept position's keys and values are the ones a fresh prefill would compute
+  // (a row's arithmetic does not depend on its batch or chunk), so reuse changes no token. It pays
+  // when prompts share a start: a system prompt, or a conversation's next turn, whose prompt is
+  // the last turn's prompt and answer.
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
+  void set_prefix_reuse(bool on) { prefix_reuse_ = on; }
+  // Prompt tokens add() found cached, over the generator's life.
+  int64_t prefix_tokens_reused() const { return prefix_tokens_reused_; }
   // One iteration: a decode row for every running sequence, then pending prompt, oldest sequence
   // first, as much as fits in the model's rows and the prefill budget (chunked prefill), then a
   // token sampled for every sequence whose prompt is done. Finished sequences leave (their slot
@@ -138,14 +149,22 @@ class Generator {
   void gather_rows(int64_t M);
   // Samples the next token of `s` from `logits` (Vp) and applies the stop rules.
   StepEvent choose(Sequence& s, const float* logits);
+  // Frees slot `slot`, keeping the tokens its sequence fed (prefix reuse).
+  void release(int slot);
 
   models::Gpt& model_;
   parallel::Communicator& host_tp_comm_;
   int64_t maxT_, Vp_local_, max_rows_;
   int64_t prefill_budget_ = 0;   // 0: max_rows_
   uint64_t next_admission_ = 0;  // Sequence::admission of the next add()
+  bool prefix_reuse_ = true;
+  int64_t prefix_tokens_reused_ = 0;
   models::KvCache cache_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // null: free
+  // Per slot, while it is free: the tokens whose keys and values it holds at positions 0.., and
+  // when it was last taken (add() order), for the least-recently-used choice.
+  std::vector<std::vector<int32_t>> kept_;
+  std::vector<uint64_t> last_taken_;
   // Step buffers, sized once.
   std::vector<int32_t> tokens_, row_slots_, positions_;
   std::vector<std::pair<int, int64_t>> samplers_;  // step(): (slot, row) of each sampling sequence

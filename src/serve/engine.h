@@ -43,6 +43,8 @@ class Engine {
   // model is tp-sharded: every tp rank calls it after the same apply().
   std::vector<SequenceEvent> step();
   int64_t running() const { return static_cast<int64_t>(slot_of_.size()); }
+  // Prompt tokens the Generator found cached in freed slots (Generator::add, prefix reuse).
+  int64_t prefix_tokens_reused() const { return generator_.prefix_tokens_reused(); }
 
  private:
   generate::Generator& generator_;

@@ -28,6 +28,7 @@ void Metrics::merge(const Metrics& o) {
   waiting += o.waiting;
   prompt_tokens += o.prompt_tokens;
   generation_tokens += o.generation_tokens;
+  prefix_cache_hit_tokens += o.prefix_cache_hit_tokens;
   finished_stop += o.finished_stop;
   finished_length += o.finished_length;
   finished_cancelled += o.finished_cancelled;
@@ -110,6 +111,11 @@ std::string render_prometheus(const Metrics& m, const std::vector<Metrics>& repl
   sample(out, "tessera_prompt_tokens_total", "", static_cast<double>(m.prompt_tokens));
   header(out, "tessera_generation_tokens_total", "counter", "Tokens generated.");
   sample(out, "tessera_generation_tokens_total", "", static_cast<double>(m.generation_tokens));
+  header(out, "tessera_prefix_cache_hit_tokens_total", "counter",
+         "Prompt tokens whose keys and values a freed slot already held, so they were not "
+         "prefilled again (prefix reuse).");
+  sample(out, "tessera_prefix_cache_hit_tokens_total", "",
+         static_cast<double>(m.prefix_cache_hit_tokens));
   header(out, "tessera_requests_finished_total", "counter",
          "Requests finished, by reason (stop: end-of-text; length: max_tokens or the context).");
   sample(out, "tessera_requests_finished_total", "reason=\"stop\"",

@@ -36,6 +36,7 @@ struct Metrics {
   int64_t waiting = 0;             // requests queued for a slot
   uint64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   uint64_t generation_tokens = 0;  // tokens emitted
+  uint64_t prefix_cache_hit_tokens = 0;  // prompt tokens a freed slot already held (not prefilled)
   // Finished requests by reason.
   uint64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;
   // Requests turned away before queueing, by reason.

@@ -330,6 +330,11 @@ IterationChanges Scheduler::plan() {
   return changes;
 }
 
+void Scheduler::on_prefix_reuse(int64_t total_tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics_.prefix_cache_hit_tokens = static_cast<uint64_t>(total_tokens);
+}
+
 void Scheduler::on_admission_failures(const std::vector<AdmissionFailure>& failures) {
   std::vector<Delivery> deliveries;
   {
@@ -385,6 +390,7 @@ bool Scheduler::run_iteration(Engine& engine) {
   IterationChanges changes = plan();
   if (changes.empty() && running() == 0) return false;
   on_admission_failures(engine.apply(changes));
+  on_prefix_reuse(engine.prefix_tokens_reused());
   on_events(engine.step());
   return true;
 }

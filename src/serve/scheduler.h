@@ -163,6 +163,9 @@ class Scheduler {
   // ---- Loop thread -----------------------------------------------------------------------------
   IterationChanges plan();
   void on_admission_failures(const std::vector<AdmissionFailure>& failures);
+  // The replica's prompt tokens reused from freed slots so far (Engine::prefix_tokens_reused),
+  // for the metrics; after each apply().
+  void on_prefix_reuse(int64_t total_tokens);
   void on_events(const std::vector<SequenceEvent>& events);
   int64_t running() const;
   // plan(), engine.apply(), engine.step(), and the reports, for a replica of one rank (and the

@@ -50,6 +50,7 @@ core::Status run_leader(Scheduler& scheduler, Engine& engine, TpChannel* channel
     nap = kFirstNap;
     if (channel) channel->send(changes);
     scheduler.on_admission_failures(engine.apply(changes));
+    scheduler.on_prefix_reuse(engine.prefix_tokens_reused());
     if (changes.shutdown) return core::Status::ok();
     scheduler.on_events(engine.step());
     if (options.step_delay_ms > 0) {

@@ -13,7 +13,11 @@
 #     template's prompt with the turn stop (same seed), in the chat shape; streamed, the first
 #     event carries the role and the pieces join to the answer; logprobs.content tokens join to
 #     it; an empty messages list is a 400 naming messages, and a good chat after it succeeds;
-#     tp 2 gives tp 1's answers.
+#     tp 2 gives tp 1's answers;
+#   prefix reuse: a seeded request sent twice reuses all but its last prompt token the second
+#     time (/metrics' tessera_prefix_cache_hit_tokens_total), with the same text; a prompt that
+#     extends it reuses at least its 20 tokens; the tp 2 server, with --prefix-cache false,
+#     reuses nothing and gives the same texts.
 # Every wait is bounded; a trap kills any server left behind.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
@@ -277,9 +281,44 @@ def cmd_chat(out_json, ref_json=""):
             json.dump(answers, f)
 
 
+HIT = "tessera_prefix_cache_hit_tokens_total"
+PREFIX = list(range(10, 30))  # 20 token ids
+
+
+def cmd_prefix(out_json, ref_json=""):
+    """Prefix reuse (1x1, on) or none (1x2, --prefix-cache false), the texts compared."""
+    body = {"max_tokens": 12, "temperature": 0.9, "top_k": 40, "seed": 21}
+    before = metrics().get(HIT, 0)
+    texts = {}
+    for name, prompt in (("first", PREFIX), ("again", PREFIX), ("longer", PREFIX + [5, 6, 7])):
+        status, j = complete(dict(body, prompt=prompt))
+        if not check(status == 200, f"prefix: {name}: 200", f"{status} {j}"):
+            return
+        texts[name] = j["choices"][0]["text"]
+        time.sleep(0.1)  # the metric is taken after the next apply()
+        texts[name + "_hits"] = metrics().get(HIT, 0) - before
+        before += texts[name + "_hits"]
+    if ref_json:
+        with open(ref_json) as f:
+            ref = json.load(f)
+        check(all(texts[k + "_hits"] == 0 for k in ("first", "again", "longer")),
+              "--prefix-cache false: no prompt token reused", f"{texts}")
+        check(all(texts[k] == ref[k] for k in ("first", "again", "longer")),
+              "without prefix reuse (tp 2): the texts of tp 1 with it", f"{texts} vs {ref}")
+        return
+    check(texts["again"] == texts["first"] and texts["again_hits"] == len(PREFIX) - 1,
+          f"the same request again reuses {texts['again_hits']} of {len(PREFIX)} prompt tokens "
+          "(all but the last) and gives the same text", f"{texts}")
+    check(texts["longer_hits"] >= len(PREFIX),
+          f"a prompt extending it reuses {texts['longer_hits']} tokens (>= {len(PREFIX)})",
+          f"{texts}")
+    with open(out_json, "w") as f:
+        json.dump(texts, f)
+
+
 if __name__ == "__main__":
     sc.main({"stop": cmd_stop, "logprobs": cmd_logprobs, "compare": cmd_compare,
-             "hangup": cmd_hangup, "chat": cmd_chat})
+             "hangup": cmd_hangup, "chat": cmd_chat, "prefix": cmd_prefix})
 PY
 
 # The PyTorch reference: greedy decoding by full recomputation on the exported checkpoint; the
@@ -329,6 +368,7 @@ if start_server "$WORK/serve1.log" "$SERVE" "$model" --port 0 --max-sequences 4 
   client logprobs "$port" "$WORK/tp1.json"
   client hangup "$port"
   client chat "$port" "$WORK/chat1.json"
+  client prefix "$port" "$WORK/prefix1.json"
   stop_server
 fi
 
@@ -342,10 +382,11 @@ if [[ -s "$WORK/tp1.json" ]]; then
   fi
 
   if start_server "$WORK/serve2.log" mpirun -n 2 --oversubscribe --bind-to none "$SERVE" \
-    "$model" --port 0 --tp 2; then
+    "$model" --port 0 --tp 2 --prefix-cache false; then
     pass "1x2 ready on port $port"
     client compare "$port" "$WORK/tp1.json"
     client chat "$port" "$WORK/chat2.json" "$WORK/chat1.json"
+    client prefix "$port" "$WORK/prefix2.json" "$WORK/prefix1.json"
     stop_server
   fi
 else

@@ -306,12 +306,15 @@ if start_server "$WORK/serve1.log" "$SERVE" "$model" --port 0 --model-name tiny;
 fi
 
 # ---- 1 x 1, one slot, a queue of one, slow steps: 429, hang-up, draining with work in flight ----
-# The options come from a config file (one slot, a queue of 5, port 8000), --set (port 0) and a
-# flag (--max-queue 1), which wins: the ready line and the exact 429 count show all three.
-printf 'serve:\n  max_sequences: 1\n  max_queue: 5\n  port: 8000\n' > "$WORK/serve.yaml"
+# The options come from a config file (one slot, a queue of 5, port 8000, no prefix cache), --set
+# (port 0) and a flag (--max-queue 1), which wins: the ready line and the exact 429 count show
+# all three.
+printf 'serve:\n  max_sequences: 1\n  max_queue: 5\n  port: 8000\n  prefix_cache: false\n' \
+  > "$WORK/serve.yaml"
 if start_server "$WORK/serve_slow.log" "$SERVE" "$model" --config "$WORK/serve.yaml" \
   --set serve.port=0 --max-queue 1 --debug-step-delay-ms 40; then
-  grep -q 'max sequences 1, max queue 1)' "$WORK/serve_slow.log" \
+  grep -q 'max sequences 1, max queue 1, prefill 128 tokens a step, prefix cache off)' \
+    "$WORK/serve_slow.log" \
     && pass "1x1: --config, --set and a flag combine (flag wins)" \
     || fail "1x1: config precedence: $(grep ready "$WORK/serve_slow.log")"
   client queue "$port"

@@ -3,7 +3,8 @@
 // (greedy and seeded sampling, with prefill split into chunks); a row's logits equal those of
 // the same row decoded alone within 1e-6 of the largest logit; a sequence joining a running batch
 // changes no other sequence's tokens; a cancelled sequence frees its slot; a prefill budget
-// splits a long prompt over steps, oldest prompt first, while running sequences decode each step.
+// splits a long prompt over steps, oldest prompt first, while running sequences decode each step;
+// a prompt that starts with a freed slot's tokens reuses their keys and values (the same tokens).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -289,6 +290,91 @@ TEST(BatchedDecode, PrefillBudgetGoesToTheOldestPromptFirst) {
   }
   EXPECT_EQ(c_first, 3);
   EXPECT_EQ(d_first, 4);
+}
+
+// Runs `prompt` to the end on `g`; its tokens, and the steps until its first token.
+std::vector<int32_t> run_one(Generator& g, const std::vector<int32_t>& prompt,
+                             const GenerateOptions& o, int* steps_to_first = nullptr) {
+  auto id = g.add(prompt, o);
+  EXPECT_TRUE(id.is_ok()) << id.status().message();
+  std::vector<int32_t> out;
+  for (int step = 1; !g.idle(); ++step) {
+    for (const StepEvent& e : g.step()) {
+      if (e.token < 0) continue;
+      if (out.empty() && steps_to_first) *steps_to_first = step;
+      out.push_back(e.token);
+    }
+  }
+  return out;
+}
+
+// A conversation's next turn: its prompt is the last turn's prompt and answer and 3 new tokens.
+// The freed slot kept the 10 + 5 tokens the first turn fed (not its last sampled token, never
+// fed), so the second turn prefills 4 tokens: one step at a budget of 4, where 19 would take 5.
+// The tokens equal a fresh generator's with reuse off, whose counter stays 0.
+TEST(BatchedDecode, PrefixReuseFeedsOnlyTheNewTokensAndChangesNoToken) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(9);
+  GenerateOptions o = options_for(1);  // sampled, seeded
+  o.max_tokens = 6;
+  const auto p1 = prompt_of(10, 4);
+  Generator g(gpt, 2);
+  g.set_prefill_budget(4);
+  const auto out1 = run_one(g, p1, o);
+  ASSERT_EQ(out1.size(), 6u);
+  EXPECT_EQ(g.prefix_tokens_reused(), 0);
+  std::vector<int32_t> p2 = p1;
+  p2.insert(p2.end(), out1.begin(), out1.end());
+  for (int32_t t : {3, 1, 4}) p2.push_back(t);
+  int steps = 0;
+  const auto out2 = run_one(g, p2, o, &steps);
+  EXPECT_EQ(g.prefix_tokens_reused(), 15);
+  EXPECT_EQ(steps, 1) << "4 tokens left to prefill at 4 a step";
+
+  Generator fresh(gpt, 2);
+  fresh.set_prefix_reuse(false);
+  fresh.set_prefill_budget(4);
+  EXPECT_EQ(run_one(fresh, p1, o), out1);
+  int fresh_steps = 0;
+  EXPECT_EQ(run_one(fresh, p2, o, &fresh_steps), out2);
+  EXPECT_EQ(fresh_steps, 5) << "19 tokens at 4 a step";
+  EXPECT_EQ(fresh.prefix_tokens_reused(), 0);
+}
+
+// add() takes the free slot with the longest kept prefix (never the whole prompt: its last token
+// is fed for its logits), else the least recently taken one. Slot 0 keeps A's tokens, slot 1
+// B's, slot 2 nothing.
+TEST(BatchedDecode, PrefixReuseTakesTheLongestMatchElseTheLeastRecentlyUsedSlot) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(9);
+  GenerateOptions o = options_for(0);
+  o.max_tokens = 2;
+  Generator g(gpt, 3);
+  const auto a = prompt_of(8, 1), b = prompt_of(8, 2);
+  ASSERT_NE(a[0], b[0]);
+  auto ia = g.add(a, o);
+  auto ib = g.add(b, o);
+  ASSERT_TRUE(ia.is_ok() && ib.is_ok());
+  EXPECT_EQ(*ia, 0);
+  EXPECT_EQ(*ib, 1);
+  while (!g.idle()) g.step();
+  // B's first 5 tokens, then others: slot 1, 5 reused.
+  std::vector<int32_t> c(b.begin(), b.begin() + 5);
+  c.push_back(77);
+  auto ic = g.add(c, o);
+  ASSERT_TRUE(ic.is_ok());
+  EXPECT_EQ(*ic, 1);
+  EXPECT_EQ(g.prefix_tokens_reused(), 5);
+  // Nothing matches: slot 2, never taken, is the least recently used.
+  auto id = g.add({88, 89}, o);
+  ASSERT_TRUE(id.is_ok());
+  EXPECT_EQ(*id, 2);
+  while (!g.idle()) g.step();
+  // A itself again: slot 0 kept all 8 of A's tokens and 1 generated; 7 are reused, not 8.
+  auto ia2 = g.add(a, o);
+  ASSERT_TRUE(ia2.is_ok());
+  EXPECT_EQ(*ia2, 0);
+  EXPECT_EQ(g.prefix_tokens_reused(), 5 + 7);
 }
 
 TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {

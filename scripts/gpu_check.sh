@@ -89,6 +89,75 @@ PY
   ((rc == 0)) || failed=1
   summary+=("$compare")
 fi
+# Generation on the GPU: greedy text from the tiny model trained above, on the CPU and on CUDA
+# (fp32): the same text (issue 13: CUDA greedy generation = CPU greedy generation).
+if [[ -x "$here/bin/tessera-generate" && -s "$out/train/cuda/model.h5" ]]; then
+  for dev in cpu cuda; do
+    "$here/bin/tessera-generate" "$out/train/cuda/model.h5" --prompt "ROMEO:" --greedy \
+      --max-tokens 64 --device "$dev" > "$out/train/generate_$dev.txt" 2> "$out/train/generate_$dev.log"
+    rc=$?
+    ((rc == 0)) || failed=1
+    summary+=("tessera-generate tiny greedy 64 tokens on $dev: exit $rc")
+  done
+  if [[ -s "$out/train/generate_cpu.txt" ]] && cmp -s "$out/train/generate_cpu.txt" "$out/train/generate_cuda.txt"; then
+    summary+=("greedy text on cuda = on cpu: ok")
+  else
+    failed=1
+    summary+=("greedy text on cuda = on cpu: FAIL (diff $out/train/generate_{cpu,cuda}.txt)")
+  fi
+fi
+# Serving on the CUDA backend (issue 14's bench there): GPT-2 124M, fp32, weights one training
+# step from the init, tessera-serve --device cuda with 16 sequences; streamed greedy requests of
+# 64 prompt ids + 128 new tokens at concurrency 1 and 16, then Poisson arrivals at half the
+# concurrency-16 request rate (bench/serve_load.py). Figures go to docs/PERF.md "Serving".
+if [[ -x "$here/bin/tessera-serve" && -s "$here/data/gpt2.vocab.json" ]]; then
+  work="$out/serve"
+  mkdir -p "$work"
+  ln -sf "$here/data/gpt2.vocab.json" "$work/gpt2.vocab.json"
+  ln -sf "$here/data/gpt2.merges.txt" "$work/gpt2.merges.txt"
+  "$here/bin/tessera-data" tokenize --tokenizer "$work/gpt2" --input "$here/data/shakespeare.txt" \
+    --train-out "$work/train.bin" --val-out "$work/val.bin" > "$work/data.log" 2>&1 || failed=1
+  "$here/bin/tessera-train" "$here/configs/gpt2-124m.yaml" --set train.steps=1 --set train.seq_len=64 \
+    --set train.batch_size=1 --set train.val_every=0 --set train.device=cuda \
+    --set "data.train=$work/train.bin" --set "data.val=$work/val.bin" \
+    --set "data.tokenizer=$work/gpt2" --set "train.out_dir=$work/run" \
+    --set "checkpoint.dir=$work/run/ckpt" > "$work/train.log" 2>&1
+  rc=$?
+  ((rc == 0)) || failed=1
+  summary+=("tessera-train gpt2-124m 1 step on cuda: exit $rc")
+  if ((rc == 0)); then
+    "$here/bin/tessera-serve" "$work/run/model.h5" --port 0 --tokenizer "$work/gpt2" \
+      --device cuda --max-sequences 16 --max-queue 256 > "$work/serve.log" 2>&1 &
+    server=$!
+    port=""
+    for _ in $(seq 1 1200); do
+      port=$(sed -n 's/^tessera-serve: ready on http:\/\/[^:]*:\([0-9][0-9]*\) .*/\1/p' "$work/serve.log")
+      [[ -n $port ]] && break
+      kill -0 "$server" 2> /dev/null || break
+      sleep 0.1
+    done
+    if [[ -n $port ]]; then
+      load() { python3 "$here/bench/serve_load.py" --port "$port" --prompt-len 64 --max-tokens 128 "$@"; }
+      load --concurrency 1 --requests 1 > /dev/null 2>&1
+      load --concurrency 1 --requests 8 --json "$work/c1.json" > /dev/null 2> "$work/c1.log" || failed=1
+      load --concurrency 16 --requests 64 --json "$work/c16.json" > /dev/null 2> "$work/c16.log" || failed=1
+      rate=$(python3 -c "import json; print(json.load(open('$work/c16.json'))['request_throughput'] / 2)" 2> /dev/null)
+      if [[ -n $rate ]]; then
+        load --rate "$rate" --requests 48 --seed 1 --json "$work/poisson.json" > /dev/null \
+          2> "$work/poisson.log" || failed=1
+      fi
+      summary+=("serving on cuda, 124M, 64 + 128 tokens: $(tail -qn1 "$work"/c1.log "$work"/c16.log "$work"/poisson.log 2> /dev/null | tr '\n' ' ')")
+    else
+      failed=1
+      summary+=("tessera-serve --device cuda: not ready (see $work/serve.log)")
+    fi
+    kill -TERM "$server" 2> /dev/null
+    wait "$server"
+    rc=$?
+    ((rc == 0)) || failed=1
+    summary+=("tessera-serve --device cuda: SIGTERM, exit $rc")
+  fi
+fi
 grep -E '^\[  FAILED  \]' "$out"/*.log | head -40
 printf '%s\n' "${summary[@]}"
 if ((failed)); then

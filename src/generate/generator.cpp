@@ -19,6 +19,7 @@ struct Generator::Sequence {
   int64_t cached = 0;  // positions already in the KV cache
   int generated = 0;
   uint64_t admission = 0;  // add() order: prompts are prefilled oldest first
+  int64_t reused = 0;      // prompt positions found cached at add() (prefix reuse)
   GenerateOptions options;
 };
 
@@ -195,6 +196,7 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     s->tokens = prompt;
     s->prompt_len = static_cast<int64_t>(prompt.size());
     s->cached = best_len;
+    s->reused = best_len;
     s->options = options;
     s->admission = next_admission_++;
     slots_[best] = std::move(s);
@@ -210,6 +212,11 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
 void Generator::set_prefill_budget(int64_t tokens) {
   TESSERA_ASSERT(tokens >= 0, "a prefill budget of >= 0 tokens (0: the model's rows)");
   prefill_budget_ = tokens;
+}
+
+int64_t Generator::prefix_tokens_reused(int id) const {
+  if (id < 0 || id >= static_cast<int>(slots_.size()) || !slots_[id]) return 0;
+  return slots_[id]->reused;
 }
 
 void Generator::release(int slot) {

@@ -116,8 +116,10 @@ class Generator {
   // the last turn's prompt and answer.
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
   void set_prefix_reuse(bool on) { prefix_reuse_ = on; }
-  // Prompt tokens add() found cached, over the generator's life.
+  // Prompt tokens add() found cached, over the generator's life, and for sequence `id` (0 for a
+  // free slot).
   int64_t prefix_tokens_reused() const { return prefix_tokens_reused_; }
+  int64_t prefix_tokens_reused(int id) const;
   // One iteration: a decode row for every running sequence, then pending prompt, oldest sequence
   // first, as much as fits in the model's rows and the prefill budget (chunked prefill), then a
   // token sampled for every sequence whose prompt is done. Finished sequences leave (their slot

@@ -21,6 +21,7 @@ struct SequenceEvent {
   generate::FinishReason finished = generate::FinishReason::kNone;
   bool has_logprobs = false;  // the request asked for logprobs and token >= 0
   generate::TokenLogprobs logprobs;
+  int64_t cached_tokens = 0;  // prompt tokens its slot already held (prefix reuse)
 };
 
 // An admission the Generator refused (the same on every tp rank: same state, same call).
@@ -49,6 +50,7 @@ class Engine {
  private:
   generate::Generator& generator_;
   std::unordered_map<uint64_t, int> slot_of_;  // running request -> Generator id (cache slot)
+  std::unordered_map<uint64_t, int64_t> cached_of_;  // running request -> prompt tokens reused
   std::unordered_map<int, uint64_t> request_of_;
 };
 

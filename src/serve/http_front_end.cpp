@@ -240,7 +240,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         if (text.stopped()) {
           if (e.finish == Finish::kNone) router.stop(id);
           finish = Finish::kStop;
-          usage = {prompt_tokens, text.tokens_pushed()};
+          usage = {prompt_tokens, text.tokens_pushed(), e.usage.cached_tokens};
           break;
         }
       }
@@ -325,7 +325,7 @@ void HttpFrontEnd::Impl::completions(const httplib::Request& req, httplib::Respo
         if (stream->text.stopped()) {
           if (finish == Finish::kNone) router.stop(id);
           finish = Finish::kStop;
-          usage = {prompt_tokens, stream->text.tokens_pushed()};
+          usage = {prompt_tokens, stream->text.tokens_pushed(), e.usage.cached_tokens};
         }
         if (finish == Finish::kNone) {
           if (text.empty()) return true;

@@ -185,7 +185,8 @@ json completion_json(const std::string& id, int64_t created, const std::string& 
 json usage_json(const Usage& u) {
   return json{{"prompt_tokens", u.prompt_tokens},
               {"completion_tokens", u.completion_tokens},
-              {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+              {"total_tokens", u.prompt_tokens + u.completion_tokens},
+              {"prompt_tokens_details", json{{"cached_tokens", u.cached_tokens}}}};
 }
 
 }  // namespace

@@ -63,6 +63,7 @@ std::vector<uint8_t> encode_report(const ReplicaReport& report) {
     w.put<uint8_t>(static_cast<uint8_t>(e.finish));
     w.put<int64_t>(e.usage.prompt_tokens);
     w.put<int64_t>(e.usage.completion_tokens);
+    w.put<int64_t>(e.usage.cached_tokens);
     w.put_string(e.error);
     w.put<uint8_t>(e.has_logprobs ? 1 : 0);
     if (e.has_logprobs) w.put(e.logprobs);
@@ -90,7 +91,7 @@ core::Result<ReplicaReport> decode_report(const uint8_t* data, size_t size) {
     uint8_t finish = 0, has_logprobs = 0;
     if (!r.get(&e.request_id) || !r.get(&e.token) || !r.get(&finish) ||
         !r.get(&e.usage.prompt_tokens) || !r.get(&e.usage.completion_tokens) ||
-        !r.get_string(&e.error) || !r.get(&has_logprobs) ||
+        !r.get(&e.usage.cached_tokens) || !r.get_string(&e.error) || !r.get(&has_logprobs) ||
         (has_logprobs != 0 && !r.get(&e.logprobs))) {
       return damaged("ends inside event " + std::to_string(i));
     }

@@ -357,6 +357,7 @@ void Scheduler::on_events(const std::vector<SequenceEvent>& events) {
       auto it = running_.find(s.request_id);
       if (it == running_.end()) continue;  // cancelled this iteration: its report is sent
       Running& r = it->second;
+      r.usage.cached_tokens = s.cached_tokens;
       if (s.token >= 0) {
         ++r.usage.completion_tokens;
         ++metrics_.generation_tokens;
@@ -369,6 +370,7 @@ void Scheduler::on_events(const std::vector<SequenceEvent>& events) {
         e.token = s.token;
         e.has_logprobs = s.has_logprobs;
         e.logprobs = s.logprobs;
+        e.usage.cached_tokens = r.usage.cached_tokens;
         deliveries.emplace_back(r.on_event, std::move(e));
         continue;
       }

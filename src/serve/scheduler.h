@@ -51,6 +51,7 @@ const char* finish_name(Finish finish);  // "stop", "length", "context_full", "c
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens not prefilled: a freed slot held them (prefix reuse)
 };
 
 // One report to a request's callback: a token (token >= 0), and/or the finish (with usage).
@@ -58,7 +59,7 @@ struct RequestEvent {
   uint64_t request_id = 0;
   int32_t token = -1;
   Finish finish = Finish::kNone;
-  Usage usage;                // final counts, when finish != kNone
+  Usage usage;  // final counts, when finish != kNone; before it, only cached_tokens is set
   std::string error;          // why, when finish == kError
   bool has_logprobs = false;  // token >= 0 and the request asked for logprobs
   generate::TokenLogprobs logprobs;

@@ -46,6 +46,11 @@ from serve_client import call, check, fail, metrics, ok
 PROMPT_IDS = [10, 20, 30, 40, 50, 60]  # the greedy/torch comparison's prompt, as token ids
 
 
+def counts(usage):
+    """usage without prompt_tokens_details (which depends on what earlier requests left)."""
+    return {k: v for k, v in usage.items() if k != "prompt_tokens_details"}
+
+
 def complete(body, path="/v1/completions"):
     status, _, text = call("POST", path, body)
     return status, json.loads(text)
@@ -243,7 +248,7 @@ def cmd_chat(out_json, ref_json=""):
         answers[seed] = c["message"]["content"]
         check(j["object"] == "chat.completion" and j["id"].startswith("chatcmpl-")
               and c["message"]["role"] == "assistant" and c["message"]["content"] == p["text"]
-              and c["finish_reason"] == p["finish_reason"] and j["usage"] == plain["usage"],
+              and c["finish_reason"] == p["finish_reason"] and counts(j["usage"]) == counts(plain["usage"]),
               f"chat seed {seed}: the completions text of the template prompt with the turn stop "
               f"({j['usage']['completion_tokens']} tokens, finish {c['finish_reason']})",
               f"{j} vs {plain}")
@@ -257,7 +262,7 @@ def cmd_chat(out_json, ref_json=""):
               and all("role" not in e["choices"][0]["delta"] for e in chunks[1:])
               and pieces == answers[seed]
               and chunks[-1]["choices"][0]["finish_reason"] == c["finish_reason"]
-              and usage == [j["usage"]],
+              and [counts(u) for u in usage] == [counts(j["usage"])],
               f"chat seed {seed} streamed: the role first, {len(chunks)} chunks join to the "
               "answer, the same finish and usage", f"{events}")
     status, j = complete({"messages": [{"role": "user", "content": "ROMEO:"}], "max_tokens": 8,
@@ -295,21 +300,25 @@ def cmd_prefix(out_json, ref_json=""):
         if not check(status == 200, f"prefix: {name}: 200", f"{status} {j}"):
             return
         texts[name] = j["choices"][0]["text"]
+        texts[name + "_cached"] = j["usage"]["prompt_tokens_details"]["cached_tokens"]
         time.sleep(0.1)  # the metric is taken after the next apply()
         texts[name + "_hits"] = metrics().get(HIT, 0) - before
         before += texts[name + "_hits"]
     if ref_json:
         with open(ref_json) as f:
             ref = json.load(f)
-        check(all(texts[k + "_hits"] == 0 for k in ("first", "again", "longer")),
+        check(all(texts[k + "_hits"] == 0 and texts[k + "_cached"] == 0
+                  for k in ("first", "again", "longer")),
               "--prefix-cache false: no prompt token reused", f"{texts}")
         check(all(texts[k] == ref[k] for k in ("first", "again", "longer")),
               "without prefix reuse (tp 2): the texts of tp 1 with it", f"{texts} vs {ref}")
         return
-    check(texts["again"] == texts["first"] and texts["again_hits"] == len(PREFIX) - 1,
+    check(texts["again"] == texts["first"] and texts["again_hits"] == len(PREFIX) - 1
+          and texts["again_cached"] == len(PREFIX) - 1,
           f"the same request again reuses {texts['again_hits']} of {len(PREFIX)} prompt tokens "
-          "(all but the last) and gives the same text", f"{texts}")
-    check(texts["longer_hits"] >= len(PREFIX),
+          "(all but the last; usage.prompt_tokens_details.cached_tokens says "
+          f"{texts['again_cached']}) and gives the same text", f"{texts}")
+    check(texts["longer_hits"] >= len(PREFIX) and texts["longer_cached"] == texts["longer_hits"],
           f"a prompt extending it reuses {texts['longer_hits']} tokens (>= {len(PREFIX)})",
           f"{texts}")
     with open(out_json, "w") as f:

@@ -190,6 +190,7 @@ TEST_F(ServeApiTest, ResponsesHaveOpenAiShape) {
   EXPECT_EQ(body["usage"]["prompt_tokens"], 4);
   EXPECT_EQ(body["usage"]["completion_tokens"], 2);
   EXPECT_EQ(body["usage"]["total_tokens"], 6);
+  EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 
   const std::string chunk = completion_chunk_event("cmpl-3", 1, "tiny", "a", Finish::kNone);
   ASSERT_EQ(chunk.rfind("data: ", 0), 0u);

@@ -156,13 +156,14 @@ TEST(ServeChatFormat, AnswerAndStreamEventsHaveTheChatShapes) {
   t.logprob = -0.5f;
   t.top = {{"Hi", -0.5f}};
   field.tokens.push_back(t);
-  const json body = json::parse(
-      chat_completion_body("chatcmpl-3", 100, "tiny", "Hi", Finish::kLength, Usage{4, 1}, field));
+  const json body = json::parse(chat_completion_body("chatcmpl-3", 100, "tiny", "Hi",
+                                                     Finish::kLength, Usage{4, 1, 3}, field));
   EXPECT_EQ(body["object"], "chat.completion");
   EXPECT_EQ(body["id"], "chatcmpl-3");
   EXPECT_EQ(body["choices"][0]["message"], (json{{"role", "assistant"}, {"content", "Hi"}}));
   EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(body["usage"]["total_tokens"], 5);
+  EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
   const json& content = body["choices"][0]["logprobs"]["content"];
   ASSERT_EQ(content.size(), 1u);
   EXPECT_EQ(content[0]["token"], "Hi");

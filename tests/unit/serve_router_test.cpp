@@ -322,7 +322,7 @@ TEST(ServeRouteProtocol, MessagesRoundTripAndDamageIsNamed) {
   r.events.push_back(e);
   e.token = -1;
   e.finish = Finish::kError;
-  e.usage = {4, 5};
+  e.usage = {4, 5, 3};
   e.error = "why";
   r.events.push_back(e);
   r.metrics.running = 2;
@@ -337,6 +337,7 @@ TEST(ServeRouteProtocol, MessagesRoundTripAndDamageIsNamed) {
   EXPECT_EQ(report->events[0].finish, Finish::kNone);
   EXPECT_EQ(report->events[1].finish, Finish::kError);
   EXPECT_EQ(report->events[1].usage.completion_tokens, 5);
+  EXPECT_EQ(report->events[1].usage.cached_tokens, 3);
   EXPECT_EQ(report->events[1].error, "why");
   EXPECT_TRUE(report->bye);
   EXPECT_EQ(report->metrics.running, 2);

@@ -138,6 +138,28 @@ TEST_F(ServeSchedulerTest, EachRequestGetsItsAloneTokensWhateverTheBatch) {
   EXPECT_TRUE(generator.idle());
 }
 
+// Prefix reuse through the engine: the same request again finds all but its last prompt token
+// in its freed slot; its usage says so (cached_tokens, on every event and in the final usage),
+// the metric counts it, and its tokens are those of the request alone.
+TEST_F(ServeSchedulerTest, ARepeatedPromptReportsItsCachedTokensAndGetsTheSameTokens) {
+  generate::Generator generator(gpt_, 2);
+  Engine engine(generator);
+  Scheduler s(options(2, 4));
+  std::map<uint64_t, Received> got;
+  const RequestSpec spec = spec_for(3);
+  const uint64_t first = submit(s, spec, got);
+  run_until_idle(s, engine);
+  const uint64_t again = submit(s, spec, got);
+  run_until_idle(s, engine);
+  const int64_t n = static_cast<int64_t>(spec.prompt.size());
+  EXPECT_EQ(got[first].usage.cached_tokens, 0);
+  EXPECT_EQ(got[again].usage.cached_tokens, n - 1);
+  for (const RequestEvent& e : got[again].events) EXPECT_EQ(e.usage.cached_tokens, n - 1);
+  EXPECT_EQ(got[again].tokens, alone(spec));
+  EXPECT_EQ(got[again].tokens, got[first].tokens);
+  EXPECT_EQ(s.metrics().prefix_cache_hit_tokens, static_cast<uint64_t>(n - 1));
+}
+
 TEST_F(ServeSchedulerTest, QueueBoundTurnsAwayTheRequestBeyondIt) {
   generate::Generator generator(gpt_, 1);
   Engine engine(generator);

@@ -19,7 +19,12 @@ struct Generator::Sequence {
   int64_t cached = 0;  // positions already in the KV cache
   int generated = 0;
   uint64_t admission = 0;  // add() order: prompts are prefilled oldest first
-  int64_t reused = 0;      // prompt positions found cached at add() (prefix reuse)
+  int64_t reused = 0;      // prompt positions found cached (prefix reuse): kept, then copied
+  // Waiting for the running sequence in slot share_from (its add() number share_admission) to
+  // cache positions 0 .. share_len - 1, to copy them (prefix reuse); -1: not waiting.
+  int share_from = -1;
+  uint64_t share_admission = 0;
+  int64_t share_len = 0;
   GenerateOptions options;
 };
 
@@ -192,6 +197,22 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     }
   }
   if (best >= 0) {
+    // A running sequence sharing a longer prefix (its tokens so far; the oldest among equals):
+    // wait for it and copy (step()).
+    int source = -1;
+    int64_t source_len = best_len;
+    for (size_t i = 0; i < slots_.size() && prefix_reuse_; ++i) {
+      const Sequence* r = slots_[i].get();
+      if (!r) continue;
+      const int64_t most = std::min<int64_t>(r->tokens.size(), prompt.size() - 1);
+      int64_t len = 0;
+      while (len < most && r->tokens[len] == prompt[len]) ++len;
+      if (len > source_len ||
+          (len == source_len && source >= 0 && r->admission < slots_[source]->admission)) {
+        source = static_cast<int>(i);
+        source_len = len;
+      }
+    }
     auto s = std::make_unique<Sequence>();
     s->tokens = prompt;
     s->prompt_len = static_cast<int64_t>(prompt.size());
@@ -199,6 +220,11 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     s->reused = best_len;
     s->options = options;
     s->admission = next_admission_++;
+    if (source >= 0) {
+      s->share_from = source;
+      s->share_admission = slots_[source]->admission;
+      s->share_len = source_len;
+    }
     slots_[best] = std::move(s);
     last_taken_[best] = next_admission_;
     kept_[best].clear();
@@ -212,11 +238,6 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
 void Generator::set_prefill_budget(int64_t tokens) {
   TESSERA_ASSERT(tokens >= 0, "a prefill budget of >= 0 tokens (0: the model's rows)");
   prefill_budget_ = tokens;
-}
-
-int64_t Generator::prefix_tokens_reused(int id) const {
-  if (id < 0 || id >= static_cast<int>(slots_.size()) || !slots_[id]) return 0;
-  return slots_[id]->reused;
 }
 
 void Generator::release(int slot) {
@@ -264,12 +285,29 @@ std::vector<StepEvent> Generator::step() {
     }
     if (s.cached == static_cast<int64_t>(s.tokens.size())) samplers.emplace_back(slot, N - 1);
   };
+  // Sequences waiting to copy a shared prefix (prefix reuse): copy once the source has cached
+  // it; stop waiting if the source left (then prefill it).
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Sequence* s = slots_[i].get();
+    if (!s || s->share_from < 0) continue;
+    const Sequence* src = slots_[s->share_from].get();
+    if (!src || src->admission != s->share_admission) {
+      s->share_from = -1;
+    } else if (src->cached >= s->share_len) {
+      cache_.copy_positions(model_.backend(), s->share_from, static_cast<int64_t>(i), s->cached,
+                            s->share_len);
+      s->reused += s->share_len - s->cached;
+      prefix_tokens_reused_ += s->share_len - s->cached;
+      s->cached = s->share_len;
+      s->share_from = -1;
+    }
+  }
   prefilling_.clear();
   for (size_t i = 0; i < slots_.size(); ++i) {
     Sequence* s = slots_[i].get();
     if (!s) continue;
     if (s->cached < s->prompt_len) {
-      prefilling_.push_back(static_cast<int>(i));
+      if (s->share_from < 0) prefilling_.push_back(static_cast<int>(i));
     } else if (N < max_rows_) {
       feed(static_cast<int>(i), *s, 1);
     }
@@ -300,6 +338,7 @@ std::vector<StepEvent> Generator::step() {
     const int slot = samplers[m].first;
     StepEvent e = choose(*slots_[slot], gathered_.data() + m * Vp);
     e.id = slot;
+    e.cached_tokens = slots_[slot]->reused;
     events.push_back(e);
     if (e.finished != FinishReason::kNone) release(slot);
   }

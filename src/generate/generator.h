@@ -72,6 +72,7 @@ struct StepEvent {
   FinishReason finished = FinishReason::kNone;
   bool has_logprobs = false;  // token >= 0 and the sequence asked for logprobs
   TokenLogprobs logprobs;
+  int64_t cached_tokens = 0;  // prompt positions the sequence found cached (prefix reuse)
 };
 
 class Generator {
@@ -110,16 +111,18 @@ class Generator {
   // sequence fed after that sequence leaves, so add() takes the free slot whose kept tokens
   // share the longest prefix with the new prompt and prefills only the rest (at least the
   // prompt's last token, whose logits it samples from). Among equal prefixes, the slot used
-  // least recently. A kept position's keys and values are the ones a fresh prefill would compute
-  // (a row's arithmetic does not depend on its batch or chunk), so reuse changes no token. It pays
-  // when prompts share a start: a system prompt, or a conversation's next turn, whose prompt is
-  // the last turn's prompt and answer.
+  // least recently. A running sequence (one added earlier, even in the same iteration) whose
+  // tokens share a longer prefix is used too: the new sequence waits until that one has cached
+  // the shared positions, copies their keys and values into its own slot, and prefills the rest,
+  // so requests that arrive together with one system prompt compute it once. A kept or copied
+  // position's keys and values are the ones a fresh prefill would compute (a row's arithmetic
+  // does not depend on its batch or chunk), so reuse changes no token. It pays when prompts share
+  // a start: a system prompt, or a conversation's next turn, whose prompt is the last turn's
+  // prompt and answer.
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
   void set_prefix_reuse(bool on) { prefix_reuse_ = on; }
-  // Prompt tokens add() found cached, over the generator's life, and for sequence `id` (0 for a
-  // free slot).
+  // Prompt tokens found cached (kept or copied), over the generator's life.
   int64_t prefix_tokens_reused() const { return prefix_tokens_reused_; }
-  int64_t prefix_tokens_reused(int id) const;
   // One iteration: a decode row for every running sequence, then pending prompt, oldest sequence
   // first, as much as fits in the model's rows and the prefill budget (chunked prefill), then a
   // token sampled for every sequence whose prompt is done. Finished sequences leave (their slot

@@ -28,9 +28,13 @@ class KvCache {
   int64_t n_slots() const { return n_slots_; }
   int64_t max_seq() const { return maxT_; }
   int64_t bytes() const { return static_cast<int64_t>(k_.bytes() + v_.bytes()); }
+  // Copies the keys and values of positions [begin, end) of slot `from` into slot `to`, every
+  // layer (a shared prefix: the same tokens at the same positions give the same keys and values).
+  void copy_positions(backends::Backend& backend, int64_t from, int64_t to, int64_t begin,
+                      int64_t end);
 
  private:
-  int64_t n_slots_, maxT_, layer_stride_;
+  int64_t n_slots_, maxT_, layer_stride_, n_layer_, C_local_;
   core::Tensor k_, v_;
 };
 

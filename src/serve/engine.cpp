@@ -15,7 +15,6 @@ std::vector<AdmissionFailure> Engine::apply(const IterationChanges& changes) {
     if (it == slot_of_.end()) continue;
     generator_.remove(it->second);
     request_of_.erase(it->second);
-    cached_of_.erase(id);
     slot_of_.erase(it);
   }
   std::vector<AdmissionFailure> failures;
@@ -32,7 +31,6 @@ std::vector<AdmissionFailure> Engine::apply(const IterationChanges& changes) {
     }
     slot_of_[a.request_id] = *slot;
     request_of_[*slot] = a.request_id;
-    cached_of_[a.request_id] = generator_.prefix_tokens_reused(*slot);
   }
   return failures;
 }
@@ -44,10 +42,9 @@ std::vector<SequenceEvent> Engine::step() {
     // Invariant: every sequence in the generator was added through apply().
     TESSERA_ASSERT(it != request_of_.end(), "a generator event names a slot with no request");
     events.push_back(
-        {it->second, e.token, e.finished, e.has_logprobs, e.logprobs, cached_of_[it->second]});
+        {it->second, e.token, e.finished, e.has_logprobs, e.logprobs, e.cached_tokens});
     if (e.finished != generate::FinishReason::kNone) {
       slot_of_.erase(it->second);
-      cached_of_.erase(it->second);
       request_of_.erase(it);
     }
   }

@@ -50,7 +50,6 @@ class Engine {
  private:
   generate::Generator& generator_;
   std::unordered_map<uint64_t, int> slot_of_;  // running request -> Generator id (cache slot)
-  std::unordered_map<uint64_t, int64_t> cached_of_;  // running request -> prompt tokens reused
   std::unordered_map<int, uint64_t> request_of_;
 };
 

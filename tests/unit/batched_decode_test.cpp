@@ -377,6 +377,70 @@ TEST(BatchedDecode, PrefixReuseTakesTheLongestMatchElseTheLeastRecentlyUsedSlot)
   EXPECT_EQ(g.prefix_tokens_reused(), 5 + 7);
 }
 
+// Sharing with a running sequence. A (12 tokens) is prefilled 4 a step; B (A's prompt and 2
+// more) joins after step 1 and waits for A to cache its 12, copies them and prefills 2: its first
+// token comes at step 4, where prefilling all 14 behind A would take until step 7. C and D, two
+// copies of one 10-token prompt added together before any step, share it the same way: D copies
+// C's 9 positions. Every token equals a fresh generator's without reuse.
+TEST(BatchedDecode, PrefixReuseCopiesFromARunningSequenceInsteadOfPrefillingAgain) {
+  models::Gpt gpt(testing::small_generation_model(), 1, 48);
+  gpt.init_weights(9);
+  GenerateOptions o = options_for(1);
+  o.max_tokens = 8;
+  const auto a = prompt_of(12, 5);
+  auto b = a;
+  b.push_back(3);
+  b.push_back(4);
+  Generator g(gpt, 4);
+  g.set_prefill_budget(4);
+  Generator fresh(gpt, 1);
+  fresh.set_prefix_reuse(false);
+
+  auto ia = g.add(a, o);
+  ASSERT_TRUE(ia.is_ok());
+  std::vector<int32_t> a_out, b_out;
+  int b_id = -1, b_first = -1;
+  for (int step = 1; !g.idle(); ++step) {
+    if (step == 2) {
+      auto ib = g.add(b, o);
+      ASSERT_TRUE(ib.is_ok());
+      b_id = *ib;
+    }
+    for (const StepEvent& e : g.step()) {
+      if (e.token < 0) continue;
+      if (e.id == b_id) {
+        if (b_out.empty()) b_first = step;
+        EXPECT_EQ(e.cached_tokens, 12);
+        b_out.push_back(e.token);
+      } else {
+        EXPECT_EQ(e.cached_tokens, 0);
+        a_out.push_back(e.token);
+      }
+    }
+  }
+  EXPECT_EQ(b_first, 4);
+  EXPECT_EQ(g.prefix_tokens_reused(), 12);
+  EXPECT_EQ(a_out, fresh.generate(a, o, nullptr).value());
+  EXPECT_EQ(b_out, fresh.generate(b, o, nullptr).value());
+
+  // The first wave: two requests with one prompt, added in the same iteration.
+  const auto c = prompt_of(10, 6);
+  const auto before = g.prefix_tokens_reused();
+  auto ic = g.add(c, o);
+  auto id = g.add(c, o);
+  ASSERT_TRUE(ic.is_ok() && id.is_ok());
+  std::vector<int32_t> c_out, d_out;
+  while (!g.idle()) {
+    for (const StepEvent& e : g.step()) {
+      if (e.token >= 0) (e.id == *ic ? c_out : d_out).push_back(e.token);
+    }
+  }
+  EXPECT_EQ(g.prefix_tokens_reused() - before, 9) << "D copies C's 9 positions, not 10";
+  const auto expected = fresh.generate(c, o, nullptr).value();
+  EXPECT_EQ(c_out, expected);
+  EXPECT_EQ(d_out, expected);
+}
+
 TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);

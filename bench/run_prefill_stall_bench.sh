@@ -28,7 +28,7 @@ source bench/serve_bench_lib.sh
 for round in $(seq 1 "$ROUNDS"); do
   for budget in $BUDGETS; do
     serve_start "$WORK/stall.log" --max-sequences 16 --max-prefill-tokens "$budget"
-    load --concurrency 1 --requests 1 > /dev/null  # warm-up
+    load --concurrency 1 --requests 1 --index-offset 100000 > /dev/null  # warm-up: other prompts
     load --concurrency 4 --requests 4 --long-prompt-len "$LONG" --long-at 2 \
       --long-max-tokens 16 --json "$WORK/stall_${budget}_$round.json" > /dev/null
     serve_stop

@@ -26,7 +26,7 @@ source bench/serve_bench_lib.sh
 for round in $(seq 1 "$ROUNDS"); do
   for cache in true false; do
     serve_start "$WORK/prefix.log" --max-sequences 16 --prefix-cache "$cache"
-    load --concurrency 1 --requests 1 > /dev/null  # warm-up (another prompt: no shared prefix)
+    load --concurrency 1 --requests 1 --index-offset 100000 > /dev/null  # warm-up: no shared prefix
     load --concurrency 4 --requests "$REQUESTS" --prompt-len "$PROMPT" --max-tokens 32 \
       --shared-prefix-len "$SHARED" --json "$WORK/prefix_${cache}_$round.json" > /dev/null
     curl -s "http://127.0.0.1:$port/metrics" \

@@ -35,11 +35,13 @@ $PY bench/torch_kv_generate.py "$WORK/gpt2.pt" --prompt-len 64 --new 128 --runs 
 
 # tessera-serve: 16 sequences, a queue for every request of a phase.
 serve_start "$WORK/serve.log" --max-sequences 16 --max-queue 256
-load --concurrency 1 --requests 1 > /dev/null  # warm-up
+# Each phase has its own prompts (--index-offset): no request finds another phase's prompt kept
+# in a freed slot (prefix reuse), as the PyTorch peer would not.
+load --concurrency 1 --requests 1 --index-offset 100000 > /dev/null  # warm-up
 load --concurrency 1 --requests "$N1" --json "$WORK/c1.json"
-load --concurrency 16 --requests "$N16" --json "$WORK/c16.json"
+load --concurrency 16 --requests "$N16" --index-offset 1000 --json "$WORK/c16.json"
 rate=$($PY -c "import json; print(json.load(open('$WORK/c16.json'))['request_throughput'] / 2)")
-load --rate "$rate" --requests "$NPOISSON" --seed 1 --json "$WORK/poisson.json"
+load --rate "$rate" --requests "$NPOISSON" --seed 1 --index-offset 2000 --json "$WORK/poisson.json"
 serve_stop
 
 $PY - "$WORK" << 'PY'

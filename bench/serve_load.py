@@ -9,8 +9,8 @@ each sending its next request when the last one ends) or with Poisson arrivals a
   /usr/bin/python3 bench/serve_load.py --port 8000 --concurrency 4 --requests 4 \
       --long-prompt-len 896 --long-at 2
 
-Each request: prompt = --prompt-len token ids (7 i + 11 + request) mod --vocab (the request term
-left out of the first --shared-prefix-len), max_tokens
+Each request: prompt = --prompt-len token ids (7 i + 11 + request + --index-offset) mod --vocab
+(the request term left out of the first --shared-prefix-len), max_tokens
 --max-tokens, greedy unless --temperature, stream with usage. Measured per request, from the
 moment it is sent:
   TTFT  time to the first streamed text;
@@ -63,7 +63,8 @@ def one_request(args, index, prompt_len=None, max_tokens=None):
     prompt_len = args.prompt_len if prompt_len is None else prompt_len
     max_tokens = args.max_tokens if max_tokens is None else max_tokens
     # The first --shared-prefix-len ids are the same in every request (a system prompt).
-    prompt = [(7 * i + 11 + (index if i >= args.shared_prefix_len else 0)) % args.vocab
+    salt = index + args.index_offset
+    prompt = [(7 * i + 11 + (salt if i >= args.shared_prefix_len else 0)) % args.vocab
               for i in range(prompt_len)]
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": args.temperature,
             "stream": True, "stream_options": {"include_usage": True}}
@@ -226,6 +227,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrival times")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per request")
     ap.add_argument("--json", default="", help="also write the report here")
+    ap.add_argument("--index-offset", type=int, default=0,
+                    help="added to each request's number in its prompt: phases against one server "
+                         "with different offsets share no prompt (no prefix reuse between them)")
     ap.add_argument("--shared-prefix-len", type=int, default=0,
                     help="prompt tokens every request shares at its start (a system prompt)")
     ap.add_argument("--long-prompt-len", type=int, default=0,

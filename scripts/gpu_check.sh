@@ -138,12 +138,14 @@ if [[ -x "$here/bin/tessera-serve" && -s "$here/data/gpt2.vocab.json" ]]; then
     done
     if [[ -n $port ]]; then
       load() { python3 "$here/bench/serve_load.py" --port "$port" --prompt-len 64 --max-tokens 128 "$@"; }
-      load --concurrency 1 --requests 1 > /dev/null 2>&1
+      # Each phase its own prompts (--index-offset): no prefix reuse between phases.
+      load --concurrency 1 --requests 1 --index-offset 100000 > /dev/null 2>&1
       load --concurrency 1 --requests 8 --json "$work/c1.json" > /dev/null 2> "$work/c1.log" || failed=1
-      load --concurrency 16 --requests 64 --json "$work/c16.json" > /dev/null 2> "$work/c16.log" || failed=1
+      load --concurrency 16 --requests 64 --index-offset 1000 --json "$work/c16.json" > /dev/null \
+        2> "$work/c16.log" || failed=1
       rate=$(python3 -c "import json; print(json.load(open('$work/c16.json'))['request_throughput'] / 2)" 2> /dev/null)
       if [[ -n $rate ]]; then
-        load --rate "$rate" --requests 48 --seed 1 --json "$work/poisson.json" > /dev/null \
+        load --rate "$rate" --requests 48 --seed 1 --index-offset 2000 --json "$work/poisson.json" > /dev/null \
           2> "$work/poisson.log" || failed=1
       fi
       summary+=("serving on cuda, 124M, 64 + 128 tokens: $(tail -qn1 "$work"/c1.log "$work"/c16.log "$work"/poisson.log 2> /dev/null | tr '\n' ' ')")

@@ -492,6 +492,23 @@ json logprobs_object(const LogprobsField& l) {
               {"text_offset", std::move(offsets)}};
 }
 
+// One server-sent event: "data: {json}\n\n".
+std::string sse_event(const json& j) { return "data: " + dump(j) + "\n\n"; }
+
+// A stream chunk's finish_reason: null until the last chunk.
+json chunk_finish_reason(Finish finish) {
+  return finish == Finish::kNone ? json(nullptr) : json(openai_finish_reason(finish));
+}
+
+// The usage event of stream_options.include_usage: choices [] and usage, as `object`.
+std::string usage_event(const std::string& id, int64_t created, const std::string& model,
+                        const char* object, const Usage& usage) {
+  json j = completion_json(id, created, model, object);
+  j["choices"] = json::array();
+  j["usage"] = usage_json(usage);
+  return sse_event(j);
+}
+
 // The chat API's logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token",
 // "logprob", "bytes"}]}]}, or null.
 json chat_logprobs_object(const LogprobsField& l) {
@@ -539,18 +556,14 @@ std::string chat_chunk_event(const std::string& id, int64_t created, const std::
   if (first || !text.empty()) delta["content"] = text;
   json choice{{"index", 0}, {"delta", std::move(delta)}};
   choice["logprobs"] = chat_logprobs_object(logprobs);
-  choice["finish_reason"] =
-      finish == Finish::kNone ? json(nullptr) : json(openai_finish_reason(finish));
+  choice["finish_reason"] = chunk_finish_reason(finish);
   j["choices"] = json::array({choice});
-  return "data: " + dump(j) + "\n\n";
+  return sse_event(j);
 }
 
 std::string chat_usage_chunk_event(const std::string& id, int64_t created, const std::string& model,
                                    const Usage& usage) {
-  json j = completion_json(id, created, model, "chat.completion.chunk");
-  j["choices"] = json::array();
-  j["usage"] = usage_json(usage);
-  return "data: " + dump(j) + "\n\n";
+  return usage_event(id, created, model, "chat.completion.chunk", usage);
 }
 
 std::string completion_body(const std::string& id, int64_t created, const std::string& model,
@@ -570,18 +583,14 @@ std::string completion_chunk_event(const std::string& id, int64_t created, const
                                    const LogprobsField& logprobs) {
   json j = completion_json(id, created, model);
   json choice{{"index", 0}, {"text", text}, {"logprobs", logprobs_object(logprobs)}};
-  choice["finish_reason"] =
-      finish == Finish::kNone ? json(nullptr) : json(openai_finish_reason(finish));
+  choice["finish_reason"] = chunk_finish_reason(finish);
   j["choices"] = json::array({choice});
-  return "data: " + dump(j) + "\n\n";
+  return sse_event(j);
 }
 
 std::string usage_chunk_event(const std::string& id, int64_t created, const std::string& model,
                               const Usage& usage) {
-  json j = completion_json(id, created, model);
-  j["choices"] = json::array();
-  j["usage"] = usage_json(usage);
-  return "data: " + dump(j) + "\n\n";
+  return usage_event(id, created, model, "text_completion", usage);
 }
 
 std::string done_event() { return "data: [DONE]\n\n"; }

@@ -14,16 +14,10 @@
 # /tmp/tessera-serve-bench, shared with run_serve_bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${1:-build/apps}
-WORK=${WORK:-/tmp/tessera-serve-bench}
-THREADS=${THREADS:-$(nproc)}
 BUDGETS=${BUDGETS:-1024 256 128 64}
 ROUNDS=${ROUNDS:-3}
 LONG=${LONG:-896}
-echo "run_prefill_stall_bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads" \
-  "$THREADS, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
-  "load $(cut -d' ' -f1-3 /proc/loadavg)"
-source bench/serve_bench_lib.sh
+source bench/serve_bench_lib.sh "$@"
 
 for round in $(seq 1 "$ROUNDS"); do
   for budget in $BUDGETS; do

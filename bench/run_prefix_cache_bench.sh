@@ -11,17 +11,11 @@
 # (default 512), SHARED (default 448), WORK (default /tmp/tessera-serve-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${1:-build/apps}
-WORK=${WORK:-/tmp/tessera-serve-bench}
-THREADS=${THREADS:-$(nproc)}
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-16}
 PROMPT=${PROMPT:-512}
 SHARED=${SHARED:-448}
-echo "run_prefix_cache_bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads" \
-  "$THREADS, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
-  "load $(cut -d' ' -f1-3 /proc/loadavg)"
-source bench/serve_bench_lib.sh
+source bench/serve_bench_lib.sh "$@"
 
 for round in $(seq 1 "$ROUNDS"); do
   for cache in true false; do

@@ -14,17 +14,11 @@
 # Prints each phase's JSON (bench/serve_load.py) and a summary; writes $WORK/summary.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${1:-build/apps}
-WORK=${WORK:-/tmp/tessera-serve-bench}
-THREADS=${THREADS:-$(nproc)}
 N1=${N1:-4}
 N16=${N16:-32}
 NPOISSON=${NPOISSON:-24}
-echo "run_serve_bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads $THREADS," \
-  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
-  "load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-source bench/serve_bench_lib.sh
+source bench/serve_bench_lib.sh "$@"
 if [[ ! -s $WORK/gpt2.pt ]]; then
   $PY scripts/ckpt_to_torch.py "$model" "$WORK/gpt2.pt" > /dev/null
 fi

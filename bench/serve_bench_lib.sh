@@ -1,10 +1,19 @@
-# Shared by the serving benchmarks (run_serve_bench.sh, run_prefill_stall_bench.sh): sourced after
-# BIN, WORK and THREADS are set. Makes, once into $WORK, GPT-2's tokenizer, the bundled corpus
+# Shared by the serving benchmarks (run_serve_bench.sh, run_prefill_stall_bench.sh,
+# run_prefix_cache_bench.sh), sourced from the repository root with the script's arguments: BIN is
+# the first (default build/apps); WORK (default /tmp/tessera-serve-bench) and THREADS (default:
+# all cores) come from the environment. Prints a line naming the script, the time, the threads,
+# OPENBLAS_CORETYPE and the load. Makes, once into $WORK, GPT-2's tokenizer, the bundled corpus
 # tokenized with it and a GPT-2 124M checkpoint one training step from the init ($model; the
 # speed does not depend on the weights). serve_start LOG ARGS... starts tessera-serve on that
 # checkpoint (pid in $server, port in $port); serve_stop sends SIGTERM and waits; load ARGS...
 # runs bench/serve_load.py against it with prompt 64 + 128 new tokens unless ARGS say otherwise.
+BIN=${1:-build/apps}
+WORK=${WORK:-/tmp/tessera-serve-bench}
+THREADS=${THREADS:-$(nproc)}
 PY=/usr/bin/python3
+echo "$(basename "$0" .sh): $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads $THREADS," \
+  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS detects the core)}," \
+  "load $(cut -d' ' -f1-3 /proc/loadavg)"
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 mkdir -p "$WORK"
 

@@ -170,9 +170,8 @@ std::string render_prometheus(const Metrics& m, const std::vector<Metrics>& repl
               "Requests queued in a dp replica for a decode slot.",
               [&](size_t d) { return static_cast<double>(replicas[d].waiting); });
   per_replica("tessera_replica_requests_routed_total", "counter",
-              "Requests the router sent to a dp replica.", [&](size_t d) {
-                return d < routed.size() ? static_cast<double>(routed[d]) : 0.0;
-              });
+              "Requests the router sent to a dp replica.",
+              [&](size_t d) { return d < routed.size() ? static_cast<double>(routed[d]) : 0.0; });
   per_replica("tessera_replica_kv_cache_usage_ratio", "gauge",
               "Fraction of a dp replica's KV-cache budget reserved by running requests.",
               [&](size_t d) { return usage_ratio(replicas[d]); });

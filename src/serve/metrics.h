@@ -32,10 +32,10 @@ class Histogram {
 };
 
 struct Metrics {
-  int64_t running = 0;             // requests in the decode batch
-  int64_t waiting = 0;             // requests queued for a slot
-  uint64_t prompt_tokens = 0;      // prompt tokens of admitted requests
-  uint64_t generation_tokens = 0;  // tokens emitted
+  int64_t running = 0;                   // requests in the decode batch
+  int64_t waiting = 0;                   // requests queued for a slot
+  uint64_t prompt_tokens = 0;            // prompt tokens of admitted requests
+  uint64_t generation_tokens = 0;        // tokens emitted
   uint64_t prefix_cache_hit_tokens = 0;  // prompt tokens a freed slot already held (not prefilled)
   // Finished requests by reason.
   uint64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;

@@ -233,8 +233,9 @@ std::optional<ApiError> parse_request(std::string_view body, const ApiLimits& li
   } catch (const json::exception&) {
     // The parser throws out_of_range, not parse_error, for a number past a double's range
     // (found by tests/fuzz/serve_request_fuzz.cpp: it escaped as a 500 server_error).
-    return invalid("", "the request body holds a number beyond a double's range (about 1.8e308); "
-                       "send numbers within it");
+    return invalid("",
+                   "the request body holds a number beyond a double's range (about 1.8e308); "
+                   "send numbers within it");
   }
   if (!j.is_object()) {
     return invalid("", std::string("the request body must be a JSON object, not ") + type_name(j));

@@ -9,8 +9,8 @@
 namespace tessera::serve {
 namespace {
 
-constexpr uint32_t kMagic = 0x31525354;         // "TSR1" read as little-endian bytes
-constexpr uint32_t kRouterMagic = 0x31515354;   // "TSQ1"
+constexpr uint32_t kMagic = 0x31525354;        // "TSR1" read as little-endian bytes
+constexpr uint32_t kRouterMagic = 0x31515354;  // "TSQ1"
 static_assert(std::is_trivially_copyable_v<Metrics>, "Metrics travels as its bytes");
 static_assert(std::is_trivially_copyable_v<generate::TokenLogprobs>,
               "TokenLogprobs travels as its bytes");

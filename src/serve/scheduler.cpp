@@ -96,15 +96,15 @@ std::optional<RequestError> validate_request(const RequestSpec& spec,
     std::snprintf(mb, sizeof mb, "%g", options.kv_cache_mb);
     const int64_t room = options.kv_budget_tokens - n;
     return RequestError{
-        "max_tokens",
-        "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
-            std::to_string(spec.max_tokens) + ") needs " + std::to_string(footprint) +
-            " positions of KV cache, over the whole KV-cache budget of " +
-            std::to_string(options.kv_budget_tokens) + " positions (kv_cache_mb " + mb + " at " +
-            std::to_string(options.kv_bytes_per_token) + " bytes a position); " +
-            (room >= 1 ? "ask for at most " + std::to_string(room) + " tokens"
-                       : std::string("shorten the prompt")) +
-            ", or start the server with a larger kv_cache_mb"};
+        "max_tokens", "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+                          std::to_string(spec.max_tokens) + ") needs " + std::to_string(footprint) +
+                          " positions of KV cache, over the whole KV-cache budget of " +
+                          std::to_string(options.kv_budget_tokens) + " positions (kv_cache_mb " +
+                          mb + " at " + std::to_string(options.kv_bytes_per_token) +
+                          " bytes a position); " +
+                          (room >= 1 ? "ask for at most " + std::to_string(room) + " tokens"
+                                     : std::string("shorten the prompt")) +
+                          ", or start the server with a larger kv_cache_mb"};
   }
   return std::nullopt;
 }
@@ -117,11 +117,12 @@ Scheduler::Scheduler(const SchedulerOptions& options, Clock clock)
   TESSERA_ASSERT(options_.max_running >= 1 && options_.max_queue >= 0,
                  "building a scheduler with at least one slot and a non-negative queue bound");
   metrics_.kv_bytes_per_token = options_.kv_bytes_per_token;
-  metrics_.kv_allocated_bytes = options_.max_running * options_.context * options_.kv_bytes_per_token;
-  metrics_.kv_capacity_tokens = options_.kv_budget_tokens > 0
-                                    ? std::min(options_.kv_budget_tokens,
-                                               options_.max_running * options_.context)
-                                    : options_.max_running * options_.context;
+  metrics_.kv_allocated_bytes =
+      options_.max_running * options_.context * options_.kv_bytes_per_token;
+  metrics_.kv_capacity_tokens =
+      options_.kv_budget_tokens > 0
+          ? std::min(options_.kv_budget_tokens, options_.max_running * options_.context)
+          : options_.max_running * options_.context;
 }
 
 SubmitResult Scheduler::submit(RequestSpec spec, EventCallback on_event, uint64_t id) {

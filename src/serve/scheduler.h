@@ -59,8 +59,8 @@ struct RequestEvent {
   uint64_t request_id = 0;
   int32_t token = -1;
   Finish finish = Finish::kNone;
-  Usage usage;  // final counts, when finish != kNone; before it, only cached_tokens is set
-  std::string error;          // why, when finish == kError
+  Usage usage;        // final counts, when finish != kNone; before it, only cached_tokens is set
+  std::string error;  // why, when finish == kError
   bool has_logprobs = false;  // token >= 0 and the request asked for logprobs
   generate::TokenLogprobs logprobs;
 };

@@ -80,7 +80,9 @@ struct Remote {
 
 class ServeRouterTest : public ::testing::Test {
  protected:
-  ServeRouterTest() : gpt_(testing::small_generation_model(), 1, kContext) { gpt_.init_weights(11); }
+  ServeRouterTest() : gpt_(testing::small_generation_model(), 1, kContext) {
+    gpt_.init_weights(11);
+  }
 
   // dp replicas of `slots` slots each; replica 0 local.
   void build(int dp, int slots, int64_t max_queue) {
@@ -312,8 +314,7 @@ TEST(ServeRouteProtocol, MessagesRoundTripAndDamageIsNamed) {
   EXPECT_EQ(back->submit[0].options.sampling.seed, 123456789012345ull);
   auto bad = decode_router_message(bytes.data(), 10);  // inside the first stop id
   ASSERT_FALSE(bad.is_ok());
-  EXPECT_NE(bad.status().message().find("stop list"), std::string::npos)
-      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("stop list"), std::string::npos) << bad.status().message();
 
   ReplicaReport r;
   RequestEvent e;
@@ -353,7 +354,7 @@ TEST(ServeRouteProtocol, MessagesRoundTripAndDamageIsNamed) {
             std::string::npos);
 }
 
-// ---- The scheduler's KV-cache budget --------------------------------------------------------------
+// ---- The scheduler's KV-cache budget ------------------------------------------------------------
 
 TEST_F(ServeRouterTest, KvBudgetAdmitsByFootprintFirstComeFirstServed) {
   // Budget 40 positions, 4 slots. a (3 + 25 = 28) runs; b (7 + 20 = 27) does not fit beside it

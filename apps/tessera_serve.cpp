@@ -204,14 +204,24 @@ int main(int argc, char** argv) {
     // channels, in float (models/kv_cache.h).
     const int64_t kv_bytes_per_token =
         2 * config->model.n_layer * (config->model.n_embd / tp) * int64_t{sizeof(float)};
-    const int64_t kv_budget = serve::kv_budget_tokens(kv_cache_mb, kv_bytes_per_token);
-    if (kv_cache_mb > 0 && kv_budget < 2) {
+    // The KV cache is paged (models/kv_cache.h): the budget is a pool of whole blocks, at most
+    // what max_sequences full contexts would take.
+    const int64_t block = models::KvCache::kDefaultBlockSize;
+    const int64_t kv_positions = serve::kv_budget_tokens(kv_cache_mb, kv_bytes_per_token);
+    const int64_t slot_blocks = (config->model.max_seq_len + block - 1) / block;
+    const int64_t kv_blocks = std::min(kv_positions / block, max_sequences * slot_blocks);
+    if (kv_cache_mb > 0 && kv_blocks < 1) {
+      char need[32];
+      std::snprintf(need, sizeof need, "%.4g",
+                    static_cast<double>(block * kv_bytes_per_token) / 1048576.0);
       return core::Status::error(
           std::string("serve.kv_cache_mb (--kv-cache-mb) ") + kv_mb_text + " holds " +
-          std::to_string(kv_budget) + " token positions at " + std::to_string(kv_bytes_per_token) +
-          " bytes each (this model at tp " + std::to_string(tp) +
-          "); a request needs at least 2 (one prompt token, one generated); give more");
+          std::to_string(kv_positions) + " token positions at " +
+          std::to_string(kv_bytes_per_token) + " bytes each (this model at tp " +
+          std::to_string(tp) + "); the KV cache is paged in blocks of " + std::to_string(block) +
+          " positions and needs at least one: give at least " + need + " MiB");
     }
+    const int64_t kv_budget = kv_cache_mb > 0 ? kv_blocks * block : 0;
     install_signal_handlers();
     parallel::ProcessGrid grid(tp);
     const int dp = grid.dp_size();
@@ -235,6 +245,7 @@ int main(int argc, char** argv) {
     so.kv_budget_tokens = kv_budget;
     so.kv_bytes_per_token = kv_bytes_per_token;
     so.kv_cache_mb = kv_cache_mb;
+    so.kv_block_size = block;
     // The Router applies max_queue for the other replicas (router.h): theirs never refuses.
     if (!leader) so.max_queue = std::numeric_limits<int64_t>::max() / 2;
     serve::Scheduler scheduler(so);
@@ -268,7 +279,8 @@ int main(int argc, char** argv) {
                       backend->get());
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
     if (!state) return state.status();
-    generate::Generator generator(model, max_sequences, &grid.tp_comm());
+    generate::Generator generator(model, max_sequences, &grid.tp_comm(),
+                                  kv_cache_mb > 0 ? kv_blocks : 0);
     // The backend's frozen weight copies are made here, before /health says ready, not during
     // the first request (a collective over the tp group, like every step).
     generator.warm_up();
@@ -328,15 +340,16 @@ int main(int argc, char** argv) {
       return 0;
     }
     front_end->set_state(serve::HttpFrontEnd::State::kReady);
-    core::log_info(
-        "tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
-        std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
-        std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) + ", prefill " +
-        std::to_string(max_prefill_tokens) + " tokens a step, prefix cache " +
-        (prefix_cache ? "on" : "off") +
-        (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) + " positions per replica"
-                       : std::string()) +
-        ")");
+    core::log_info("tessera-serve: ready on " + url + " (model '" + model_name + "', dp " +
+                   std::to_string(dp) + " x tp " + std::to_string(tp) + ", max sequences " +
+                   std::to_string(max_sequences) + ", max queue " + std::to_string(max_queue) +
+                   ", prefill " + std::to_string(max_prefill_tokens) +
+                   " tokens a step, prefix cache " + (prefix_cache ? "on" : "off") +
+                   (kv_budget > 0 ? ", KV-cache budget " + std::to_string(kv_budget) +
+                                        " positions (" + std::to_string(kv_blocks) + " blocks of " +
+                                        std::to_string(block) + ") per replica"
+                                  : std::string()) +
+                   ")");
     lo.stop_signal = &g_stop_signal;
     lo.on_drain = [&] {
       router.drain();  // tells the other replicas

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "backends/adamw_hyper.h"
+#include "backends/kv_pages.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -116,18 +117,20 @@ class Backend {
   virtual int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
 
   // ---- Attention over a KV cache (generation, serving) ----------------------------------------
-  // A cache is (n_slots, maxT, C) for k and for v, one slot per sequence. Row i of a decode batch
-  // belongs to slot slots[i] at position positions[i] (device int32 arrays of N).
-  // kv_append: k_cache[slots[i], positions[i]] = k of row i, v alike; qkv (N, 3C) [q | k | v].
-  virtual void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
-                         const int32_t* positions, int64_t N, int64_t maxT, int64_t C) = 0;
+  // A cache is paged (kv_pages.h): k and v are (n_blocks, block_size, C), and `pages` maps each
+  // slot's positions to blocks. Row i of a decode batch belongs to slot slots[i] at position
+  // positions[i] (device int32 arrays of N).
+  // kv_append: the cache row of (slots[i], positions[i]) = k of row i, v alike; qkv (N, 3C)
+  // [q | k | v]. The row's block must be the slot's own (not shared with another slot).
+  virtual void kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
+                         const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) = 0;
   // out (N, C) row i = causal attention of row i's q over its slot's positions 0..positions[i]
   // (which kv_append has filled; rows of one slot may share a call in increasing positions, a
-  // chunk of prefill). Each row's result does not depend on the other rows (batch invariance).
+  // chunk of prefill). Each row's result does not depend on the other rows (batch invariance),
+  // nor on which blocks hold its positions.
   virtual void attention_decode(float* out, const float* qkv, const float* k_cache,
-                                const float* v_cache, const int32_t* slots,
-                                const int32_t* positions, int64_t N, int64_t maxT, int64_t C,
-                                int64_t NH) = 0;
+                                const float* v_cache, const KvPages& pages, const int32_t* slots,
+                                const int32_t* positions, int64_t N, int64_t C, int64_t NH) = 0;
 
   // ---- Embeddings -----------------------------------------------------------------------------
   // out (N, C) = rows of wte_local for this rank's tokens, zeros for others' (OVERWRITES).

@@ -20,6 +20,7 @@ struct Generator::Sequence {
   int generated = 0;
   uint64_t admission = 0;  // add() order: prompts are prefilled oldest first
   int64_t reused = 0;      // prompt positions found cached (prefix reuse): kept, then copied
+  int64_t blocks = 0;      // KV-cache blocks reserved (kv_blocks_for)
   // Waiting for the running sequence in slot share_from (its add() number share_admission) to
   // cache positions 0 .. share_len - 1, to copy them (prefix reuse); -1: not waiting.
   int share_from = -1;
@@ -38,13 +39,13 @@ parallel::Communicator& host_comm(models::Gpt& model, parallel::Communicator* ho
 }  // namespace
 
 Generator::Generator(models::Gpt& model, int64_t max_sequences,
-                     parallel::Communicator* host_tp_comm)
+                     parallel::Communicator* host_tp_comm, int64_t kv_cache_blocks)
     : model_(model),
       host_tp_comm_(host_comm(model, host_tp_comm)),
       maxT_(model.config().max_seq_len),
       Vp_local_(model.padded_vocab_local()),
       max_rows_(model.max_batch() * model.max_seq()),
-      cache_(model, max_sequences),
+      cache_(model, max_sequences, kv_cache_blocks),
       slots_(max_sequences),
       kept_(max_sequences),
       last_taken_(max_sequences, 0) {
@@ -60,6 +61,7 @@ Generator::Generator(models::Gpt& model, int64_t max_sequences,
   workspace_.resize(max_sequences * Vp);
   head_rows_.reserve(max_sequences);
   prefilling_.reserve(max_sequences);
+  fed_.reserve(max_sequences);
   // The weights stay fixed while generating: the backend may pack them for few-row steps.
   model_.backend().freeze_weights(true);
 }
@@ -176,9 +178,23 @@ StepEvent Generator::choose(Sequence& s, const float* logits) {
   return e;
 }
 
+int64_t Generator::kv_blocks_for(int64_t prompt_len, int64_t max_tokens) const {
+  return cache_.blocks_for(std::min(prompt_len + max_tokens, maxT_));
+}
+
 core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
                                  const GenerateOptions& options) {
   TESSERA_RETURN_IF_ERROR(check(prompt, options));
+  const int64_t blocks = kv_blocks_for(static_cast<int64_t>(prompt.size()), options.max_tokens);
+  if (reserved_blocks_ + blocks > cache_.n_blocks()) {
+    return core::Status::error(
+        "the KV cache cannot hold this sequence now: it reserves " + std::to_string(blocks) +
+        " blocks of " + std::to_string(cache_.block_size()) + " positions (prompt + max_tokens), " +
+        "and the running sequences hold " + std::to_string(reserved_blocks_) + " of the " +
+        std::to_string(cache_.n_blocks()) +
+        "; wait for one to finish, or give the cache more "
+        "blocks");
+  }
   // The free slot with the longest kept prefix of the prompt (short of its last token), then
   // the least recently taken.
   int best = -1;
@@ -220,6 +236,8 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     s->reused = best_len;
     s->options = options;
     s->admission = next_admission_++;
+    s->blocks = blocks;
+    reserved_blocks_ += blocks;
     if (source >= 0) {
       s->share_from = source;
       s->share_admission = slots_[source]->admission;
@@ -228,6 +246,7 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
     slots_[best] = std::move(s);
     last_taken_[best] = next_admission_;
     kept_[best].clear();
+    cache_.truncate(best, best_len);  // the kept blocks past the shared prefix go back
     prefix_tokens_reused_ += best_len;
     return best;
   }
@@ -242,8 +261,26 @@ void Generator::set_prefill_budget(int64_t tokens) {
 
 void Generator::release(int slot) {
   Sequence& s = *slots_[slot];
-  kept_[slot].assign(s.tokens.begin(), s.tokens.begin() + s.cached);
+  reserved_blocks_ -= s.blocks;
+  if (prefix_reuse_) {
+    kept_[slot].assign(s.tokens.begin(), s.tokens.begin() + s.cached);
+  } else {
+    cache_.truncate(slot, 0);
+  }
   slots_[slot].reset();
+}
+
+void Generator::free_kept_blocks(int64_t blocks) {
+  while (cache_.free_blocks() < blocks) {
+    int oldest = -1;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i] || cache_.held_blocks(static_cast<int64_t>(i)) == 0) continue;
+      if (oldest < 0 || last_taken_[i] < last_taken_[oldest]) oldest = static_cast<int>(i);
+    }
+    if (oldest < 0) return;
+    cache_.truncate(oldest, 0);
+    kept_[oldest].clear();
+  }
 }
 
 void Generator::remove(int id) {
@@ -275,7 +312,9 @@ std::vector<StepEvent> Generator::step() {
   int64_t N = 0;
   std::vector<std::pair<int, int64_t>>& samplers = samplers_;  // (slot, row of its last token)
   samplers.clear();
+  fed_.clear();
   auto feed = [&](int slot, Sequence& s, int64_t count) {
+    fed_.push_back({slot, s.cached, s.cached + count});
     for (int64_t k = 0; k < count; ++k) {
       tokens_[N] = s.tokens[s.cached];
       row_slots_[N] = slot;
@@ -294,8 +333,9 @@ std::vector<StepEvent> Generator::step() {
     if (!src || src->admission != s->share_admission) {
       s->share_from = -1;
     } else if (src->cached >= s->share_len) {
-      cache_.copy_positions(model_.backend(), s->share_from, static_cast<int64_t>(i), s->cached,
-                            s->share_len);
+      // The shared positions' blocks by reference (the kept ones hold the same keys and values).
+      cache_.truncate(static_cast<int64_t>(i), 0);
+      cache_.share(s->share_from, static_cast<int64_t>(i), s->share_len);
       s->reused += s->share_len - s->cached;
       prefix_tokens_reused_ += s->share_len - s->cached;
       s->cached = s->share_len;
@@ -323,6 +363,12 @@ std::vector<StepEvent> Generator::step() {
     budget -= count;
   }
   if (N == 0) return events;
+  // The blocks the fed rows write into (Gpt::decode makes them writable): kept blocks of free
+  // slots go back to the pool first if it is short. (Shared blocks written by two slots this
+  // step are counted twice: an overestimate, which only gives back kept blocks sooner.)
+  int64_t needed = 0;
+  for (const auto& [slot, begin, end] : fed_) needed += cache_.blocks_needed(slot, begin, end);
+  free_kept_blocks(needed);
   // The LM head runs on the sampling rows only: a prefill chunk's other rows need no logits.
   const int64_t M = static_cast<int64_t>(samplers.size());
   head_rows_.clear();

@@ -80,13 +80,15 @@ class Generator {
   // `model` must be built with T = model.max_seq_len (full recomputation needs it); it is
   // borrowed for the generator's lifetime, as is host_tp_comm: a tp communicator over host
   // memory for gathering the logits (nullptr: the model's own, which must then be host memory).
-  // max_sequences: KV-cache slots (sequences decoding at once). Allocates the cache once.
+  // max_sequences: KV-cache slots (sequences decoding at once). kv_cache_blocks: the paged
+  // cache's pool, in blocks of models::KvCache::kDefaultBlockSize positions; 0: every slot its
+  // whole context (max_sequences x the context: never short). Allocates the cache once.
   // The model's weights must not change while the generator lives: it freezes them
   // (Backend::freeze_weights), so the backend may keep packed copies for its few-row steps.
   // With tp > 1, every call below is a collective over the tp group, made by every member with
   // the same arguments.
   explicit Generator(models::Gpt& model, int64_t max_sequences = 1,
-                     parallel::Communicator* host_tp_comm = nullptr);
+                     parallel::Communicator* host_tp_comm = nullptr, int64_t kv_cache_blocks = 0);
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
@@ -106,7 +108,11 @@ class Generator {
 
   // ---- Continuous batching (what a server's scheduler drives) ---------------------------------
   // Joins a sequence (KV path only); its prompt is prefilled by the next steps. Returns its id
-  // (its cache slot) or the error of generate(), or "no free slot".
+  // (its cache slot) or the error of generate(), or "no free slot", or "the KV cache is
+  // reserved": a sequence reserves the blocks of min(prompt + max_tokens, context) positions
+  // (kv_blocks_for()) from add() until it leaves, and the running sequences' reservations never
+  // exceed the pool, so a step never runs short of blocks. (A server's scheduler admits by the
+  // same rule, serve/scheduler.h, so the refusal is a safety net there.)
   // Prefix reuse (on by default): a slot keeps the keys and values of the tokens its last
   // sequence fed after that sequence leaves, so add() takes the free slot whose kept tokens
   // share the longest prefix with the new prompt and prefills only the rest (at least the
@@ -120,6 +126,9 @@ class Generator {
   // a start: a system prompt, or a conversation's next turn, whose prompt is the last turn's
   // prompt and answer.
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
+  // Paging (models/kv_cache.h): a freed slot's kept blocks stay in the pool until a step needs
+  // free blocks; then the kept blocks of the least recently taken free slots go back first. A
+  // prefix copied from a running sequence is shared by reference (copy-on-write).
   void set_prefix_reuse(bool on) { prefix_reuse_ = on; }
   // Prompt tokens found cached (kept or copied), over the generator's life.
   int64_t prefix_tokens_reused() const { return prefix_tokens_reused_; }
@@ -143,6 +152,10 @@ class Generator {
   void remove(int id);
   bool idle() const;
   int64_t running() const;
+  // The blocks a sequence of `prompt_len` tokens and `max_tokens` new ones reserves.
+  int64_t kv_blocks_for(int64_t prompt_len, int64_t max_tokens) const;
+  int64_t kv_blocks_reserved() const { return reserved_blocks_; }
+  const models::KvCache& kv_cache() const { return cache_; }
 
  private:
   struct Sequence;
@@ -154,8 +167,11 @@ class Generator {
   void gather_rows(int64_t M);
   // Samples the next token of `s` from `logits` (Vp) and applies the stop rules.
   StepEvent choose(Sequence& s, const float* logits);
-  // Frees slot `slot`, keeping the tokens its sequence fed (prefix reuse).
+  // Frees slot `slot`, keeping the tokens its sequence fed and their blocks (prefix reuse).
   void release(int slot);
+  // Gives back the kept blocks of free slots, least recently taken first, until `blocks` are
+  // free in the pool or no free slot keeps any.
+  void free_kept_blocks(int64_t blocks);
 
   models::Gpt& model_;
   parallel::Communicator& host_tp_comm_;
@@ -164,6 +180,7 @@ class Generator {
   uint64_t next_admission_ = 0;  // Sequence::admission of the next add()
   bool prefix_reuse_ = true;
   int64_t prefix_tokens_reused_ = 0;
+  int64_t reserved_blocks_ = 0;  // Σ Sequence::blocks over the running sequences
   models::KvCache cache_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // null: free
   // Per slot, while it is free: the tokens whose keys and values it holds at positions 0.., and
@@ -175,6 +192,7 @@ class Generator {
   std::vector<std::pair<int, int64_t>> samplers_;  // step(): (slot, row) of each sampling sequence
   std::vector<int64_t> head_rows_;                 // step(): the rows of samplers_
   std::vector<int> prefilling_;                    // step(): slots with prompt left, oldest first
+  std::vector<std::array<int64_t, 3>> fed_;        // step(): (slot, begin, end) of each fed run
   std::vector<float> rows_, gathered_, workspace_;
   std::vector<float> probs_;
   std::vector<int32_t> order_;

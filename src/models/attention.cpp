@@ -39,10 +39,11 @@ void CausalSelfAttention::backward(float* dinp, const float* dout, const float* 
 void CausalSelfAttention::decode(float* out, const float* inp, KvCache& cache, int layer,
                                  const int32_t* slots, const int32_t* positions, int64_t N) {
   qkv_.forward(qkv_out_.f32(), inp, Rows::flat(N));
-  ctx_.backend.kv_append(cache.k(layer), cache.v(layer), qkv_out_.f32(), slots, positions, N,
-                         cache.max_seq(), C_local_);
-  ctx_.backend.attention_decode(atty_.f32(), qkv_out_.f32(), cache.k(layer), cache.v(layer), slots,
-                                positions, N, cache.max_seq(), C_local_, NH_local_);
+  const backends::KvPages pages = cache.pages();
+  ctx_.backend.kv_append(cache.k(layer), cache.v(layer), qkv_out_.f32(), pages, slots, positions, N,
+                         C_local_);
+  ctx_.backend.attention_decode(atty_.f32(), qkv_out_.f32(), cache.k(layer), cache.v(layer), pages,
+                                slots, positions, N, C_local_, NH_local_);
   proj_.forward(out, atty_.f32(), Rows::flat(N));
 }
 

@@ -250,6 +250,11 @@ const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* s
   TESSERA_ASSERT(N >= 1 && N <= max_decode_rows(),
                  "decoding between 1 and max_decode_rows() (B * T, or B * T / tp when built "
                  "sequence parallel) rows");
+  // Each run of rows of one slot at consecutive positions gets its blocks (kv_append writes them).
+  for (int64_t i = 0, j = 0; i < N; i = j) {
+    for (j = i + 1; j < N && slots[j] == slots[i] && positions[j] == positions[j - 1] + 1;) ++j;
+    cache.make_writable(slots[i], positions[i], positions[j - 1] + 1);
+  }
   const int32_t* tok = stage(tokens_, tokens, N);
   const int32_t* slot = stage(slots_, slots, N);
   const int32_t* pos = stage(positions_, positions, N);

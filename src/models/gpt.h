@@ -108,7 +108,9 @@ class Gpt {
   // One decode step over N rows (host arrays): row i feeds token tokens[i] of the sequence in
   // cache slot slots[i] at position positions[i], appending its keys and values to `cache`.
   // Rows of one slot may share a call in increasing positions (a chunk of prefill); every
-  // position below a row's must already be in the cache or earlier in the call.
+  // position below a row's must already be in the cache or earlier in the call. Each row's
+  // position is made writable first (KvCache::make_writable: a fresh block when the slot's run
+  // out, a private copy of a shared one); the cache's pool must have those blocks free.
   // N <= max_decode_rows().
   // Returns this rank's logits (N, Vp_local) on the device (valid until the next call). A row's
   // logits do not depend on the other rows. Collective over tp_comm.

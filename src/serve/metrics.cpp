@@ -139,8 +139,8 @@ std::string render_prometheus(const Metrics& m, const std::vector<Metrics>& repl
   histogram(out, "tessera_e2e_request_latency_seconds",
             "Seconds from a request's arrival to its last token.", m.e2e_latency);
   header(out, "tessera_kv_cache_used_bytes", "gauge",
-         "KV-cache bytes reserved by running requests (prompt + max_tokens each), per rank, "
-         "summed over replicas.");
+         "KV-cache bytes reserved by running requests (prompt + max_tokens each, in whole "
+         "blocks), per rank, summed over replicas.");
   sample(out, "tessera_kv_cache_used_bytes", "",
          static_cast<double>(m.kv_used_tokens * m.kv_bytes_per_token));
   header(out, "tessera_kv_cache_budget_bytes", "gauge",
@@ -149,8 +149,8 @@ std::string render_prometheus(const Metrics& m, const std::vector<Metrics>& repl
   sample(out, "tessera_kv_cache_budget_bytes", "",
          static_cast<double>(m.kv_capacity_tokens * m.kv_bytes_per_token));
   header(out, "tessera_kv_cache_allocated_bytes", "gauge",
-         "KV-cache bytes allocated (max_sequences full-context slots), per rank, summed over "
-         "replicas.");
+         "KV-cache bytes allocated (the paged pool: kv_cache_mb, or max_sequences full contexts "
+         "without it), per rank, summed over replicas.");
   sample(out, "tessera_kv_cache_allocated_bytes", "", static_cast<double>(m.kv_allocated_bytes));
   header(out, "tessera_kv_cache_usage_ratio", "gauge",
          "Fraction of the KV-cache budget reserved by running requests.");

@@ -52,7 +52,9 @@ RequestSpec to_spec(const Admission& a) {
 
 int64_t kv_footprint(const RequestSpec& spec, const SchedulerOptions& options) {
   const int64_t want = static_cast<int64_t>(spec.prompt.size()) + std::max(spec.max_tokens, 0);
-  return options.context > 0 ? std::min(want, options.context) : want;
+  const int64_t positions = options.context > 0 ? std::min(want, options.context) : want;
+  const int64_t block = std::max<int64_t>(options.kv_block_size, 1);
+  return (positions + block - 1) / block * block;
 }
 
 int64_t kv_budget_tokens(double mb, int64_t bytes_per_token) {
@@ -98,7 +100,11 @@ std::optional<RequestError> validate_request(const RequestSpec& spec,
     return RequestError{
         "max_tokens", "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
                           std::to_string(spec.max_tokens) + ") needs " + std::to_string(footprint) +
-                          " positions of KV cache, over the whole KV-cache budget of " +
+                          " positions of KV cache" +
+                          (options.kv_block_size > 1
+                               ? " (whole blocks of " + std::to_string(options.kv_block_size) + ")"
+                               : std::string()) +
+                          ", over the whole KV-cache budget of " +
                           std::to_string(options.kv_budget_tokens) + " positions (kv_cache_mb " +
                           mb + " at " + std::to_string(options.kv_bytes_per_token) +
                           " bytes a position); " +
@@ -117,8 +123,13 @@ Scheduler::Scheduler(const SchedulerOptions& options, Clock clock)
   TESSERA_ASSERT(options_.max_running >= 1 && options_.max_queue >= 0,
                  "building a scheduler with at least one slot and a non-negative queue bound");
   metrics_.kv_bytes_per_token = options_.kv_bytes_per_token;
+  // The Generator's pool: the budget, else every slot its whole context (in whole blocks).
+  const int64_t block = std::max<int64_t>(options_.kv_block_size, 1);
+  const int64_t slot_positions = (options_.context + block - 1) / block * block;
   metrics_.kv_allocated_bytes =
-      options_.max_running * options_.context * options_.kv_bytes_per_token;
+      (options_.kv_budget_tokens > 0 ? options_.kv_budget_tokens
+                                     : options_.max_running * slot_positions) *
+      options_.kv_bytes_per_token;
   metrics_.kv_capacity_tokens =
       options_.kv_budget_tokens > 0
           ? std::min(options_.kv_budget_tokens, options_.max_running * options_.context)

@@ -5,12 +5,13 @@
 // the serving metrics as it goes. (Routing over dp replicas is the Router's, router.h.)
 //
 // KV-cache budget (kv_budget_tokens > 0): a request reserves its footprint, min(prompt +
-// max_tokens, context) token positions, from admission until it finishes; it is admitted only
-// when a slot is free and its footprint fits what the running requests leave of the budget.
-// Admission stays first come, first served: a head request that does not fit yet holds back the
-// ones behind it (no starvation of long requests). A request whose footprint exceeds the whole
-// budget is invalid (validate_request). The Generator still allocates max_running full-context
-// slots; the budget bounds what is admitted, not what is allocated (docs/SERVING.md).
+// max_tokens, context) token positions rounded up to whole blocks of kv_block_size, from
+// admission until it finishes; it is admitted only when a slot is free and its footprint fits
+// what the running requests leave of the budget. Admission stays first come, first served: a head
+// request that does not fit yet holds back the ones behind it (no starvation of long requests). A
+// request whose footprint exceeds the whole budget is invalid (validate_request). The budget is
+// the Generator's paged KV-cache pool (models/kv_cache.h), and the Generator reserves by the same
+// rule (Generator::add), so what is admitted always fits what is allocated (docs/SERVING.md).
 //
 // One iteration, on the loop thread (the one that calls the Engine; see run_iteration()):
 //   1. plan(): pending cancellations leave the queue (reported at once) or become removals from
@@ -86,6 +87,8 @@ struct SchedulerOptions {
   int64_t kv_budget_tokens = 0;
   int64_t kv_bytes_per_token = 0;
   double kv_cache_mb = 0;
+  // Positions a KV-cache block holds (the Generator's KvCache): footprints are whole blocks.
+  int64_t kv_block_size = 1;
 };
 
 // A request as it joins a decode batch (eot_token and use_kv_cache from `options`), and back.
@@ -93,7 +96,8 @@ struct SchedulerOptions {
 Admission to_admission(uint64_t id, RequestSpec spec, const SchedulerOptions& options);
 RequestSpec to_spec(const Admission& admission);
 
-// The KV-cache positions a request reserves while it runs: min(prompt + max_tokens, context).
+// The KV-cache positions a request reserves while it runs: min(prompt + max_tokens, context),
+// rounded up to whole blocks of options.kv_block_size.
 int64_t kv_footprint(const RequestSpec& spec, const SchedulerOptions& options);
 // KV-cache token positions in `mb` MiB at `bytes_per_token` (rounded down).
 int64_t kv_budget_tokens(double mb, int64_t bytes_per_token);

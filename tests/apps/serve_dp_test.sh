@@ -11,9 +11,11 @@
 #     request is counted cancelled; SIGTERM with a stream in flight on each replica: /health 503,
 #     both streams finish every token, every rank exits 0 (mpirun exit 0)
 #   - 2x2: the same drain over four ranks
-#   - 1x1 with --kv-cache-mb for 60 positions: a second concurrent request waits while the first
-#     runs (its footprint does not fit), then both finish; /metrics shows the KV bytes in use; a
-#     request that could never fit is a 400 naming kv_cache_mb; a negative --kv-cache-mb is refused
+#   - 1x1 with --kv-cache-mb for 48 positions (3 blocks of 16): a second concurrent request waits
+#     while the first runs (its footprint, in whole blocks, does not fit), then both finish;
+#     /metrics shows the KV bytes in use and the allocation equal to the budget (the paged pool);
+#     a request that could never fit is a 400 naming kv_cache_mb; a negative --kv-cache-mb, or
+#     one below a block, is refused
 # Every wait is bounded; a trap kills any server left behind.
 source "$(dirname "$0")/lib.sh"
 cd "$TESSERA_ROOT"
@@ -162,10 +164,12 @@ def cmd_drain(tag, *pids):
 
 
 def cmd_kv():
-    # Budget 60 positions; each request 6 + 40 = 46: the second waits for the first.
+    # Budget 48 positions, 3 blocks of 16; each request 6 + 40 = 46, 3 blocks (48 positions):
+    # the second waits for the first.
     body = {"prompt": "ROMEO:", "max_tokens": 40, "temperature": 0}
-    status, _, j = complete(dict(body, max_tokens=57))  # 63 > 60
-    check(status == 400 and "over the whole KV-cache budget of 60 positions" in j and
+    status, _, j = complete(dict(body, max_tokens=57))  # 63 positions, 4 blocks > 3
+    check(status == 400 and "needs 64 positions of KV cache (whole blocks of 16), over the "
+          "whole KV-cache budget of 48 positions" in j and "ask for at most 42 tokens" in j and
           "kv_cache_mb" in j, f"kv: a request that could never fit: 400: {j}")
     results = {}
     threads = [threading.Thread(target=lambda i=i: results.setdefault(i, complete(body)))
@@ -177,10 +181,12 @@ def cmd_kv():
     check(m.get("tessera_requests_running") == 1 and m.get("tessera_requests_waiting") == 1,
           "kv: the second concurrent request waits while the first runs (running 1, waiting 1)",
           str(m))
-    check(m.get("tessera_kv_cache_used_bytes") == 46 * 1024 and
-          m.get("tessera_kv_cache_budget_bytes") == 60 * 1024 and
-          abs(m.get("tessera_kv_cache_usage_ratio", 0) - 46 / 60) < 1e-9,
-          "kv: /metrics: 46 of 60 positions in use (47104 of 61440 bytes)",
+    check(m.get("tessera_kv_cache_used_bytes") == 48 * 1024 and
+          m.get("tessera_kv_cache_budget_bytes") == 48 * 1024 and
+          m.get("tessera_kv_cache_allocated_bytes") == 48 * 1024 and
+          abs(m.get("tessera_kv_cache_usage_ratio", 0) - 1.0) < 1e-9,
+          "kv: /metrics: 48 of 48 positions in use, and 48 allocated (the paged pool is the "
+          "budget, not 16 slots x 64 positions)",
           str({k: v for k, v in m.items() if "kv" in k}))
     for t in threads:
         t.join(60)
@@ -261,10 +267,11 @@ if start_server "$WORK/s22slow.log" $(mpirun_n 4) "$SERVE" "$model" --port 0 --t
     || { fail "2x2: drain: exit $rc"; tail -20 "$WORK/s22slow.log"; }
 fi
 
-# ---- KV-cache budget: 60 positions of 1024 bytes (2 layers x 2 x 64 channels x 4 bytes) ---------
-if start_server "$WORK/skv.log" "$SERVE" "$model" --port 0 --kv-cache-mb 0.05859375 \
+# ---- KV-cache budget: 48 positions of 1024 bytes (2 layers x 2 x 64 channels x 4 bytes) ---------
+if start_server "$WORK/skv.log" "$SERVE" "$model" --port 0 --kv-cache-mb 0.046875 \
   --debug-step-delay-ms 20; then
-  grep -q "KV-cache budget 60 positions" "$WORK/skv.log" && pass "kv: ready with a budget of 60 positions" \
+  grep -q "KV-cache budget 48 positions (3 blocks of 16)" "$WORK/skv.log" \
+    && pass "kv: ready with a budget of 48 positions in 3 blocks" \
     || fail "kv: the ready line does not give the budget: $(grep ready "$WORK/skv.log")"
   client kv "$port"
   stop_server kv "$WORK/skv.log"
@@ -272,6 +279,6 @@ fi
 expect_error "--kv-cache-mb -1" "kv-cache-mb -1: key 'serve.kv_cache_mb' = -1.0 must be >= 0" "$SERVE" "$model" --kv-cache-mb -1
 expect_error "--max-prefill-tokens -1" "max-prefill-tokens -1: key 'serve.max_prefill_tokens' = -1 must be >= 0; give the prompt tokens one decode step may prefill, or 0" \
   "$SERVE" "$model" --max-prefill-tokens -1
-expect_error "--kv-cache-mb too small" 'kv-cache-mb. 0.001 holds 1 token positions at 1024 bytes' "$SERVE" "$model" \
+expect_error "--kv-cache-mb too small" 'kv-cache-mb. 0.001 holds 1 token positions at 1024 bytes each .this model at tp 1.; the KV cache is paged in blocks of 16 positions and needs at least one' "$SERVE" "$model" \
   --kv-cache-mb 0.001
 finish

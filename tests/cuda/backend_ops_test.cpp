@@ -303,7 +303,9 @@ TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
 
 // ---- Attention over a KV cache ------------------------------------------------------------------
 
-// Caches (n_slots, maxT, C) start at zero on both sides. kv_append copies: bit for bit.
+// Paged caches (n_blocks, block_size, C) start at zero on both sides; the block table gives each
+// slot its blocks in a scrambled order (the last block of the pool first), so the kernels' paging
+// is exercised, not only the contiguous case. kv_append copies: bit for bit.
 // attention_decode: 1e-5 (dot products, max-shifted exponentials and their sum in another order;
 // past 1024 positions the CUDA kernel rescales tile by tile).
 class CudaBackendDecode : public CudaBackendOps {
@@ -314,11 +316,17 @@ class CudaBackendDecode : public CudaBackendOps {
     Twin<float> out;
   };
 
-  void make_cache(int64_t n_slots, int64_t maxT, int64_t C) {
-    maxT_ = maxT;
+  void make_cache(int64_t n_slots, int64_t maxT, int64_t C, int64_t block_size = 16) {
     C_ = C;
-    k_cache_ = twin(std::vector<float>(n_slots * maxT * C, 0.0f));
-    v_cache_ = twin(std::vector<float>(n_slots * maxT * C, 0.0f));
+    const int64_t blocks_per_slot = (maxT + block_size - 1) / block_size;
+    const int64_t n_blocks = n_slots * blocks_per_slot;
+    std::vector<int32_t> table(n_blocks);
+    for (int64_t b = 0; b < n_blocks; ++b) table[b] = static_cast<int32_t>(n_blocks - 1 - b);
+    table_ = twin(std::move(table));
+    cpu_pages_ = backends::KvPages{table_.h(), blocks_per_slot, block_size};
+    gpu_pages_ = backends::KvPages{table_.d(), blocks_per_slot, block_size};
+    k_cache_ = twin(std::vector<float>(n_blocks * block_size * C, 0.0f));
+    v_cache_ = twin(std::vector<float>(n_blocks * block_size * C, 0.0f));
   }
 
   // Rows (slots[i], positions[i]) with fresh random qkv: kv_append, then attention_decode of the
@@ -328,16 +336,16 @@ class CudaBackendDecode : public CudaBackendOps {
     const auto N = static_cast<int64_t>(slots.size());
     Step s{random(N * 3 * C_, seed), twin(std::move(slots)), twin(std::move(positions)),
            output(N * C_)};
-    cpu_.kv_append(k_cache_.h(), v_cache_.h(), s.qkv.h(), s.slots.h(), s.positions.h(), N, maxT_,
-                   C_);
-    gpu_->kv_append(k_cache_.d(), v_cache_.d(), s.qkv.d(), s.slots.d(), s.positions.d(), N, maxT_,
-                    C_);
+    cpu_.kv_append(k_cache_.h(), v_cache_.h(), s.qkv.h(), cpu_pages_, s.slots.h(), s.positions.h(),
+                   N, C_);
+    gpu_->kv_append(k_cache_.d(), v_cache_.d(), s.qkv.d(), gpu_pages_, s.slots.d(), s.positions.d(),
+                    N, C_);
     expect_equal(k_cache_, "k_cache after kv_append");
     expect_equal(v_cache_, "v_cache after kv_append");
-    cpu_.attention_decode(s.out.h(), s.qkv.h(), k_cache_.h(), v_cache_.h(), s.slots.h(),
-                          s.positions.h(), N, maxT_, C_, NH);
-    gpu_->attention_decode(s.out.d(), s.qkv.d(), k_cache_.d(), v_cache_.d(), s.slots.d(),
-                           s.positions.d(), N, maxT_, C_, NH);
+    cpu_.attention_decode(s.out.h(), s.qkv.h(), k_cache_.h(), v_cache_.h(), cpu_pages_, s.slots.h(),
+                          s.positions.h(), N, C_, NH);
+    gpu_->attention_decode(s.out.d(), s.qkv.d(), k_cache_.d(), v_cache_.d(), gpu_pages_,
+                           s.slots.d(), s.positions.d(), N, C_, NH);
     expect_close(s.out, kF32Tolerance, "attention_decode out");
     return s;
   }
@@ -350,14 +358,16 @@ class CudaBackendDecode : public CudaBackendOps {
     auto alone = output(C_);
     for (int64_t i = 0; i < N; ++i) {
       gpu_->attention_decode(alone.d(), s.qkv.d() + i * 3 * C_, k_cache_.d(), v_cache_.d(),
-                             s.slots.d() + i, s.positions.d() + i, 1, maxT_, C_, NH);
+                             gpu_pages_, s.slots.d() + i, s.positions.d() + i, 1, C_, NH);
       const std::vector<float> row(batched.begin() + i * C_, batched.begin() + (i + 1) * C_);
       EXPECT_EQ(fetch(alone), row) << "row " << i << " decoded alone";
     }
   }
 
-  int64_t maxT_ = 0, C_ = 0;
+  int64_t C_ = 0;
   Twin<float> k_cache_, v_cache_;
+  Twin<int32_t> table_;
+  backends::KvPages cpu_pages_, gpu_pages_;
 };
 
 // Prefill chunks (rows of one slot in increasing positions, and two slots in one call), then

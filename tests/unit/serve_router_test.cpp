@@ -371,6 +371,11 @@ TEST_F(ServeRouterTest, KvBudgetAdmitsByFootprintFirstComeFirstServed) {
   ASSERT_EQ(kv_footprint(sa, o), 28);
   ASSERT_EQ(kv_footprint(sb, o), 27);
   ASSERT_EQ(kv_footprint(sc, o), 8);
+  SchedulerOptions blocks = o;
+  blocks.kv_block_size = 16;
+  EXPECT_EQ(kv_footprint(sa, blocks), 32) << "whole blocks";
+  EXPECT_EQ(kv_footprint(sc, blocks), 16);
+  EXPECT_EQ(SchedulerOptions().kv_block_size, 1);
   const uint64_t a = s.submit(sa, record(got)).id;
   const uint64_t b = s.submit(sb, record(got)).id;
   const uint64_t c = s.submit(sc, record(got)).id;
@@ -380,7 +385,7 @@ TEST_F(ServeRouterTest, KvBudgetAdmitsByFootprintFirstComeFirstServed) {
   EXPECT_EQ(m.waiting, 2);
   EXPECT_EQ(m.kv_used_tokens, 28);
   EXPECT_EQ(m.kv_capacity_tokens, 40);
-  EXPECT_EQ(m.kv_allocated_bytes, 4 * kContext * 100);
+  EXPECT_EQ(m.kv_allocated_bytes, 40 * 100) << "the pool is the budget (paged), not 4 contexts";
   int iterations = 1;
   while (got[a].finishes == 0 && iterations < 1000) {
     s.run_iteration(engine);

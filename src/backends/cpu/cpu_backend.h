@@ -58,11 +58,11 @@ class CpuBackend final : public Backend {
   void attention_backward(float* dqkv, float* workspace, const float* dout, const float* qkv,
                           const float* att, int64_t B, int64_t T, int64_t C, int64_t NH) override;
   int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) override;
-  void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
-                 const int32_t* positions, int64_t N, int64_t maxT, int64_t C) override;
+  void kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
+                 const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) override;
   void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
-                        const int32_t* slots, const int32_t* positions, int64_t N, int64_t maxT,
-                        int64_t C, int64_t NH) override;
+                        const KvPages& pages, const int32_t* slots, const int32_t* positions,
+                        int64_t N, int64_t C, int64_t NH) override;
 
   void embedding_forward(float* out, const int32_t* tokens, const float* wte_local, int64_t N,
                          int64_t C, int64_t vocab_start, int64_t V_local) override;

@@ -206,17 +206,17 @@ void CudaBackend::attention_backward(float* dqkv, float* workspace, const float*
 int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
   return kc::attention_workspace_size(B, T, C, NH);
 }
-void CudaBackend::kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
-                            const int32_t* positions, int64_t N, int64_t maxT, int64_t C) {
-  timed(&times_.attention,
-        [&] { kc::kv_append(k_cache, v_cache, qkv, slots, positions, N, maxT, C, stream_.get()); });
+void CudaBackend::kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
+                            const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) {
+  timed(&times_.attention, [&] {
+    kc::kv_append(k_cache, v_cache, qkv, pages, slots, positions, N, C, stream_.get());
+  });
 }
 void CudaBackend::attention_decode(float* out, const float* qkv, const float* k_cache,
-                                   const float* v_cache, const int32_t* slots,
-                                   const int32_t* positions, int64_t N, int64_t maxT, int64_t C,
-                                   int64_t NH) {
+                                   const float* v_cache, const KvPages& pages, const int32_t* slots,
+                                   const int32_t* positions, int64_t N, int64_t C, int64_t NH) {
   timed(&times_.attention, [&] {
-    kc::attention_decode(out, qkv, k_cache, v_cache, slots, positions, N, maxT, C, NH,
+    kc::attention_decode(out, qkv, k_cache, v_cache, pages, slots, positions, N, C, NH,
                          stream_.get());
   });
 }

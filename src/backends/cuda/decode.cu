@@ -20,8 +20,9 @@ static_assert(kThreads % kWarp == 0 && kWarps <= kWarp, "block_reduce layout");
 // kTile positions is one tile: a plain two-pass softmax.
 constexpr int kTile = 1024;
 // Dynamic shared memory attention_decode may use (q and the output accumulator, 2 * HS floats),
-// under the 48 KiB a kernel gets without opting in, beside the static scores tile.
-constexpr size_t kMaxDynamicShared = 48 * 1024 - kTile * sizeof(float) - 1024;
+// under the 48 KiB a kernel gets without opting in, beside the static scores tile and the tile's
+// cache rows.
+constexpr size_t kMaxDynamicShared = 48 * 1024 - kTile * (sizeof(float) + sizeof(int64_t)) - 1024;
 
 constexpr int kElementThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
@@ -58,28 +59,36 @@ __device__ float block_reduce(float v, Op op, float* scratch) {
   return r;
 }
 
+// The cache row of position p of the slot whose block table row is `table` (kv_pages.h).
+__device__ __forceinline__ int64_t cache_row(const int32_t* table, int64_t block_size, int64_t p) {
+  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+}
+
 // Block = (row i, head h) = (blockIdx.x / NH, blockIdx.x % NH). Over the context 0..n_ctx-1 of
-// slot slots[i], in tiles of kTile positions, with m the running max of the scores s_j, l the
-// running Σ exp(s_j - m) and acc_d the running Σ exp(s_j - m) v_jd. A new tile with max m' scales
-// l and acc by exp(m - m') before adding its own terms; after the last tile out_d = acc_d / l,
-// which is softmax(s) · V exactly (Milakov & Gimelshein 2018, "Online normalizer calculation").
-// Dynamic shared memory: 2 * HS floats (q of the row, then acc).
+// slot slots[i] (its positions in the blocks its table row names), in tiles of kTile positions,
+// with m the running max of the scores s_j, l the running Σ exp(s_j - m) and acc_d the running Σ
+// exp(s_j - m) v_jd. A new tile with max m' scales l and acc by exp(m - m') before adding its own
+// terms; after the last tile out_d = acc_d / l, which is softmax(s) · V exactly (Milakov &
+// Gimelshein 2018, "Online normalizer calculation"). Dynamic shared memory: 2 * HS floats (q of the
+// row, then acc).
 __global__ void attention_decode_kernel(float* out, const float* qkv, const float* k_cache,
-                                        const float* v_cache, const int32_t* slots,
-                                        const int32_t* positions, int64_t maxT, int64_t C,
+                                        const float* v_cache, const int32_t* block_table,
+                                        int64_t blocks_per_slot, int64_t block_size,
+                                        const int32_t* slots, const int32_t* positions, int64_t C,
                                         int64_t NH, int64_t HS, float scale) {
   extern __shared__ float dynamic_shared[];
   float* q_s = dynamic_shared;
   float* acc = dynamic_shared + HS;
   __shared__ float scores[kTile];
+  __shared__ int64_t rows[kTile];  // the tile's positions' cache rows
   __shared__ float scratch[kWarps];
 
   const int64_t i = blockIdx.x / NH;
   const int64_t h = blockIdx.x % NH;
   const int64_t n_ctx = static_cast<int64_t>(positions[i]) + 1;
-  const int64_t slot_base = static_cast<int64_t>(slots[i]) * maxT * C + h * HS;
-  const float* k0 = k_cache + slot_base;  // position j's key at k0 + j * C
-  const float* v0 = v_cache + slot_base;
+  const int32_t* table = block_table + static_cast<int64_t>(slots[i]) * blocks_per_slot;
+  const float* k0 = k_cache + h * HS;  // the key of cache row r at k0 + r * C
+  const float* v0 = v_cache + h * HS;
   const float* q = qkv + i * 3 * C + h * HS;
   const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
@@ -94,11 +103,15 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
   float l = 0.0f;
   for (int64_t t0 = 0; t0 < n_ctx; t0 += kTile) {
     const int len = static_cast<int>(n_ctx - t0 < kTile ? n_ctx - t0 : kTile);
-    // q_s is written, and the previous tile's scores are all read, before they are rewritten.
+    // q_s is written, and the previous tile's scores and rows are all read, before they are
+    // rewritten.
+    __syncthreads();
+    for (int j = threadIdx.x; j < len; j += kThreads)
+      rows[j] = cache_row(table, block_size, t0 + j);
     __syncthreads();
     // One warp per position: lanes split the head dimension (coalesced key reads).
     for (int j = warp; j < len; j += kWarps) {
-      const float* k = k0 + (t0 + j) * C;
+      const float* k = k0 + rows[j] * C;
       float s = 0.0f;
       for (int64_t d = lane; d < HS; d += kWarp) s += q_s[d] * k[d];
       s = warp_sum(s);
@@ -121,9 +134,9 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
     // block_reduce's barriers also publish the exponentiated scores to the whole block.
     l = l * rescale + block_reduce(tile_sum, SumOp{}, scratch);  // >= 1 after the max's tile
     for (int64_t d = threadIdx.x; d < HS; d += kThreads) {
-      const float* v = v0 + t0 * C + d;
+      const float* v = v0 + d;
       float a = acc[d] * rescale;
-      for (int j = 0; j < len; ++j) a += scores[j] * v[j * C];
+      for (int j = 0; j < len; ++j) a += scores[j] * v[rows[j] * C];
       acc[d] = a;
     }
     m = m_new;
@@ -136,13 +149,15 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
 
 // Over the flat index of (N, C): row n of the batch, column c.
 __global__ void kv_append_kernel(float* k_cache, float* v_cache, const float* qkv,
-                                 const int32_t* slots, const int32_t* positions, int64_t N,
-                                 int64_t maxT, int64_t C) {
+                                 const int32_t* block_table, int64_t blocks_per_slot,
+                                 int64_t block_size, const int32_t* slots, const int32_t* positions,
+                                 int64_t N, int64_t C) {
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < N * C;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = idx / C;
     const int64_t c = idx - n * C;
-    const int64_t row = static_cast<int64_t>(slots[n]) * maxT + positions[n];
+    const int64_t row = cache_row(block_table + static_cast<int64_t>(slots[n]) * blocks_per_slot,
+                                  block_size, positions[n]);
     const float* k = qkv + n * 3 * C + C;
     k_cache[row * C + c] = k[c];
     v_cache[row * C + c] = k[C + c];
@@ -166,20 +181,24 @@ unsigned int element_blocks(int64_t n) {
 
 }  // namespace
 
-void kv_append(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
-               const int32_t* positions, int64_t N, int64_t maxT, int64_t C, Stream stream) {
-  TESSERA_ASSERT(N >= 0 && maxT >= 1 && C >= 1, "checking kv_append's sizes");
+void kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
+               const int32_t* slots, const int32_t* positions, int64_t N, int64_t C,
+               Stream stream) {
+  TESSERA_ASSERT(N >= 0 && pages.blocks_per_slot >= 1 && pages.block_size >= 1 && C >= 1,
+                 "checking kv_append's sizes");
   if (N == 0) return;
   kv_append_kernel<<<element_blocks(N * C), kElementThreads, 0, stream>>>(
-      k_cache, v_cache, qkv, slots, positions, N, maxT, C);
+      k_cache, v_cache, qkv, pages.block_table, pages.blocks_per_slot, pages.block_size, slots,
+      positions, N, C);
   TESSERA_CUDA_LAUNCH_CHECK("launching kv_append");
 }
 
 void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
-                      const int32_t* slots, const int32_t* positions, int64_t N, int64_t maxT,
-                      int64_t C, int64_t NH, Stream stream) {
-  TESSERA_ASSERT(N >= 0 && maxT >= 1 && NH >= 1 && C % NH == 0,
-                 "checking attention_decode's sizes (C % NH == 0)");
+                      const KvPages& pages, const int32_t* slots, const int32_t* positions,
+                      int64_t N, int64_t C, int64_t NH, Stream stream) {
+  TESSERA_ASSERT(
+      N >= 0 && pages.blocks_per_slot >= 1 && pages.block_size >= 1 && NH >= 1 && C % NH == 0,
+      "checking attention_decode's sizes (C % NH == 0)");
   if (N == 0) return;
   // Invariant: one block per (row, head) fits a 1-D grid.
   TESSERA_ASSERT(N * NH < (int64_t{1} << 31), "checking attention_decode's grid (N * NH < 2^31)");
@@ -189,7 +208,8 @@ void attention_decode(float* out, const float* qkv, const float* k_cache, const 
                  "checking attention_decode's head size (2 * HS floats of shared memory)");
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));  // as the CPU twin computes it
   attention_decode_kernel<<<static_cast<unsigned int>(N * NH), kThreads, shared_bytes, stream>>>(
-      out, qkv, k_cache, v_cache, slots, positions, maxT, C, NH, HS, scale);
+      out, qkv, k_cache, v_cache, pages.block_table, pages.blocks_per_slot, pages.block_size, slots,
+      positions, C, NH, HS, scale);
   TESSERA_CUDA_LAUNCH_CHECK("launching attention_decode");
 }
 

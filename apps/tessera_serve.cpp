@@ -95,8 +95,9 @@ int main(int argc, char** argv) {
             ->capture_default_str();
     auto* kv_opt =
         app.add_option("--kv-cache-mb", kv_cache_mb,
-                       "KV-cache budget per rank in MiB: a request is admitted when its prompt + "
-                       "max_tokens fit what the running ones leave (0: no budget beyond the slots)")
+                       "KV-cache pool per rank in MiB, paged in blocks of 16 positions: what is "
+                       "allocated, and a request is admitted when its prompt + max_tokens (whole "
+                       "blocks) fit what the running ones leave (0: every slot its whole context)")
             ->capture_default_str();
     auto* prefill_opt =
         app.add_option("--max-prefill-tokens", max_prefill_tokens,

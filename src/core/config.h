@@ -106,7 +106,7 @@ struct ServeConfig {
   int port = 8000;                 // TCP port; 0 picks a free one
   int max_sequences = 8;           // sequences decoded at once per replica (KV-cache slots)
   int max_queue = 64;              // requests waiting beyond the free slots, per replica
-  double kv_cache_mb = 0;          // KV-cache budget per rank in MiB; 0: none beyond the slots
+  double kv_cache_mb = 0;          // KV-cache pool per rank in MiB (paged); 0: whole contexts
   int max_prefill_tokens = 0;      // prompt tokens prefilled per decode step; 0: by device
   bool prefix_cache = true;        // reuse a freed slot's keys and values for a shared prefix
   int tp = 0;                      // tensor-parallel size; 0: every rank (one replica)

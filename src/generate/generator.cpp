@@ -19,10 +19,10 @@ struct Generator::Sequence {
   int64_t cached = 0;  // positions already in the KV cache
   int generated = 0;
   uint64_t admission = 0;  // add() order: prompts are prefilled oldest first
-  int64_t reused = 0;      // prompt positions found cached (prefix reuse): kept, then copied
+  int64_t reused = 0;      // prompt positions found cached (prefix reuse): kept, then shared
   int64_t blocks = 0;      // KV-cache blocks reserved (kv_blocks_for)
   // Waiting for the running sequence in slot share_from (its add() number share_admission) to
-  // cache positions 0 .. share_len - 1, to copy them (prefix reuse); -1: not waiting.
+  // cache positions 0 .. share_len - 1, to share their blocks (prefix reuse); -1: not waiting.
   int share_from = -1;
   uint64_t share_admission = 0;
   int64_t share_len = 0;
@@ -192,8 +192,7 @@ core::Result<int> Generator::add(const std::vector<int32_t>& prompt,
         " blocks of " + std::to_string(cache_.block_size()) + " positions (prompt + max_tokens), " +
         "and the running sequences hold " + std::to_string(reserved_blocks_) + " of the " +
         std::to_string(cache_.n_blocks()) +
-        "; wait for one to finish, or give the cache more "
-        "blocks");
+        "; wait for one to finish, or give the cache more blocks");
   }
   // The free slot with the longest kept prefix of the prompt (short of its last token), then
   // the least recently taken.

@@ -119,18 +119,18 @@ class Generator {
   // prompt's last token, whose logits it samples from). Among equal prefixes, the slot used
   // least recently. A running sequence (one added earlier, even in the same iteration) whose
   // tokens share a longer prefix is used too: the new sequence waits until that one has cached
-  // the shared positions, copies their keys and values into its own slot, and prefills the rest,
-  // so requests that arrive together with one system prompt compute it once. A kept or copied
-  // position's keys and values are the ones a fresh prefill would compute (a row's arithmetic
-  // does not depend on its batch or chunk), so reuse changes no token. It pays when prompts share
-  // a start: a system prompt, or a conversation's next turn, whose prompt is the last turn's
-  // prompt and answer.
+  // the shared positions, takes their blocks into its own table (shared by reference, copied on
+  // write: models/kv_cache.h), and prefills the rest, so requests that arrive together with one
+  // system prompt compute it once. A kept or shared position's keys and values are the ones a fresh
+  // prefill would compute (a row's arithmetic does not depend on its batch or chunk), so reuse
+  // changes no token. It pays when prompts share a start: a system prompt, or a conversation's next
+  // turn, whose prompt is the last turn's prompt and answer.
   core::Result<int> add(const std::vector<int32_t>& prompt, const GenerateOptions& options);
   // Paging (models/kv_cache.h): a freed slot's kept blocks stay in the pool until a step needs
-  // free blocks; then the kept blocks of the least recently taken free slots go back first. A
-  // prefix copied from a running sequence is shared by reference (copy-on-write).
+  // free blocks; then the kept blocks of the least recently taken free slots go back first.
+  // Off: a freed slot's blocks go back at once.
   void set_prefix_reuse(bool on) { prefix_reuse_ = on; }
-  // Prompt tokens found cached (kept or copied), over the generator's life.
+  // Prompt tokens found cached (kept or shared), over the generator's life.
   int64_t prefix_tokens_reused() const { return prefix_tokens_reused_; }
   // One iteration: a decode row for every running sequence, then pending prompt, oldest sequence
   // first, as much as fits in the model's rows and the prefill budget (chunked prefill), then a

@@ -89,8 +89,10 @@ int main(int argc, char** argv) {
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
     auto tokenizer = data::load_tokenizer_for_model(tokenizer_prefix, config->model.vocab_size);
     if (!tokenizer) return tokenizer.status();
+    // Decode only, unless --no-kv-cache asks for full recomputation (Gpt::forward).
     models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.device_tp_comm(),
-                      backend->get());
+                      backend->get(), false, {},
+                      no_cache ? models::Gpt::Purpose::kTrain : models::Gpt::Purpose::kInference);
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
     if (!state) return state.status();
     if (!app.count("--prompt")) {

@@ -276,8 +276,9 @@ int main(int argc, char** argv) {
       return core::Status::error("world rank 0 could not open its HTTP port (see its message)");
     }
 
+    // Decode only: no gradients, no backward scratch, no attention probabilities.
     models::Gpt model(config->model, 1, config->model.max_seq_len, &grid.device_tp_comm(),
-                      backend->get());
+                      backend->get(), false, {}, models::Gpt::Purpose::kInference);
     auto state = checkpoint::read_checkpoint(weights_path, model, nullptr, grid);
     if (!state) return state.status();
     generate::Generator generator(model, max_sequences, &grid.tp_comm(),

@@ -119,6 +119,11 @@ TokenLogprobs token_logprobs(const float* logits, int64_t V, int32_t token, int 
 core::Status Generator::check(const std::vector<int32_t>& prompt,
                               const GenerateOptions& options) const {
   TESSERA_RETURN_IF_ERROR(generate::validate(options));
+  if (!options.use_kv_cache && model_.inference_only()) {
+    return core::Status::error(
+        "generating without the KV cache (full recomputation) needs a model built for training "
+        "(models::Gpt::Purpose::kTrain): this one was built for decode only");
+  }
   const int64_t V = model_.vocab_size();
   if (prompt.empty()) {
     return core::Status::error("the prompt is empty; give at least one token of text");

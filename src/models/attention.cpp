@@ -17,7 +17,7 @@ CausalSelfAttention::CausalSelfAttention(const ModelContext& ctx, ArenaPlan& pla
       proj_(ctx, qkv_index + 2, C / ctx.tp_size, C) {
   plan.add(&qkv_out_, {B * T, 3 * C_local_});
   plan.add(&atty_, {B * T, C_local_});
-  plan.add(&att_, {B, NH_local, T, T});
+  if (!ctx.inference) plan.add(&att_, {B, NH_local, T, T});  // forward's probabilities
 }
 
 void CausalSelfAttention::forward(float* out, const float* inp, const Rows& rows) {

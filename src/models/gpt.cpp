@@ -66,7 +66,7 @@ backends::Backend& backend_or_cpu(backends::Backend* backend) {
 }  // namespace
 
 Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
-         backends::Backend* backend, bool sequence_parallel, const Arenas& arenas)
+         backends::Backend* backend, bool sequence_parallel, const Arenas& arenas, Purpose purpose)
     : model_(model),
       B_(B),
       T_(T),
@@ -83,12 +83,17 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       params_(param_specs(model), tp_rank_, tp_size_),
       weights_(arenas.weights.defined() ? arenas.weights
                                         : backend_.zeros({params_.total_local_numel()})),
-      grads_(arenas.grads.defined() ? arenas.grads : backend_.zeros({params_.total_local_numel()})),
+      grads_(arenas.grads.defined()           ? arenas.grads
+             : purpose == Purpose::kInference ? Tensor()
+                                              : backend_.zeros({params_.total_local_numel()})),
       ctx_{backend_, *tp_comm_, params_, weights_, grads_, tp_rank_, tp_size_} {
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
+  ctx_.inference = purpose == Purpose::kInference;
   TESSERA_ASSERT(weights_.numel() == params_.total_local_numel() &&
-                     grads_.numel() == params_.total_local_numel() &&
-                     weights_.device() == backend_.device() && grads_.device() == backend_.device(),
+                     weights_.device() == backend_.device() &&
+                     (ctx_.inference ? !grads_.defined()
+                                     : grads_.numel() == params_.total_local_numel() &&
+                                           grads_.device() == backend_.device()),
                  "building a GPT on given arenas (f32, total_local_numel elements each, on the "
                  "backend's device)");
   ctx_.backward_poll = &backward_poll_;
@@ -103,19 +108,22 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
   ArenaPlan plan;
   plan.add(&encoded_, {BT_local, C});
   plan.add(&lnf_out_, {BT_local, C});
-  plan.add(&dresidual_, {BT_local, C});
   if (seq_shards_ > 1) {
     plan.add(&seq_scratch_.full, {BT, C});
     plan.add(&seq_scratch_.dfull, {BT, C});
     ctx_.seq = &seq_scratch_;
   }
-  // Backward scratch, shared by the layers (one layer's backward runs at a time).
-  plan.add(&scratch_.dln, {BT_local, C});
-  plan.add(&scratch_.attention.dqkv, {BT, 3 * Cl});
-  plan.add(&scratch_.attention.datty, {BT, Cl});
-  plan.add(&scratch_.attention.workspace, {backend_.attention_workspace_size(B, T, Cl, NHl)});
-  plan.add(&scratch_.mlp.dfch, {BT, 4 * Cl});
-  plan.add(&scratch_.mlp.dfch_gelu, {BT, 4 * Cl});
+  if (!ctx_.inference) {
+    // Backward scratch, shared by the layers (one layer's backward runs at a time), and the
+    // forward attention's workspace.
+    plan.add(&dresidual_, {BT_local, C});
+    plan.add(&scratch_.dln, {BT_local, C});
+    plan.add(&scratch_.attention.dqkv, {BT, 3 * Cl});
+    plan.add(&scratch_.attention.datty, {BT, Cl});
+    plan.add(&scratch_.attention.workspace, {backend_.attention_workspace_size(B, T, Cl, NHl)});
+    plan.add(&scratch_.mlp.dfch, {BT, 4 * Cl});
+    plan.add(&scratch_.mlp.dfch_gelu, {BT, 4 * Cl});
+  }
 
   embedding_ = std::make_unique<VocabParallelEmbedding>(ctx_, 0, C, vocab_start_, Vp_local_);
   for (int l = 0; l < L_; ++l) {
@@ -141,7 +149,13 @@ Tensor Gpt::param(const std::string& name) const {
   return params_.view(weights_, i);
 }
 
+int64_t Gpt::allocated_bytes() const {
+  return static_cast<int64_t>(weights_.bytes() + (grads_.defined() ? grads_.bytes() : 0) +
+                              arena_.bytes());
+}
+
 Tensor Gpt::grad(const std::string& name) const {
+  TESSERA_ASSERT(!ctx_.inference, "a model built for inference has no gradients");
   const int i = params_.index_of(name);
   TESSERA_ASSERT(i >= 0, ("looking up gradient " + name).c_str());
   return params_.view(grads_, i);
@@ -157,7 +171,10 @@ void Gpt::init_weights(uint64_t seed) {
   backend_.copy_to_device(weights_.raw(), host.raw(), host.bytes());
 }
 
-void Gpt::zero_grad() { backend_.fill_zero(grads_.raw(), grads_.bytes()); }
+void Gpt::zero_grad() {
+  TESSERA_ASSERT(!ctx_.inference, "a model built for inference has no gradients to zero");
+  backend_.fill_zero(grads_.raw(), grads_.bytes());
+}
 
 const int32_t* Gpt::stage(Tensor& buffer, const int32_t* host, int64_t n) {
   backend_.copy_to_device(buffer.raw(), host, n * sizeof(int32_t));
@@ -166,6 +183,9 @@ const int32_t* Gpt::stage(Tensor& buffer, const int32_t* host, int64_t n) {
 
 double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                     int64_t* n_valid) {
+  TESSERA_ASSERT(!ctx_.inference,
+                 "running GPT forward on a model built for inference (decode only); build it "
+                 "with Purpose::kTrain");
   TESSERA_ASSERT(B <= B_ && T <= T_, "running GPT forward within the allocated B and T");
   TESSERA_ASSERT(T % seq_shards_ == 0, "running a sequence-parallel GPT on T divisible by tp");
   const int64_t BT = B * T;
@@ -187,7 +207,8 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
 
 void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
                    const SparseRowsHook& sparse_rows) {
-  TESSERA_ASSERT(have_targets_, "running GPT backward after a forward with targets");
+  TESSERA_ASSERT(!ctx_.inference && have_targets_,
+                 "running GPT backward after a forward with targets");
   TESSERA_ASSERT(!sparse_rows || (on_ready && tokens_.device() == core::Device::kCpu),
                  "running GPT backward with sparse embedding rows (they need on_ready and a "
                  "host backend)");

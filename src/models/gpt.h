@@ -58,12 +58,17 @@ class Gpt {
   // arenas: the weight and gradient arenas made by the caller (host memory of the CPU backend,
   // f32, param_set().total_local_numel() elements each, zeroed), used instead of allocating them:
   // ZeRO-1's node-shared arenas (parallel::NodeSharedArenas). Empty tensors: allocated here.
+  // purpose kInference (a server's or generator's model): decode only. No gradient arena, no
+  // backward scratch, no attention probabilities (B, NH, T, T) per layer and no logits gradient;
+  // forward, backward, zero_grad and grad() are then refused. For GPT-2 124M at T = 1024 that is
+  // about 1.4 GB less per rank (docs/PERF.md "Serving").
   struct Arenas {
     core::Tensor weights, grads;
   };
+  enum class Purpose { kTrain, kInference };
   Gpt(const core::ModelConfig& model, int64_t B, int64_t T,
       parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr,
-      bool sequence_parallel = false, const Arenas& arenas = {});
+      bool sequence_parallel = false, const Arenas& arenas = {}, Purpose purpose = Purpose::kTrain);
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
@@ -139,6 +144,10 @@ class Gpt {
   int64_t max_decode_rows() const { return B_ * (T_ / seq_shards_); }
   // tp size when training calls run sequence parallel, else 1.
   int seq_shards() const { return seq_shards_; }
+  bool inference_only() const { return ctx_.inference; }
+  // Bytes this model allocated on its device: weights, gradients (none for inference) and the
+  // activation arena (the KV cache is the caller's).
+  int64_t allocated_bytes() const;
 
   // Forward+backward FLOPs per token at sequence length T (6N + attention, PaLM appendix B).
   static double flops_per_token(const core::ModelConfig& model, int64_t T);

@@ -21,9 +21,11 @@ LmHead::LmHead(const ModelContext& ctx, ArenaPlan& plan, const float* wte, float
       Vp_local_(Vp_local),
       rows_(rows) {
   plan.add(&logits_, {rows, Vp_local});
-  plan.add(&dlogits_, {rows, Vp_local});
   plan.add(&losses_, {rows});
-  plan.add(&dlosses_, {rows});
+  if (!ctx.inference) {
+    plan.add(&dlogits_, {rows, Vp_local});
+    plan.add(&dlosses_, {rows});
+  }
   plan.add(&row_max_, {rows});
   plan.add(&xent_sums_, {2, rows});
 }

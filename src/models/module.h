@@ -55,9 +55,12 @@ struct ModelContext {
   parallel::Communicator& tp_comm;
   const params::ParamSet& params;
   const core::Tensor& weights;  // this rank's parameter shards, on the backend's device
-  const core::Tensor& grads;    // the gradient twin (equal offsets)
+  const core::Tensor& grads;    // the gradient twin (equal offsets); empty for inference
   int tp_rank = 0;
   int tp_size = 1;
+  // Built for decode only (Gpt::Purpose::kInference): modules leave out what only forward and
+  // backward need (their gradients are then null).
+  bool inference = false;
   // Set when the model runs training calls sequence parallel (Rows::seq_sharded); else null.
   SequenceScratch* seq = nullptr;
   // Called after each linear layer's backward GEMMs when set (Gpt::set_backward_poll): the
@@ -70,7 +73,7 @@ struct ModelContext {
 
   // Device pointers of parameter i's shard and its gradient (resolved once, at construction).
   float* weight(int i) const { return weights.f32() + params.offset(i); }
-  float* grad(int i) const { return grads.f32() + params.offset(i); }
+  float* grad(int i) const { return grads.defined() ? grads.f32() + params.offset(i) : nullptr; }
 };
 
 // Collects (tensor, shape) requests, then allocates one zeroed arena on the backend and points

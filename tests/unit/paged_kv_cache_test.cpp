@@ -3,7 +3,8 @@
 // shared by reference, copied before a write to a shared one, and given back when no slot holds
 // them; a Generator with a pool smaller than max_sequences x the context serves every sequence
 // with the tokens it gets alone, refuses what the reserved pool cannot hold, and gives back the
-// kept blocks of the least recently used free slot first when a step needs blocks.
+// kept blocks of the least recently used free slot first when a step needs blocks. A model built
+// for inference (decode only) generates the same tokens in less memory.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -242,6 +243,51 @@ TEST(PagedKvCache, KeptBlocksGoBackLeastRecentlyUsedFirstWhenThePoolRunsShort) {
   EXPECT_EQ(g.prefix_tokens_reused(), 9) << "B's prompt but its last token, kept";
   EXPECT_EQ(run(g, a, o), whole.generate(a, o, nullptr).value());
   EXPECT_EQ(g.prefix_tokens_reused(), 9) << "nothing of A's was kept";
+}
+
+}  // namespace
+}  // namespace tessera::generate
+
+namespace tessera::generate {
+namespace {
+
+// A model built for inference (decode only) leaves out the gradients, the backward scratch and
+// the attention probabilities, and generates exactly the tokens of a model built for training
+// with the same weights; full recomputation on it is refused by name.
+TEST(InferenceModel, DecodesTheSameTokensInLessMemory) {
+  models::Gpt train(testing::small_generation_model(), 1, 48);
+  train.init_weights(24);
+  models::Gpt infer(testing::small_generation_model(), 1, 48, nullptr, nullptr, false, {},
+                    models::Gpt::Purpose::kInference);
+  ASSERT_EQ(infer.weights().bytes(), train.weights().bytes());
+  std::memcpy(infer.weights().raw(), train.weights().raw(), train.weights().bytes());
+  EXPECT_TRUE(infer.inference_only());
+  EXPECT_FALSE(train.inference_only());
+  EXPECT_FALSE(infer.grads().defined());
+  // 2 layers x 4 heads x 48 x 48 probabilities, the gradients, the backward scratch and dlogits.
+  const int64_t saved = train.allocated_bytes() - infer.allocated_bytes();
+  EXPECT_GE(saved, static_cast<int64_t>(train.grads().bytes()) + 2 * 4 * 48 * 48 * 4)
+      << "train " << train.allocated_bytes() << " bytes, inference " << infer.allocated_bytes();
+
+  std::vector<std::vector<int32_t>> prompts = {prompt_of(7, 1), prompt_of(12, 2), prompt_of(3, 3)};
+  std::vector<GenerateOptions> options = {options_for(0, 9), options_for(1, 11), options_for(2, 5)};
+  std::vector<std::vector<int32_t>> from_train, from_infer;
+  {
+    Generator g(train, 3);
+    from_train = g.generate_batch(prompts, options).value();
+  }
+  {
+    Generator g(infer, 3);
+    from_infer = g.generate_batch(prompts, options).value();
+    GenerateOptions full = options[0];
+    full.use_kv_cache = false;
+    auto refused = g.generate(prompts[0], full, nullptr);
+    ASSERT_FALSE(refused.is_ok());
+    EXPECT_NE(refused.status().message().find("needs a model built for training"),
+              std::string::npos)
+        << refused.status().message();
+  }
+  EXPECT_EQ(from_infer, from_train);
 }
 
 }  // namespace

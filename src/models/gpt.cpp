@@ -126,7 +126,12 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
   }
 
   embedding_ = std::make_unique<VocabParallelEmbedding>(ctx_, 0, C, vocab_start_, Vp_local_);
+  // Decode runs the layers one after another, each reading only the one before's output, which
+  // it no longer needs once its own first residual sum is made: an inference model's layers
+  // share one set of activations (a training model keeps each layer's for backward).
+  const int64_t layers_start = plan.mark();
   for (int l = 0; l < L_; ++l) {
+    if (ctx_.inference) plan.rewind(layers_start);
     blocks_.push_back(
         std::make_unique<Block>(ctx_, plan, scratch_, 2 + Block::kParams * l, B, T, C, NHl));
     backward_names_.push_back("bwd h." + std::to_string(l));

@@ -59,9 +59,10 @@ class Gpt {
   // f32, param_set().total_local_numel() elements each, zeroed), used instead of allocating them:
   // ZeRO-1's node-shared arenas (parallel::NodeSharedArenas). Empty tensors: allocated here.
   // purpose kInference (a server's or generator's model): decode only. No gradient arena, no
-  // backward scratch, no attention probabilities (B, NH, T, T) per layer and no logits gradient;
-  // forward, backward, zero_grad and grad() are then refused. For GPT-2 124M at T = 1024 that is
-  // about 1.4 GB less per rank (docs/PERF.md "Serving").
+  // backward scratch, no attention probabilities (B, NH, T, T) per layer and no logits gradient,
+  // and the layers share one set of activations; forward, backward, zero_grad and grad() are
+  // then refused. For GPT-2 124M at T = 1024 that is about 1.9 GB less per rank (docs/PERF.md
+  // "Serving").
   struct Arenas {
     core::Tensor weights, grads;
   };

@@ -1,21 +1,24 @@
 // ArenaPlan: one allocation for every module's activations.
 #include "models/module.h"
 
+#include <algorithm>
+
 #include "backends/backend.h"
 
 namespace tessera::models {
 
+void ArenaPlan::add(core::Tensor* tensor, core::Shape shape) {
+  const int64_t rounded = (core::shape_numel(shape) + 15) / 16 * 16;
+  requests_.push_back({tensor, std::move(shape), cursor_});
+  cursor_ += rounded;
+  end_ = std::max(end_, cursor_);
+}
+
 core::Tensor ArenaPlan::allocate(backends::Backend& backend) {
-  auto rounded = [](const core::Shape& s) { return (core::shape_numel(s) + 15) / 16 * 16; };
-  int64_t total = 0;
-  for (const auto& [tensor, shape] : requests_) total += rounded(shape);
-  core::Tensor arena = backend.zeros({total});
-  int64_t offset = 0;
-  for (const auto& [tensor, shape] : requests_) {
-    *tensor = arena.view(offset, shape);
-    offset += rounded(shape);
-  }
+  core::Tensor arena = backend.zeros({end_});
+  for (const Request& r : requests_) *r.tensor = arena.view(r.offset, r.shape);
   requests_.clear();
+  cursor_ = end_ = 0;
   return arena;
 }
 

@@ -78,16 +78,27 @@ struct ModelContext {
 
 // Collects (tensor, shape) requests, then allocates one zeroed arena on the backend and points
 // every requested tensor at its view (each rounded to 16 elements: 64-byte aligned).
+// Requests follow each other in the arena, unless rewind() sends later ones back over earlier
+// ones: an inference model's layers share one set of activations (Gpt::Purpose::kInference).
 class ArenaPlan {
  public:
-  void add(core::Tensor* tensor, core::Shape shape) {
-    requests_.emplace_back(tensor, std::move(shape));
-  }
+  void add(core::Tensor* tensor, core::Shape shape);
+  // Where the next request goes (elements into the arena).
+  int64_t mark() const { return cursor_; }
+  // The next requests go from `mark` on, over the ones added since it: only for tensors that
+  // are never live at the same time as those.
+  void rewind(int64_t mark) { cursor_ = mark; }
   // Allocates and fills every requested tensor; returns the arena (keep it alive).
   core::Tensor allocate(backends::Backend& backend);
 
  private:
-  std::vector<std::pair<core::Tensor*, core::Shape>> requests_;
+  struct Request {
+    core::Tensor* tensor;
+    core::Shape shape;
+    int64_t offset;
+  };
+  std::vector<Request> requests_;
+  int64_t cursor_ = 0, end_ = 0;
 };
 
 }  // namespace tessera::models

@@ -264,10 +264,21 @@ TEST(InferenceModel, DecodesTheSameTokensInLessMemory) {
   EXPECT_TRUE(infer.inference_only());
   EXPECT_FALSE(train.inference_only());
   EXPECT_FALSE(infer.grads().defined());
-  // 2 layers x 4 heads x 48 x 48 probabilities, the gradients, the backward scratch and dlogits.
+  // The gradients, 2 layers x 4 heads x 48 x 48 probabilities, and the second layer's
+  // activations (it shares the first's): at least its 6 residual-stream tensors, its qkv and
+  // attention output and its two MLP activations, (48, 18 x 32) floats; then the backward
+  // scratch and dlogits.
   const int64_t saved = train.allocated_bytes() - infer.allocated_bytes();
-  EXPECT_GE(saved, static_cast<int64_t>(train.grads().bytes()) + 2 * 4 * 48 * 48 * 4)
+  EXPECT_GE(saved,
+            static_cast<int64_t>(train.grads().bytes()) + 2 * 4 * 48 * 48 * 4 + 48 * 18 * 32 * 4)
       << "train " << train.allocated_bytes() << " bytes, inference " << infer.allocated_bytes();
+  // The layers share their activations: twice the layers, the same arena.
+  core::ModelConfig deeper = testing::small_generation_model();
+  deeper.n_layer = 4;
+  models::Gpt infer4(deeper, 1, 48, nullptr, nullptr, false, {}, models::Gpt::Purpose::kInference);
+  models::Gpt train4(deeper, 1, 48);
+  EXPECT_EQ(infer4.activation_bytes(), infer.activation_bytes());
+  EXPECT_GT(train4.activation_bytes(), train.activation_bytes());
 
   std::vector<std::vector<int32_t>> prompts = {prompt_of(7, 1), prompt_of(12, 2), prompt_of(3, 3)};
   std::vector<GenerateOptions> options = {options_for(0, 9), options_for(1, 11), options_for(2, 5)};

@@ -61,7 +61,7 @@ class Gpt {
   // purpose kInference (a server's or generator's model): decode only. No gradient arena, no
   // backward scratch, no attention probabilities (B, NH, T, T) per layer and no logits gradient,
   // and the layers share one set of activations; forward, backward, zero_grad and grad() are
-  // then refused. For GPT-2 124M at T = 1024 that is about 1.9 GB less per rank (docs/PERF.md
+  // then refused. For GPT-2 124M at T = 1024 that is 1.84 GB less per rank (docs/PERF.md
   // "Serving").
   struct Arenas {
     core::Tensor weights, grads;

@@ -190,12 +190,13 @@ class Gpt {
   core::Tensor lnf_out_;    // ln_f's output, the head's input
   core::Tensor dresidual_;  // gradient of the residual stream
   core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
-  std::vector<int32_t> sparse_row_ids_;  // (B*T): the tokens' rows of the wte shard, for sparse_rows
+  std::vector<int32_t>
+      sparse_row_ids_;  // (B*T): the tokens' rows of the wte shard, for sparse_rows
   bool have_targets_ = false;
   Rows last_rows_;
 
   parallel::Timeline* timeline_ = nullptr;
-  std::function<void()> backward_poll_;  // ctx_.backward_poll points here
+  std::function<void()> backward_poll_;      // ctx_.backward_poll points here
   std::vector<std::string> backward_names_;  // "bwd h.<l>", made once (short: no allocation)
 };
 

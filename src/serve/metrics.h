@@ -45,7 +45,7 @@ struct Metrics {
   Histogram e2e_latency;          // arrival -> finish, for requests that finished
   // KV cache, per rank of the replica: positions reserved by running requests; the positions
   // admission may reserve (the kv_cache_mb budget, or max_sequences x context without one);
-  // bytes a position; bytes allocated (max_sequences full-context slots).
+  // bytes a position; bytes allocated (the paged pool: the budget, or max_sequences contexts).
   int64_t kv_used_tokens = 0, kv_capacity_tokens = 0, kv_bytes_per_token = 0;
   int64_t kv_allocated_bytes = 0;
 

@@ -179,6 +179,20 @@ TEST(PagedKvCache, ASmallPoolRunsEverySequenceWithTheTokensItGetsAlone) {
   EXPECT_EQ(paged.kv_blocks_reserved(), 0);
 }
 
+// Adds `prompt` to an idle generator and steps until it is idle again: the tokens emitted.
+std::vector<int32_t> run(Generator& g, const std::vector<int32_t>& prompt,
+                         const GenerateOptions& o) {
+  std::vector<int32_t> out;
+  auto id = g.add(prompt, o);
+  EXPECT_TRUE(id.is_ok()) << id.status().message();
+  while (!g.idle()) {
+    for (const StepEvent& e : g.step()) {
+      if (e.token >= 0) out.push_back(e.token);
+    }
+  }
+  return out;
+}
+
 // Pool of 4 blocks: A (30 + 10 = 40 positions) reserves 3; B (10 + 10) needs 2 and is refused,
 // naming the blocks; once A leaves, B runs.
 TEST(PagedKvCache, AddRefusesWhatTheReservedPoolCannotHold) {
@@ -197,28 +211,8 @@ TEST(PagedKvCache, AddRefusesWhatTheReservedPoolCannotHold) {
   while (!g.idle()) g.step();
   EXPECT_EQ(g.kv_blocks_reserved(), 0);
   Generator whole(gpt, 1);
-  std::vector<int32_t> out;
-  auto b2 = g.add(prompt_of(10, 2), options_for(1, 10));
-  ASSERT_TRUE(b2.is_ok()) << b2.status().message();
-  while (!g.idle()) {
-    for (const StepEvent& e : g.step()) {
-      if (e.token >= 0) out.push_back(e.token);
-    }
-  }
-  EXPECT_EQ(out, whole.generate(prompt_of(10, 2), options_for(1, 10), nullptr).value());
-}
-
-std::vector<int32_t> run(Generator& g, const std::vector<int32_t>& prompt,
-                         const GenerateOptions& o) {
-  std::vector<int32_t> out;
-  auto id = g.add(prompt, o);
-  EXPECT_TRUE(id.is_ok()) << id.status().message();
-  while (!g.idle()) {
-    for (const StepEvent& e : g.step()) {
-      if (e.token >= 0) out.push_back(e.token);
-    }
-  }
-  return out;
+  EXPECT_EQ(run(g, prompt_of(10, 2), options_for(1, 10)),
+            whole.generate(prompt_of(10, 2), options_for(1, 10), nullptr).value());
 }
 
 // Pool of 3 blocks, 3 slots. A and B (1 block each) finish and their slots keep their blocks

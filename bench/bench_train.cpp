@@ -1,7 +1,10 @@
 // Training throughput of one rank: tokens/s and MFU (against the measured sgemm peak) for a GPT
 // config at a given B and T, with a per-kernel-family time breakdown. Random tokens; each step is
-// forward, backward, clipping and AdamW, as bench/torch_train_bench.py does for PyTorch.
+// forward, backward, clipping and AdamW, as bench/torch_train_bench.py does for PyTorch. Also
+// reports the model's activation arena and the process's peak resident set.
 // Usage: bench_train --config configs/gpt2-124m.yaml --batch 4 --seq 64 --steps 10 --threads 2
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -70,27 +73,32 @@ int main(int argc, char** argv) {
     const double mfu = models::Gpt::flops_per_token(mc, T) * tps / (peak * 1e9);
     const models::KernelTimes& kt = model.kernel_times();
     const double per = 1e3 / steps;  // ms per step
-    nlohmann::json out = {{"impl", "tessera"},
-                          {"config", config_path},
-                          {"B", B},
-                          {"T", T},
-                          {"threads", nthreads},
-                          {"params", model.param_set().global_param_count(true)},
-                          {"tokens_per_s", tps},
-                          {"step_ms_median", median_ms},
-                          {"step_ms_min", sorted.front()},
-                          {"steps", steps},
-                          {"sgemm_gflops", peak},
-                          {"mfu", mfu},
-                          {"kernel_ms_per_step",
-                           {{"matmul", kt.matmul * per},
-                            {"attention", kt.attention * per},
-                            {"layernorm", kt.layernorm * per},
-                            {"gelu", kt.gelu * per},
-                            {"xent", kt.xent * per},
-                            {"embedding", kt.embedding * per},
-                            {"other", kt.other * per},
-                            {"optimizer_and_rest", median_ms - kt.total() * per}}}};
+    struct rusage usage {};
+    getrusage(RUSAGE_SELF, &usage);
+    nlohmann::json out = {
+        {"impl", "tessera"},
+        {"config", config_path},
+        {"B", B},
+        {"T", T},
+        {"threads", nthreads},
+        {"params", model.param_set().global_param_count(true)},
+        {"tokens_per_s", tps},
+        {"step_ms_median", median_ms},
+        {"step_ms_min", sorted.front()},
+        {"steps", steps},
+        {"sgemm_gflops", peak},
+        {"mfu", mfu},
+        {"activation_mib", static_cast<double>(model.activation_bytes()) / 1048576.0},
+        {"peak_rss_mib", static_cast<double>(usage.ru_maxrss) / 1024.0},
+        {"kernel_ms_per_step",
+         {{"matmul", kt.matmul * per},
+          {"attention", kt.attention * per},
+          {"layernorm", kt.layernorm * per},
+          {"gelu", kt.gelu * per},
+          {"xent", kt.xent * per},
+          {"embedding", kt.embedding * per},
+          {"other", kt.other * per},
+          {"optimizer_and_rest", median_ms - kt.total() * per}}}};
     std::printf("%s\n", out.dump().c_str());
     return 0;
   });

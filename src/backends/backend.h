@@ -106,13 +106,15 @@ class Backend {
   virtual double sum_squares(const float* x, int64_t n) = 0;
 
   // ---- Attention (training) -------------------------------------------------------------------
-  // qkv (B, T, 3C) [q | k | v], heads of HS = C / NH; out (B, T, C); att (B, NH, T, T) saved
-  // probabilities. workspace: attention_workspace_size floats.
-  virtual void attention_forward(float* out, float* att, float* workspace, const float* qkv,
+  // qkv (B, T, 3C) [q | k | v], heads of HS = C / NH; out (B, T, C); stats (B, NH, T, 2) each
+  // query row's softmax statistics [max score, 1 / sum of exponentials], all backward keeps of
+  // the probabilities (it recomputes them, as flash attention does: no (T, T) tensor per layer).
+  // workspace: attention_workspace_size floats, shared by every layer.
+  virtual void attention_forward(float* out, float* stats, float* workspace, const float* qkv,
                                  int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
   // dqkv (B, T, 3C) OVERWRITTEN.
   virtual void attention_backward(float* dqkv, float* workspace, const float* dout,
-                                  const float* qkv, const float* att, int64_t B, int64_t T,
+                                  const float* qkv, const float* stats, int64_t B, int64_t T,
                                   int64_t C, int64_t NH) = 0;
   virtual int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
 

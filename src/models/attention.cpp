@@ -17,13 +17,13 @@ CausalSelfAttention::CausalSelfAttention(const ModelContext& ctx, ArenaPlan& pla
       proj_(ctx, qkv_index + 2, C / ctx.tp_size, C) {
   plan.add(&qkv_out_, {B * T, 3 * C_local_});
   plan.add(&atty_, {B * T, C_local_});
-  if (!ctx.inference) plan.add(&att_, {B, NH_local, T, T});  // forward's probabilities
+  if (!ctx.inference) plan.add(&stats_, {B, NH_local, T, 2});  // forward's softmax statistics
 }
 
 void CausalSelfAttention::forward(float* out, const float* inp, const Rows& rows) {
   qkv_.forward(qkv_out_.f32(), inp, rows);
-  ctx_.backend.attention_forward(atty_.f32(), att_.f32(), scratch_.workspace.f32(), qkv_out_.f32(),
-                                 rows.B, rows.T, C_local_, NH_local_);
+  ctx_.backend.attention_forward(atty_.f32(), stats_.f32(), scratch_.workspace.f32(),
+                                 qkv_out_.f32(), rows.B, rows.T, C_local_, NH_local_);
   proj_.forward(out, atty_.f32(), rows);
 }
 
@@ -31,8 +31,8 @@ void CausalSelfAttention::backward(float* dinp, const float* dout, const float* 
                                    const Rows& rows) {
   proj_.backward(scratch_.datty.f32(), dout, atty_.f32(), rows);
   ctx_.backend.attention_backward(scratch_.dqkv.f32(), scratch_.workspace.f32(),
-                                  scratch_.datty.f32(), qkv_out_.f32(), att_.f32(), rows.B, rows.T,
-                                  C_local_, NH_local_);
+                                  scratch_.datty.f32(), qkv_out_.f32(), stats_.f32(), rows.B,
+                                  rows.T, C_local_, NH_local_);
   qkv_.backward(dinp, scratch_.dqkv.f32(), inp, rows);
 }
 

@@ -15,11 +15,11 @@ namespace tessera::models {
 
 class KvCache;
 
-// Backward scratch shared by every layer (one layer's backward runs at a time).
+// Scratch shared by every layer (one layer's forward or backward runs at a time).
 struct AttentionScratch {
   core::Tensor dqkv;       // (B*T, 3 C_local)
   core::Tensor datty;      // (B*T, C_local)
-  core::Tensor workspace;  // backend.attention_workspace_size floats
+  core::Tensor workspace;  // backend.attention_workspace_size floats (forward and backward)
 };
 
 class CausalSelfAttention {
@@ -30,7 +30,8 @@ class CausalSelfAttention {
 
   // out (n_local, C) = proj(attention(qkv(inp))), inp (n_local, C) replicated over tp, or
   // this rank's rows of each sequence (Rows; the heads see all rows.n()). Collective over
-  // tp_comm. Saves qkv, the attention output and its probabilities for backward.
+  // tp_comm. Saves qkv, the attention output and each query row's softmax
+  // statistics for backward (which recomputes the probabilities).
   void forward(float* out, const float* inp, const Rows& rows);
   // dinp (n_local, C) OVERWRITTEN (summed over tp inside the qkv projection's backward);
   // parameter gradients ACCUMULATE. dout: (n_local, C); inp: what forward saw.
@@ -49,7 +50,7 @@ class CausalSelfAttention {
   RowParallelLinear proj_;
   core::Tensor qkv_out_;  // (B*T, 3 C_local)
   core::Tensor atty_;     // (B*T, C_local)
-  core::Tensor att_;      // (B, NH_local, T, T)
+  core::Tensor stats_;    // (B, NH_local, T, 2): [max score, 1 / sum of exponentials] per row
 };
 
 }  // namespace tessera::models

@@ -64,9 +64,10 @@ std::vector<Gemm> step_gemms(const Workload& w, const Layout& layout) {
   linear(C, 4 * C / tp, layers);
   linear(4 * C / tp, C, layers);
   // Attention per sequence and local head: scores (T x HS)(HS x T), values (T x T)(T x HS);
-  // backward: d(att) and dV like the two, dQ and dK like values.
+  // backward: the scores again (the probabilities are recomputed from the saved statistics),
+  // d(att) like the scores, dV, dQ and dK like values.
   const double heads = layers * static_cast<double>(layout.micro * NH / tp);
-  out.push_back({T, T, HS, 2 * heads});
+  out.push_back({T, T, HS, 3 * heads});
   out.push_back({T, HS, T, 4 * heads});
   linear(C, Vp / tp, per_step);  // the tied LM head
   return out;
@@ -115,10 +116,10 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
   p.grads = P * 4.0;                              // gradients accumulate in fp32
   p.optimizer = P * (bf16 ? 12.0 : 8.0) / shard;  // (fp32 master +) m + v
   // Activations of one micro-batch, per token: the layernorm/residual region (replicated over
-  // tp, or split along the sequence), the split region (qkv, attention probabilities, attention
-  // output, fc and GELU outputs) and the LM head's logits and their gradient.
+  // tp, or split along the sequence), the split region (qkv, attention softmax statistics (2 a
+  // head), attention output, fc and GELU outputs) and the LM head's logits and their gradient.
   const double sp = layout.sequence_parallel ? tp : 1.0;
-  const double per_token = L * (4 * C / sp + (12 * C + NH * T) / tp) + 2.0 * Vp / tp;
+  const double per_token = L * (4 * C / sp + (12 * C + 2 * NH) / tp) + 2.0 * Vp / tp;
   p.activations = per_token * static_cast<double>(layout.micro) * T * e;
 
   // ---- Time per step ----

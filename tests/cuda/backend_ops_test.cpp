@@ -282,22 +282,22 @@ TEST_F(CudaBackendOps, SumSquaresInDouble) {
 
 // ---- Attention (training) -----------------------------------------------------------------------
 
-// Odd T, HS = 16. Backward runs on the CPU's saved probabilities, so it is compared alone; each
-// backend gets its own workspace size. 1e-5.
+// Odd T, HS = 16. Backward runs on the CPU's saved softmax statistics, so it is compared alone;
+// each backend gets its own workspace size. 1e-5.
 TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
   constexpr int64_t B = 2, T = 37, C = 64, NH = 4;
-  auto qkv = random(B * T * 3 * C, 91), out = output(B * T * C), att = output(B * NH * T * T);
+  auto qkv = random(B * T * 3 * C, 91), out = output(B * T * C), stats = output(B * NH * T * 2);
   auto cpu_ws = std::vector<float>(cpu_.attention_workspace_size(B, T, C, NH));
   auto gpu_ws = gpu_->zeros({gpu_->attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
-  cpu_.attention_forward(out.h(), att.h(), cpu_ws.data(), qkv.h(), B, T, C, NH);
-  gpu_->attention_forward(out.d(), att.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
+  cpu_.attention_forward(out.h(), stats.h(), cpu_ws.data(), qkv.h(), B, T, C, NH);
+  gpu_->attention_forward(out.d(), stats.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
   expect_close(out, kF32Tolerance, "out");
-  expect_close(att, kF32Tolerance, "att");
+  expect_close(stats, kF32Tolerance, "stats");
 
-  auto saved_att = twin(att.host);
+  auto saved_stats = twin(stats.host);
   auto dout = random(B * T * C, 92), dqkv = output(B * T * 3 * C);
-  cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_att.h(), B, T, C, NH);
-  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_att.d(), B, T, C, NH);
+  cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_stats.h(), B, T, C, NH);
+  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T, C, NH);
   expect_close(dqkv, kF32Tolerance, "dqkv");
 }
 

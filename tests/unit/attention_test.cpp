@@ -1,4 +1,5 @@
-// Causal self-attention kernels: forward against a naive triple loop, causality, backward against
+// Causal self-attention kernels: forward and its saved softmax statistics against a naive triple
+// loop, causality, backward (which recomputes the probabilities from the statistics) against
 // central differences (double), float against double, and the workspace contract.
 #include "backends/cpu/attention.h"
 
@@ -24,17 +25,19 @@ struct Sizes {
   int64_t qkv() const { return B * T * 3 * C; }
   int64_t out() const { return B * T * C; }
   int64_t att() const { return B * NH * T * T; }
+  int64_t stats() const { return B * NH * T * 2; }
 };
 
 // Straight from the definition: for each (b, h, t), scores over keys j <= t, softmax, weighted
-// sum of values. No blocking, no BLAS.
-void naive_attention(std::vector<double>& out, std::vector<double>& att,
+// sum of values. No blocking, no BLAS. stats: each row's [max score, 1 / sum of exponentials].
+void naive_attention(std::vector<double>& out, std::vector<double>& att, std::vector<double>& stats,
                      const std::vector<double>& qkv, const Sizes& s) {
   const int64_t HS = s.C / s.NH;
   const int64_t C3 = 3 * s.C;
   const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
   out.assign(s.out(), 0.0);
   att.assign(s.att(), 0.0);
+  stats.assign(s.stats(), 0.0);
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t h = 0; h < s.NH; ++h) {
       for (int64_t t = 0; t < s.T; ++t) {
@@ -50,6 +53,8 @@ void naive_attention(std::vector<double>& out, std::vector<double>& att,
         }
         double sum = 0;
         for (int64_t j = 0; j <= t; ++j) sum += std::exp(score[j] - m);
+        stats[((b * s.NH + h) * s.T + t) * 2] = m;
+        stats[((b * s.NH + h) * s.T + t) * 2 + 1] = 1.0 / sum;
         double* p = &att[((b * s.NH + h) * s.T + t) * s.T];
         for (int64_t j = 0; j <= t; ++j) p[j] = std::exp(score[j] - m) / sum;
         double* o = &out[(b * s.T + t) * s.C + h * HS];
@@ -64,16 +69,16 @@ void naive_attention(std::vector<double>& out, std::vector<double>& att,
 
 template <typename Real>
 struct AttentionRun {
-  std::vector<Real> out, att, workspace, dqkv;
+  std::vector<Real> out, stats, workspace, dqkv;
 };
 
 template <typename Real>
 AttentionRun<Real> run_forward(const std::vector<Real>& qkv, const Sizes& s) {
   AttentionRun<Real> r;
   r.out.assign(s.out(), Real(0));
-  r.att.assign(s.att(), Real(0));
+  r.stats.assign(s.stats(), Real(0));
   r.workspace.assign(attention_workspace_size(s.B, s.T, s.C, s.NH), Real(0));
-  attention_forward(r.out.data(), r.att.data(), r.workspace.data(), qkv.data(), s.B, s.T, s.C,
+  attention_forward(r.out.data(), r.stats.data(), r.workspace.data(), qkv.data(), s.B, s.T, s.C,
                     s.NH);
   return r;
 }
@@ -82,8 +87,8 @@ template <typename Real>
 void run_backward(AttentionRun<Real>& r, const std::vector<Real>& dout,
                   const std::vector<Real>& qkv, const Sizes& s) {
   r.dqkv.assign(s.qkv(), Real(0));
-  attention_backward(r.dqkv.data(), r.workspace.data(), dout.data(), qkv.data(), r.att.data(), s.B,
-                     s.T, s.C, s.NH);
+  attention_backward(r.dqkv.data(), r.workspace.data(), dout.data(), qkv.data(), r.stats.data(),
+                     s.B, s.T, s.C, s.NH);
 }
 
 // Sizes that exercise one row block (T small) and several, the last one partial (T = 300).
@@ -93,31 +98,45 @@ const Sizes kLong{1, 300, 8, 2};
 TEST(Attention, ForwardMatchesNaiveReference) {
   for (const Sizes& s : {kSmall, kLong, Sizes{3, 64, 32, 4}}) {
     const std::vector<double> qkv = random_vector(s.qkv(), 11);
-    std::vector<double> want_out, want_att;
-    naive_attention(want_out, want_att, qkv, s);
+    std::vector<double> want_out, want_att, want_stats;
+    naive_attention(want_out, want_att, want_stats, qkv, s);
     const AttentionRun<double> got = run_forward(qkv, s);
     // Floor 1e-3: entries far below 1 are judged by absolute error (summation order differs).
     expect_all_close("out (T=" + std::to_string(s.T) + ")", got.out, want_out, 1e-10, 1e-3);
-    expect_all_close("att (T=" + std::to_string(s.T) + ")", got.att, want_att, 1e-10, 1e-3);
+    expect_all_close("stats (T=" + std::to_string(s.T) + ")", got.stats, want_stats, 1e-10, 1e-3);
   }
 }
 
-TEST(Attention, ProbabilitiesAreZeroAboveDiagonalAndRowsSumToOne) {
+// Backward's view of the probabilities: P_tj = exp(s_tj - max_t) * (1 / sum_t) from the saved
+// statistics must be a distribution over j <= t for every row, with large scores too (the max
+// subtraction keeps exp finite), and the row's max must be one of its scores.
+TEST(Attention, StatisticsGiveRowsThatSumToOne) {
   const Sizes s = kLong;
-  // Large scores: the max subtraction must keep exp finite.
-  const AttentionRun<float> r =
-      run_forward(cast_vector<float>(random_vector(s.qkv(), 12, 30.0)), s);
-  for (int64_t bh = 0; bh < s.B * s.NH; ++bh) {
-    for (int64_t t = 0; t < s.T; ++t) {
-      const float* row = &r.att[(bh * s.T + t) * s.T];
-      double sum = 0;
-      for (int64_t j = 0; j <= t; ++j) {
-        ASSERT_TRUE(std::isfinite(row[j])) << "bh " << bh << " t " << t << " j " << j;
-        sum += row[j];
-      }
-      EXPECT_NEAR(sum, 1.0, 1e-5) << "bh " << bh << " t " << t;
-      for (int64_t j = t + 1; j < s.T; ++j) {
-        ASSERT_EQ(row[j], 0.0f) << "masked entry bh " << bh << " t " << t << " j " << j;
+  const std::vector<float> qkv = cast_vector<float>(random_vector(s.qkv(), 12, 30.0));
+  const AttentionRun<float> r = run_forward(qkv, s);
+  const int64_t HS = s.C / s.NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t h = 0; h < s.NH; ++h) {
+      for (int64_t t = 0; t < s.T; ++t) {
+        const float* st = &r.stats[((b * s.NH + h) * s.T + t) * 2];
+        ASSERT_TRUE(std::isfinite(st[0]) && std::isfinite(st[1]) && st[1] > 0.0f && st[1] <= 1.0f)
+            << "b " << b << " h " << h << " t " << t << ": " << st[0] << ", " << st[1];
+        double sum = 0, top = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < HS; ++d) {
+            dot += double(qkv[(b * s.T + t) * 3 * s.C + h * HS + d]) *
+                   qkv[(b * s.T + j) * 3 * s.C + s.C + h * HS + d];
+          }
+          top = std::max(top, dot * scale);
+          sum += std::exp(dot * scale - st[0]) * st[1];
+        }
+        // The kernel's float scores carry about 1e-7 of |score| of absolute error (scores here
+        // reach ~1000), which exp turns into relative error of the terms.
+        EXPECT_NEAR(sum, 1.0, 1e-5 + 1e-6 * std::fabs(top))
+            << "b " << b << " h " << h << " t " << t;
+        EXPECT_NEAR(st[0], top, 1e-5 * std::max(1.0, std::fabs(top))) << "t " << t;
       }
     }
   }
@@ -203,7 +222,7 @@ TEST(Attention, FloatAgreesWithDouble) {
   run_backward(rf, cast_vector<float>(dout), qkv_f, s);
   // Relative error with a floor of 1e-2: entries much smaller than 1 are judged absolutely.
   expect_all_close("out float vs double", rf.out, rd.out, 1e-4, 1e-2);
-  expect_all_close("att float vs double", rf.att, rd.att, 1e-4, 1e-2);
+  expect_all_close("stats float vs double", rf.stats, rd.stats, 1e-4, 1e-2);
   expect_all_close("dqkv float vs double", rf.dqkv, rd.dqkv, 1e-4, 1e-2);
 }
 
@@ -224,15 +243,15 @@ TEST(Attention, OverwritesOutputsAndStaysInsideWorkspace) {
     const std::vector<float> dout = cast_vector<float>(random_vector(s.out(), 42));
     const int64_t ws = attention_workspace_size(s.B, s.T, s.C, s.NH);
     std::vector<float> workspace(ws + kGuardLen, kGuard);
-    std::vector<float> out(s.out(), kNaN), att(s.att(), kNaN), dqkv(s.qkv(), kNaN);
-    attention_forward(out.data(), att.data(), workspace.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-    attention_backward(dqkv.data(), workspace.data(), dout.data(), qkv.data(), att.data(), s.B, s.T,
-                       s.C, s.NH);
+    std::vector<float> out(s.out(), kNaN), stats(s.stats(), kNaN), dqkv(s.qkv(), kNaN);
+    attention_forward(out.data(), stats.data(), workspace.data(), qkv.data(), s.B, s.T, s.C, s.NH);
+    attention_backward(dqkv.data(), workspace.data(), dout.data(), qkv.data(), stats.data(), s.B,
+                       s.T, s.C, s.NH);
     for (int64_t i = 0; i < kGuardLen; ++i) {
       ASSERT_EQ(workspace[ws + i], kGuard) << "wrote " << i << " elements past the workspace";
     }
     for (float x : out) ASSERT_TRUE(std::isfinite(x)) << "out not fully written, T=" << s.T;
-    for (float x : att) ASSERT_TRUE(std::isfinite(x)) << "att not fully written, T=" << s.T;
+    for (float x : stats) ASSERT_TRUE(std::isfinite(x)) << "stats not fully written, T=" << s.T;
     for (float x : dqkv) ASSERT_TRUE(std::isfinite(x)) << "dqkv not fully written, T=" << s.T;
   }
 }

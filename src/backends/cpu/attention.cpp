@@ -44,9 +44,10 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, do
 }
 
 // In place over row[0..n): scores -> probabilities, subtracting the max so exp never overflows
-// (the largest term is exp(0) = 1, so the sum is >= 1).
+// (the largest term is exp(0) = 1, so the sum is >= 1). Returns the row's statistics
+// [max, 1 / sum] for backward's recomputation (recompute_probabilities, the same operations).
 template <typename Real>
-inline void softmax_row_inplace(Real* row, int64_t n) {
+inline void softmax_row_inplace(Real* row, int64_t n, Real* stats) {
   Real m = row[0];
 #pragma omp simd reduction(max : m)
   for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;  // a select vectorizes
@@ -60,6 +61,20 @@ inline void softmax_row_inplace(Real* row, int64_t n) {
   const Real inv = Real(1) / sum;
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+  stats[0] = m;
+  stats[1] = inv;
+}
+
+// In place over row[0..n): scores -> the probabilities softmax_row_inplace made of the same
+// scores, from its statistics: exp(s - max), then times 1 / sum, rounded as it rounded them.
+template <typename Real>
+inline void recompute_probabilities(Real* row, int64_t n, const Real* stats) {
+  const Real m = stats[0];
+  const Real inv = stats[1];
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) row[j] = fast_exp(row[j] - m);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
 }
 
 void check_sizes(int64_t B, int64_t T, int64_t C, int64_t NH) {
@@ -69,15 +84,18 @@ void check_sizes(int64_t B, int64_t T, int64_t C, int64_t NH) {
   TESSERA_ASSERT(3 * C <= INT32_MAX && T <= INT32_MAX, "attention: sizes exceed BLAS int range");
 }
 
+// One thread's slice: a block of probability rows (rows x T) and, in backward, a block of dP/dS
+// rows (rows x keys).
+int64_t slice_size(int64_t T) { return 2 * std::min(T, kRowBlock) * T; }
+
 }  // namespace
 
 int64_t attention_workspace_size(int64_t /*B*/, int64_t T, int64_t /*C*/, int64_t /*NH*/) {
-  // Backward holds one block of dP/dS rows (rows x keys) per thread.
-  return static_cast<int64_t>(omp_get_max_threads()) * std::min(T, kRowBlock) * T;
+  return static_cast<int64_t>(omp_get_max_threads()) * slice_size(T);
 }
 
 template <typename Real>
-void attention_forward(Real* out, Real* att, Real* /*workspace*/, const Real* qkv, int64_t B,
+void attention_forward(Real* out, Real* stats, Real* workspace, const Real* qkv, int64_t B,
                        int64_t T, int64_t C, int64_t NH) {
   check_sizes(B, T, C, NH);
   const int64_t HS = C / NH;
@@ -92,20 +110,22 @@ void attention_forward(Real* out, Real* att, Real* /*workspace*/, const Real* qk
     const Real* q = qkv + b * T * C3 + h * HS;  // (T, HS), ld 3C
     const Real* k = q + C;
     const Real* v = q + 2 * C;
-    Real* p = att + bh * T * T;          // (T, T), ld T
     Real* o = out + b * T * C + h * HS;  // (T, HS), ld C
+    Real* st = stats + bh * T * 2;       // (T, 2)
+    // Invariant: the thread's slice lies inside attention_workspace_size(...) elements, which
+    // holds as long as the thread count has not grown since the workspace was sized.
+    Real* pb = workspace + static_cast<int64_t>(omp_get_thread_num()) * slice_size(T);
 
     for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
       const int64_t rows = std::min(kRowBlock, T - r0);
       const int64_t keys = r0 + rows;  // causal: this block attends to keys 0..keys-1
-      Real* pb = p + r0 * T;
-      // S = scale * Q_block K_prefix^T  (rows, keys)
+      // S = scale * Q_block K_prefix^T  (rows, keys), ld T
       gemm(false, true, rows, keys, HS, scale, q + r0 * C3, C3, k, C3, Real(0), pb, T);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t t = r0 + r;
         Real* row = pb + r * T;
-        softmax_row_inplace(row, t + 1);
-        std::fill(row + t + 1, row + T, Real(0));  // masked: P = 0 above the diagonal
+        softmax_row_inplace(row, t + 1, st + t * 2);
+        std::fill(row + t + 1, row + keys, Real(0));  // masked: P = 0 above the diagonal
       }
       // O_block = P_block V_prefix  (rows, HS)
       gemm(false, false, rows, HS, keys, Real(1), pb, T, v, C3, Real(0), o + r0 * C, C);
@@ -115,12 +135,11 @@ void attention_forward(Real* out, Real* att, Real* /*workspace*/, const Real* qk
 
 template <typename Real>
 void attention_backward(Real* dqkv, Real* workspace, const Real* dout, const Real* qkv,
-                        const Real* att, int64_t B, int64_t T, int64_t C, int64_t NH) {
+                        const Real* stats, int64_t B, int64_t T, int64_t C, int64_t NH) {
   check_sizes(B, T, C, NH);
   const int64_t HS = C / NH;
   const int64_t C3 = 3 * C;
   const Real scale = Real(1) / std::sqrt(static_cast<Real>(HS));
-  const int64_t slice = std::min(T, kRowBlock) * T;
   const bool parallel = B * NH > 1 && B * NH * T * T * HS >= kMinParallelWork;
 
 #pragma omp parallel for schedule(static) if (parallel)
@@ -130,14 +149,15 @@ void attention_backward(Real* dqkv, Real* workspace, const Real* dout, const Rea
     const Real* q = qkv + b * T * C3 + h * HS;
     const Real* k = q + C;
     const Real* v = q + 2 * C;
-    const Real* p = att + bh * T * T;
+    const Real* st = stats + bh * T * 2;
     const Real* dout_bh = dout + b * T * C + h * HS;  // (T, HS), ld C
     Real* dq = dqkv + b * T * C3 + h * HS;
     Real* dk = dq + C;
     Real* dv = dq + 2 * C;
     // Invariant: the thread's slice lies inside attention_workspace_size(...) elements, which
     // holds as long as the thread count has not grown since the workspace was sized.
-    Real* ds = workspace + static_cast<int64_t>(omp_get_thread_num()) * slice;
+    Real* pb = workspace + static_cast<int64_t>(omp_get_thread_num()) * slice_size(T);  // P rows
+    Real* ds = pb + std::min(T, kRowBlock) * T;  // dP, then dS, rows
 
     // dK and dV accumulate over query blocks: start them at zero.
     for (int64_t t = 0; t < T; ++t) {
@@ -147,7 +167,13 @@ void attention_backward(Real* dqkv, Real* workspace, const Real* dout, const Rea
     for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
       const int64_t rows = std::min(kRowBlock, T - r0);
       const int64_t keys = r0 + rows;
-      const Real* pb = p + r0 * T;         // (rows, keys), ld T
+      // P_block (rows, keys), ld T: forward's scores and probabilities again, from its statistics.
+      gemm(false, true, rows, keys, HS, scale, q + r0 * C3, C3, k, C3, Real(0), pb, T);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = r0 + r;
+        recompute_probabilities(pb + r * T, t + 1, st + t * 2);
+        std::fill(pb + r * T + t + 1, pb + r * T + keys, Real(0));
+      }
       const Real* dob = dout_bh + r0 * C;  // (rows, HS), ld C
       // dV_prefix += P_block^T dO_block  (keys, HS)
       gemm(true, false, keys, HS, rows, Real(1), pb, T, dob, C, Real(1), dv, C3);

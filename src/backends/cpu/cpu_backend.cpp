@@ -142,16 +142,16 @@ double CpuBackend::sum_squares(const float* x, int64_t n) {
   return kc::sum_squares(x, n);
 }
 
-void CpuBackend::attention_forward(float* out, float* att, float* workspace, const float* qkv,
+void CpuBackend::attention_forward(float* out, float* stats, float* workspace, const float* qkv,
                                    int64_t B, int64_t T, int64_t C, int64_t NH) {
   Scope s(profiling_, &times_.attention);
-  kc::attention_forward(out, att, workspace, qkv, B, T, C, NH);
+  kc::attention_forward(out, stats, workspace, qkv, B, T, C, NH);
 }
 void CpuBackend::attention_backward(float* dqkv, float* workspace, const float* dout,
-                                    const float* qkv, const float* att, int64_t B, int64_t T,
+                                    const float* qkv, const float* stats, int64_t B, int64_t T,
                                     int64_t C, int64_t NH) {
   Scope s(profiling_, &times_.attention);
-  kc::attention_backward(dqkv, workspace, dout, qkv, att, B, T, C, NH);
+  kc::attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH);
 }
 int64_t CpuBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
   return kc::attention_workspace_size(B, T, C, NH);

@@ -53,10 +53,10 @@ class CpuBackend final : public Backend {
   void add_bias(float* out, const float* bias, int64_t N, int64_t C) override;
   double sum_squares(const float* x, int64_t n) override;
 
-  void attention_forward(float* out, float* att, float* workspace, const float* qkv, int64_t B,
+  void attention_forward(float* out, float* stats, float* workspace, const float* qkv, int64_t B,
                          int64_t T, int64_t C, int64_t NH) override;
   void attention_backward(float* dqkv, float* workspace, const float* dout, const float* qkv,
-                          const float* att, int64_t B, int64_t T, int64_t C, int64_t NH) override;
+                          const float* stats, int64_t B, int64_t T, int64_t C, int64_t NH) override;
   int64_t attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) override;
   void kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
                  const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) override;

@@ -191,16 +191,16 @@ double CudaBackend::sum_squares(const float* x, int64_t n) {
 
 // ---- Attention ----------------------------------------------------------------------------------
 
-void CudaBackend::attention_forward(float* out, float* att, float* workspace, const float* qkv,
+void CudaBackend::attention_forward(float* out, float* stats, float* workspace, const float* qkv,
                                     int64_t B, int64_t T, int64_t C, int64_t NH) {
   timed(&times_.attention,
-        [&] { kc::attention_forward(out, att, workspace, qkv, B, T, C, NH, stream_.get()); });
+        [&] { kc::attention_forward(out, stats, workspace, qkv, B, T, C, NH, stream_.get()); });
 }
 void CudaBackend::attention_backward(float* dqkv, float* workspace, const float* dout,
-                                     const float* qkv, const float* att, int64_t B, int64_t T,
+                                     const float* qkv, const float* stats, int64_t B, int64_t T,
                                      int64_t C, int64_t NH) {
   timed(&times_.attention, [&] {
-    kc::attention_backward(dqkv, workspace, dout, qkv, att, B, T, C, NH, stream_.get());
+    kc::attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH, stream_.get());
   });
 }
 int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {

@@ -3,6 +3,7 @@
 // forward, backward, clipping and AdamW, as bench/torch_train_bench.py does for PyTorch. Also
 // reports the model's activation arena and the process's peak resident set.
 // Usage: bench_train --config configs/gpt2-124m.yaml --batch 4 --seq 64 --steps 10 --threads 2
+//        [--dtype bf16]
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "backends/backend.h"
 #include "core/app.h"
 #include "core/config.h"
 #include "core/philox.h"
@@ -28,12 +30,15 @@ int main(int argc, char** argv) {
     std::string config_path = "configs/tiny.yaml";
     int64_t B = 4, T = 64;
     int steps = 10, warmup = 2, threads = 0;
+    std::string dtype = "fp32";
     app.add_option("--config", config_path);
     app.add_option("--batch", B);
     app.add_option("--seq", T);
     app.add_option("--steps", steps);
     app.add_option("--warmup", warmup);
     app.add_option("--threads", threads);
+    app.add_option("--dtype", dtype, "fp32, or bf16 GEMM operands (train.dtype)")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     std::optional<int> help_exit;
     TESSERA_RETURN_IF_ERROR(core::parse_command_line(app, ac, av, &help_exit));
     if (help_exit) return *help_exit;
@@ -44,6 +49,7 @@ int main(int argc, char** argv) {
     // 2048^3 (17 GFLOP a run): large enough that the figure is the BLAS peak, not its start-up.
     const double peak = train::measure_sgemm_gflops(2048, 5);
 
+    backends::cpu_backend().set_bf16_matmuls(dtype == "bf16");
     models::Gpt model(mc, B, T);
     model.init_weights(1);
     optim::AdamW adamw(model.param_set());
@@ -81,6 +87,7 @@ int main(int argc, char** argv) {
         {"B", B},
         {"T", T},
         {"threads", nthreads},
+        {"dtype", dtype},
         {"params", model.param_set().global_param_count(true)},
         {"tokens_per_s", tps},
         {"step_ms_median", median_ms},

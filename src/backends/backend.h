@@ -71,6 +71,15 @@ class Backend {
   virtual void freeze_weights(bool frozen) { (void)frozen; }
   // Bytes of the copies kept while frozen (0 when none).
   virtual size_t frozen_copy_bytes() const { return 0; }
+  // Mixed precision (train.dtype: bf16): while on, matmul_forward, matmul_gelu_forward and
+  // matmul_backward take their operands (inp, weight, dout) rounded to bf16 (nearest even) and
+  // accumulate the products in fp32; their outputs, the bias, the gradients they accumulate and
+  // every other op stay fp32 (master weights, AdamW moments, the gradient arena, attention,
+  // layernorm, the loss). A product of two bf16 values is exact in fp32, so the CPU backend's
+  // form (rounded copies, then its fp32 GEMM) is the reference for a device's bf16 GEMMs. Set it
+  // before the first op; it does not combine with freeze_weights.
+  virtual void set_bf16_matmuls(bool on) { bf16_matmuls_ = on; }
+  bool bf16_matmuls() const { return bf16_matmuls_; }
   // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC); bias may be null. OVERWRITES out.
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                               int64_t N, int64_t C, int64_t OC) = 0;
@@ -179,6 +188,7 @@ class Backend {
 
  protected:
   bool profiling_ = false;
+  bool bf16_matmuls_ = false;
   KernelTimes times_;
 };
 

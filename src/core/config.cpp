@@ -581,10 +581,6 @@ Status Config::validate() const {
   if (!is_one_of(t.device, {"cpu", "cuda"})) {
     return invalid("train.device", t.device, "is not a device", "use cpu or cuda");
   }
-  if (t.dtype == "bf16" && t.device != "cuda") {
-    return invalid("train.dtype", t.dtype, "needs train.device = cuda (the CPU backend is fp32)",
-                   "set train.dtype=fp32 or train.device=cuda");
-  }
 
   const OptimConfig& o = optim;
   if (!(o.lr > 0)) return invalid("optim.lr", o.lr, "must be > 0", "e.g. 1e-3");

@@ -356,6 +356,7 @@ core::Status Trainer::set_up_backend() {
   if (tc_.device == "cpu") {
     if (!backend) return backend.status();
     backend_ = std::move(*backend);
+    backend_->set_bf16_matmuls(tc_.dtype == "bf16");
     return core::Status::ok();
   }
   // A device may fail on some ranks only (one GPU busy or broken): every rank learns how many
@@ -370,11 +371,7 @@ core::Status Trainer::set_up_backend() {
                                "fix those nodes or use train.device=cpu");
   }
   backend_ = std::move(*backend);
-  if (tc_.dtype != "fp32") {
-    return core::Status::error("train.dtype '" + tc_.dtype +
-                               "': mixed precision is not wired into the modules yet (they run "
-                               "fp32 on every backend; docs/CUDA.md); use train.dtype=fp32");
-  }
+  backend_->set_bf16_matmuls(tc_.dtype == "bf16");
   if (config_.parallel.compress_bf16 && dp_size_ > 1) {
     return core::Status::error(
         "parallel.compress_bf16: bf16 gradient compression is host-only (the CPU backend); set "
@@ -619,6 +616,11 @@ void Trainer::log_run() {
       static_cast<long>(tc_.steps), static_cast<long>(global_batch_), static_cast<long>(T_),
       static_cast<long>(micro_), threads_, peak_gflops_);
   core::log_info(line);
+  if (tc_.dtype == "bf16") {
+    core::log_info(
+        "precision: bf16 GEMM operands with fp32 accumulation; fp32 master weights, "
+        "AdamW moments, gradients and everything else (train.dtype bf16)");
+  }
   const char* exchange = dp_size_ == 1  ? ""
                          : node_shared_ ? ", exchanged through node-shared memory"
                                         : ", exchanged over MPI";

@@ -201,6 +201,43 @@ TEST_F(CudaBackendOps, MatmulBackward) {
   expect_close(dbias, kF32Tolerance, "dbias untouched by the second call");
 }
 
+// train.dtype: bf16 (set_bf16_matmuls on both backends): cuBLASLt's bf16 GEMMs against the CPU's
+// reference (operands rounded to bf16, then its fp32 GEMM). The products are exact on both
+// sides, so only the fp32 summation order differs: 1e-5, as fp32. The CPU rounds in row blocks of
+// 256, so N = 300 crosses one.
+TEST_F(CudaBackendOps, Bf16MatmulsMatchTheCpuReference) {
+  constexpr int64_t N = 300, C = 100, OC = 256;
+  cpu_.set_bf16_matmuls(true);
+  gpu_->set_bf16_matmuls(true);
+  struct Restore {
+    CpuBackend& cpu;
+    Backend& gpu;
+    ~Restore() {
+      cpu.set_bf16_matmuls(false);
+      gpu.set_bf16_matmuls(false);
+    }
+  } restore{cpu_, *gpu_};
+  auto inp = random(N * C, 301), weight = random(OC * C, 302, 0.1f), bias = random(OC, 303);
+  auto out = output(N * OC);
+  cpu_.matmul_forward(out.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
+  gpu_->matmul_forward(out.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+  expect_close(out, kF32Tolerance, "bf16 matmul_forward");
+
+  auto gelu_out = output(N * OC), pre_gelu = output(N * OC);
+  cpu_.matmul_gelu_forward(gelu_out.h(), pre_gelu.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
+  gpu_->matmul_gelu_forward(gelu_out.d(), pre_gelu.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+  expect_close(pre_gelu, kF32Tolerance, "bf16 matmul_gelu_forward pre_gelu");
+  expect_close(gelu_out, kF32Tolerance, "bf16 matmul_gelu_forward out");
+
+  auto dout = random(N * OC, 304), dinp = output(N * C);
+  auto dweight = random(OC * C, 305), dbias = random(OC, 306);
+  cpu_.matmul_backward(dinp.h(), dweight.h(), dbias.h(), dout.h(), inp.h(), weight.h(), N, C, OC);
+  gpu_->matmul_backward(dinp.d(), dweight.d(), dbias.d(), dout.d(), inp.d(), weight.d(), N, C, OC);
+  expect_close(dinp, kF32Tolerance, "bf16 dinp");
+  expect_close(dweight, kF32Tolerance, "bf16 dweight");
+  expect_close(dbias, kF32Tolerance, "bf16 dbias");
+}
+
 // ---- Normalisation and activations --------------------------------------------------------------
 
 // Forward: out, mean, rstd OVERWRITTEN. Backward (on the CPU's saved mean and rstd, so it is

@@ -9,6 +9,7 @@
 #include "backends/cpu/adamw.h"
 #include "backends/cpu/attention.h"
 #include "backends/cpu/attention_decode.h"
+#include "backends/cpu/bf16_round.h"
 #include "backends/cpu/crossentropy.h"
 #include "backends/cpu/embedding.h"
 #include "backends/cpu/few_rows_matmul.h"
@@ -16,12 +17,17 @@
 #include "backends/cpu/layernorm.h"
 #include "backends/cpu/matmul.h"
 #include "backends/cpu/residual.h"
+#include "core/error.h"
 
 namespace tessera::backends {
 
 namespace kc = backends::cpu;
 
 namespace {
+// bf16 GEMM operands are rounded in blocks of this many rows, so the copies stay small next to the
+// operands (the LM head's logits gradient is rows x vocabulary).
+constexpr int64_t kBf16Rows = 256;
+
 // Adds the op's wall time to one KernelTimes field when profiling is on.
 class Scope {
  public:
@@ -59,7 +65,20 @@ void CpuBackend::fill(float* x, float value, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = value;
 }
 
+void CpuBackend::set_bf16_matmuls(bool on) {
+  TESSERA_ASSERT(!on || frozen_ == 0, "bf16 GEMM operands with frozen (packed fp32) weights");
+  bf16_matmuls_ = on;
+}
+
+const float* CpuBackend::rounded(int slot, const float* x, int64_t n) {
+  std::vector<float>& buf = bf16_scratch_[slot];
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  kc::round_to_bf16(buf.data(), x, n);
+  return buf.data();
+}
+
 void CpuBackend::freeze_weights(bool frozen) {
+  TESSERA_ASSERT(!frozen || !bf16_matmuls_, "freezing weights with bf16 GEMM operands on");
   frozen_ = std::max(0, frozen_ + (frozen ? 1 : -1));
   if (frozen_ == 0) packed_.clear();
 }
@@ -82,15 +101,17 @@ void CpuBackend::matmul(float* out, const float* inp, const float* weight, const
 void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int64_t N, int64_t C, int64_t OC) {
   Scope s(profiling_, &times_.matmul);
-  matmul(out, inp, weight, bias, N, C, OC);
+  if (!bf16_matmuls_) return matmul(out, inp, weight, bias, N, C, OC);
+  const float* w = rounded(2, weight, OC * C);
+  for (int64_t r0 = 0; r0 < N; r0 += kBf16Rows) {
+    const int64_t rows = std::min(kBf16Rows, N - r0);
+    matmul(out + r0 * OC, rounded(0, inp + r0 * C, rows * C), w, bias, rows, C, OC);
+  }
 }
 void CpuBackend::matmul_gelu_forward(float* out, float* pre_gelu, const float* inp,
                                      const float* weight, const float* bias, int64_t N, int64_t C,
                                      int64_t OC) {
-  {
-    Scope s(profiling_, &times_.matmul);
-    matmul(pre_gelu, inp, weight, bias, N, C, OC);
-  }
+  matmul_forward(pre_gelu, inp, weight, bias, N, C, OC);
   Scope s(profiling_, &times_.gelu);
   kc::gelu_forward(out, pre_gelu, N * OC);
 }
@@ -98,7 +119,15 @@ void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, cons
                                  const float* inp, const float* weight, int64_t N, int64_t C,
                                  int64_t OC) {
   Scope s(profiling_, &times_.matmul);
-  kc::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  if (!bf16_matmuls_) return kc::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  // Row blocks: dinp's rows are independent, and dweight and dbias accumulate over them.
+  const float* w = rounded(2, weight, OC * C);
+  for (int64_t r0 = 0; r0 < N; r0 += kBf16Rows) {
+    const int64_t rows = std::min(kBf16Rows, N - r0);
+    kc::matmul_backward(dinp ? dinp + r0 * C : nullptr, dweight, dbias,
+                        rounded(0, dout + r0 * OC, rows * OC), rounded(1, inp + r0 * C, rows * C),
+                        w, rows, C, OC);
+  }
 }
 
 void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,

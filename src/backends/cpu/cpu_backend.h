@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "backends/backend.h"
 #include "backends/cpu/few_rows_matmul.h"
@@ -29,6 +30,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
   void* stream() const override { return nullptr; }
 
+  void set_bf16_matmuls(bool on) override;
   void freeze_weights(bool frozen) override;
   size_t frozen_copy_bytes() const override;
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
@@ -97,7 +99,12 @@ class CpuBackend final : public Backend {
   void matmul(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
               int64_t C, int64_t OC);
 
+  // bf16 operands: `x` (n floats) rounded to bf16 into scratch slot `slot` (grown at its first
+  // use, then kept: the first step sizes it).
+  const float* rounded(int slot, const float* x, int64_t n);
+
   int frozen_ = 0;  // freeze_weights(true) calls not yet undone
+  std::vector<float> bf16_scratch_[3];
   std::map<std::tuple<const float*, int64_t, int64_t>, std::unique_ptr<cpu::PackedWeight>> packed_;
 };
 

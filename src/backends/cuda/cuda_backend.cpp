@@ -121,14 +121,33 @@ void CudaBackend::synchronize() { stream_.synchronize(); }
 
 // ---- Linear layers ------------------------------------------------------------------------------
 
+const uint16_t* CudaBackend::to_bf16(int slot, const float* x, int64_t n) {
+  cuda::DeviceBuffer& buf = bf16_operands_[slot];
+  const size_t bytes = static_cast<size_t>(n) * sizeof(uint16_t);
+  // cudaFree (the old buffer's) waits for the device, so no queued GEMM still reads it.
+  if (buf.bytes() < bytes) buf = cuda::DeviceBuffer(bytes);
+  kc::to_bf16(buf.as<uint16_t>(), x, n, stream_.get());
+  return buf.as<uint16_t>();
+}
+
 void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
                                  const float* bias, int64_t N, int64_t C, int64_t OC) {
-  timed(&times_.matmul,
-        [&] { kc::matmul_forward(matmul_, out, inp, weight, bias, N, C, OC, stream_.get()); });
+  timed(&times_.matmul, [&] {
+    if (!bf16_matmuls_) {
+      return kc::matmul_forward(matmul_, out, inp, weight, bias, N, C, OC, stream_.get());
+    }
+    kc::matmul_forward_bf16(matmul_, out, to_bf16(0, inp, N * C), to_bf16(2, weight, OC * C), bias,
+                            N, C, OC, stream_.get());
+  });
 }
 void CudaBackend::matmul_gelu_forward(float* out, float* pre_gelu, const float* inp,
                                       const float* weight, const float* bias, int64_t N, int64_t C,
                                       int64_t OC) {
+  if (bf16_matmuls_) {
+    matmul_forward(pre_gelu, inp, weight, bias, N, C, OC);
+    timed(&times_.gelu, [&] { kc::gelu_forward(out, pre_gelu, N * OC, stream_.get()); });
+    return;
+  }
   // Fused into the GEMM's epilogue where cuBLASLt can: the time is the matmul's.
   timed(&times_.matmul, [&] {
     kc::matmul_gelu_forward(matmul_, out, pre_gelu, inp, weight, bias, N, C, OC, stream_.get());
@@ -138,7 +157,13 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
                                   const float* inp, const float* weight, int64_t N, int64_t C,
                                   int64_t OC) {
   timed(&times_.matmul, [&] {
-    kc::matmul_backward(matmul_, dinp, dweight, dbias, dout, inp, weight, N, C, OC, stream_.get());
+    if (!bf16_matmuls_) {
+      return kc::matmul_backward(matmul_, dinp, dweight, dbias, dout, inp, weight, N, C, OC,
+                                 stream_.get());
+    }
+    kc::matmul_backward_bf16(matmul_, dinp, dweight, dbias, to_bf16(0, dout, N * OC),
+                             to_bf16(1, inp, N * C), to_bf16(2, weight, OC * C), N, C, OC,
+                             stream_.get());
   });
 }
 

@@ -102,6 +102,10 @@ class CudaBackend final : public Backend {
   // Reduction results and scratch, one allocation: sum_squares' kSumSquaresPartials partials and
   // result, then sum_losses' sum (double) and count (int64) side by side (one 16-byte download).
   cuda::DeviceBuffer scratch_;
+  // bf16 copies of GEMM operands while bf16_matmuls() (inp, dout / weight / ...), grown at their
+  // first use (the first step), then kept.
+  cuda::DeviceBuffer bf16_operands_[3];
+  const uint16_t* to_bf16(int slot, const float* x, int64_t n);
 };
 
 // make_cuda_backend (backends/cuda_factory.h) is defined in cuda_backend.cpp: select_device, then

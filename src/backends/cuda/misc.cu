@@ -1,4 +1,6 @@
-// Fill (grid-stride), device-to-device copy, and the one-block deterministic masked loss sum.
+// Fill and bf16 conversion (grid-stride), device-to-device copy, and the one-block deterministic
+// masked loss sum.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,6 +18,13 @@ __global__ void fill_kernel(float* x, float value, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     x[i] = value;
+  }
+}
+
+__global__ void to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
   }
 }
 
@@ -57,6 +66,15 @@ void fill(float* x, float value, int64_t n, Stream stream) {
       static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
   fill_kernel<<<blocks, kThreads, 0, stream>>>(x, value, n);
   TESSERA_CUDA_LAUNCH_CHECK("launching fill");
+}
+
+void to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream) {
+  TESSERA_ASSERT(n >= 0, "checking to_bf16's size");
+  if (n == 0) return;
+  const auto blocks =
+      static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
+  to_bf16_kernel<<<blocks, kThreads, 0, stream>>>(out, in, n);
+  TESSERA_CUDA_LAUNCH_CHECK("launching to_bf16");
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) {

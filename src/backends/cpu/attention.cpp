@@ -44,7 +44,7 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, do
 }
 
 // In place over row[0..n): scores -> probabilities, subtracting the max so exp never overflows
-// (the largest term is exp(0) = 1, so the sum is >= 1). Returns the row's statistics
+// (the largest term is exp(0) = 1, so the sum is >= 1). Writes the row's statistics
 // [max, 1 / sum] for backward's recomputation (recompute_probabilities, the same operations).
 template <typename Real>
 inline void softmax_row_inplace(Real* row, int64_t n, Real* stats) {

@@ -12,6 +12,7 @@ itself with them set.
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -108,6 +109,7 @@ def main() -> None:
         "steps": args.steps,
         "warmup": args.warmup,
         "params": model.num_params(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }))
 
 

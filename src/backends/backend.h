@@ -166,6 +166,7 @@ class Backend {
                                       int64_t n_cols, int64_t ld, int64_t vocab_start) = 0;
   virtual void xent_loss(float* losses, const float* row_max, const float* sumexp,
                          const float* target_logit, const int32_t* targets, int64_t N) = 0;
+  // dlogits may be logits itself (in place: the model's head does so).
   virtual void xent_backward(float* dlogits, const float* logits, const int32_t* targets,
                              const float* row_max, const float* sumexp, const float* dlosses,
                              int64_t N, int64_t n_cols, int64_t ld, int64_t vocab_start) = 0;

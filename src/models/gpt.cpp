@@ -213,7 +213,7 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
 void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
                    const SparseRowsHook& sparse_rows) {
   TESSERA_ASSERT(!ctx_.inference && have_targets_,
-                 "running GPT backward after a forward with targets");
+                 "running GPT backward after a forward with targets (once per forward)");
   TESSERA_ASSERT(!sparse_rows || (on_ready && tokens_.device() == core::Device::kCpu),
                  "running GPT backward with sparse embedding rows (they need on_ready and a "
                  "host backend)");
@@ -227,6 +227,7 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
     std::optional<parallel::Timeline::Scope> scope;
     if (timeline_) scope.emplace(timeline_, "bwd head", "backward");
     head_->backward(dln, lnf_out_.f32(), targets_.data<int32_t>(), loss_scale, rows);
+    have_targets_ = false;  // the head's backward overwrote the logits: one backward per forward
     backend_.fill_zero(dres, rows.n_local() * C_ * sizeof(float));
     const float* x_last = L_ > 0 ? blocks_.back()->out() : encoded_.f32();
     ln_f_->backward(dres, dln, x_last, rows);

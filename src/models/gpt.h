@@ -95,8 +95,9 @@ class Gpt {
   // their count.
   double forward(const int32_t* tokens, const int32_t* targets, int64_t B_run, int64_t T_run,
                  int64_t* n_valid = nullptr);
-  // After forward with targets: accumulates parameter gradients (+=) of loss_scale * sum of
-  // per-token losses (loss_scale = 1 / tokens counted in the global mean). When on_ready is
+  // After forward with targets, once: accumulates parameter gradients (+=) of loss_scale * sum of
+  // per-token losses (loss_scale = 1 / tokens counted in the global mean). It overwrites the
+  // logits with their gradient, so a second backward needs another forward. When on_ready is
   // given, it is called with each parameter's index as soon as that gradient is complete
   // (reverse layer order; the data-parallel reducer starts its buckets from it).
   // sparse_rows (host backends only; needs on_ready): the tied wte's gradient is split. Its
@@ -128,7 +129,8 @@ class Gpt {
                       int64_t n_head_rows = 0);
 
   // logits of the last forward: (B_run, T_run, Vp_local) on the device, row stride Vp_local;
-  // columns past the rank's real vocabulary are padding.
+  // columns past the rank's real vocabulary are padding. backward overwrites them with their
+  // gradient (the head's cross-entropy backward runs in place).
   const float* logits() const { return head_->logits(); }
   int64_t vocab_size() const { return V_; }
   int64_t padded_vocab_local() const { return Vp_local_; }

@@ -22,10 +22,7 @@ LmHead::LmHead(const ModelContext& ctx, ArenaPlan& plan, const float* wte, float
       rows_(rows) {
   plan.add(&logits_, {rows, Vp_local});
   plan.add(&losses_, {rows});
-  if (!ctx.inference) {
-    plan.add(&dlogits_, {rows, Vp_local});
-    plan.add(&dlosses_, {rows});
-  }
+  if (!ctx.inference) plan.add(&dlosses_, {rows});
   plan.add(&row_max_, {rows});
   plan.add(&xent_sums_, {2, rows});
 }
@@ -65,12 +62,15 @@ void LmHead::backward(float* dx, const float* x, const int32_t* targets, float l
   backends::Backend& be = ctx_.backend;
   const int64_t N = rows.n();
   be.fill(dlosses_.f32(), loss_scale, N);
-  // dlogits (N, Vp_local) = (softmax - onehot) * dloss; padding columns 0.
-  be.xent_backward(dlogits_.f32(), logits_.f32(), targets, row_max_.f32(), xent_sums_.f32(),
+  // dlogits (N, Vp_local) = (softmax - onehot) * dloss; padding columns 0. In place over the
+  // logits (llm.c's fused classifier does the same): nothing reads them after the loss, and a
+  // second (N, Vp_local) tensor is the model's largest (124M, 4096 rows: 786 MiB).
+  float* dlogits = logits_.f32();
+  be.xent_backward(dlogits, logits_.f32(), targets, row_max_.f32(), xent_sums_.f32(),
                    dlosses_.f32(), N, V_real_local_, Vp_local_, vocab_start_);
   if (!rows.seq_sharded()) {
     // x was replicated over tp (copy_to_tp): its gradient is the sum of the ranks' parts.
-    be.matmul_backward(dx, dwte_, nullptr, dlogits_.f32(), x, wte_, N, C_, Vp_local_);
+    be.matmul_backward(dx, dwte_, nullptr, dlogits, x, wte_, N, C_, Vp_local_);
     parallel::copy_to_tp_backward(ctx_.tp_comm, dx, N * C_);
     return;
   }
@@ -80,7 +80,7 @@ void LmHead::backward(float* dx, const float* x, const int32_t* targets, float l
   TESSERA_ASSERT(N * C_ <= ctx_.seq->dfull.numel(),
                  "fitting the head's input gradient in the sequence-parallel scratch");
   float* dfull = ctx_.seq->dfull.f32();
-  be.matmul_backward(dfull, dwte_, nullptr, dlogits_.f32(), x_full, wte_, N, C_, Vp_local_);
+  be.matmul_backward(dfull, dwte_, nullptr, dlogits, x_full, wte_, N, C_, Vp_local_);
   parallel::gather_from_sequence_backward(ctx_.tp_comm, dx, dfull, rows.B, rows.T, C_);
 }
 

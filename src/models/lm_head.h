@@ -32,7 +32,8 @@ class LmHead {
   // After loss: dx (N, C) OVERWRITTEN = dlogits · wte_local all-reduced over tp (for sharded
   // rows: reduce-scattered along the sequence, dx (rows.n_local(), C));
   // dwte_local += dlogitsᵀ · x (ACCUMULATES), with dlogits = (softmax - onehot) · loss_scale.
-  // x: what forward saw. Collective over tp_comm.
+  // dlogits OVERWRITES the logits (logits() holds the gradient afterwards): one backward per
+  // forward. x: what forward saw. Collective over tp_comm.
   void backward(float* dx, const float* x, const int32_t* targets, float loss_scale,
                 const Rows& rows);
 
@@ -47,7 +48,7 @@ class LmHead {
   const float* wte_;
   float* dwte_;
   int64_t C_, V_real_local_, vocab_start_, Vp_local_;
-  core::Tensor logits_, dlogits_;            // (rows, Vp_local)
+  core::Tensor logits_;                      // (rows, Vp_local); their gradient after backward
   core::Tensor losses_, dlosses_, row_max_;  // (rows)
   core::Tensor xent_sums_;                   // (2, rows): sumexp then target_logit
   int64_t rows_;

@@ -117,9 +117,10 @@ Prediction predict(const Workload& w, const Cluster& cluster, const Layout& layo
   p.optimizer = P * (bf16 ? 12.0 : 8.0) / shard;  // (fp32 master +) m + v
   // Activations of one micro-batch, per token: the layernorm/residual region (replicated over
   // tp, or split along the sequence), the split region (qkv, attention softmax statistics (2 a
-  // head), attention output, fc and GELU outputs) and the LM head's logits and their gradient.
+  // head), attention output, fc and GELU outputs) and the LM head's logits (their gradient
+  // overwrites them).
   const double sp = layout.sequence_parallel ? tp : 1.0;
-  const double per_token = L * (4 * C / sp + (12 * C + 2 * NH) / tp) + 2.0 * Vp / tp;
+  const double per_token = L * (4 * C / sp + (12 * C + 2 * NH) / tp) + 1.0 * Vp / tp;
   p.activations = per_token * static_cast<double>(layout.micro) * T * e;
 
   // ---- Time per step ----

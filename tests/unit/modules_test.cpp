@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "core/error.h"
 #include "grad_check.h"
 #include "models/attention.h"
 #include "models/block.h"
@@ -50,6 +51,7 @@
 #include "models/module.h"
 #include "parallel/communicator.h"
 #include "params/param_spec.h"
+#include "test_models.h"
 
 namespace tessera::models {
 namespace {
@@ -501,6 +503,39 @@ TEST(ModuleGradient, CheckerRejectsWrongGradients) {
   const auto as_overwritten = tt::cast_vector<double>(dinp);
   EXPECT_GT(finite_differences(x.data(), as_overwritten, indices, objective).failures,
             kSamples / 2);
+}
+
+// The head's cross-entropy backward writes the logits gradient over the logits (no second
+// (rows, Vp) tensor): after backward the logits are gone, a second backward without a forward is
+// refused, and a new forward + backward adds the same gradient again (to float rounding: the
+// second pass adds onto the first's sums).
+TEST(GptHead, BackwardOverwritesTheLogitsOncePerForward) {
+  const core::ModelConfig m = tt::small_generation_model();
+  constexpr int64_t B = 2, T = 8;
+  Gpt gpt(m, B, T);
+  gpt.init_weights(3);
+  std::vector<int32_t> tokens(B * T), targets(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    tokens[i] = static_cast<int32_t>((7 * i + 3) % m.vocab_size);
+    targets[i] = static_cast<int32_t>((5 * i + 1) % m.vocab_size);
+  }
+  const int64_t Vp = gpt.padded_vocab_local();
+  gpt.zero_grad();
+  gpt.forward(tokens.data(), targets.data(), B, T);
+  const std::vector<float> logits(gpt.logits(), gpt.logits() + B * T * Vp);
+  gpt.backward(1.0f / (B * T));
+  const std::vector<float> after(gpt.logits(), gpt.logits() + B * T * Vp);
+  EXPECT_NE(after, logits) << "the logits should now hold their gradient";
+  const std::vector<float> once(gpt.grads().f32(), gpt.grads().f32() + gpt.grads().numel());
+  EXPECT_THROW(gpt.backward(1.0f / (B * T)), Error);
+  gpt.forward(tokens.data(), targets.data(), B, T);
+  EXPECT_EQ(std::vector<float>(gpt.logits(), gpt.logits() + B * T * Vp), logits);
+  gpt.backward(1.0f / (B * T));
+  const float* twice = gpt.grads().f32();
+  for (size_t i = 0; i < once.size(); ++i) {
+    ASSERT_NEAR(twice[i], 2 * once[i], 1e-6 * std::fabs(2 * once[i]) + 1e-12)
+        << "gradient element " << i;
+  }
 }
 
 }  // namespace

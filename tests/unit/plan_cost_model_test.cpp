@@ -60,8 +60,8 @@ TEST(PlanCostModel, OneRankByHand) {
   EXPECT_DOUBLE_EQ(p.weights, 4192);
   EXPECT_DOUBLE_EQ(p.grads, 4192);
   EXPECT_DOUBLE_EQ(p.optimizer, 8384);
-  // Per token: 4C + 12C + 2 NH = 32 + 96 + 4, plus 2 Vp = 32: 164 floats, for 2 x 4 tokens.
-  EXPECT_DOUBLE_EQ(p.activations, 164.0 * 8 * 4);
+  // Per token: 4C + 12C + 2 NH = 32 + 96 + 4, plus Vp = 16: 148 floats, for 2 x 4 tokens.
+  EXPECT_DOUBLE_EQ(p.activations, 148.0 * 8 * 4);
   // GEMM FLOPs (M = 8 rows): qkv 3 x 2*8*24*8 = 9216, proj 3 x 1024, fc and fc-proj 3 x 4096
   // each, attention 4 (sequence, head) pairs x (3 + 4) products of 2*4*4*4 = 3584, LM head
   // 3 x 2*8*16*8 = 6144: 46592 at 1 GFLOP/s.

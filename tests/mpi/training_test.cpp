@@ -16,10 +16,10 @@
 #include "data/token_shard.h"
 #include "models/gpt.h"
 #include "mpi_test_util.h"
-#include "train_test_util.h"
 #include "optim/optimizer.h"
 #include "parallel/process_grid.h"
 #include "train/trainer.h"
+#include "train_test_util.h"
 
 namespace tessera {
 namespace {

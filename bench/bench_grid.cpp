@@ -4,7 +4,6 @@
 // With --timeline: the fraction of bucket all-reduce time that lies inside backward compute.
 // Usage: mpirun -n 2 bench_grid --config configs/gpt2-124m.yaml --batch-per-rank 2 --seq 64 --tp 1
 #include <mpi.h>
-#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -304,9 +303,7 @@ int main(int argc, char** argv) {
     // Memory per rank: the arenas (rank 0's; equal on every rank up to one bucket of moments)
     // and the peak resident set, the largest over ranks.
     const double mib = 1024.0 * 1024.0;
-    struct rusage usage {};
-    getrusage(RUSAGE_SELF, &usage);
-    double peak_rss_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss: KiB
+    double peak_rss_mib = bench::peak_rss_mib();
     grid.world_comm().all_reduce(&peak_rss_mib, 1, parallel::ReduceOp::kMax);
     out["weights_mib"] = static_cast<double>(model.weights().bytes()) / mib;
     out["grads_mib"] = static_cast<double>(model.grads().bytes()) / mib;

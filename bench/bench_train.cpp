@@ -4,8 +4,6 @@
 // reports the model's activation arena and the process's peak resident set.
 // Usage: bench_train --config configs/gpt2-124m.yaml --batch 4 --seq 64 --steps 10 --threads 2
 //        [--dtype bf16]
-#include <sys/resource.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "bench_util.h"
 #include "core/app.h"
 #include "core/config.h"
 #include "core/philox.h"
@@ -79,8 +78,6 @@ int main(int argc, char** argv) {
     const double mfu = models::Gpt::flops_per_token(mc, T) * tps / (peak * 1e9);
     const models::KernelTimes& kt = model.kernel_times();
     const double per = 1e3 / steps;  // ms per step
-    struct rusage usage {};
-    getrusage(RUSAGE_SELF, &usage);
     nlohmann::json out = {
         {"impl", "tessera"},
         {"config", config_path},
@@ -96,7 +93,7 @@ int main(int argc, char** argv) {
         {"sgemm_gflops", peak},
         {"mfu", mfu},
         {"activation_mib", static_cast<double>(model.activation_bytes()) / 1048576.0},
-        {"peak_rss_mib", static_cast<double>(usage.ru_maxrss) / 1024.0},
+        {"peak_rss_mib", bench::peak_rss_mib()},
         {"kernel_ms_per_step",
          {{"matmul", kt.matmul * per},
           {"attention", kt.attention * per},

@@ -32,23 +32,30 @@ using tessera::testing::small_config;
 using tessera::testing::world_rank;
 using tessera::testing::world_size;
 
-TEST(Training, LayoutInvarianceOnEveryGridOfThisWorld) {
-  const std::vector<double> reference = run(small_config(1), MPI_COMM_SELF);
-  ASSERT_EQ(reference.size(), 20u);
-  EXPECT_LT(reference.back(), reference.front() - 0.5) << "the loss should fall";
+// Runs config_for(tp) on MPI_COMM_WORLD for every tp (power of two) dividing the world and
+// expects its losses within relative `tolerance` of `reference` (the 1 x 1 run), printing each.
+template <typename ConfigFor>
+void expect_losses_on_every_grid(ConfigFor config_for, const std::vector<double>& reference,
+                                 const char* what, double tolerance) {
   for (int tp = 1; tp <= world_size(); tp *= 2) {
     if (world_size() % tp != 0) continue;
-    const std::vector<double> losses = run(small_config(tp), MPI_COMM_WORLD);
+    const std::vector<double> losses = run(config_for(tp), MPI_COMM_WORLD);
     ASSERT_EQ(losses.size(), reference.size());
     const double diff = max_rel_diff(losses, reference);
     if (world_rank() == 0) {
       std::printf(
-          "layout invariance: grid dp %d x tp %d vs 1 x 1: max relative loss difference "
-          "over 20 steps %.3g\n",
-          world_size() / tp, tp, diff);
+          "%s: grid dp %d x tp %d vs 1 x 1: max relative loss difference over %zu steps %.3g\n",
+          what, world_size() / tp, tp, reference.size(), diff);
     }
-    EXPECT_LT(diff, 1e-5) << "grid dp " << world_size() / tp << " x tp " << tp;
+    EXPECT_LT(diff, tolerance) << what << ", grid dp " << world_size() / tp << " x tp " << tp;
   }
+}
+
+TEST(Training, LayoutInvarianceOnEveryGridOfThisWorld) {
+  const std::vector<double> reference = run(small_config(1), MPI_COMM_SELF);
+  ASSERT_EQ(reference.size(), 20u);
+  EXPECT_LT(reference.back(), reference.front() - 0.5) << "the loss should fall";
+  expect_losses_on_every_grid(small_config, reference, "layout invariance", 1e-5);
 }
 
 // train.dtype: bf16 (GEMM operands rounded to bf16, products summed in fp32, fp32 master weights
@@ -70,17 +77,7 @@ TEST(Training, Bf16TracksFp32AndIsLayoutInvariant) {
     std::printf("bf16 vs fp32, 1 x 1: max relative loss difference %.3g\n", vs_fp32);
   EXPECT_LT(vs_fp32, 1e-2);
   EXPECT_GT(vs_fp32, 1e-6) << "bf16 gave fp32's losses: were the operands rounded?";
-  for (int tp = 1; tp <= world_size(); tp *= 2) {
-    if (world_size() % tp != 0) continue;
-    const double diff = max_rel_diff(run(bf16_config(tp), MPI_COMM_WORLD), reference);
-    if (world_rank() == 0) {
-      std::printf(
-          "bf16 layout invariance: grid dp %d x tp %d vs 1 x 1: max relative loss "
-          "difference over 20 steps %.3g\n",
-          world_size() / tp, tp, diff);
-    }
-    EXPECT_LT(diff, 1e-3) << "grid dp " << world_size() / tp << " x tp " << tp;
-  }
+  expect_losses_on_every_grid(bf16_config, reference, "bf16 layout invariance", 1e-3);
 }
 
 TEST(Training, ValidationLossIsTheSameOnEveryGrid) {

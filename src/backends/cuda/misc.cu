@@ -14,6 +14,11 @@ namespace {
 constexpr int kThreads = 256;            // a power of two: sum_losses' tree halves it
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
 
+// Blocks of kThreads for a grid-stride loop over n > 0 elements.
+unsigned int grid_stride_blocks(int64_t n) {
+  return static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
 __global__ void fill_kernel(float* x, float value, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -62,18 +67,14 @@ __global__ void sum_losses_kernel(double* sum, int64_t* count, const float* loss
 void fill(float* x, float value, int64_t n, Stream stream) {
   TESSERA_ASSERT(n >= 0, "checking fill's size");
   if (n == 0) return;
-  const auto blocks =
-      static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
-  fill_kernel<<<blocks, kThreads, 0, stream>>>(x, value, n);
+  fill_kernel<<<grid_stride_blocks(n), kThreads, 0, stream>>>(x, value, n);
   TESSERA_CUDA_LAUNCH_CHECK("launching fill");
 }
 
 void to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream) {
   TESSERA_ASSERT(n >= 0, "checking to_bf16's size");
   if (n == 0) return;
-  const auto blocks =
-      static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
-  to_bf16_kernel<<<blocks, kThreads, 0, stream>>>(out, in, n);
+  to_bf16_kernel<<<grid_stride_blocks(n), kThreads, 0, stream>>>(out, in, n);
   TESSERA_CUDA_LAUNCH_CHECK("launching to_bf16");
 }
 

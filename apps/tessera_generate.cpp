@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     bool greedy = false, no_cache = false, ignore_eot = false;
     int threads = 0;
     int tp = 0;
-    std::string device = "cpu";
+    std::string device = "cpu", dtype = "fp32";
     app.add_option("weights", weights_path,
                    "a checkpoint (.h5): model.h5 written at the end of training, a step_<n>.h5, or "
                    "a converted one")
@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
         "--tp", tp,
         "tensor-parallel size (default: every rank; ranks beyond one tp group repeat it)");
     app.add_option("--device", device, "cpu or cuda (one GPU per rank, from the local rank)")
+        ->capture_default_str();
+    app.add_option("--dtype", dtype,
+                   "fp32, or bf16: GEMM operands in bf16 with fp32 accumulation, each weight "
+                   "converted once (train.dtype's meaning)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
         ->capture_default_str();
     app.add_flag("--greedy", greedy, "argmax decoding (same as --temperature 0)");
     app.add_flag("--ignore-eot", ignore_eot, "keep going past <|endoftext|> (emit it as text)");
@@ -85,6 +90,7 @@ int main(int argc, char** argv) {
     auto backend = backends::make_backend(device, grid.local_rank(), grid.local_size(), "--device");
     if (!backend) return backend.status();
     grid.attach_device(**backend);
+    (*backend)->set_bf16_matmuls(dtype == "bf16");
     core::set_threads(threads, grid.local_size());
     if (tokenizer_prefix.empty()) tokenizer_prefix = config->data.tokenizer;
     auto tokenizer = data::load_tokenizer_for_model(tokenizer_prefix, config->model.vocab_size);

@@ -126,11 +126,7 @@ tess_train tessera_350m gpt2-350m $((B / 2)) 0 || tess_train tessera_350m_micro 
 [[ $device == cuda ]] && run hf_generate 420 python3 "$here/bench/hf_generate_bench.py" \
   --batches "${gen_batches// /,}" --new $new --runs $runs
 bd="$here/bin/bench_decode"
-# bf16 GEMM operands in generation: CUDA only (the CPU backend refuses them with the packed,
-# frozen weights its decode steps read).
-gen_dtypes="fp32"
-[[ $device == cuda ]] && gen_dtypes="fp32 bf16"
-for dtype in $gen_dtypes; do
+for dtype in fp32 bf16; do
   for rows in $gen_batches; do
     run "tessera_generate_${dtype}_b$rows" 300 "$bd" --config "$here/configs/gpt2-124m.yaml" \
       --device "$device" --dtype $dtype --rows $rows --prompt 64 --steps 20 --prefill-reps 3 \

@@ -153,6 +153,14 @@ if [[ -x "$here/bin/tessera-generate" && -s "$out/train/cuda/model.h5" ]]; then
     failed=1
     summary+=("greedy text on cuda = on cpu: FAIL (diff $out/train/generate_{cpu,cuda}.txt)")
   fi
+  # bf16 GEMM operands with the weights converted once (CudaBackend's frozen copies): it runs and
+  # continues the prompt. Its text is not compared (another summation order than the CPU's).
+  "$here/bin/tessera-generate" "$out/train/cuda/model.h5" --prompt "ROMEO:" --greedy \
+    --max-tokens 64 --device cuda --dtype bf16 > "$out/train/generate_cuda_bf16.txt" \
+    2> "$out/train/generate_cuda_bf16.log"
+  rc=$?
+  [[ $rc == 0 && $(head -c 6 "$out/train/generate_cuda_bf16.txt") == "ROMEO:" ]] || failed=1
+  summary+=("tessera-generate tiny greedy bf16 on cuda: exit $rc, $(wc -c < "$out/train/generate_cuda_bf16.txt") bytes")
 fi
 # Serving on the CUDA backend (issue 14's bench there): GPT-2 124M, fp32, weights one training
 # step from the init, tessera-serve --device cuda with 16 sequences; streamed greedy requests of

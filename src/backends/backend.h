@@ -67,7 +67,8 @@ class Backend {
   // CPU backend packs a weight into panels at its first use, docs/PERF.md "Serving"). Calls nest
   // (a count); the last freeze_weights(false) drops the copies. Frozen, a row's result does not
   // depend on how many rows the call has (the CPU backend: the same bits as unfrozen up to
-  // cpu::kFewRows rows, where both take the few-rows kernel). A no-op by default (CUDA).
+  // cpu::kFewRows rows, where both take the few-rows kernel). A no-op by default; CUDA keeps
+  // bf16 copies while bf16 GEMM operands are on (below).
   virtual void freeze_weights(bool frozen) { (void)frozen; }
   // Bytes of the copies kept while frozen (0 when none).
   virtual size_t frozen_copy_bytes() const { return 0; }
@@ -77,7 +78,8 @@ class Backend {
   // every other op stay fp32 (master weights, AdamW moments, the gradient arena, attention,
   // layernorm, the loss). A product of two bf16 values is exact in fp32, so the CPU backend's
   // form (rounded copies, then its fp32 GEMM) is the reference for a device's bf16 GEMMs. Set it
-  // before the first op; it does not combine with freeze_weights.
+  // before the first op and before freeze_weights; frozen, the backends keep the weights' copies
+  // rounded (CPU: packed, as fp32 values) or converted (CUDA: bf16), made once each.
   virtual void set_bf16_matmuls(bool on) { bf16_matmuls_ = on; }
   bool bf16_matmuls() const { return bf16_matmuls_; }
   // out (N, OC) = inp (N, C) · weight (OC, C)ᵀ + bias (OC); bias may be null. OVERWRITES out.

@@ -240,6 +240,48 @@ TEST_F(CudaBackendOps, Bf16MatmulsMatchTheCpuReference) {
   expect_close(dbias, kBf16Tolerance, "bf16 dbias");
 }
 
+// Frozen with bf16 operands (generation in bf16), each weight is converted once and its copy kept:
+// the same bits as the unfrozen bf16 product (the same cuBLASLt call on the same bf16 values),
+// one copy of OC x C bf16 values per weight, a second weight its own, and dropped at the last
+// unfreeze. Against the CPU's frozen bf16 (the rounded weight, packed): 1e-4.
+TEST_F(CudaBackendOps, FrozenBf16WeightsAreConvertedOnce) {
+  constexpr int64_t N = 5, C = 100, OC = 256;
+  cpu_.set_bf16_matmuls(true);
+  gpu_->set_bf16_matmuls(true);
+  struct Restore {
+    CpuBackend& cpu;
+    Backend& gpu;
+    ~Restore() {
+      cpu.freeze_weights(false);
+      gpu.freeze_weights(false);
+      cpu.set_bf16_matmuls(false);
+      gpu.set_bf16_matmuls(false);
+    }
+  } restore{cpu_, *gpu_};
+  auto inp = random(N * C, 311), weight = random(OC * C, 312, 0.1f), bias = random(OC, 313);
+  auto weight2 = random(OC * C, 314, 0.1f);
+  auto unfrozen = output(N * OC), frozen = output(N * OC), again = output(N * OC);
+  gpu_->matmul_forward(unfrozen.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+  cpu_.freeze_weights(true);
+  gpu_->freeze_weights(true);
+  EXPECT_EQ(gpu_->frozen_copy_bytes(), 0u) << "nothing is kept before a weight is used";
+  gpu_->matmul_forward(frozen.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+  gpu_->matmul_forward(again.d(), inp.d(), weight.d(), bias.d(), N, C, OC);
+  EXPECT_EQ(fetch(frozen), fetch(unfrozen)) << "frozen bf16 vs unfrozen bf16";
+  EXPECT_EQ(fetch(again), fetch(unfrozen)) << "the kept copy, second use";
+  EXPECT_EQ(gpu_->frozen_copy_bytes(), static_cast<size_t>(OC * C) * 2);
+  cpu_.matmul_forward(frozen.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
+  expect_close(frozen, 1e-4, "frozen bf16 matmul_forward against the CPU's");
+
+  auto second = output(N * OC);
+  cpu_.matmul_forward(second.h(), inp.h(), weight2.h(), bias.h(), N, C, OC);
+  gpu_->matmul_forward(second.d(), inp.d(), weight2.d(), bias.d(), N, C, OC);
+  expect_close(second, 1e-4, "a second frozen weight");
+  EXPECT_EQ(gpu_->frozen_copy_bytes(), static_cast<size_t>(OC * C) * 2 * 2);
+  gpu_->freeze_weights(false);
+  EXPECT_EQ(gpu_->frozen_copy_bytes(), 0u);
+}
+
 // ---- Normalisation and activations --------------------------------------------------------------
 
 // Forward: out, mean, rstd OVERWRITTEN. Backward (on the CPU's saved mean and rstd, so it is

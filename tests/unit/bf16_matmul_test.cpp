@@ -3,8 +3,10 @@
 // rounded to bf16 beforehand, across the backend's row blocks (N = 600 > 2 x 256), and is not
 // the unrounded fp32 result. The products are exact, so only the fp32 summation order differs
 // (the row blocks change OpenBLAS's blocking): relative 1e-6, against ~1e-2 for the rounding.
+// Frozen weights (bf16 generation) are rounded and packed once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -89,10 +91,51 @@ TEST(Bf16Matmul, BackwardIsTheFp32GemmOfRoundedOperands) {
   EXPECT_LT(rel_diff(dw2, want_dw), 1e-6);
 }
 
-TEST(Bf16Matmul, FreezingIsRefused) {
-  CpuBackend b;
-  b.set_bf16_matmuls(true);
-  EXPECT_THROW(b.freeze_weights(true), Error);
+// Frozen (generation and serving in bf16): the weight is rounded and packed once, and each row is
+// computed by the few-rows kernel in its fixed order. So a frozen call equals the unfrozen bf16
+// call bitwise up to cpu::kFewRows rows (both take the few-rows kernel on the same rounded
+// operands), and past them each row equals that row computed alone. Freezing keeps one packed
+// copy per weight; switching the precision while frozen is refused.
+TEST(Bf16Matmul, FrozenWeightsAreRoundedOnceAndRowsStayIndependent) {
+  const auto inp = floats(N * C, 11), weight = floats(OC * C, 12, 0.3), bias = floats(OC, 13);
+  CpuBackend frozen, unfrozen, fp32;
+  frozen.set_bf16_matmuls(true);
+  unfrozen.set_bf16_matmuls(true);
+  frozen.freeze_weights(true);
+  fp32.freeze_weights(true);
+  constexpr int64_t kFew = 7;
+  std::vector<float> got(kFew * OC), want(kFew * OC), plain(kFew * OC);
+  frozen.matmul_forward(got.data(), inp.data(), weight.data(), bias.data(), kFew, C, OC);
+  unfrozen.matmul_forward(want.data(), inp.data(), weight.data(), bias.data(), kFew, C, OC);
+  fp32.matmul_forward(plain.data(), inp.data(), weight.data(), bias.data(), kFew, C, OC);
+  EXPECT_EQ(got, want) << "frozen bf16 vs unfrozen bf16, " << kFew << " rows";
+  EXPECT_GT(rel_diff(got, plain), 1e-4) << "frozen bf16 did not round (fp32 frozen result)";
+  EXPECT_EQ(frozen.frozen_copy_bytes(), fp32.frozen_copy_bytes()) << "one packed copy per weight";
+  EXPECT_GT(frozen.frozen_copy_bytes(), 0u);
+  // A second weight gets its own copy (each is kept under its own address).
+  const auto weight2 = floats(OC * C, 14, 0.3);
+  frozen.matmul_forward(got.data(), inp.data(), weight2.data(), bias.data(), kFew, C, OC);
+  unfrozen.matmul_forward(want.data(), inp.data(), weight2.data(), bias.data(), kFew, C, OC);
+  EXPECT_EQ(got, want) << "the second weight";
+  EXPECT_EQ(frozen.frozen_copy_bytes(), 2 * fp32.frozen_copy_bytes());
+
+  // Past kFewRows, and across the 256-row rounding blocks: every row as computed alone.
+  std::vector<float> all(N * OC), row(OC);
+  frozen.matmul_forward(all.data(), inp.data(), weight.data(), bias.data(), N, C, OC);
+  for (int64_t n : {int64_t{0}, int64_t{33}, int64_t{255}, int64_t{256}, N - 1}) {
+    frozen.matmul_forward(row.data(), inp.data() + n * C, weight.data(), bias.data(), 1, C, OC);
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), all.begin() + n * OC)) << "row " << n;
+  }
+  // And it is the fp32 product of the rounded operands (another summation order: 1e-6).
+  std::vector<float> ref(N * OC);
+  const auto ri = rounded(inp), rw = rounded(weight);
+  CpuBackend().matmul_forward(ref.data(), ri.data(), rw.data(), bias.data(), N, C, OC);
+  EXPECT_LT(rel_diff(all, ref), 1e-6);
+
+  EXPECT_THROW(frozen.set_bf16_matmuls(false), Error) << "the packed copies are rounded";
+  frozen.freeze_weights(false);
+  EXPECT_EQ(frozen.frozen_copy_bytes(), 0u);
+  frozen.set_bf16_matmuls(false);  // allowed once nothing is frozen
 }
 
 }  // namespace

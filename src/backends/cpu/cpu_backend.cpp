@@ -66,7 +66,9 @@ void CpuBackend::fill(float* x, float value, int64_t n) {
 }
 
 void CpuBackend::set_bf16_matmuls(bool on) {
-  TESSERA_ASSERT(!on || frozen_ == 0, "bf16 GEMM operands with frozen (packed fp32) weights");
+  // The packed copies hold the weights in the precision they were packed in.
+  TESSERA_ASSERT(on == bf16_matmuls_ || frozen_ == 0,
+                 "switching bf16 GEMM operands while weights are frozen (packed)");
   bf16_matmuls_ = on;
 }
 
@@ -78,7 +80,6 @@ const float* CpuBackend::rounded(int slot, const float* x, int64_t n) {
 }
 
 void CpuBackend::freeze_weights(bool frozen) {
-  TESSERA_ASSERT(!frozen || !bf16_matmuls_, "freezing weights with bf16 GEMM operands on");
   frozen_ = std::max(0, frozen_ + (frozen ? 1 : -1));
   if (frozen_ == 0) packed_.clear();
 }
@@ -102,6 +103,17 @@ void CpuBackend::matmul_forward(float* out, const float* inp, const float* weigh
                                 const float* bias, int64_t N, int64_t C, int64_t OC) {
   Scope s(profiling_, &times_.matmul);
   if (!bf16_matmuls_) return matmul(out, inp, weight, bias, N, C, OC);
+  if (frozen_ > 0) {
+    // Frozen: the packed copy holds the rounded weight (rounded and packed once, keyed by the
+    // weight itself); the rows are rounded per call, as unfrozen.
+    auto& packed = packed_[{weight, C, OC}];
+    if (!packed) packed = std::make_unique<kc::PackedWeight>(rounded(2, weight, OC * C), OC, C);
+    for (int64_t r0 = 0; r0 < N; r0 += kBf16Rows) {
+      const int64_t rows = std::min(kBf16Rows, N - r0);
+      kc::few_rows_forward(out + r0 * OC, rounded(0, inp + r0 * C, rows * C), *packed, bias, rows);
+    }
+    return;
+  }
   const float* w = rounded(2, weight, OC * C);
   for (int64_t r0 = 0; r0 < N; r0 += kBf16Rows) {
     const int64_t rows = std::min(kBf16Rows, N - r0);

@@ -3,6 +3,7 @@
 // launchers' headers, no CUDA header.
 #include "backends/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -130,13 +131,34 @@ const uint16_t* CudaBackend::to_bf16(int slot, const float* x, int64_t n) {
   return buf.as<uint16_t>();
 }
 
+const uint16_t* CudaBackend::weight_bf16(const float* weight, int64_t n) {
+  if (frozen_ == 0) return to_bf16(2, weight, n);
+  cuda::DeviceBuffer& copy = frozen_bf16_[{weight, n}];
+  if (copy.bytes() == 0) {
+    copy = cuda::DeviceBuffer(static_cast<size_t>(n) * sizeof(uint16_t));
+    kc::to_bf16(copy.as<uint16_t>(), weight, n, stream_.get());
+  }
+  return copy.as<uint16_t>();
+}
+
+void CudaBackend::freeze_weights(bool frozen) {
+  frozen_ = std::max(0, frozen_ + (frozen ? 1 : -1));
+  // cudaFree (in each copy's destructor) waits for the device: no queued GEMM still reads them.
+  if (frozen_ == 0) frozen_bf16_.clear();
+}
+size_t CudaBackend::frozen_copy_bytes() const {
+  size_t bytes = 0;
+  for (const auto& [key, copy] : frozen_bf16_) bytes += copy.bytes();
+  return bytes;
+}
+
 void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
                                  const float* bias, int64_t N, int64_t C, int64_t OC) {
   timed(&times_.matmul, [&] {
     if (!bf16_matmuls_) {
       return kc::matmul_forward(matmul_, out, inp, weight, bias, N, C, OC, stream_.get());
     }
-    kc::matmul_forward_bf16(matmul_, out, to_bf16(0, inp, N * C), to_bf16(2, weight, OC * C), bias,
+    kc::matmul_forward_bf16(matmul_, out, to_bf16(0, inp, N * C), weight_bf16(weight, OC * C), bias,
                             N, C, OC, stream_.get());
   });
 }

@@ -3,6 +3,9 @@
 // order; only copies to and from the host, sum_squares and sum_losses wait for it.
 #pragma once
 
+#include <map>
+#include <utility>
+
 #include "backends/backend.h"
 #include "backends/cuda/device.h"
 #include "backends/cuda/matmul.h"
@@ -30,6 +33,12 @@ class CudaBackend final : public Backend {
   void fill(float* x, float value, int64_t n) override;
   void synchronize() override;
   void* stream() const override { return stream_.get(); }
+
+  // Frozen with bf16 GEMM operands (generation and serving in bf16), each weight is converted to
+  // bf16 once, at its first use, and its copy kept until the last unfreeze: a decode step then
+  // reads 2 bytes a weight instead of converting 4. Frozen in fp32 nothing is kept.
+  void freeze_weights(bool frozen) override;
+  size_t frozen_copy_bytes() const override;
 
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                       int64_t N, int64_t C, int64_t OC) override;
@@ -106,6 +115,11 @@ class CudaBackend final : public Backend {
   // first use (the first step), then kept.
   cuda::DeviceBuffer bf16_operands_[3];
   const uint16_t* to_bf16(int slot, const float* x, int64_t n);
+  // The weight's bf16 operand: its kept copy while frozen (made at its first use), else converted
+  // into scratch slot 2 as the other operands are.
+  const uint16_t* weight_bf16(const float* weight, int64_t n);
+  int frozen_ = 0;  // freeze_weights(true) calls not yet undone
+  std::map<std::pair<const float*, int64_t>, cuda::DeviceBuffer> frozen_bf16_;
 };
 
 // make_cuda_backend (backends/cuda_factory.h) is defined in cuda_backend.cpp: select_device, then

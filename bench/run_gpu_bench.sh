@@ -119,7 +119,14 @@ tess_train() {  # NAME CONFIG B MICRO: the whole batch in one pass, else in micr
   run "$1" 420 "$bt" --config "$here/configs/$2.yaml" --device "$device" --dtype bf16 \
     --batch "$3" --micro-batch "$4" --seq $T --steps $steps --warmup $warmup --peak-tflops "$peak"
 }
-tess_train tessera_124m gpt2-124m $B 0 || tess_train tessera_124m_micro gpt2-124m $B $((B / 4))
+micro=0
+tess_train tessera_124m gpt2-124m $B 0 || {
+  micro=$((B / 4))
+  tess_train tessera_124m_micro gpt2-124m $B $micro
+}
+# The same with the plain attention kernels (TESSERA_CUDA_ATTENTION=plain): what the fused ones buy.
+[[ $device == cuda ]] && TESSERA_CUDA_ATTENTION=plain tess_train tessera_plain_attention_124m \
+  gpt2-124m $B $micro
 tess_train tessera_350m gpt2-350m $((B / 2)) 0 || tess_train tessera_350m_micro gpt2-350m $((B / 2)) $((B / 8))
 
 # ---- Generation: prompt 64 + 128 new, greedy ---------------------------------------------------
@@ -158,6 +165,8 @@ print(f"| Tessera (bench_train --device {device}) | {fmt(tess)} | | |")
 print(f"| PyTorch eager | {fmt(eager)} | {fmt(ratio(tess, eager), '{:.2f}x')} | |")
 print(f"| PyTorch torch.compile | {fmt(comp)} | {fmt(ratio(tess, comp), '{:.2f}x')} | >= 1.1x |")
 print(f"| llm.c train_gpt2cu | {fmt(llmc)} | {fmt(ratio(tess, llmc), '{:.2f}x')} | >= 1.6x |")
+plain = get("tessera_plain_attention_124m")
+print(f"\nTessera 124M with the plain attention kernels (TESSERA_CUDA_ATTENTION=plain): {fmt(plain)} tokens/s")
 for run in ("tessera_124m", "tessera_350m"):
     mfu = get(run, "mfu")
     print(f"\n{run}: MFU {fmt(None if mfu is None else 100 * mfu, '{:.1f}%')} of the bf16 GEMM peak"

@@ -382,6 +382,36 @@ TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
   expect_close(dqkv, kF32Tolerance, "dqkv");
 }
 
+// HS = 32: the fused (flash) kernels by default, against the CPU and against a CudaBackend built
+// with the plain kernels; the fused workspace is one float per query row, the plain one two
+// (T, T) tensors. 1e-5.
+TEST_F(CudaBackendOps, FusedAttentionThroughTheBackend) {
+  constexpr int64_t B = 2, T = 50, C = 96, NH = 3;
+  CudaBackend plain(CudaBackend::Attention::kPlain);
+  EXPECT_EQ(gpu_->attention_workspace_size(B, T, C, NH), B * NH * T);
+  EXPECT_EQ(plain.attention_workspace_size(B, T, C, NH), 2 * B * NH * T * T);
+  EXPECT_EQ(gpu_->attention_workspace_size(B, T, 48, NH), 2 * B * NH * T * T) << "HS 16: plain";
+  auto qkv = random(B * T * 3 * C, 93), out = output(B * T * C), stats = output(B * NH * T * 2);
+  auto cpu_ws = std::vector<float>(cpu_.attention_workspace_size(B, T, C, NH));
+  auto gpu_ws = gpu_->zeros({gpu_->attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
+  cpu_.attention_forward(out.h(), stats.h(), cpu_ws.data(), qkv.h(), B, T, C, NH);
+  gpu_->attention_forward(out.d(), stats.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
+  expect_close(out, kF32Tolerance, "fused out");
+  expect_close(stats, kF32Tolerance, "fused stats");
+  auto saved_stats = twin(stats.host);
+  auto dout = random(B * T * C, 94), dqkv = output(B * T * 3 * C);
+  cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_stats.h(), B, T, C, NH);
+  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T, C, NH);
+  expect_close(dqkv, kF32Tolerance, "fused dqkv");
+  // The plain kernels through their own backend, on the same saved statistics.
+  auto plain_ws = plain.zeros({plain.attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
+  auto plain_dqkv = output(B * T * 3 * C);
+  plain.attention_backward(plain_dqkv.d(), plain_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T,
+                           C, NH);
+  plain.synchronize();
+  EXPECT_LE(tt::rel_error(fetch(plain_dqkv), fetch(dqkv)), kF32Tolerance) << "plain vs fused";
+}
+
 // ---- Attention over a KV cache ------------------------------------------------------------------
 
 // Paged caches (n_blocks, block_size, C) start at zero on both sides; the block table gives each

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,6 +18,7 @@
 #include "backends/cuda/crossentropy.h"
 #include "backends/cuda/decode.h"
 #include "backends/cuda/embedding.h"
+#include "backends/cuda/flash_attention.h"
 #include "backends/cuda/gelu.h"
 #include "backends/cuda/layernorm.h"
 #include "backends/cuda/misc.h"
@@ -48,7 +50,7 @@ constexpr size_t kScratchBytes = kLossTotalsOffset + sizeof(LossTotals);
 
 }  // namespace
 
-CudaBackend::CudaBackend() : scratch_(kScratchBytes) {}
+CudaBackend::CudaBackend(Attention attention) : attention_(attention), scratch_(kScratchBytes) {}
 
 CudaBackend::~CudaBackend() {
   // Queued work may still read the scratch or the GEMM workspace freed next. A destructor must not
@@ -238,20 +240,32 @@ double CudaBackend::sum_squares(const float* x, int64_t n) {
 
 // ---- Attention ----------------------------------------------------------------------------------
 
+bool CudaBackend::fused_attention(int64_t HS) const {
+  return attention_ == Attention::kFused && kc::flash_attention_supports(HS);
+}
 void CudaBackend::attention_forward(float* out, float* stats, float* workspace, const float* qkv,
                                     int64_t B, int64_t T, int64_t C, int64_t NH) {
-  timed(&times_.attention,
-        [&] { kc::attention_forward(out, stats, workspace, qkv, B, T, C, NH, stream_.get()); });
+  timed(&times_.attention, [&] {
+    if (fused_attention(C / NH)) {
+      return kc::flash_attention_forward(out, stats, qkv, B, T, C, NH, stream_.get());
+    }
+    kc::attention_forward(out, stats, workspace, qkv, B, T, C, NH, stream_.get());
+  });
 }
 void CudaBackend::attention_backward(float* dqkv, float* workspace, const float* dout,
                                      const float* qkv, const float* stats, int64_t B, int64_t T,
                                      int64_t C, int64_t NH) {
   timed(&times_.attention, [&] {
+    if (fused_attention(C / NH)) {
+      return kc::flash_attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH,
+                                          stream_.get());
+    }
     kc::attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH, stream_.get());
   });
 }
 int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
-  return kc::attention_workspace_size(B, T, C, NH);
+  return fused_attention(C / NH) ? kc::flash_attention_workspace_size(B, T, C, NH)
+                                 : kc::attention_workspace_size(B, T, C, NH);
 }
 void CudaBackend::kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
                             const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) {
@@ -348,9 +362,21 @@ void CudaBackend::adamw_update(float* param, const float* grad, float* m, float*
 core::Result<std::unique_ptr<Backend>> make_cuda_backend(int local_rank, int local_size) {
   // No usable GPU: select_device's message names the fix ("use train.device=cpu or run on a GPU
   // node"); passed through unchanged.
+  // TESSERA_CUDA_ATTENTION=plain|fused (default fused): the kernels attention trains with, to
+  // compare the two (docs/CUDA.md).
+  auto attention = CudaBackend::Attention::kFused;
+  if (const char* env = std::getenv("TESSERA_CUDA_ATTENTION"); env != nullptr && *env != '\0') {
+    const std::string v = env;
+    if (v == "plain") {
+      attention = CudaBackend::Attention::kPlain;
+    } else if (v != "fused") {
+      return core::Status::error("TESSERA_CUDA_ATTENTION='" + v +
+                                 "' is not a choice; set it to fused or plain, or unset it");
+    }
+  }
   TESSERA_RETURN_IF_ERROR(kc::select_device(local_rank, local_size));
   try {
-    return std::unique_ptr<Backend>(std::make_unique<CudaBackend>());
+    return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(attention));
   } catch (const Error& e) {
     return core::Status::error("train.device=cuda: setting up the CUDA backend on " +
                                kc::describe_device() + " failed: " + e.what() +

@@ -17,9 +17,12 @@ namespace tessera::backends {
 // their memory and may outlive the backend. Thread-safety: none (one host thread, as Backend).
 class CudaBackend final : public Backend {
  public:
+  // Which kernels train attention: the fused ones (flash_attention.h) where the head size allows
+  // (32, 64, 128), else the plain ones (attention.h); or the plain ones always.
+  enum class Attention { kFused, kPlain };
   // Creates the compute stream, the cuBLASLt context (with its 32 MiB workspace) and the
   // reduction scratch on the current device. Throws tessera::Error when CUDA refuses any of them.
-  CudaBackend();
+  explicit CudaBackend(Attention attention = Attention::kFused);
   ~CudaBackend() override;
 
   core::Device device() const override { return core::Device::kCuda; }
@@ -106,6 +109,11 @@ class CudaBackend final : public Backend {
   void timed(double* slot, Op&& op);
 
   // Members are destroyed in reverse: the scratch and the GEMM context before their stream.
+  // Whether attention over head size HS takes the fused kernels (fixed at construction, so the
+  // workspace a model sizes stays right).
+  bool fused_attention(int64_t HS) const;
+  const Attention attention_;
+
   cuda::DeviceStream stream_;
   cuda::MatmulContext matmul_;
   // Reduction results and scratch, one allocation: sum_squares' kSumSquaresPartials partials and

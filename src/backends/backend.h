@@ -65,9 +65,10 @@ class Backend {
   // Serving's promise: while frozen, no weight passed to matmul_forward / matmul_gelu_forward
   // changes, so the backend may keep a copy of each in a layout faster for few-row products (the
   // CPU backend packs a weight into panels at its first use, docs/PERF.md "Serving"). Calls nest
-  // (a count); the last freeze_weights(false) drops the copies. Frozen, a row's result does not
-  // depend on how many rows the call has (the CPU backend: the same bits as unfrozen up to
-  // cpu::kFewRows rows, where both take the few-rows kernel). A no-op by default; CUDA keeps
+  // (a count); the last freeze_weights(false) drops the copies. Frozen on the CPU backend, a row's
+  // result does not depend on how many rows the call has (the same bits as unfrozen up to
+  // cpu::kFewRows rows, where both take the few-rows kernel); on CUDA that is not established
+  // (cuBLASLt chooses its algorithm by shape: docs/CUDA.md). A no-op by default; CUDA keeps
   // bf16 copies while bf16 GEMM operands are on (below).
   virtual void freeze_weights(bool frozen) { (void)frozen; }
   // Bytes of the copies kept while frozen (0 when none).

@@ -387,21 +387,24 @@ TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
 // (T, T) tensors. 1e-5.
 TEST_F(CudaBackendOps, FusedAttentionThroughTheBackend) {
   constexpr int64_t B = 2, T = 50, C = 96, NH = 3;
-  CudaBackend plain(CudaBackend::Attention::kPlain);
-  EXPECT_EQ(gpu_->attention_workspace_size(B, T, C, NH), B * NH * T);
+  // Built here rather than by make_cuda_backend, whose choice TESSERA_CUDA_ATTENTION can change.
+  CudaBackend fused(CudaBackend::Attention::kFused), plain(CudaBackend::Attention::kPlain);
+  EXPECT_EQ(fused.attention_workspace_size(B, T, C, NH), B * NH * T);
   EXPECT_EQ(plain.attention_workspace_size(B, T, C, NH), 2 * B * NH * T * T);
-  EXPECT_EQ(gpu_->attention_workspace_size(B, T, 48, NH), 2 * B * NH * T * T) << "HS 16: plain";
+  EXPECT_EQ(fused.attention_workspace_size(B, T, 48, NH), 2 * B * NH * T * T) << "HS 16: plain";
   auto qkv = random(B * T * 3 * C, 93), out = output(B * T * C), stats = output(B * NH * T * 2);
   auto cpu_ws = std::vector<float>(cpu_.attention_workspace_size(B, T, C, NH));
-  auto gpu_ws = gpu_->zeros({gpu_->attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
+  auto gpu_ws = fused.zeros({fused.attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
   cpu_.attention_forward(out.h(), stats.h(), cpu_ws.data(), qkv.h(), B, T, C, NH);
-  gpu_->attention_forward(out.d(), stats.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
+  fused.attention_forward(out.d(), stats.d(), gpu_ws.f32(), qkv.d(), B, T, C, NH);
+  fused.synchronize();
   expect_close(out, kF32Tolerance, "fused out");
   expect_close(stats, kF32Tolerance, "fused stats");
   auto saved_stats = twin(stats.host);
   auto dout = random(B * T * C, 94), dqkv = output(B * T * 3 * C);
   cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_stats.h(), B, T, C, NH);
-  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T, C, NH);
+  fused.attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T, C, NH);
+  fused.synchronize();
   expect_close(dqkv, kF32Tolerance, "fused dqkv");
   // The plain kernels through their own backend, on the same saved statistics.
   auto plain_ws = plain.zeros({plain.attention_workspace_size(B, T, C, NH)}, core::DType::kF32);

@@ -240,13 +240,15 @@ double CudaBackend::sum_squares(const float* x, int64_t n) {
 
 // ---- Attention ----------------------------------------------------------------------------------
 
-bool CudaBackend::fused_attention(int64_t HS) const {
-  return attention_ == Attention::kFused && kc::flash_attention_supports(HS);
+bool CudaBackend::fused_attention(int64_t C, int64_t NH) const {
+  // Sizes the kernels refuse (NH 0, C not a multiple of NH) go to the plain ones, which name them.
+  return attention_ == Attention::kFused && NH > 0 && C % NH == 0 &&
+         kc::flash_attention_supports(C / NH);
 }
 void CudaBackend::attention_forward(float* out, float* stats, float* workspace, const float* qkv,
                                     int64_t B, int64_t T, int64_t C, int64_t NH) {
   timed(&times_.attention, [&] {
-    if (fused_attention(C / NH)) {
+    if (fused_attention(C, NH)) {
       return kc::flash_attention_forward(out, stats, qkv, B, T, C, NH, stream_.get());
     }
     kc::attention_forward(out, stats, workspace, qkv, B, T, C, NH, stream_.get());
@@ -256,7 +258,7 @@ void CudaBackend::attention_backward(float* dqkv, float* workspace, const float*
                                      const float* qkv, const float* stats, int64_t B, int64_t T,
                                      int64_t C, int64_t NH) {
   timed(&times_.attention, [&] {
-    if (fused_attention(C / NH)) {
+    if (fused_attention(C, NH)) {
       return kc::flash_attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH,
                                           stream_.get());
     }
@@ -264,8 +266,8 @@ void CudaBackend::attention_backward(float* dqkv, float* workspace, const float*
   });
 }
 int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
-  return fused_attention(C / NH) ? kc::flash_attention_workspace_size(B, T, C, NH)
-                                 : kc::attention_workspace_size(B, T, C, NH);
+  return fused_attention(C, NH) ? kc::flash_attention_workspace_size(B, T, C, NH)
+                                : kc::attention_workspace_size(B, T, C, NH);
 }
 void CudaBackend::kv_append(float* k_cache, float* v_cache, const float* qkv, const KvPages& pages,
                             const int32_t* slots, const int32_t* positions, int64_t N, int64_t C) {

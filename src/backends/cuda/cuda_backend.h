@@ -109,9 +109,9 @@ class CudaBackend final : public Backend {
   void timed(double* slot, Op&& op);
 
   // Members are destroyed in reverse: the scratch and the GEMM context before their stream.
-  // Whether attention over head size HS takes the fused kernels (fixed at construction, so the
-  // workspace a model sizes stays right).
-  bool fused_attention(int64_t HS) const;
+  // Whether attention over C channels in NH heads takes the fused kernels (fixed at construction,
+  // so the workspace a model sizes stays right).
+  bool fused_attention(int64_t C, int64_t NH) const;
   const Attention attention_;
 
   cuda::DeviceStream stream_;

@@ -2,8 +2,9 @@
 // 2023): keys and values (forward) or queries and output gradients (backward) pass through shared
 // memory a tile at a time and the softmax is computed online, so no (T, T) tensor is ever
 // written. The same layouts and saved statistics as the plain kernels (attention.h), which are its
-// reference (tests/cuda/flash_attention_test.cpp); fp32 throughout and deterministic (no atomics:
-// dQ and dK/dV are separate kernels, each owning its outputs).
+// reference (tests/cuda/flash_attention_test.cu; the kernels' logic also runs in CI under an
+// emulation: flash_attention_kernels.cuh); fp32 throughout and deterministic (no atomics: dQ and
+// dK/dV are separate kernels, each owning its outputs).
 #pragma once
 
 #include <cstdint>

@@ -30,7 +30,7 @@ using namespace tessera;
 
 int main(int argc, char** argv) {
   return core::run_app("bench_train", argc, argv, [](int ac, char** av) -> core::Result<int> {
-    CLI::App app{"Tessera CPU training benchmark"};
+    CLI::App app{"Tessera training benchmark (one rank, CPU or CUDA)"};
     std::string config_path = "configs/tiny.yaml";
     int64_t B = 4, T = 64, micro = 0;
     int steps = 10, warmup = 2, threads = 0;

@@ -19,10 +19,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tessera::testing::emulated_cuda {
@@ -59,19 +61,35 @@ inline Run* run = nullptr;
 // What device code reads; the scheduler sets them before it switches to a fiber.
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-// Every shared array, so that a block starts with them all NaN.
+// Every shared array, so that a block starts with it poisoned: floats NaN, integers all ones
+// bits (-1: an index read before it is written points outside any array).
 struct SharedArray {
-  float* data;
-  size_t count;
+  void* data;
+  size_t bytes;
+  bool is_float;
 };
 inline std::vector<SharedArray> shared_arrays;
-inline void register_shared(float* data, size_t count) {
+inline void poison(const SharedArray& s) {
+  if (s.is_float) {
+    float* f = static_cast<float*>(s.data);
+    for (size_t i = 0; i < s.bytes / sizeof(float); ++i) {
+      f[i] = std::numeric_limits<float>::quiet_NaN();
+    }
+  } else {
+    std::memset(s.data, 0xFF, s.bytes);
+  }
+}
+template <typename T>
+void register_shared(T* data, size_t count) {
   for (const SharedArray& s : shared_arrays) {
     if (s.data == data) return;
   }
-  shared_arrays.push_back({data, count});
-  for (size_t i = 0; i < count; ++i) data[i] = std::numeric_limits<float>::quiet_NaN();
+  shared_arrays.push_back({data, count * sizeof(T), std::is_same_v<T, float>});
+  poison(shared_arrays.back());
 }
+// Dynamic shared memory (extern __shared__): one buffer of the most a kernel gets without opting
+// in, 48 KiB.
+constexpr size_t kDynamicSharedBytes = 48 * 1024;
 
 inline void yield_to_scheduler() {
   Fiber& f = run->fibers[run->current];
@@ -176,9 +194,7 @@ inline std::vector<std::string> launch(dim3 grid, int threads,
   run = &r;
   for (unsigned by = 0; by < grid.y && r.errors.empty(); ++by) {
     for (unsigned bx = 0; bx < grid.x && r.errors.empty(); ++bx) {
-      for (const SharedArray& s : shared_arrays) {
-        for (size_t i = 0; i < s.count; ++i) s.data[i] = std::numeric_limits<float>::quiet_NaN();
-      }
+      for (const SharedArray& s : shared_arrays) poison(s);
       blockIdx = dim3(bx, by);
       blockDim = dim3(static_cast<unsigned>(threads));
       gridDim = grid;
@@ -221,6 +237,10 @@ inline std::vector<std::string> launch(dim3 grid, int threads,
 #define TESSERA_SHARED(type, name, count) \
   static type name[count];                \
   ::tessera::testing::emulated_cuda::register_shared(name, count)
+#define TESSERA_DYNAMIC_SHARED(type, name)                                                 \
+  static type name[::tessera::testing::emulated_cuda::kDynamicSharedBytes / sizeof(type)]; \
+  ::tessera::testing::emulated_cuda::register_shared(                                      \
+      name, ::tessera::testing::emulated_cuda::kDynamicSharedBytes / sizeof(type))
 using ::tessera::testing::emulated_cuda::__fmul_rn;
 using ::tessera::testing::emulated_cuda::__shfl_sync;
 using ::tessera::testing::emulated_cuda::__shfl_xor_sync;

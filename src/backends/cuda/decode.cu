@@ -8,17 +8,16 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/decode.h"
+#include "backends/cuda/decode_kernels.cuh"
 
 namespace tessera::backends::cuda {
 namespace {
 
-constexpr int kThreads = 128;  // attention_decode: whole warps (block_reduce relies on it)
-constexpr int kWarp = 32;
-constexpr int kWarps = kThreads / kWarp;
-static_assert(kThreads % kWarp == 0 && kWarps <= kWarp, "block_reduce layout");
-// Positions per tile of attention_decode's scores (4 KiB of shared memory). A context of at most
-// kTile positions is one tile: a plain two-pass softmax.
-constexpr int kTile = 1024;
+using decode_kernels::attention_decode_kernel;
+using decode_kernels::cache_row;
+using decode_kernels::kThreads;
+using decode_kernels::kTile;
+
 // Dynamic shared memory attention_decode may use (q and the output accumulator, 2 * HS floats),
 // under the 48 KiB a kernel gets without opting in, beside the static scores tile and the tile's
 // cache rows.
@@ -26,126 +25,6 @@ constexpr size_t kMaxDynamicShared = 48 * 1024 - kTile * (sizeof(float) + sizeof
 
 constexpr int kElementThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
-
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
-// Butterfly sum over the 32 lanes of a full warp; every lane ends with the same bits.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  }
-  return v;
-}
-
-// Reduces one value per thread over the whole block in a fixed order; every thread gets the same
-// result. `scratch` holds kWarps floats of shared memory. The leading barrier lets back-to-back
-// calls reuse scratch, and makes every shared write made before the call visible after it.
-// Must be called by all threads of the block.
-template <typename Op>
-__device__ float block_reduce(float v, Op op, float* scratch) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  __syncthreads();
-  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
-  return r;
-}
-
-// The cache row of position p of the slot whose block table row is `table` (kv_pages.h).
-__device__ __forceinline__ int64_t cache_row(const int32_t* table, int64_t block_size, int64_t p) {
-  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
-}
-
-// Block = (row i, head h) = (blockIdx.x / NH, blockIdx.x % NH). Over the context 0..n_ctx-1 of
-// slot slots[i] (its positions in the blocks its table row names), in tiles of kTile positions,
-// with m the running max of the scores s_j, l the running Σ exp(s_j - m) and acc_d the running Σ
-// exp(s_j - m) v_jd. A new tile with max m' scales l and acc by exp(m - m') before adding its own
-// terms; after the last tile out_d = acc_d / l, which is softmax(s) · V exactly (Milakov &
-// Gimelshein 2018, "Online normalizer calculation"). Dynamic shared memory: 2 * HS floats (q of the
-// row, then acc).
-__global__ void attention_decode_kernel(float* out, const float* qkv, const float* k_cache,
-                                        const float* v_cache, const int32_t* block_table,
-                                        int64_t blocks_per_slot, int64_t block_size,
-                                        const int32_t* slots, const int32_t* positions, int64_t C,
-                                        int64_t NH, int64_t HS, float scale) {
-  extern __shared__ float dynamic_shared[];
-  float* q_s = dynamic_shared;
-  float* acc = dynamic_shared + HS;
-  __shared__ float scores[kTile];
-  __shared__ int64_t rows[kTile];  // the tile's positions' cache rows
-  __shared__ float scratch[kWarps];
-
-  const int64_t i = blockIdx.x / NH;
-  const int64_t h = blockIdx.x % NH;
-  const int64_t n_ctx = static_cast<int64_t>(positions[i]) + 1;
-  const int32_t* table = block_table + static_cast<int64_t>(slots[i]) * blocks_per_slot;
-  const float* k0 = k_cache + h * HS;  // the key of cache row r at k0 + r * C
-  const float* v0 = v_cache + h * HS;
-  const float* q = qkv + i * 3 * C + h * HS;
-  const int lane = threadIdx.x % kWarp;
-  const int warp = threadIdx.x / kWarp;
-
-  // Thread threadIdx.x alone owns acc[d] for d = threadIdx.x + k * kThreads, from here to the end.
-  for (int64_t d = threadIdx.x; d < HS; d += kThreads) {
-    q_s[d] = q[d];
-    acc[d] = 0.0f;
-  }
-
-  float m = -INFINITY;  // block-uniform: every thread holds the same m and l
-  float l = 0.0f;
-  for (int64_t t0 = 0; t0 < n_ctx; t0 += kTile) {
-    const int len = static_cast<int>(n_ctx - t0 < kTile ? n_ctx - t0 : kTile);
-    // q_s is written, and the previous tile's scores and rows are all read, before they are
-    // rewritten.
-    __syncthreads();
-    for (int j = threadIdx.x; j < len; j += kThreads)
-      rows[j] = cache_row(table, block_size, t0 + j);
-    __syncthreads();
-    // One warp per position: lanes split the head dimension (coalesced key reads).
-    for (int j = warp; j < len; j += kWarps) {
-      const float* k = k0 + rows[j] * C;
-      float s = 0.0f;
-      for (int64_t d = lane; d < HS; d += kWarp) s += q_s[d] * k[d];
-      s = warp_sum(s);
-      if (lane == 0) scores[j] = s * scale;
-    }
-    __syncthreads();
-
-    float tile_max = -INFINITY;
-    for (int j = threadIdx.x; j < len; j += kThreads) tile_max = fmaxf(tile_max, scores[j]);
-    const float m_new = fmaxf(m, block_reduce(tile_max, MaxOp{}, scratch));  // finite: len >= 1
-    // exp(m - m') rescales the earlier tiles' sums to the new max; on the first tile m = -inf
-    // gives 0, and l and acc are still 0.
-    const float rescale = expf(m - m_new);
-    float tile_sum = 0.0f;
-    for (int j = threadIdx.x; j < len; j += kThreads) {
-      const float e = expf(scores[j] - m_new);
-      scores[j] = e;
-      tile_sum += e;
-    }
-    // block_reduce's barriers also publish the exponentiated scores to the whole block.
-    l = l * rescale + block_reduce(tile_sum, SumOp{}, scratch);  // >= 1 after the max's tile
-    for (int64_t d = threadIdx.x; d < HS; d += kThreads) {
-      const float* v = v0 + d;
-      float a = acc[d] * rescale;
-      for (int j = 0; j < len; ++j) a += scores[j] * v[rows[j] * C];
-      acc[d] = a;
-    }
-    m = m_new;
-  }
-
-  float* o = out + i * C + h * HS;
-  const float inv = 1.0f / l;
-  for (int64_t d = threadIdx.x; d < HS; d += kThreads) o[d] = acc[d] * inv;
-}
 
 // Over the flat index of (N, C): row n of the batch, column c.
 __global__ void kv_append_kernel(float* k_cache, float* v_cache, const float* qkv,

@@ -15,6 +15,9 @@
 #endif
 
 namespace tessera::backends::cuda::decode_kernels {
+// Internal linkage: the CUDA library and the emulated test both compile these kernels, and
+// a test binary links both.
+namespace {
 
 constexpr int kThreads = 128;  // attention_decode: whole warps (block_reduce relies on it)
 constexpr int kWarp = 32;
@@ -144,4 +147,5 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
   for (int64_t d = threadIdx.x; d < HS; d += kThreads) o[d] = acc[d] * inv;
 }
 
+}  // namespace
 }  // namespace tessera::backends::cuda::decode_kernels

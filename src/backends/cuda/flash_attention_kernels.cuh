@@ -28,6 +28,9 @@
 #endif
 
 namespace tessera::backends::cuda::flash {
+// Internal linkage: the CUDA library and the emulated test both compile these kernels, and
+// a test binary links both.
+namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarps = 4;
@@ -323,4 +326,5 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+}  // namespace
 }  // namespace tessera::backends::cuda::flash

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
       for (const auto& e : gen.step()) sampled += e.token >= 0;
       prefill_ms.push_back(t.seconds() * 1e3);
     }
-    gen.step();  // warm-up decode step
+    gen.step();                   // warm-up decode step
     model.set_profiling(on_cpu);  // CUDA profiling waits on the stream around every kernel
     model.kernel_times() = {};
     for (int s = 0; s < steps; ++s) {

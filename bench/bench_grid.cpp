@@ -220,9 +220,9 @@ int main(int argc, char** argv) {
     }
     // As the trainer builds it: sharded over dp with optim.zero 1 (and dp > 1).
     std::unique_ptr<optim::AdamW> adamw =
-        reducer && zero == 1 ? std::make_unique<optim::AdamW>(model.param_set(),
-                                                              reducer->owned_ranges())
-                             : std::make_unique<optim::AdamW>(model.param_set());
+        reducer && zero == 1
+            ? std::make_unique<optim::AdamW>(model.param_set(), reducer->owned_ranges())
+            : std::make_unique<optim::AdamW>(model.param_set());
     const std::function<void(int)> on_ready = [&](int i) { reducer->mark_ready(i); };
     if (reducer && !no_poll) model.set_backward_poll([&] { reducer->poll(); });
     models::Gpt::SparseRowsHook sparse_rows;

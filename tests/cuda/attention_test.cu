@@ -14,29 +14,15 @@ namespace tessera::backends::cuda {
 namespace {
 
 using testing::DeviceArray;
+using testing::qkv_part;
 using testing::random_floats;
 using testing::rel_error;
+using testing::to_double;
+using testing::to_float;
 
 // fp32 against a double reference: the kernels sum in a different order from BLAS, over at most
 // T = 256 terms, which leaves them near 1e-7 relative; 1e-5 is the project's fp32 bar.
 constexpr double kTolerance = 1e-5;
-
-std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-std::vector<float> to_float(const std::vector<double>& v) {
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
-  return out;
-}
-
-// The columns [part * C, part * C + C) of every (b, t) row of a (B, T, 3C) tensor: part 0 is q,
-// 1 is k, 2 is v. Compared separately so an error in one gradient cannot hide in the others.
-std::vector<float> qkv_part(const std::vector<float>& qkv, int64_t BT, int64_t C, int part) {
-  std::vector<float> out(static_cast<size_t>(BT * C));
-  for (int64_t i = 0; i < BT; ++i) {
-    for (int64_t c = 0; c < C; ++c) out[i * C + c] = qkv[i * 3 * C + part * C + c];
-  }
-  return out;
-}
 
 struct Sizes {
   int64_t B, T, NH, HS;

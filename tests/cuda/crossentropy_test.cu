@@ -23,19 +23,14 @@ namespace {
 using testing::DeviceArray;
 using testing::random_floats;
 using testing::rel_error;
+using testing::to_double;
+using testing::to_float;
 
 // fp32 against double. Row sums run over up to 50257 terms as a tree of 256 strided partials
 // then shuffles: ~log2(n) · 6e-8 plus expf's 2 ulp, far under the project's fp32 bar of 1e-5.
 constexpr double kF32Tolerance = 1e-5;
 // bf16 dlogits: each rounded once to 8 significant bits (2^-9 relative at most).
 constexpr double kBf16OutputTolerance = 4e-3;
-
-std::vector<float> to_float(const std::vector<double>& v) {
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
-  return out;
-}
-std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 struct Sizes {
   int64_t N, V, ld;  // V real columns in rows of ld

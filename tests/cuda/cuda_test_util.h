@@ -56,6 +56,25 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1
   return v;
 }
 
+// Float vectors to double and back (the double CPU references the kernels are compared with).
+inline std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+inline std::vector<float> to_float(const std::vector<double>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
+  return out;
+}
+
+// The columns [part * C, part * C + C) of every row of a (rows, 3C) tensor: part 0 is q, 1 is k,
+// 2 is v (attention's qkv and dqkv), so an error in one gradient cannot hide in the others.
+inline std::vector<float> qkv_part(const std::vector<float>& qkv, int64_t rows, int64_t C,
+                                   int part) {
+  std::vector<float> out(static_cast<size_t>(rows * C));
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = qkv[i * 3 * C + part * C + c];
+  }
+  return out;
+}
+
 // ||out - ref||_2 / ||ref||_2 in double; +inf when out holds a NaN or the sizes differ.
 inline double rel_error(const std::vector<float>& out, const std::vector<float>& ref) {
   if (out.size() != ref.size()) return INFINITY;

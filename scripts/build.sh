@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Configures and builds Tessera (Release).
-#   scripts/build.sh [CMAKE_ARGS...]          everything in build/: libraries, apps, tests,
-#                                             benchmarks, the CUDA backend when nvcc is found
+#   scripts/build.sh [CMAKE_ARGS...]          everything in build/ with the CPU backend: libraries,
+#                                             apps, tests, benchmarks (the test command's build)
+#   scripts/build.sh --cuda [CMAKE_ARGS...]   everything in build-cuda/ with the CUDA backend too
+#                                             (needs nvcc); what a GPU machine runs
 #   scripts/build.sh --apps [TARGET...]       the CPU apps only, in build-cpu/ (the main job's
 #                                             build, and what `cmake --install`/cpack package);
 #                                             TARGETs default to all six apps
+# Compiles through ccache when it is installed (scripts/setup.sh installs it): the three trees
+# compile the CPU layers with the same flags, so each object is compiled once and reused by the
+# others. The cache is .cache/ccache in the checkout unless CCACHE_DIR says otherwise, so a fresh
+# clone starts cold (docs/INSTALL.md).
 # Shows the build's progress one line per compiled file; on a failure, the compiler's messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,16 +34,35 @@ progress() {
   done
 }
 
+launcher=()
+if command -v ccache > /dev/null; then
+  export CCACHE_DIR=${CCACHE_DIR:-$PWD/.cache/ccache} CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+fi
+
 if [[ ${1:-} == --apps ]]; then
   shift
   targets=("$@")
   ((${#targets[@]})) || targets=(tessera-train tessera-generate tessera-data tessera-ckpt tessera-serve tessera-plan)
   mkdir -p build-cpu
   cmake -S . -B build-cpu -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=OFF -DTESSERA_TESTS=OFF \
-    -DTESSERA_BENCH=OFF > build-cpu/configure.log 2>&1 || { cat build-cpu/configure.log; exit 1; }
+    -DTESSERA_BENCH=OFF "${launcher[@]}" > build-cpu/configure.log 2>&1 ||
+    { cat build-cpu/configure.log; exit 1; }
   cmake --build build-cpu -j"$(nproc)" --target "${targets[@]}" 2>&1 | progress build-cpu/build.log
   exit 0
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" > build.log 2>&1 || { cat build.log; exit 1; }
-cmake --build build -j"$(nproc)" 2>&1 | tail -n 3
+dir=build cuda=OFF
+if [[ ${1:-} == --cuda ]]; then
+  shift
+  dir=build-cuda cuda=ON
+  command -v nvcc > /dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] || {
+    echo "build.sh --cuda: no nvcc on PATH or in /usr/local/cuda/bin; install the CUDA Toolkit" \
+      "(docs/CUDA.md) or build the CPU backend alone: scripts/build.sh" >&2
+    exit 1
+  }
+fi
+mkdir -p "$dir"
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=$cuda "${launcher[@]}" "$@" \
+  > "$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
+cmake --build "$dir" -j"$(nproc)" 2>&1 | progress "$dir/build.log"

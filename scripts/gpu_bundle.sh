@@ -6,12 +6,12 @@
 # With the bench programs built (bench_train, bench_decode), it also packs issue 13's benchmark,
 # bench/run_gpu_bench.sh, and its PyTorch and Hugging Face peers; LLMC_BIN=path/to/train_gpt2cu
 # adds llm.c's trainer (built outside this repository: docs/PERF.md "GPU").
-#   scripts/gpu_bundle.sh [BUILD_DIR]      then, there: tar -xJf gpu-bundle.tar.xz &&
+#   scripts/gpu_bundle.sh [BUILD_DIR]      (default build-cuda/) then, there: tar -xJf gpu-bundle.tar.xz &&
 #                                          bash gpu-bundle/gpu_check.sh
 #                                          bash gpu-bundle/run_gpu_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build}
+build=${1:-build-cuda}
 out=gpu-bundle
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
@@ -20,7 +20,7 @@ for exe in tests/tessera_cuda_tests tests/tessera_cuda_mpi_tests; do
   [[ -x "$build/$exe" ]] && exes+=("$build/$exe")
 done
 if ((${#exes[@]} == 0)); then
-  echo "gpu_bundle: no CUDA test executables in $build; configure with -DTESSERA_CUDA=ON and build" >&2
+  echo "gpu_bundle: no CUDA test executables in $build; build them: scripts/build.sh --cuda" >&2
   exit 1
 fi
 cp "${exes[@]}" "$out/bin/"

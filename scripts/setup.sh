@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
+  ccache                                # scripts/build.sh: each object compiled once across trees
   openmpi-bin libopenmpi-dev            # MPI from the first line of main(), even on one rank
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (checkpoints)
   libyaml-cpp-dev libcli11-dev          # config and command lines

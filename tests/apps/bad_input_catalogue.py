@@ -11,7 +11,10 @@ end, at 1 rank and (where a grid matters) at 4 under mpirun. Every row asserts:
 The full-disk rows need a tmpfs (mount needs root): without one they are reported NOT RUN, the
 other rows still run, and the test exits 77 (ctest: Not Run) if nothing failed, 1 if anything
 did. Run: TESSERA_BIN=build/apps TESSERA_ROOT=. /usr/bin/python3 tests/apps/bad_input_catalogue.py
-[--only REGEX] [--list]."""
+[--only REGEX] [--ranks single|grid] [--list]. `--ranks single` runs only the 1-rank runs of the
+rows, `--ranks grid` only their runs under mpirun: ctest runs the two halves as two tests
+(bad_input_catalogue_test.sh, bad_input_catalogue_grid_test.sh), the first beside other tests,
+the second under the lock of the tests that start mpirun (tests/CMakeLists.txt)."""
 import os
 import re
 import shutil
@@ -544,6 +547,13 @@ def main():
             words = c["expect"].replace("|", "\\|")
             print(f"| `{c['name']}` | {c['given']} | {ranks} | `{words}` |")
         return 0
+    wanted = lambda n: True
+    if "--ranks" in sys.argv:
+        half = sys.argv[sys.argv.index("--ranks") + 1]
+        if half not in ("single", "grid"):
+            print(f"--ranks {half}: expected single or grid", file=sys.stderr)
+            return 2
+        wanted = (lambda n: n == 1) if half == "single" else (lambda n: n > 1)
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "duplicate case names"
     t0 = time.monotonic()
@@ -554,8 +564,11 @@ def main():
     for c in CASES:
         if only and not only.search(c["name"]):
             continue
+        runs = [n for n in c["ranks"] if wanted(n)]
+        if not runs:
+            continue
         cases_run += 1
-        for n in c["ranks"]:
+        for n in runs:
             status, detail = run_case(c, n)
             counts[status] += 1
             print(f"{status}: {c['name']} [{n} rank{'s' if n > 1 else ''}]: {detail}", flush=True)

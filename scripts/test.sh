@@ -17,16 +17,9 @@ fi
 # The CPU-only build the main job runs and the .deb is made from (tests/apps/install_test.sh).
 scripts/build.sh --apps
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
-# The sanitizer build (docs/RELIABILITY.md) compiles while the tests below run, at the lowest CPU
-# priority: those tests wait on process starts, mpirun and timeouts more than they compute (about
-# one core of two busy, measured), and a niced compiler only takes what they leave.
-mkdir -p build-asan
-setsid nice -n 19 scripts/build_asan.sh > build-asan/background.log 2>&1 &
-asan_build=$!  # its own process group (setsid), so the trap below can stop the compilers too
 # The Slurm tests' local cluster comes up and goes down inside ctest (fixture slurm_cluster, see
-# tests/CMakeLists.txt); this trap makes sure no daemon of it, nor the background build, outlives
-# the command, whatever happens.
-trap 'kill -- -$asan_build 2> /dev/null; scripts/slurm/local-cluster.sh down > /dev/null 2>&1 || true' EXIT
+# tests/CMakeLists.txt); this trap makes sure no daemon of it outlives the command, whatever happens.
+trap 'scripts/slurm/local-cluster.sh down > /dev/null 2>&1 || true' EXIT
 ctest --test-dir build --output-on-failure -j2 "$@"
 # In the CUDA build, what differs there without a GPU: train.device=cuda and --device cuda end in
 # "no usable CUDA device" (not "no CUDA backend"), and the CUDA test programs say Not Run.
@@ -34,12 +27,8 @@ if [[ $cuda == yes ]]; then
   ctest --test-dir build-cuda --output-on-failure \
     -R '^(apps\.(train_device|bad_input|train_generate)_test|cuda\.kernels|cuda_mpi\.np[124])$'
 fi
-# Then the sanitizer build's tests: the unit tests and the MPI tests at 1 and 2 ranks under
-# AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer, and every fuzzer for
+# Then the sanitizer build (docs/RELIABILITY.md): the unit tests and the MPI tests at 1 and 2
+# ranks under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer, and every fuzzer for
 # TESSERA_FUZZ_SECONDS (30 s) from its seed corpus; any finding fails the command.
-if ! wait $asan_build; then
-  cat build-asan/background.log >&2
-  exit 1
-fi
-cat build-asan/background.log
+scripts/build_asan.sh
 ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|mpi|fuzz'

@@ -6,38 +6,15 @@
 
 #include "backends/cuda/attention.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/warp_reduce.cuh"
 
 namespace tessera::backends::cuda {
 namespace {
 
 // Threads per block: a multiple of the warp size (block_reduce relies on it).
 constexpr int kThreads = 128;
-constexpr int kWarp = 32;
-static_assert(kThreads % kWarp == 0 && kThreads / kWarp <= kWarp, "block_reduce layout");
-
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
-// Reduces one value per thread over the whole block; every thread gets the result. `scratch`
-// holds kThreads / kWarp floats of shared memory. The leading barrier lets the same scratch be
-// reused by back-to-back calls (the previous call's reads are finished before it is rewritten).
-// Must be called by all threads of the block.
-template <typename Op>
-__device__ float block_reduce(float v, Op op, float* scratch) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  __syncthreads();
-  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kThreads / kWarp; ++w) r = op(r, scratch[w]);
-  return r;
-}
+constexpr int kWarps = kThreads / kWarp;
+static_assert(kThreads % kWarp == 0 && kWarps <= kWarp, "block_reduce layout");
 
 // Where attention row `row` = (b * NH + h) * T + t of a (B, NH, T, T) buffer lives in qkv.
 struct RowIndex {
@@ -80,7 +57,7 @@ __global__ void attention_forward_kernel(float* out, float* stats, float* p_all,
     p[j] = s;
     m = fmaxf(m, s);
   }
-  m = block_reduce(m, MaxOp{}, scratch);  // finite: key 0 is always visible
+  m = block_reduce<kWarps>(m, MaxOp{}, scratch);  // finite: key 0 is always visible
 
   float sum = 0.0f;
   for (int64_t j = threadIdx.x; j <= r.t; j += blockDim.x) {
@@ -88,7 +65,7 @@ __global__ void attention_forward_kernel(float* out, float* stats, float* p_all,
     p[j] = e;
     sum += e;
   }
-  sum = block_reduce(sum, SumOp{}, scratch);  // >= 1: the max term is exp(0)
+  sum = block_reduce<kWarps>(sum, SumOp{}, scratch);  // >= 1: the max term is exp(0)
   const float inv = 1.0f / sum;
   for (int64_t j = threadIdx.x; j < T; j += blockDim.x) p[j] = j <= r.t ? p[j] * inv : 0.0f;
   if (threadIdx.x == 0) {
@@ -152,7 +129,7 @@ __global__ void attention_backward_query_kernel(float* dqkv, float* p_all, float
     ds[j] = dp;
     partial += pj * dp;
   }
-  const float dot = block_reduce(partial, SumOp{}, scratch);
+  const float dot = block_reduce<kWarps>(partial, SumOp{}, scratch);
   for (int64_t j = threadIdx.x; j < T; j += blockDim.x) {
     ds[j] = j <= r.t ? scale * p[j] * (ds[j] - dot) : 0.0f;
   }

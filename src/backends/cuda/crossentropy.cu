@@ -10,12 +10,13 @@
 
 #include "backends/cuda/crossentropy.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/warp_reduce.cuh"
 
 namespace tessera::backends::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // a multiple of 32: block_reduce assumes whole warps
-constexpr int kWarps = kThreads / 32;
+constexpr int kThreads = 256;  // a multiple of 32: tree_block_reduce assumes whole warps
+constexpr int kWarps = kThreads / kWarp;
 constexpr int64_t kMaxBlocks = 1 << 16;
 
 __device__ inline float to_float(float x) { return x; }
@@ -23,30 +24,21 @@ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); 
 __device__ inline void store(float* p, float x) { *p = x; }
 __device__ inline void store(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
 
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
 // Reduces x over the block (blockDim.x == kThreads) and returns the result to every thread.
-// Butterfly shuffles inside each warp, then warp 0 combines the kWarps partials: a fixed order.
+// Butterfly shuffles inside each warp, then warp 0 combines the kWarps partials by another
+// butterfly (warp_reduce.cuh's block_reduce combines them in sequence instead): a fixed order.
 // Every thread of the block must call it (it holds __syncthreads).
 template <typename Op>
-__device__ float block_reduce(float x, Op op, float identity) {
+__device__ float tree_block_reduce(float x, Op op, float identity) {
   __shared__ float partial[kWarps];
   __shared__ float result;
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  for (int offset = 16; offset > 0; offset /= 2) x = op(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  x = warp_reduce(x, op);
   if (lane == 0) partial[warp] = x;
   __syncthreads();
   if (warp == 0) {
-    float y = lane < kWarps ? partial[lane] : identity;
-    for (int offset = 16; offset > 0; offset /= 2) {
-      y = op(y, __shfl_xor_sync(0xffffffffu, y, offset));
-    }
+    const float y = warp_reduce(lane < kWarps ? partial[lane] : identity, op);
     if (lane == 0) result = y;
   }
   // Every thread has finished reading `partial` and thread 0 has written `result`, so the next
@@ -69,7 +61,7 @@ __global__ void row_max_kernel(float* row_max, const T* logits, int64_t N, int64
     float m = -INFINITY;
     // fmaxf skips a NaN, as the CPU's `row[v] > m ? row[v] : m` does.
     for (int64_t v = threadIdx.x; v < n_cols; v += kThreads) m = fmaxf(m, to_float(row[v]));
-    m = block_reduce(m, MaxOp{}, -INFINITY);
+    m = tree_block_reduce(m, MaxOp{}, -INFINITY);
     if (threadIdx.x == 0) row_max[n] = m;
   }
 }
@@ -83,7 +75,7 @@ __global__ void sumexp_target_kernel(float* sumexp, float* target_logit, const T
     const float m = row_max[n];
     float s = 0.0f;
     for (int64_t v = threadIdx.x; v < n_cols; v += kThreads) s += expf(to_float(row[v]) - m);
-    s = block_reduce(s, SumOp{}, 0.0f);
+    s = tree_block_reduce(s, SumOp{}, 0.0f);
     if (threadIdx.x == 0) {
       sumexp[n] = s;
       const int64_t col = local_column(targets[n], n_cols, vocab_start);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backends/cuda/warp_reduce.cuh"
+
 #ifndef TESSERA_SHARED
 #define TESSERA_SHARED(type, name, count) __shared__ type name[count]
 #endif
@@ -20,44 +22,11 @@ namespace tessera::backends::cuda::decode_kernels {
 namespace {
 
 constexpr int kThreads = 128;  // attention_decode: whole warps (block_reduce relies on it)
-constexpr int kWarp = 32;
 constexpr int kWarps = kThreads / kWarp;
 static_assert(kThreads % kWarp == 0 && kWarps <= kWarp, "block_reduce layout");
 // Positions per tile of attention_decode's scores (4 KiB of shared memory). A context of at most
 // kTile positions is one tile: a plain two-pass softmax.
 constexpr int kTile = 1024;
-
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
-// Butterfly sum over the 32 lanes of a full warp; every lane ends with the same bits.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  }
-  return v;
-}
-
-// Reduces one value per thread over the whole block in a fixed order; every thread gets the same
-// result. `scratch` holds kWarps floats of shared memory. The leading barrier lets back-to-back
-// calls reuse scratch, and makes every shared write made before the call visible after it.
-// Must be called by all threads of the block.
-template <typename Op>
-__device__ float block_reduce(float v, Op op, float* scratch) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  __syncthreads();
-  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
-  return r;
-}
 
 // The cache row of position p of the slot whose block table row is `table` (kv_pages.h).
 __device__ __forceinline__ int64_t cache_row(const int32_t* table, int64_t block_size, int64_t p) {
@@ -121,7 +90,8 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
 
     float tile_max = -INFINITY;
     for (int j = threadIdx.x; j < len; j += kThreads) tile_max = fmaxf(tile_max, scores[j]);
-    const float m_new = fmaxf(m, block_reduce(tile_max, MaxOp{}, scratch));  // finite: len >= 1
+    const float m_new =
+        fmaxf(m, block_reduce<kWarps>(tile_max, MaxOp{}, scratch));  // finite: len >= 1
     // exp(m - m') rescales the earlier tiles' sums to the new max; on the first tile m = -inf
     // gives 0, and l and acc are still 0.
     const float rescale = expf(m - m_new);
@@ -132,7 +102,8 @@ __global__ void attention_decode_kernel(float* out, const float* qkv, const floa
       tile_sum += e;
     }
     // block_reduce's barriers also publish the exponentiated scores to the whole block.
-    l = l * rescale + block_reduce(tile_sum, SumOp{}, scratch);  // >= 1 after the max's tile
+    l = l * rescale +
+        block_reduce<kWarps>(tile_sum, SumOp{}, scratch);  // >= 1 after the max's tile
     for (int64_t d = threadIdx.x; d < HS; d += kThreads) {
       const float* v = v0 + d;
       float a = acc[d] * rescale;

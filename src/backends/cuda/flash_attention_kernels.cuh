@@ -23,6 +23,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backends/cuda/warp_reduce.cuh"
+
 #ifndef TESSERA_SHARED
 #define TESSERA_SHARED(type, name, count) __shared__ type name[count]
 #endif
@@ -32,7 +34,6 @@ namespace tessera::backends::cuda::flash {
 // a test binary links both.
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarp;
 constexpr int kRowsPerWarp = 4;
@@ -41,19 +42,6 @@ constexpr int kTile = 32;                             // rows of the other side 
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  }
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  return v;
-}
 
 // Σ_d a[d] b[d] over the head, a and b the lane's kDims channels; every lane gets the sum.
 template <int kDims>

@@ -7,13 +7,13 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/layernorm.h"
+#include "backends/cuda/warp_reduce.cuh"
 
 namespace tessera::backends::cuda {
 namespace {
 
 constexpr float kEps =
     1e-5f;  // backends/cpu/layernorm.h kLayernormEps, in float as the CPU uses it
-constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 constexpr int kRowThreads = kWarp * kRowsPerBlock;
 constexpr int64_t kMaxBlocks = 1 << 16;  // row loops are grid-stride beyond this
@@ -29,14 +29,6 @@ __device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) {
 __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) {
   p[i] = __float2bfloat16_rn(v);
-}
-
-// Butterfly sum over the 32 lanes of a full warp. Every lane ends with the same bits: at each
-// step the two partners add the same pair of values, and a + b == b + a exactly.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 // Row loop of a warp: rows are uniform across a warp, so every lane reaches each warp_sum.

@@ -270,10 +270,11 @@ void check_sizes(int64_t N, int64_t C, int64_t OC) {
   TESSERA_ASSERT(N >= 0 && C >= 1 && OC >= 0, "matmul (CUDA): need N >= 0, C >= 1, OC >= 0");
 }
 
-// out (N, OC) = inp · weightᵀ (+ bias): the forward GEMM of the file comment.
+// The operands of out (N, OC) = inp · weightᵀ, the forward GEMM of the file comment; no bias,
+// no epilogue.
 template <typename TOut, typename TIn>
-void forward_gemm(MatmulContext& ctx, TOut* out, const TIn* inp, const TIn* weight,
-                  const TOut* bias, int64_t N, int64_t C, int64_t OC, Stream stream) {
+Gemm forward_operands(TOut* out, const TIn* inp, const TIn* weight, int64_t N, int64_t C,
+                      int64_t OC) {
   Gemm g;
   g.transa = CUBLAS_OP_T;
   g.transb = CUBLAS_OP_N;
@@ -288,6 +289,14 @@ void forward_gemm(MatmulContext& ctx, TOut* out, const TIn* inp, const TIn* weig
   g.d_type = data_type<TOut>();
   g.d = out;
   g.ldd = OC;
+  return g;
+}
+
+// out (N, OC) = inp · weightᵀ (+ bias).
+template <typename TOut, typename TIn>
+void forward_gemm(MatmulContext& ctx, TOut* out, const TIn* inp, const TIn* weight,
+                  const TOut* bias, int64_t N, int64_t C, int64_t OC, Stream stream) {
+  Gemm g = forward_operands(out, inp, weight, N, C, OC);
   if (bias != nullptr) {
     g.epilogue = CUBLASLT_EPILOGUE_BIAS;
     g.bias = bias;
@@ -314,20 +323,7 @@ void gelu_forward_impl(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, co
   // for a 16-byte aligned pointer rather than learn its alignment rule the hard way.
   const bool fusable = OC % 8 == 0 && reinterpret_cast<uintptr_t>(pre_gelu) % 16 == 0;
   if (fusable) {
-    Gemm g;
-    g.transa = CUBLAS_OP_T;
-    g.transb = CUBLAS_OP_N;
-    g.m = OC;
-    g.n = N;
-    g.k = C;
-    g.ab_type = data_type<T>();
-    g.a = weight;
-    g.lda = C;
-    g.b = inp;
-    g.ldb = C;
-    g.d_type = data_type<T>();
-    g.d = out;
-    g.ldd = OC;
+    Gemm g = forward_operands(out, inp, weight, N, C, OC);
     g.epilogue = bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
     g.bias = bias;
     g.aux = pre_gelu;

@@ -24,8 +24,8 @@ ctest --test-dir build --output-on-failure -j2 "$@"
 # In the CUDA build, what differs there without a GPU: train.device=cuda and --device cuda end in
 # "no usable CUDA device" (not "no CUDA backend"), and the CUDA test programs say Not Run.
 if [[ $cuda == yes ]]; then
-  ctest --test-dir build-cuda --output-on-failure \
-    -R '^(apps\.(train_device|bad_input|train_generate)_test|cuda\.kernels|cuda_mpi\.np[124])$'
+  ctest --test-dir build-cuda --output-on-failure -j2 \
+    -R '^(apps\.(train_device|train_generate)_test|cuda\.kernels|cuda_mpi\.np[124])$'
 fi
 # Then the sanitizer build (docs/RELIABILITY.md): the unit tests and the MPI tests at 1 and 2
 # ranks under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer, and every fuzzer for

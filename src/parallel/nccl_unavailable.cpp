@@ -7,8 +7,8 @@ namespace tessera::parallel {
 
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name, void*) {
   throw Error("making the NCCL communicator '" + name +
-              "': this build has no CUDA backend (TESSERA_CUDA=OFF); rebuild with nvcc on PATH "
-              "or use train.device=cpu");
+              "': this build has no CUDA backend (TESSERA_CUDA=OFF); run the CUDA build's apps "
+              "(scripts/build.sh --cuda, nvcc on PATH) or use train.device=cpu");
 }
 
 }  // namespace tessera::parallel

@@ -38,7 +38,7 @@ __global__ void attention_forward_kernel(float* out, float* stats, float* p_all,
                                          int64_t T, int64_t C, int64_t NH, int64_t HS,
                                          float scale) {
   extern __shared__ float q_row[];
-  __shared__ float scratch[kThreads / kWarp];
+  __shared__ float scratch[kWarps];
   const RowIndex r(blockIdx.x, T, NH);
   const int64_t C3 = 3 * C;
   const float* q = qkv + (r.b * T + r.t) * C3 + r.h * HS;
@@ -93,7 +93,7 @@ __global__ void attention_backward_query_kernel(float* dqkv, float* p_all, float
                                                 const float* stats, int64_t T, int64_t C,
                                                 int64_t NH, int64_t HS, float scale) {
   extern __shared__ float dout_row[];  // then q_row at dout_row + HS
-  __shared__ float scratch[kThreads / kWarp];
+  __shared__ float scratch[kWarps];
   const RowIndex r(blockIdx.x, T, NH);
   const int64_t C3 = 3 * C;
   const float* k0 = qkv + r.b * T * C3 + C + r.h * HS;

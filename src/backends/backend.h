@@ -12,6 +12,7 @@
 
 #include "backends/adamw_hyper.h"
 #include "backends/kv_pages.h"
+#include "core/act.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -183,6 +184,48 @@ class Backend {
   virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                             const AdamWHyper& h, bool decay) = 0;
 
+  // ---- Precision conversion -------------------------------------------------------------------
+  // dst (n) = src's bf16 values as fp32 (exact). OVERWRITES dst. Queued.
+  virtual void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) = 0;
+  // dst (n) = src rounded to bf16 (core::to_bf16's bits: nearest, ties to even). Queued.
+  virtual void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) = 0;
+
+  // ---- Ops on activations of either precision (train.dtype: bf16) ------------------------------
+  // The same ops as above with their activation arguments as core::Act / ConstAct, fp32 or bf16
+  // (a training model's activations are bf16 under train.dtype: bf16; gradients, statistics,
+  // parameters and logits stay fp32). Each computes in fp32: a bf16 input is read exactly (into
+  // fp32 scratch), the fp32 op runs, and a bf16 output gets its result rounded to the nearest
+  // bf16. With every argument fp32 they are the fp32 ops themselves. Contracts as above. The
+  // scratch is this backend's (reserve_activation_scratch; grown at first use otherwise).
+  void convert(core::Act dst, core::ConstAct src, int64_t n);
+  void matmul_forward(core::Act out, core::ConstAct inp, const float* weight, const float* bias,
+                      int64_t N, int64_t C, int64_t OC);
+  void matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::ConstAct inp,
+                           const float* weight, const float* bias, int64_t N, int64_t C,
+                           int64_t OC);
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       core::ConstAct inp, const float* weight, int64_t N, int64_t C, int64_t OC);
+  void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
+                         const float* weight, const float* bias, int64_t N, int64_t C);
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                          core::ConstAct inp, const float* weight, const float* mean,
+                          const float* rstd, int64_t N, int64_t C);
+  void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n);
+  void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n);
+  void add_bias(core::Act out, const float* bias, int64_t N, int64_t C);
+  void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
+                         int64_t B, int64_t T, int64_t C, int64_t NH);
+  void attention_backward(float* dqkv, float* workspace, const float* dout, core::ConstAct qkv,
+                          const float* stats, int64_t B, int64_t T, int64_t C, int64_t NH);
+  void embedding_forward(core::Act out, const int32_t* tokens, const float* wte_local, int64_t N,
+                         int64_t C, int64_t vocab_start, int64_t V_local);
+  void positional_forward(core::Act out, const float* wpe, int64_t B, int64_t T, int64_t C);
+  // Sizes the fp32 scratch of the ops above for arguments of up to n elements (three of them),
+  // so that no step allocates it. A model with bf16 activations calls it when built.
+  void reserve_activation_scratch(int64_t n);
+  // Bytes of that scratch (0 until an op or a reserve needed it).
+  size_t activation_scratch_bytes() const;
+
   // ---- Profiling ------------------------------------------------------------------------------
   // When on, each op adds its wall time to kernel_times() (the CUDA backend synchronises around
   // each op to do so; off by default).
@@ -194,6 +237,17 @@ class Backend {
   bool profiling_ = false;
   bool bf16_matmuls_ = false;
   KernelTimes times_;
+
+ private:
+  // fp32 scratch slot `slot` of the Act ops, holding at least n elements.
+  float* wide(int slot, int64_t n);
+  // x's values as fp32: x itself when fp32, else widened into slot `slot`.
+  const float* widen(int slot, core::ConstAct x, int64_t n);
+  // Where an op writes the fp32 result for x: x itself when fp32, else slot `slot`
+  // (uninitialised); narrow() then stores it into x.
+  float* result(int slot, core::Act x, int64_t n);
+  void narrow(core::Act x, const float* result, int64_t n);
+  core::Tensor wide_[3];
 };
 
 // The backend named by `device` ("cpu" or "cuda") for a process that is local rank local_rank

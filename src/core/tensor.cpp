@@ -112,6 +112,18 @@ Tensor Tensor::view(int64_t element_offset, const Shape& shape) const {
   return t;
 }
 
+Tensor Tensor::view_bytes(int64_t byte_offset, const Shape& shape, DType dtype) const {
+  TESSERA_ASSERT(defined() && byte_offset >= 0, "taking a byte view of a tensor");
+  const size_t begin = byte_offset_ + static_cast<size_t>(byte_offset);
+  TESSERA_ASSERT(begin + shape_numel(shape) * dtype_size(dtype) <= byte_offset_ + bytes(),
+                 "taking a tensor byte view that must fit inside the tensor");
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.byte_offset_ = begin;
+  return t;
+}
+
 float* Tensor::f32() const {
   TESSERA_ASSERT(dtype_ == DType::kF32, "reading a tensor as f32");
   return data<float>();

@@ -54,6 +54,9 @@ class Tensor {
   // A view of `shape` starting `element_offset` elements into this tensor's storage.
   // Precondition: it fits inside this tensor.
   Tensor view(int64_t element_offset, const Shape& shape) const;
+  // A view of `shape` and `dtype` starting `byte_offset` bytes into this tensor's storage (an
+  // arena holding tensors of several dtypes). Precondition: it fits inside this tensor.
+  Tensor view_bytes(int64_t byte_offset, const Shape& shape, DType dtype) const;
 
   const Shape& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }

@@ -15,24 +15,24 @@ CausalSelfAttention::CausalSelfAttention(const ModelContext& ctx, ArenaPlan& pla
       NH_local_(NH_local),
       qkv_(ctx, qkv_index, C, 3 * (C / ctx.tp_size)),
       proj_(ctx, qkv_index + 2, C / ctx.tp_size, C) {
-  plan.add(&qkv_out_, {B * T, 3 * C_local_});
-  plan.add(&atty_, {B * T, C_local_});
+  plan.add(&qkv_out_, {B * T, 3 * C_local_}, ctx.act);
+  plan.add(&atty_, {B * T, C_local_}, ctx.act);
   if (!ctx.inference) plan.add(&stats_, {B, NH_local, T, 2});  // forward's softmax statistics
 }
 
-void CausalSelfAttention::forward(float* out, const float* inp, const Rows& rows) {
-  qkv_.forward(qkv_out_.f32(), inp, rows);
-  ctx_.backend.attention_forward(atty_.f32(), stats_.f32(), scratch_.workspace.f32(),
-                                 qkv_out_.f32(), rows.B, rows.T, C_local_, NH_local_);
-  proj_.forward(out, atty_.f32(), rows);
+void CausalSelfAttention::forward(core::Act out, core::ConstAct inp, const Rows& rows) {
+  qkv_.forward(qkv_out_, inp, rows);
+  ctx_.backend.attention_forward(atty_, stats_.f32(), scratch_.workspace.f32(), qkv_out_, rows.B,
+                                 rows.T, C_local_, NH_local_);
+  proj_.forward(out, atty_, rows);
 }
 
-void CausalSelfAttention::backward(float* dinp, const float* dout, const float* inp,
+void CausalSelfAttention::backward(float* dinp, const float* dout, core::ConstAct inp,
                                    const Rows& rows) {
-  proj_.backward(scratch_.datty.f32(), dout, atty_.f32(), rows);
+  proj_.backward(scratch_.datty.f32(), dout, atty_, rows);
   ctx_.backend.attention_backward(scratch_.dqkv.f32(), scratch_.workspace.f32(),
-                                  scratch_.datty.f32(), qkv_out_.f32(), stats_.f32(), rows.B,
-                                  rows.T, C_local_, NH_local_);
+                                  scratch_.datty.f32(), qkv_out_, stats_.f32(), rows.B, rows.T,
+                                  C_local_, NH_local_);
   qkv_.backward(dinp, scratch_.dqkv.f32(), inp, rows);
 }
 

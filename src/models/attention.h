@@ -32,10 +32,10 @@ class CausalSelfAttention {
   // this rank's rows of each sequence (Rows; the heads see all rows.n()). Collective over
   // tp_comm. Saves qkv, the attention output and each query row's softmax
   // statistics for backward (which recomputes the probabilities).
-  void forward(float* out, const float* inp, const Rows& rows);
+  void forward(core::Act out, core::ConstAct inp, const Rows& rows);
   // dinp (n_local, C) OVERWRITTEN (summed over tp inside the qkv projection's backward);
   // parameter gradients ACCUMULATE. dout: (n_local, C); inp: what forward saw.
-  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
+  void backward(float* dinp, const float* dout, core::ConstAct inp, const Rows& rows);
   // N decode rows: row i is a token of the sequence in slot slots[i] at position positions[i]
   // (device int32). Appends each row's k, v to `cache` at `layer`, then out (N, C) as forward
   // would give for that position. Collective over tp_comm.

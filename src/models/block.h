@@ -31,24 +31,24 @@ class Block {
         int64_t T, int64_t C, int64_t NH_local);
 
   // out() (n_local, C) = the layer applied to x (rows.n_local(), C). Collective over tp_comm.
-  void forward(const float* x, const Rows& rows);
+  void forward(core::ConstAct x, const Rows& rows);
   // dres (n_local, C): on entry the gradient at out(); on return the gradient at x (ACCUMULATED
   // in place: both residual branches add their input gradients to it). Parameter gradients
   // ACCUMULATE. x: what forward saw.
-  void backward(float* dres, const float* x, const Rows& rows);
+  void backward(float* dres, core::ConstAct x, const Rows& rows);
   // out() rows 0..N-1 = the layer applied to N decode rows x (N, C) (see
   // CausalSelfAttention::decode for slots and positions).
   void decode(const float* x, KvCache& cache, int layer, const int32_t* slots,
               const int32_t* positions, int64_t N);
 
-  const float* out() const { return residual3_.f32(); }
+  core::ConstAct out() const { return residual3_; }
   // ParamSpec rows of this layer, first..first+11.
   int first_index() const { return first_index_; }
   static constexpr int kParams = 12;
 
  private:
   // The part of forward after attention: residual, ln_2, MLP, residual.
-  void finish(const float* x, const Rows& rows);
+  void finish(core::ConstAct x, const Rows& rows);
   // Rows of the layernorm/residual tensors: B * T, or B * T / tp when ctx.seq is set.
   static int64_t local_rows(const ModelContext& ctx, int64_t B, int64_t T);
 

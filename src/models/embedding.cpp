@@ -19,12 +19,17 @@ VocabParallelEmbedding::VocabParallelEmbedding(const ModelContext& ctx, int wte_
       dwte_(ctx.grad(wte_index)),
       dwpe_(ctx.grad(wte_index + 1)) {}
 
-void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, const Rows& rows) {
+void VocabParallelEmbedding::forward(core::Act out, const int32_t* tokens, const Rows& rows) {
   const int64_t B = rows.B, T = rows.T;
+  backends::Backend& be = ctx_.backend;
+  // The lookup, its sum over tp and the positions in fp32; bf16 activations are rounded once.
+  const int64_t n_out = rows.n_local() * C_;
+  float* sum = out.is_f32() ? out.f32() : ctx_.f32_rows(n_out);
   if (!rows.seq_sharded()) {
-    ctx_.backend.embedding_forward(out, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
-    parallel::reduce_from_tp_forward(ctx_.tp_comm, out, B * T * C_);
-    ctx_.backend.positional_forward(out, wpe_, B, T, C_);
+    be.embedding_forward(sum, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
+    parallel::reduce_from_tp_forward(ctx_.tp_comm, sum, B * T * C_);
+    be.positional_forward(sum, wpe_, B, T, C_);
+    if (!out.is_f32()) be.convert(out, sum, n_out);
     return;
   }
   // The lookups of all rows, summed over tp and kept for this rank's rows [t0, t0 + T_local) of
@@ -32,10 +37,11 @@ void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, const Ro
   TESSERA_ASSERT(ctx_.seq && B * T * C_ <= ctx_.seq->full.numel(),
                  "fitting the embedding's partial lookups in the sequence-parallel scratch");
   float* partial = ctx_.seq->full.f32();
-  ctx_.backend.embedding_forward(partial, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
-  parallel::reduce_scatter_to_sequence_forward(ctx_.tp_comm, out, partial, B, T, C_);
+  be.embedding_forward(partial, tokens, wte_, B * T, C_, vocab_start_, Vp_local_);
+  parallel::reduce_scatter_to_sequence_forward(ctx_.tp_comm, sum, partial, B, T, C_);
   const int64_t T_local = T / rows.seq_shards;
-  ctx_.backend.positional_forward(out, wpe_ + ctx_.tp_rank * T_local * C_, B, T_local, C_);
+  be.positional_forward(sum, wpe_ + ctx_.tp_rank * T_local * C_, B, T_local, C_);
+  if (!out.is_f32()) be.convert(out, sum, n_out);
 }
 
 const float* VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens,

@@ -21,7 +21,7 @@ class VocabParallelEmbedding {
   // out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) = (rows.B, rows.T) on the device; for
   // sharded rows out is this rank's rows of each sequence, (B, T / tp, C). Collective over
   // tp_comm.
-  void forward(float* out, const int32_t* tokens, const Rows& rows);
+  void forward(core::Act out, const int32_t* tokens, const Rows& rows);
   // dwte_local += dout rows at this rank's tokens, dwpe[t] += Σ_b dout[b, t] (ACCUMULATE).
   // dout (B, T, C) is the full gradient, identical on every tp rank (reduce_from_tp's backward
   // is the identity), so each rank scatters it into its own rows: no communication. For sharded

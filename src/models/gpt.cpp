@@ -66,7 +66,8 @@ backends::Backend& backend_or_cpu(backends::Backend* backend) {
 }  // namespace
 
 Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communicator* tp_comm,
-         backends::Backend* backend, bool sequence_parallel, const Arenas& arenas, Purpose purpose)
+         backends::Backend* backend, bool sequence_parallel, const Arenas& arenas, Purpose purpose,
+         core::DType activations)
     : model_(model),
       B_(B),
       T_(T),
@@ -89,6 +90,10 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
       ctx_{backend_, *tp_comm_, params_, weights_, grads_, tp_rank_, tp_size_} {
   TESSERA_ASSERT(T <= model.max_seq_len, "building a GPT with T <= model.max_seq_len");
   ctx_.inference = purpose == Purpose::kInference;
+  TESSERA_ASSERT(
+      activations == core::DType::kF32 || (activations == core::DType::kBF16 && !ctx_.inference),
+      "building a GPT with f32 activations, or bf16 ones for training");
+  ctx_.act = activations;
   TESSERA_ASSERT(weights_.numel() == params_.total_local_numel() &&
                      weights_.device() == backend_.device() &&
                      (ctx_.inference ? !grads_.defined()
@@ -106,12 +111,18 @@ Gpt::Gpt(const core::ModelConfig& model, int64_t B, int64_t T, parallel::Communi
   const int64_t BT_local = B * (T / seq_shards_);  // rows of the layernorm/residual regions
 
   ArenaPlan plan;
-  plan.add(&encoded_, {BT_local, C});
-  plan.add(&lnf_out_, {BT_local, C});
+  plan.add(&encoded_, {BT_local, C}, ctx_.act);
+  plan.add(&lnf_out_, {BT_local, C}, ctx_.act);
   if (seq_shards_ > 1) {
     plan.add(&seq_scratch_.full, {BT, C});
     plan.add(&seq_scratch_.dfull, {BT, C});
     ctx_.seq = &seq_scratch_;
+  }
+  if (ctx_.act != core::DType::kF32) {
+    plan.add(&act_f32_, {BT, C});
+    ctx_.act_f32 = &act_f32_;
+    // The widest activation argument of one backend op: the MLP's hidden rows (B*T, 4C / tp).
+    backend_.reserve_activation_scratch(BT * std::max(4 * Cl, C));
   }
   if (!ctx_.inference) {
     // Backward scratch, shared by the layers (one layer's backward runs at a time), and the
@@ -198,14 +209,14 @@ double Gpt::forward(const int32_t* tokens, const int32_t* targets, int64_t B, in
   have_targets_ = targets != nullptr;
   const Rows rows{B, T, seq_shards_};
   last_rows_ = rows;
-  embedding_->forward(encoded_.f32(), tok, rows);
-  const float* x = encoded_.f32();
+  embedding_->forward(encoded_, tok, rows);
+  core::ConstAct x = encoded_;
   for (auto& block : blocks_) {
     block->forward(x, rows);
     x = block->out();
   }
-  ln_f_->forward(lnf_out_.f32(), x, rows.n_local());
-  head_->forward(lnf_out_.f32(), rows);
+  ln_f_->forward(lnf_out_, x, rows.n_local());
+  head_->forward(lnf_out_, rows);
   if (!have_targets_) return 0.0;
   return head_->loss(stage(targets_, targets, BT), BT, n_valid);
 }
@@ -226,10 +237,10 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
     // The loss, LM head and final layernorm, as one timeline event.
     std::optional<parallel::Timeline::Scope> scope;
     if (timeline_) scope.emplace(timeline_, "bwd head", "backward");
-    head_->backward(dln, lnf_out_.f32(), targets_.data<int32_t>(), loss_scale, rows);
+    head_->backward(dln, lnf_out_, targets_.data<int32_t>(), loss_scale, rows);
     have_targets_ = false;  // the head's backward overwrote the logits: one backward per forward
     backend_.fill_zero(dres, rows.n_local() * C_ * sizeof(float));
-    const float* x_last = L_ > 0 ? blocks_.back()->out() : encoded_.f32();
+    const core::ConstAct x_last = L_ > 0 ? blocks_.back()->out() : core::ConstAct(encoded_);
     ln_f_->backward(dres, dln, x_last, rows);
   }
   if (on_ready) {
@@ -239,7 +250,7 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
     on_ready(nparams - 2);
   }
   for (int l = L_ - 1; l >= 0; --l) {
-    const float* x_in = l > 0 ? blocks_[l - 1]->out() : encoded_.f32();
+    const core::ConstAct x_in = l > 0 ? blocks_[l - 1]->out() : core::ConstAct(encoded_);
     {
       std::optional<parallel::Timeline::Scope> scope;
       if (timeline_) scope.emplace(timeline_, backward_names_[l], "backward");
@@ -274,6 +285,8 @@ void Gpt::backward(float loss_scale, const std::function<void(int)>& on_ready,
 const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* slots,
                          const int32_t* positions, int64_t N, const int64_t* head_rows,
                          int64_t n_head_rows) {
+  TESSERA_ASSERT(ctx_.act == core::DType::kF32,
+                 "decoding on a GPT with fp32 activations (bf16 ones are for training)");
   TESSERA_ASSERT(N >= 1 && N <= max_decode_rows(),
                  "decoding between 1 and max_decode_rows() (B * T, or B * T / tp when built "
                  "sequence parallel) rows");
@@ -290,7 +303,7 @@ const float* Gpt::decode(KvCache& cache, const int32_t* tokens, const int32_t* s
   const float* x = encoded_.f32();
   for (int l = 0; l < L_; ++l) {
     blocks_[l]->decode(x, cache, l, slot, pos, N);
-    x = blocks_[l]->out();
+    x = blocks_[l]->out().f32();
   }
   ln_f_->forward(lnf_out_.f32(), x, N);
   int64_t M = N;

@@ -63,13 +63,17 @@ class Gpt {
   // and the layers share one set of activations; forward, backward, zero_grad and grad() are
   // then refused. For GPT-2 124M at T = 1024 that is 1.84 GB less per rank (docs/PERF.md
   // "Serving").
+  // activations: the precision of the activations a training model keeps for backward, kF32 or
+  // kBF16 (train.dtype: bf16; ModelContext::act). Gradients, statistics, parameters and logits
+  // stay fp32. bf16 needs Purpose::kTrain (decode runs fp32).
   struct Arenas {
     core::Tensor weights, grads;
   };
   enum class Purpose { kTrain, kInference };
   Gpt(const core::ModelConfig& model, int64_t B, int64_t T,
       parallel::Communicator* tp_comm = nullptr, backends::Backend* backend = nullptr,
-      bool sequence_parallel = false, const Arenas& arenas = {}, Purpose purpose = Purpose::kTrain);
+      bool sequence_parallel = false, const Arenas& arenas = {}, Purpose purpose = Purpose::kTrain,
+      core::DType activations = core::DType::kF32);
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
@@ -148,6 +152,7 @@ class Gpt {
   // tp size when training calls run sequence parallel, else 1.
   int seq_shards() const { return seq_shards_; }
   bool inference_only() const { return ctx_.inference; }
+  core::DType activation_dtype() const { return ctx_.act; }
   // Bytes this model allocated on its device: weights, gradients (none for inference) and the
   // activation arena (the KV cache is the caller's).
   int64_t allocated_bytes() const;
@@ -181,6 +186,7 @@ class Gpt {
   // The modules, in forward order.
   BlockScratch scratch_;
   SequenceScratch seq_scratch_;  // allocated only when seq_shards_ > 1
+  core::Tensor act_f32_;         // ModelContext::act_f32, (B*T, C): only with bf16 activations
   std::unique_ptr<VocabParallelEmbedding> embedding_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<LayerNorm> ln_f_;
@@ -188,8 +194,8 @@ class Gpt {
 
   core::Tensor arena_;  // every module's activations and the shared scratch
   // (B*T_local, C) with T_local = T / seq_shards_:
-  core::Tensor encoded_;    // the embedding's output, the first block's input
-  core::Tensor lnf_out_;    // ln_f's output, the head's input
+  core::Tensor encoded_;    // the embedding's output, the first block's input (activations)
+  core::Tensor lnf_out_;    // ln_f's output, the head's input (activations)
   core::Tensor dresidual_;  // gradient of the residual stream
   core::Tensor tokens_, targets_, slots_, positions_;  // (B*T) int32 on the device
   std::vector<int32_t>

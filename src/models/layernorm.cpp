@@ -20,11 +20,11 @@ LayerNorm::LayerNorm(const ModelContext& ctx, ArenaPlan& plan, int weight_index,
   plan.add(&dparts_, {2, C});
 }
 
-void LayerNorm::forward(float* out, const float* inp, int64_t N) {
+void LayerNorm::forward(core::Act out, core::ConstAct inp, int64_t N) {
   ctx_.backend.layernorm_forward(out, mean_.f32(), rstd_.f32(), inp, w_, b_, N, C_);
 }
 
-void LayerNorm::backward(float* dinp, const float* dout, const float* inp, const Rows& rows) {
+void LayerNorm::backward(float* dinp, const float* dout, core::ConstAct inp, const Rows& rows) {
   const int64_t N = rows.n_local();
   if (!rows.seq_sharded()) {
     ctx_.backend.layernorm_backward(dinp, dw_, db_, dout, inp, w_, mean_.f32(), rstd_.f32(), N, C_);

@@ -18,12 +18,12 @@ class LayerNorm {
   LayerNorm(const ModelContext& ctx, ArenaPlan& plan, int weight_index, int64_t rows, int64_t C);
 
   // out, inp: (N, C). OVERWRITES out; saves mean, rstd of the N rows.
-  void forward(float* out, const float* inp, int64_t N);
+  void forward(core::Act out, core::ConstAct inp, int64_t N);
   // dinp (N, C) ACCUMULATES (the residual stream); dweight, dbias ACCUMULATE. dout: (N, C);
   // inp: what forward saw; N = rows.n_local(). Derivation in backends/cpu/layernorm.cpp. For
   // sharded rows each tp rank saw only its rows: this call's weight gradients are summed over tp
   // before they accumulate (a collective over tp_comm), so every tp rank holds the full ones.
-  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
+  void backward(float* dinp, const float* dout, core::ConstAct inp, const Rows& rows);
 
   int weight_index() const { return index_; }
 

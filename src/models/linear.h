@@ -15,9 +15,16 @@
 
 #include <cstdint>
 
+#include "core/act.h"
 #include "models/module.h"
 
 namespace tessera::models {
+
+// inp (rows.n_local(), C) gathered along the sequence into ctx.seq->full, fp32 (rows.n(), C);
+// bf16 activations are widened into ctx.act_f32 first. Collective over tp_comm. The input of a
+// column-parallel GEMM, and of the LM head, under sequence parallelism.
+const float* gather_sequence(const ModelContext& ctx, core::ConstAct inp, const Rows& rows,
+                             int64_t C);
 
 class ColumnParallelLinear {
  public:
@@ -28,21 +35,21 @@ class ColumnParallelLinear {
   // out (rows.n(), OC_local) = inp · W_localᵀ + b_local, inp (rows.n_local(), C) (all rows
   // unless sharded: then gathered along the sequence first). OVERWRITES out. Collective over
   // tp_comm when the rows are sharded.
-  void forward(float* out, const float* inp, const Rows& rows);
+  void forward(core::Act out, core::ConstAct inp, const Rows& rows);
   // The same, then gelu: pre_gelu (rows.n(), OC_local) saved for backward, out = gelu(pre_gelu).
-  void forward_gelu(float* out, float* pre_gelu, const float* inp, const Rows& rows);
+  void forward_gelu(core::Act out, core::Act pre_gelu, core::ConstAct inp, const Rows& rows);
   // Collective over tp_comm. dinp (rows.n_local(), C) = dout · W_local summed over tp: the
   // inputs were replicated (or gathered), so every rank's partial gradient is all-reduced (or
   // reduce-scattered along the sequence) (OVERWRITES); dW_local += doutᵀ · inp, db_local +=
   // column sums of dout (ACCUMULATE). dout: (rows.n(), OC_local); inp: what forward saw.
-  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
+  void backward(float* dinp, const float* dout, core::ConstAct inp, const Rows& rows);
 
   int weight_index() const { return index_; }
 
  private:
   // The GEMM's input: inp (copy_to_tp forward, the identity) or, for sharded rows, inp gathered
-  // along the sequence into the shared scratch.
-  const float* full_input(const float* inp, const Rows& rows);
+  // along the sequence into the shared scratch (fp32).
+  core::ConstAct full_input(core::ConstAct inp, const Rows& rows);
 
   const ModelContext& ctx_;
   int index_;
@@ -58,13 +65,13 @@ class RowParallelLinear {
 
   // Collective over tp_comm. out (rows.n_local(), OC) = Σ_tp inp_local (rows.n(), C_local) ·
   // W_localᵀ (for sharded rows: this rank's rows of the sum), then + b. OVERWRITES out.
-  void forward(float* out, const float* inp_local, const Rows& rows);
+  void forward(core::Act out, core::ConstAct inp_local, const Rows& rows);
   // dinp_local (rows.n(), C_local) = dout · W_local (OVERWRITES; reduce_from_tp's backward is
   // the identity, so dout is the full, replicated gradient; for sharded rows dout
   // (rows.n_local(), OC) is first gathered along the sequence: a collective over tp_comm);
   // dW_local += doutᵀ · inp_local and db += column sums of dout (ACCUMULATE; db is replicated and
   // identical on every tp rank, taken over all rows in both cases).
-  void backward(float* dinp_local, const float* dout, const float* inp_local, const Rows& rows);
+  void backward(float* dinp_local, const float* dout, core::ConstAct inp_local, const Rows& rows);
 
   int weight_index() const { return index_; }
 

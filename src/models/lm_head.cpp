@@ -5,6 +5,7 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
+#include "models/linear.h"
 #include "parallel/communicator.h"
 #include "parallel/mappings.h"
 
@@ -27,16 +28,12 @@ LmHead::LmHead(const ModelContext& ctx, ArenaPlan& plan, const float* wte, float
   plan.add(&xent_sums_, {2, rows});
 }
 
-const float* LmHead::full_input(const float* x, const Rows& rows) {
+core::ConstAct LmHead::full_input(core::ConstAct x, const Rows& rows) {
   if (!rows.seq_sharded()) return x;
-  TESSERA_ASSERT(ctx_.seq && rows.n() * C_ <= ctx_.seq->full.numel(),
-                 "fitting the head's gathered input in the sequence-parallel scratch");
-  float* full = ctx_.seq->full.f32();
-  parallel::gather_from_sequence_forward(ctx_.tp_comm, full, x, rows.B, rows.T, C_);
-  return full;
+  return gather_sequence(ctx_, x, rows, C_);
 }
 
-void LmHead::forward(const float* x, const Rows& rows) {
+void LmHead::forward(core::ConstAct x, const Rows& rows) {
   ctx_.backend.matmul_forward(logits_.f32(), full_input(x, rows), wte_, nullptr, rows.n(), C_,
                               Vp_local_);
 }
@@ -57,7 +54,7 @@ double LmHead::loss(const int32_t* targets, int64_t N, int64_t* n_valid) {
   return sum;
 }
 
-void LmHead::backward(float* dx, const float* x, const int32_t* targets, float loss_scale,
+void LmHead::backward(float* dx, core::ConstAct x, const int32_t* targets, float loss_scale,
                       const Rows& rows) {
   backends::Backend& be = ctx_.backend;
   const int64_t N = rows.n();
@@ -76,7 +73,7 @@ void LmHead::backward(float* dx, const float* x, const int32_t* targets, float l
   }
   // x was gathered along the sequence: gather it again (it is not kept), and reduce-scatter the
   // ranks' parts of its gradient.
-  const float* x_full = full_input(x, rows);
+  const core::ConstAct x_full = full_input(x, rows);
   TESSERA_ASSERT(N * C_ <= ctx_.seq->dfull.numel(),
                  "fitting the head's input gradient in the sequence-parallel scratch");
   float* dfull = ctx_.seq->dfull.f32();

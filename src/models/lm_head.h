@@ -24,7 +24,7 @@ class LmHead {
   // garbage-free zeros times x (padding rows of wte are zero). For sharded rows x is
   // (rows.n_local(), C), gathered along the sequence first (a collective over tp_comm). Also the
   // decode step, with Rows::flat(N).
-  void forward(const float* x, const Rows& rows);
+  void forward(core::ConstAct x, const Rows& rows);
   // After forward: losses (N) = -log softmax(logits)[target] (0 where targets < 0); returns
   // Σ losses over targets >= 0 (host, in double) and sets *n_valid to their count.
   // targets (N) on the device. Collective over tp_comm.
@@ -34,7 +34,7 @@ class LmHead {
   // dwte_local += dlogitsᵀ · x (ACCUMULATES), with dlogits = (softmax - onehot) · loss_scale.
   // dlogits OVERWRITES the logits (logits() holds the gradient afterwards): one backward per
   // forward. x: what forward saw. Collective over tp_comm.
-  void backward(float* dx, const float* x, const int32_t* targets, float loss_scale,
+  void backward(float* dx, core::ConstAct x, const int32_t* targets, float loss_scale,
                 const Rows& rows);
 
   const float* logits() const { return logits_.f32(); }
@@ -42,7 +42,7 @@ class LmHead {
  private:
   // The GEMM's input: x, or for sharded rows x gathered along the sequence into the shared
   // scratch.
-  const float* full_input(const float* x, const Rows& rows);
+  core::ConstAct full_input(core::ConstAct x, const Rows& rows);
 
   const ModelContext& ctx_;
   const float* wte_;

@@ -25,9 +25,9 @@ class Mlp {
   // out (n_local, C) = proj(gelu(fc(inp))), inp (n_local, C) replicated (or this rank's rows
   // of each sequence; the hidden units see all rows.n()). Collective over tp_comm. Also the
   // decode step, with Rows::flat(N) (the MLP is position-wise: decode rows are plain rows).
-  void forward(float* out, const float* inp, const Rows& rows);
+  void forward(core::Act out, core::ConstAct inp, const Rows& rows);
   // dinp (n_local, C) OVERWRITTEN (summed over tp); parameter gradients ACCUMULATE.
-  void backward(float* dinp, const float* dout, const float* inp, const Rows& rows);
+  void backward(float* dinp, const float* dout, core::ConstAct inp, const Rows& rows);
 
  private:
   const ModelContext& ctx_;

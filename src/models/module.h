@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/act.h"
 #include "core/tensor.h"
 #include "params/param_spec.h"
 
@@ -63,6 +64,15 @@ struct ModelContext {
   bool inference = false;
   // Set when the model runs training calls sequence parallel (Rows::seq_sharded); else null.
   SequenceScratch* seq = nullptr;
+  // The precision of the activations modules keep (train.dtype: bf16 makes a training model's
+  // bf16; gradients, statistics, parameters and logits are always fp32).
+  core::DType act = core::DType::kF32;
+  // With bf16 activations: fp32 rows (B*T, C) where a module sums before it rounds once (the
+  // embedding's lookup and positions, a row-parallel layer's partial products and its bias), and
+  // where a sequence-parallel input is widened before it is gathered. Null with fp32 ones.
+  const core::Tensor* act_f32 = nullptr;
+  // act_f32 as fp32 rows for `numel` elements (checked).
+  float* f32_rows(int64_t numel) const;
   // Called after each linear layer's backward GEMMs when set (Gpt::set_backward_poll): the
   // data-parallel reducer's progress test, since MPI moves a started all-reduce only inside MPI
   // calls (no progress thread).
@@ -76,14 +86,15 @@ struct ModelContext {
   float* grad(int i) const { return grads.defined() ? grads.f32() + params.offset(i) : nullptr; }
 };
 
-// Collects (tensor, shape) requests, then allocates one zeroed arena on the backend and points
-// every requested tensor at its view (each rounded to 16 elements: 64-byte aligned).
+// Collects (tensor, shape, dtype) requests, then allocates one zeroed arena on the backend and
+// points every requested tensor at its view (each rounded to 64 bytes, so every view is 64-byte
+// aligned).
 // Requests follow each other in the arena, unless rewind() sends later ones back over earlier
 // ones: an inference model's layers share one set of activations (Gpt::Purpose::kInference).
 class ArenaPlan {
  public:
-  void add(core::Tensor* tensor, core::Shape shape);
-  // Where the next request goes (elements into the arena).
+  void add(core::Tensor* tensor, core::Shape shape, core::DType dtype = core::DType::kF32);
+  // Where the next request goes (bytes into the arena).
   int64_t mark() const { return cursor_; }
   // The next requests go from `mark` on, over the ones added since it: only for tensors that
   // are never live at the same time as those.
@@ -95,7 +106,8 @@ class ArenaPlan {
   struct Request {
     core::Tensor* tensor;
     core::Shape shape;
-    int64_t offset;
+    core::DType dtype;
+    int64_t offset;  // bytes
   };
   std::vector<Request> requests_;
   int64_t cursor_ = 0, end_ = 0;

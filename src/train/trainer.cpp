@@ -453,9 +453,10 @@ void Trainer::set_up_model() {
       core::log_info("dp gradients exchange over MPI (parallel.node_shared auto: " + why + ")");
     }
   }
-  model_ =
-      std::make_unique<models::Gpt>(config_.model, micro_, T_, &grid_.device_tp_comm(),
-                                    backend_.get(), config_.parallel.sequence_parallel, arenas);
+  model_ = std::make_unique<models::Gpt>(
+      config_.model, micro_, T_, &grid_.device_tp_comm(), backend_.get(),
+      config_.parallel.sequence_parallel, arenas, models::Gpt::Purpose::kTrain,
+      tc_.dtype == "bf16" ? core::DType::kBF16 : core::DType::kF32);
   model_->set_timeline(timeline_.get());
   if (dp_size_ > 1) {
     parallel::ReducerOptions ro;
@@ -618,8 +619,8 @@ void Trainer::log_run() {
   core::log_info(line);
   if (tc_.dtype == "bf16") {
     core::log_info(
-        "precision: bf16 GEMM operands with fp32 accumulation; fp32 master weights, "
-        "AdamW moments, gradients and everything else (train.dtype bf16)");
+        "precision: bf16 activations and GEMM operands with fp32 accumulation; fp32 master "
+        "weights, AdamW moments, gradients, logits and softmax statistics (train.dtype bf16)");
   }
   const char* exchange = dp_size_ == 1  ? ""
                          : node_shared_ ? ", exchanged through node-shared memory"

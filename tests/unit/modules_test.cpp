@@ -403,7 +403,7 @@ TEST(ModuleGradient, Block) {
   const auto r = random_floats(kBT * kC, 52);
   auto objective = [&] {
     block.forward(x.data(), Rows{kB, kT});
-    return dot(block.out(), r);
+    return dot(block.out().f32(), r);
   };
   objective();
   // dres: the gradient at out() on entry, the gradient at x on return (the residual identity

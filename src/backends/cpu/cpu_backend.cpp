@@ -65,6 +65,15 @@ void CpuBackend::fill(float* x, float value, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = value;
 }
 
+void CpuBackend::bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+  Scope s(profiling_, &times_.other);
+  kc::from_bf16(dst, src, n);
+}
+void CpuBackend::f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+  Scope s(profiling_, &times_.other);
+  kc::to_bf16(dst, src, n);
+}
+
 void CpuBackend::set_bf16_matmuls(bool on) {
   // The packed copies hold the weights in the precision they were packed in.
   TESSERA_ASSERT(on == bf16_matmuls_ || frozen_ == 0,

@@ -18,6 +18,20 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend() = default;
 
+  // The ops on activations of either precision (backend.h) beside the fp32 overrides below.
+  using Backend::add_bias;
+  using Backend::attention_backward;
+  using Backend::attention_forward;
+  using Backend::embedding_forward;
+  using Backend::gelu_backward;
+  using Backend::layernorm_backward;
+  using Backend::layernorm_forward;
+  using Backend::matmul_backward;
+  using Backend::matmul_forward;
+  using Backend::matmul_gelu_forward;
+  using Backend::positional_forward;
+  using Backend::residual_forward;
+
   core::Device device() const override { return core::Device::kCpu; }
   std::string describe() const override;
 
@@ -29,6 +43,9 @@ class CpuBackend final : public Backend {
   void fill(float* x, float value, int64_t n) override;
   void synchronize() override {}
   void* stream() const override { return nullptr; }
+
+  void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) override;
+  void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) override;
 
   void set_bf16_matmuls(bool on) override;
   void freeze_weights(bool frozen) override;

@@ -121,6 +121,12 @@ void CudaBackend::fill_zero(void* dst, size_t bytes) {
 }
 void CudaBackend::fill(float* x, float value, int64_t n) { kc::fill(x, value, n, stream_.get()); }
 void CudaBackend::synchronize() { stream_.synchronize(); }
+void CudaBackend::bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+  timed(&times_.other, [&] { kc::from_bf16(dst, src, n, stream_.get()); });
+}
+void CudaBackend::f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+  timed(&times_.other, [&] { kc::to_bf16(dst, src, n, stream_.get()); });
+}
 
 // ---- Linear layers ------------------------------------------------------------------------------
 

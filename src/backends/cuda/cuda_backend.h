@@ -25,6 +25,20 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(Attention attention = Attention::kFused);
   ~CudaBackend() override;
 
+  // The ops on activations of either precision (backend.h) beside the fp32 overrides below.
+  using Backend::add_bias;
+  using Backend::attention_backward;
+  using Backend::attention_forward;
+  using Backend::embedding_forward;
+  using Backend::gelu_backward;
+  using Backend::layernorm_backward;
+  using Backend::layernorm_forward;
+  using Backend::matmul_backward;
+  using Backend::matmul_forward;
+  using Backend::matmul_gelu_forward;
+  using Backend::positional_forward;
+  using Backend::residual_forward;
+
   core::Device device() const override { return core::Device::kCuda; }
   std::string describe() const override;
 
@@ -34,6 +48,8 @@ class CudaBackend final : public Backend {
   void copy(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
   void fill(float* x, float value, int64_t n) override;
+  void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) override;
+  void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) override;
   void synchronize() override;
   void* stream() const override { return stream_.get(); }
 

@@ -33,6 +33,13 @@ __global__ void to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
   }
 }
 
+__global__ void from_bf16_kernel(float* out, const uint16_t* in, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __bfloat162float(__ushort_as_bfloat16(in[i]));
+  }
+}
+
 // One block of kThreads: thread t sums rows t, t + kThreads, ... in order; then a halving tree.
 __global__ void sum_losses_kernel(double* sum, int64_t* count, const float* losses,
                                   const int32_t* targets, int64_t N) {
@@ -76,6 +83,13 @@ void to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream) {
   if (n == 0) return;
   to_bf16_kernel<<<grid_stride_blocks(n), kThreads, 0, stream>>>(out, in, n);
   TESSERA_CUDA_LAUNCH_CHECK("launching to_bf16");
+}
+
+void from_bf16(float* out, const uint16_t* in, int64_t n, Stream stream) {
+  TESSERA_ASSERT(n >= 0, "checking from_bf16's size");
+  if (n == 0) return;
+  from_bf16_kernel<<<grid_stride_blocks(n), kThreads, 0, stream>>>(out, in, n);
+  TESSERA_CUDA_LAUNCH_CHECK("launching from_bf16");
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stream) {

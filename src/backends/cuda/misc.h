@@ -1,5 +1,5 @@
 // Small device ops the Backend interface needs that no kernel family owns: a constant fill, a
-// device-to-device copy, fp32 -> bf16 conversion and the masked loss sum behind a step's mean
+// device-to-device copy, fp32 <-> bf16 conversions and the masked loss sum behind a step's mean
 // loss. fp32; device
 // pointers; work is queued on `stream` and never waits for it.
 #pragma once
@@ -21,6 +21,9 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes, Stream stre
 // out (n) = in rounded to bf16 (raw bits): nearest, ties to even; NaN stays NaN. The bits
 // core::to_bf16 gives for every non-NaN input (the mixed-precision GEMMs' operands).
 void to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream);
+
+// out (n) = the bf16 values in (n) (raw bits) as floats, exactly (core::from_bf16).
+void from_bf16(float* out, const uint16_t* in, int64_t n, Stream stream);
 
 // *sum = Σ losses[n] over the rows with targets[n] >= 0, in double, and *count = the number of
 // such rows; losses, targets: (N). sum and count are one device double and one device int64,

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     app.add_option("--steps", steps);
     app.add_option("--warmup", warmup);
     app.add_option("--threads", threads);
-    app.add_option("--dtype", dtype, "fp32, or bf16 GEMM operands (train.dtype)")
+    app.add_option("--dtype", dtype, "fp32, or bf16 activations and GEMM operands (train.dtype)")
         ->check(CLI::IsMember({"fp32", "bf16"}));
     app.add_option("--device", device, "cpu or cuda (train.device)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
@@ -77,7 +77,10 @@ int main(int argc, char** argv) {
                                                : 0.0;
 
     backend.set_bf16_matmuls(dtype == "bf16");
-    models::Gpt model(mc, micro, T, &grid.device_tp_comm(), &backend);
+    // As train.dtype: bf16 does: bf16 GEMM operands and activations.
+    models::Gpt model(mc, micro, T, &grid.device_tp_comm(), &backend, false, {},
+                      models::Gpt::Purpose::kTrain,
+                      dtype == "bf16" ? core::DType::kBF16 : core::DType::kF32);
     model.init_weights(1);
     optim::AdamW adamw(model.param_set(), &backend);
     std::vector<int32_t> tokens(B * T), targets(B * T);
@@ -136,6 +139,8 @@ int main(int argc, char** argv) {
         {"loss_first", losses.front()},
         {"loss_last", losses.back()},
         {"activation_mib", static_cast<double>(model.activation_bytes()) / 1048576.0},
+        {"activation_scratch_mib",
+         static_cast<double>(backend.activation_scratch_bytes()) / 1048576.0},
         {"model_allocated_mib", static_cast<double>(model.allocated_bytes()) / 1048576.0},
         {"peak_rss_mib", bench::peak_rss_mib()}};
     if (on_cpu) {

@@ -196,15 +196,18 @@ class Backend {
   // parameters and logits stay fp32). Each computes in fp32: a bf16 input is read exactly (into
   // fp32 scratch), the fp32 op runs, and a bf16 output gets its result rounded to the nearest
   // bf16. With every argument fp32 they are the fp32 ops themselves. Contracts as above. The
-  // scratch is this backend's (reserve_activation_scratch; grown at first use otherwise).
+  // scratch is this backend's (reserve_activation_scratch; grown at first use otherwise). A
+  // backend may override the GEMMs to hand bf16 inputs to its bf16 GEMMs as they are (the same
+  // values: rounding a bf16 value to bf16 changes nothing).
   void convert(core::Act dst, core::ConstAct src, int64_t n);
-  void matmul_forward(core::Act out, core::ConstAct inp, const float* weight, const float* bias,
-                      int64_t N, int64_t C, int64_t OC);
-  void matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::ConstAct inp,
-                           const float* weight, const float* bias, int64_t N, int64_t C,
-                           int64_t OC);
-  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                       core::ConstAct inp, const float* weight, int64_t N, int64_t C, int64_t OC);
+  virtual void matmul_forward(core::Act out, core::ConstAct inp, const float* weight,
+                              const float* bias, int64_t N, int64_t C, int64_t OC);
+  virtual void matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::ConstAct inp,
+                                   const float* weight, const float* bias, int64_t N, int64_t C,
+                                   int64_t OC);
+  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                               core::ConstAct inp, const float* weight, int64_t N, int64_t C,
+                               int64_t OC);
   void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
                          const float* weight, const float* bias, int64_t N, int64_t C);
   void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
@@ -238,8 +241,7 @@ class Backend {
   bool bf16_matmuls_ = false;
   KernelTimes times_;
 
- private:
-  // fp32 scratch slot `slot` of the Act ops, holding at least n elements.
+  // fp32 scratch slot `slot` (0, 1, 2) of the Act ops, holding at least n elements.
   float* wide(int slot, int64_t n);
   // x's values as fp32: x itself when fp32, else widened into slot `slot`.
   const float* widen(int slot, core::ConstAct x, int64_t n);
@@ -247,6 +249,8 @@ class Backend {
   // (uninitialised); narrow() then stores it into x.
   float* result(int slot, core::Act x, int64_t n);
   void narrow(core::Act x, const float* result, int64_t n);
+
+ private:
   core::Tensor wide_[3];
 };
 

@@ -20,6 +20,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda_factory.h"
+#include "core/bf16.h"
 #include "cuda_test_util.h"
 
 namespace tessera::backends {
@@ -33,8 +34,12 @@ constexpr double kDoubleSumTolerance = 1e-10;
 
 template <typename T>
 constexpr core::DType dtype_of() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int32_t>, "f32 or i32 operands");
-  return std::is_same_v<T, float> ? core::DType::kF32 : core::DType::kI32;
+  static_assert(
+      std::is_same_v<T, float> || std::is_same_v<T, int32_t> || std::is_same_v<T, uint16_t>,
+      "f32, i32 or bf16 (uint16 bits) operands");
+  return std::is_same_v<T, float>     ? core::DType::kF32
+         : std::is_same_v<T, int32_t> ? core::DType::kI32
+                                      : core::DType::kBF16;
 }
 
 // One operand in both backends' memory: `host` is the CPU backend's, `dev` a tensor of the CUDA
@@ -84,6 +89,24 @@ class CudaBackendOps : public ::testing::Test {
   }
   void expect_close(const Twin<float>& t, double tolerance, const std::string& what) {
     EXPECT_LE(tt::rel_error(fetch(t), t.host), tolerance) << what;
+  }
+  // bf16 activations: random values rounded to bf16 (raw bits), or NaN bits for an output.
+  Twin<uint16_t> random_bf16(int64_t n, uint32_t seed, float scale = 1.0f) {
+    std::vector<uint16_t> bits(n);
+    const std::vector<float> x = tt::random_floats(n, seed, scale);
+    for (int64_t i = 0; i < n; ++i) bits[i] = core::to_bf16(x[i]);
+    return twin(std::move(bits));
+  }
+  Twin<uint16_t> output_bf16(int64_t n) { return twin(std::vector<uint16_t>(n, 0x7FC0)); }
+  // Both sides' bf16 values as floats, compared as expect_close does.
+  void expect_close_bf16(const Twin<uint16_t>& t, double tolerance, const std::string& what) {
+    const std::vector<uint16_t> dev = fetch(t);
+    std::vector<float> got(dev.size()), want(dev.size());
+    for (size_t i = 0; i < dev.size(); ++i) {
+      got[i] = core::from_bf16(dev[i]);
+      want[i] = core::from_bf16(t.host[i]);
+    }
+    EXPECT_LE(tt::rel_error(got, want), tolerance) << what;
   }
   template <typename T>
   void expect_equal(const Twin<T>& t, const std::string& what) {
@@ -380,6 +403,109 @@ TEST_F(CudaBackendOps, AttentionForwardAndBackward) {
   cpu_.attention_backward(dqkv.h(), cpu_ws.data(), dout.h(), qkv.h(), saved_stats.h(), B, T, C, NH);
   gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), dout.d(), qkv.d(), saved_stats.d(), B, T, C, NH);
   expect_close(dqkv, kF32Tolerance, "dqkv");
+}
+
+// bf16 activations (train.dtype: bf16): the ops on core::Act arguments through both backends. The
+// conversions and the element-wise ops are bit for bit (the same fp32 values rounded the same
+// way). Where the fp32 results differ in their last bits (GEMMs, layernorm, attention) a value
+// may round to the neighbouring bf16, 2^-8 relative, so those compare within 4e-3; the fp32
+// outputs (statistics, gradients) at the fp32 bar, or the bf16 GEMMs' where bf16 operands are on.
+TEST_F(CudaBackendOps, Bf16ActivationOpsMatchTheCpu) {
+  constexpr int64_t B = 2, T = 37, C = 64, NH = 4, N = B * T, OC = 3 * C;
+  constexpr double kBf16Tolerance = 4e-3, kBf16GemmTolerance = 1e-4;
+  using core::Act;
+  using core::ConstAct;
+  auto f = random(N * C, 401), back = output(N * C);
+  auto bits = output_bf16(N * C);
+  cpu_.f32_to_bf16(bits.h(), f.h(), N * C);
+  gpu_->f32_to_bf16(bits.d(), f.d(), N * C);
+  expect_equal(bits, "f32_to_bf16");
+  cpu_.bf16_to_f32(back.h(), bits.h(), N * C);
+  gpu_->bf16_to_f32(back.d(), bits.d(), N * C);
+  expect_equal(back, "bf16_to_f32");
+
+  auto a = random_bf16(N * C, 402), b = random_bf16(N * C, 403), sum = output_bf16(N * C);
+  cpu_.residual_forward(Act::bf16(sum.h()), ConstAct::bf16(a.h()), ConstAct::bf16(b.h()), N * C);
+  gpu_->residual_forward(Act::bf16(sum.d()), ConstAct::bf16(a.d()), ConstAct::bf16(b.d()), N * C);
+  expect_equal(sum, "bf16 residual_forward");
+  auto bias = random(C, 404);
+  cpu_.add_bias(Act::bf16(sum.h()), bias.h(), N, C);
+  gpu_->add_bias(Act::bf16(sum.d()), bias.d(), N, C);
+  expect_equal(sum, "bf16 add_bias");
+
+  auto lw = random(C, 405), lb = random(C, 406);
+  auto ln = output_bf16(N * C);
+  auto mean = output(N), rstd = output(N);
+  cpu_.layernorm_forward(Act::bf16(ln.h()), mean.h(), rstd.h(), ConstAct::bf16(a.h()), lw.h(),
+                         lb.h(), N, C);
+  gpu_->layernorm_forward(Act::bf16(ln.d()), mean.d(), rstd.d(), ConstAct::bf16(a.d()), lw.d(),
+                          lb.d(), N, C);
+  expect_close_bf16(ln, kBf16Tolerance, "bf16 layernorm_forward");
+  expect_close(rstd, kF32Tolerance, "rstd of bf16 inputs");
+  auto dln = random(N * C, 407), dinp = random(N * C, 408), dlw = random(C, 409),
+       dlb = random(C, 410);
+  auto saved_mean = twin(mean.host), saved_rstd = twin(rstd.host);
+  cpu_.layernorm_backward(dinp.h(), dlw.h(), dlb.h(), dln.h(), ConstAct::bf16(a.h()), lw.h(),
+                          saved_mean.h(), saved_rstd.h(), N, C);
+  gpu_->layernorm_backward(dinp.d(), dlw.d(), dlb.d(), dln.d(), ConstAct::bf16(a.d()), lw.d(),
+                           saved_mean.d(), saved_rstd.d(), N, C);
+  expect_close(dinp, kF32Tolerance, "layernorm dinp from bf16 inputs");
+  expect_close(dlw, kF32Tolerance, "layernorm dweight from bf16 inputs");
+
+  cpu_.set_bf16_matmuls(true);
+  gpu_->set_bf16_matmuls(true);
+  struct Restore {
+    CpuBackend& cpu;
+    Backend& gpu;
+    ~Restore() {
+      cpu.set_bf16_matmuls(false);
+      gpu.set_bf16_matmuls(false);
+    }
+  } restore{cpu_, *gpu_};
+  auto w = random(OC * C, 411, 0.1f), wb = random(OC, 412);
+  auto qkv = output_bf16(N * OC);
+  cpu_.matmul_forward(Act::bf16(qkv.h()), ConstAct::bf16(a.h()), w.h(), wb.h(), N, C, OC);
+  gpu_->matmul_forward(Act::bf16(qkv.d()), ConstAct::bf16(a.d()), w.d(), wb.d(), N, C, OC);
+  expect_close_bf16(qkv, kBf16Tolerance, "bf16 matmul_forward");
+  auto logits = output(N * OC);  // an fp32 output from a bf16 input: the LM head
+  cpu_.matmul_forward(Act(logits.h()), ConstAct::bf16(a.h()), w.h(), nullptr, N, C, OC);
+  gpu_->matmul_forward(Act(logits.d()), ConstAct::bf16(a.d()), w.d(), nullptr, N, C, OC);
+  expect_close(logits, kBf16GemmTolerance, "fp32 logits of bf16 inputs");
+  auto gelu = output_bf16(N * OC), pre = output_bf16(N * OC);
+  cpu_.matmul_gelu_forward(Act::bf16(gelu.h()), Act::bf16(pre.h()), ConstAct::bf16(a.h()), w.h(),
+                           wb.h(), N, C, OC);
+  gpu_->matmul_gelu_forward(Act::bf16(gelu.d()), Act::bf16(pre.d()), ConstAct::bf16(a.d()), w.d(),
+                            wb.d(), N, C, OC);
+  expect_close_bf16(pre, kBf16Tolerance, "bf16 pre-GELU");
+  expect_close_bf16(gelu, kBf16Tolerance, "bf16 GELU");
+  auto dout = random(N * OC, 413), dx = output(N * C), dw = random(OC * C, 414),
+       db = random(OC, 415);
+  cpu_.matmul_backward(dx.h(), dw.h(), db.h(), dout.h(), ConstAct::bf16(a.h()), w.h(), N, C, OC);
+  gpu_->matmul_backward(dx.d(), dw.d(), db.d(), dout.d(), ConstAct::bf16(a.d()), w.d(), N, C, OC);
+  expect_close(dx, kBf16GemmTolerance, "matmul dinp from bf16 inputs");
+  expect_close(dw, kBf16GemmTolerance, "matmul dweight from bf16 inputs");
+  auto dgelu = output(N * OC);
+  cpu_.gelu_backward(dgelu.h(), ConstAct::bf16(pre.h()), dout.h(), N * OC);
+  gpu_->gelu_backward(dgelu.d(), ConstAct::bf16(pre.d()), dout.d(), N * OC);
+  expect_close(dgelu, kBf16Tolerance, "gelu_backward from bf16 pre-GELU");
+
+  auto att = output_bf16(N * C);
+  auto stats = output(B * NH * T * 2);
+  auto cpu_ws = std::vector<float>(cpu_.attention_workspace_size(B, T, C, NH));
+  auto gpu_ws = gpu_->zeros({gpu_->attention_workspace_size(B, T, C, NH)}, core::DType::kF32);
+  auto q = random_bf16(N * OC, 416);
+  cpu_.attention_forward(Act::bf16(att.h()), stats.h(), cpu_ws.data(), ConstAct::bf16(q.h()), B, T,
+                         C, NH);
+  gpu_->attention_forward(Act::bf16(att.d()), stats.d(), gpu_ws.f32(), ConstAct::bf16(q.d()), B, T,
+                          C, NH);
+  expect_close_bf16(att, kBf16Tolerance, "bf16 attention_forward");
+  expect_close(stats, kF32Tolerance, "attention statistics of bf16 inputs");
+  auto saved_stats = twin(stats.host), datt = random(N * C, 417), dqkv = output(N * OC);
+  cpu_.attention_backward(dqkv.h(), cpu_ws.data(), datt.h(), ConstAct::bf16(q.h()), saved_stats.h(),
+                          B, T, C, NH);
+  gpu_->attention_backward(dqkv.d(), gpu_ws.f32(), datt.d(), ConstAct::bf16(q.d()), saved_stats.d(),
+                           B, T, C, NH);
+  expect_close(dqkv, kF32Tolerance, "attention dqkv from bf16 inputs");
 }
 
 // HS = 32: the fused (flash) kernels by default, against the CPU and against a CudaBackend built

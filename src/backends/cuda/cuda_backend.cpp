@@ -197,6 +197,47 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
   });
 }
 
+void CudaBackend::matmul_forward(core::Act out, core::ConstAct inp, const float* weight,
+                                 const float* bias, int64_t N, int64_t C, int64_t OC) {
+  if (!bf16_matmuls_ || inp.is_f32()) {
+    return Backend::matmul_forward(out, inp, weight, bias, N, C, OC);
+  }
+  float* y = result(0, out, N * OC);
+  timed(&times_.matmul, [&] {
+    kc::matmul_forward_bf16(matmul_, y, inp.bf16(), weight_bf16(weight, OC * C), bias, N, C, OC,
+                            stream_.get());
+  });
+  narrow(out, y, N * OC);
+}
+void CudaBackend::matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::ConstAct inp,
+                                      const float* weight, const float* bias, int64_t N, int64_t C,
+                                      int64_t OC) {
+  if (!bf16_matmuls_ || inp.is_f32()) {
+    return Backend::matmul_gelu_forward(out, pre_gelu, inp, weight, bias, N, C, OC);
+  }
+  // GELU of the fp32 pre-activation, before either is rounded (as the CPU's reference does).
+  float* y = result(0, out, N * OC);
+  float* pre = result(1, pre_gelu, N * OC);
+  timed(&times_.matmul, [&] {
+    kc::matmul_forward_bf16(matmul_, pre, inp.bf16(), weight_bf16(weight, OC * C), bias, N, C, OC,
+                            stream_.get());
+  });
+  timed(&times_.gelu, [&] { kc::gelu_forward(y, pre, N * OC, stream_.get()); });
+  narrow(pre_gelu, pre, N * OC);
+  narrow(out, y, N * OC);
+}
+void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  core::ConstAct inp, const float* weight, int64_t N, int64_t C,
+                                  int64_t OC) {
+  if (!bf16_matmuls_ || inp.is_f32()) {
+    return Backend::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  }
+  timed(&times_.matmul, [&] {
+    kc::matmul_backward_bf16(matmul_, dinp, dweight, dbias, to_bf16(0, dout, N * OC), inp.bf16(),
+                             to_bf16(2, weight, OC * C), N, C, OC, stream_.get());
+  });
+}
+
 // ---- Normalisation and activations --------------------------------------------------------------
 
 void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,

@@ -33,9 +33,6 @@ class CudaBackend final : public Backend {
   using Backend::gelu_backward;
   using Backend::layernorm_backward;
   using Backend::layernorm_forward;
-  using Backend::matmul_backward;
-  using Backend::matmul_forward;
-  using Backend::matmul_gelu_forward;
   using Backend::positional_forward;
   using Backend::residual_forward;
 
@@ -65,6 +62,16 @@ class CudaBackend final : public Backend {
                            const float* bias, int64_t N, int64_t C, int64_t OC) override;
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                        const float* inp, const float* weight, int64_t N, int64_t C,
+                       int64_t OC) override;
+  // bf16 activations with bf16 GEMM operands: a bf16 input goes to the bf16 GEMM as it is (no
+  // widening and converting back); the fp32 result is then rounded into a bf16 output.
+  void matmul_forward(core::Act out, core::ConstAct inp, const float* weight, const float* bias,
+                      int64_t N, int64_t C, int64_t OC) override;
+  void matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::ConstAct inp,
+                           const float* weight, const float* bias, int64_t N, int64_t C,
+                           int64_t OC) override;
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       core::ConstAct inp, const float* weight, int64_t N, int64_t C,
                        int64_t OC) override;
 
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,

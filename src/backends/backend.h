@@ -196,9 +196,10 @@ class Backend {
   // parameters and logits stay fp32). Each computes in fp32: a bf16 input is read exactly (into
   // fp32 scratch), the fp32 op runs, and a bf16 output gets its result rounded to the nearest
   // bf16. With every argument fp32 they are the fp32 ops themselves. Contracts as above. The
-  // scratch is this backend's (reserve_activation_scratch; grown at first use otherwise). A
-  // backend may override the GEMMs to hand bf16 inputs to its bf16 GEMMs as they are (the same
-  // values: rounding a bf16 value to bf16 changes nothing).
+  // scratch is this backend's (reserve_activation_scratch; grown at first use otherwise). The
+  // virtual ones a backend may do natively, with the same result: its bf16 GEMMs take bf16
+  // inputs as they are (rounding a bf16 value to bf16 changes nothing), and a bf16 kernel that
+  // computes in fp32 and rounds once replaces the widen / fp32 op / round passes.
   void convert(core::Act dst, core::ConstAct src, int64_t n);
   virtual void matmul_forward(core::Act out, core::ConstAct inp, const float* weight,
                               const float* bias, int64_t N, int64_t C, int64_t OC);
@@ -208,13 +209,13 @@ class Backend {
   virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                core::ConstAct inp, const float* weight, int64_t N, int64_t C,
                                int64_t OC);
-  void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
-                         const float* weight, const float* bias, int64_t N, int64_t C);
+  virtual void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
+                                 const float* weight, const float* bias, int64_t N, int64_t C);
   void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                           core::ConstAct inp, const float* weight, const float* mean,
                           const float* rstd, int64_t N, int64_t C);
   void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n);
-  void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n);
+  virtual void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n);
   void add_bias(core::Act out, const float* bias, int64_t N, int64_t C);
   void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
                          int64_t B, int64_t T, int64_t C, int64_t NH);

@@ -238,6 +238,22 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
   });
 }
 
+void CudaBackend::layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
+                                    const float* weight, const float* bias, int64_t N, int64_t C) {
+  if (out.is_f32() || inp.is_f32()) {
+    return Backend::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+  }
+  timed(&times_.layernorm, [&] {
+    kc::layernorm_forward_bf16(out.bf16(), mean, rstd, inp.bf16(), weight, bias, N, C,
+                               stream_.get());
+  });
+}
+void CudaBackend::residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n) {
+  if (out.is_f32() || a.is_f32() || b.is_f32()) return Backend::residual_forward(out, a, b, n);
+  timed(&times_.other,
+        [&] { kc::residual_forward_bf16(out.bf16(), a.bf16(), b.bf16(), n, stream_.get()); });
+}
+
 // ---- Normalisation and activations --------------------------------------------------------------
 
 void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,

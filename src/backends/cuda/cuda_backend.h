@@ -32,9 +32,7 @@ class CudaBackend final : public Backend {
   using Backend::embedding_forward;
   using Backend::gelu_backward;
   using Backend::layernorm_backward;
-  using Backend::layernorm_forward;
   using Backend::positional_forward;
-  using Backend::residual_forward;
 
   core::Device device() const override { return core::Device::kCuda; }
   std::string describe() const override;
@@ -73,6 +71,10 @@ class CudaBackend final : public Backend {
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                        core::ConstAct inp, const float* weight, int64_t N, int64_t C,
                        int64_t OC) override;
+  // bf16 in and out: layernorm_forward_bf16 and residual_forward_bf16, one pass each.
+  void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
+                         const float* weight, const float* bias, int64_t N, int64_t C) override;
+  void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n) override;
 
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                          const float* weight, const float* bias, int64_t N, int64_t C) override;

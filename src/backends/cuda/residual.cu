@@ -1,5 +1,6 @@
 // Element-wise residual kernels (grid-stride loops) and a two-stage, deterministic sum of squares.
 // The backward of out = a + b is da = db = dout: callers use add_inplace; there is no kernel.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,6 +20,15 @@ constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
 
 __global__ void residual_forward_kernel(float* out, const float* a, const float* b, int64_t n) {
   TESSERA_GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
+
+__global__ void residual_forward_bf16_kernel(uint16_t* out, const uint16_t* a, const uint16_t* b,
+                                             int64_t n) {
+  TESSERA_GRID_STRIDE(i, n) {
+    const float sum =
+        __bfloat162float(__ushort_as_bfloat16(a[i])) + __bfloat162float(__ushort_as_bfloat16(b[i]));
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
+  }
 }
 
 __global__ void add_inplace_kernel(float* acc, const float* x, int64_t n) {
@@ -81,6 +91,14 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n, Str
   if (n == 0) return;
   residual_forward_kernel<<<element_blocks(n), kThreads, 0, stream>>>(out, a, b, n);
   TESSERA_CUDA_LAUNCH_CHECK("launching residual_forward");
+}
+
+void residual_forward_bf16(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n,
+                           Stream stream) {
+  TESSERA_ASSERT(n >= 0, "checking residual_forward_bf16's size");
+  if (n == 0) return;
+  residual_forward_bf16_kernel<<<element_blocks(n), kThreads, 0, stream>>>(out, a, b, n);
+  TESSERA_CUDA_LAUNCH_CHECK("launching residual_forward_bf16");
 }
 
 void add_inplace(float* acc, const float* x, int64_t n, Stream stream) {

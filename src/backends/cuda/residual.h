@@ -1,6 +1,6 @@
 // Element-wise helpers on flat device buffers, the twin of backends/cpu/residual.h: residual add,
 // in-place accumulate and scale, bias broadcast, and the sum of squares behind global grad-norm
-// clipping. fp32; work is queued on `stream`.
+// clipping. fp32 (and a bf16 residual add); work is queued on `stream`.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,12 @@ namespace tessera::backends::cuda {
 
 // out = a + b over n elements. OVERWRITES out; out may alias a or b.
 void residual_forward(float* out, const float* a, const float* b, int64_t n, Stream stream);
+
+// Mixed precision: out = a + b with a, b, out bf16 (raw bits as uint16_t): the fp32 sum of the
+// exact values rounded to nearest even once (the bits the CPU's widen, add, round give). OVERWRITES
+// out; out may alias a or b.
+void residual_forward_bf16(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n,
+                           Stream stream);
 
 // acc += x over n elements (e.g. a residual branch's gradient into the stream's).
 void add_inplace(float* acc, const float* x, int64_t n, Stream stream);

@@ -217,10 +217,11 @@ class Backend {
   void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n);
   virtual void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n);
   void add_bias(core::Act out, const float* bias, int64_t N, int64_t C);
-  void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
-                         int64_t B, int64_t T, int64_t C, int64_t NH);
-  void attention_backward(float* dqkv, float* workspace, const float* dout, core::ConstAct qkv,
-                          const float* stats, int64_t B, int64_t T, int64_t C, int64_t NH);
+  virtual void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
+                                 int64_t B, int64_t T, int64_t C, int64_t NH);
+  virtual void attention_backward(float* dqkv, float* workspace, const float* dout,
+                                  core::ConstAct qkv, const float* stats, int64_t B, int64_t T,
+                                  int64_t C, int64_t NH);
   void embedding_forward(core::Act out, const int32_t* tokens, const float* wte_local, int64_t N,
                          int64_t C, int64_t vocab_start, int64_t V_local);
   void positional_forward(core::Act out, const float* wpe, int64_t B, int64_t T, int64_t C);

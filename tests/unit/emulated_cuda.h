@@ -17,6 +17,7 @@
 
 #include <ucontext.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -119,6 +120,9 @@ inline float __shfl_sync(unsigned mask, float v, int source_lane) {
   if (mask != 0xffffffffu) run->errors.push_back("a shuffle with a partial mask");
   return shuffle(v, source_lane);
 }
+// A float's bits and back.
+inline float __uint_as_float(unsigned bits) { return std::bit_cast<float>(bits); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
 // A product rounded on its own (a call: never contracted with what follows).
 inline float __fmul_rn(float a, float b) {
   volatile float p = a * b;
@@ -241,9 +245,11 @@ inline std::vector<std::string> launch(dim3 grid, int threads,
   static type name[::tessera::testing::emulated_cuda::kDynamicSharedBytes / sizeof(type)]; \
   ::tessera::testing::emulated_cuda::register_shared(                                      \
       name, ::tessera::testing::emulated_cuda::kDynamicSharedBytes / sizeof(type))
+using ::tessera::testing::emulated_cuda::__float_as_uint;
 using ::tessera::testing::emulated_cuda::__fmul_rn;
 using ::tessera::testing::emulated_cuda::__shfl_sync;
 using ::tessera::testing::emulated_cuda::__shfl_xor_sync;
 using ::tessera::testing::emulated_cuda::__syncthreads;
+using ::tessera::testing::emulated_cuda::__uint_as_float;
 using ::tessera::testing::emulated_cuda::blockIdx;
 using ::tessera::testing::emulated_cuda::threadIdx;

@@ -19,11 +19,13 @@
 // clang-format on
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backends/cpu/attention.h"
+#include "core/bf16.h"
 
 namespace tessera::backends::cuda::flash {
 namespace {
@@ -54,21 +56,22 @@ std::vector<T> part(const std::vector<T>& x, int64_t rows, int64_t C, int p) {
   return out;
 }
 
-template <int HS>
-std::vector<std::string> run_kernels(float* out, float* stats, float* dqkv, float* d_rows,
-                                     const float* qkv, const float* dout, const Sizes& s) {
+template <int HS, typename In = float, typename Out = float>
+std::vector<std::string> run_kernels(Out* out, float* stats, float* dqkv, float* d_rows,
+                                     const In* qkv, const float* dout, const Sizes& s) {
   const int64_t C = s.NH * HS, T = s.T, NH = s.NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const emu::dim3 grid(static_cast<unsigned>((T + kRowsPerBlock - 1) / kRowsPerBlock),
                        static_cast<unsigned>(s.B * NH));
   std::vector<std::string> errors;
   for (const auto& kernel : std::vector<std::function<void()>>{
-           [&] { flash_forward_kernel<HS>(out, stats, qkv, T, C, NH, scale); },
+           [&] { flash_forward_kernel<HS, In, Out>(out, stats, qkv, T, C, NH, scale); },
            [&] {
-             flash_backward_query_kernel<HS>(dqkv, d_rows, dout, qkv, stats, T, C, NH, scale);
+             flash_backward_query_kernel<HS, In>(dqkv, d_rows, dout, qkv, stats, T, C, NH, scale);
            },
            [&] {
-             flash_backward_key_value_kernel<HS>(dqkv, d_rows, dout, qkv, stats, T, C, NH, scale);
+             flash_backward_key_value_kernel<HS, In>(dqkv, d_rows, dout, qkv, stats, T, C, NH,
+                                                     scale);
            }}) {
     for (std::string& e : emu::launch(grid, kThreads, kernel)) errors.push_back(std::move(e));
   }
@@ -120,6 +123,58 @@ TEST_P(FlashAttentionEmulated, MatchesTheCpuKernelsInDouble) {
     EXPECT_LE(rel_error(part(dqkv, B * T, C, p), part(dqkv_ref, B * T, C, p)), kTolerance)
         << names[p];
   }
+}
+
+// bf16 activations: the kernels on bf16 qkv (read exactly) writing a bf16 out give the bits of
+// the fp32 kernels on the same values widened, out rounded to nearest even once: statistics,
+// workspace and dqkv bit for bit, out = core::to_bf16 of the fp32 out.
+template <int HS>
+void expect_bf16_is_fp32_on_the_same_values(const Sizes& s) {
+  const int64_t B = s.B, T = s.T, NH = s.NH, C = NH * HS;
+  std::mt19937 gen(static_cast<uint32_t>(T * 17 + HS));
+  std::normal_distribution<float> dist(0.0f, s.scale);
+  std::vector<uint16_t> qkv16(B * T * 3 * C);
+  std::vector<float> qkv32(qkv16.size()), dout(B * T * C);
+  for (size_t i = 0; i < qkv16.size(); ++i) {
+    qkv16[i] = core::to_bf16(dist(gen));
+    qkv32[i] = core::from_bf16(qkv16[i]);
+  }
+  for (float& x : dout) x = dist(gen);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  struct Outputs {
+    std::vector<float> stats, dqkv, d_rows;
+  };
+  auto fresh = [&] {
+    return Outputs{std::vector<float>(B * NH * T * 2, nan), std::vector<float>(B * T * 3 * C, nan),
+                   std::vector<float>(B * NH * T, nan)};
+  };
+  Outputs a = fresh(), b = fresh();
+  std::vector<float> out32(B * T * C, nan);
+  std::vector<uint16_t> out16(B * T * C, 0x7FC0);
+  for (const std::string& e : run_kernels<HS>(out32.data(), a.stats.data(), a.dqkv.data(),
+                                              a.d_rows.data(), qkv32.data(), dout.data(), s)) {
+    ADD_FAILURE() << "fp32: " << e;
+  }
+  for (const std::string& e :
+       run_kernels<HS, uint16_t, uint16_t>(out16.data(), b.stats.data(), b.dqkv.data(),
+                                           b.d_rows.data(), qkv16.data(), dout.data(), s)) {
+    ADD_FAILURE() << "bf16: " << e;
+  }
+  auto same_bits = [](const std::vector<float>& x, const std::vector<float>& y) {
+    return std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+  };
+  EXPECT_TRUE(same_bits(a.stats, b.stats)) << "stats";
+  EXPECT_TRUE(same_bits(a.d_rows, b.d_rows)) << "the workspace (D_t)";
+  EXPECT_TRUE(same_bits(a.dqkv, b.dqkv)) << "dqkv";
+  int64_t wrong = 0;
+  for (size_t i = 0; i < out16.size(); ++i) wrong += out16[i] != core::to_bf16(out32[i]);
+  EXPECT_EQ(wrong, 0) << "out elements that are not the fp32 out rounded once";
+}
+
+TEST(FlashAttentionEmulatedBf16, ReadsBf16QkvAndRoundsItsOutputOnce) {
+  expect_bf16_is_fp32_on_the_same_values<32>(Sizes{1, 37, 1, 32, 2.0f});
+  expect_bf16_is_fp32_on_the_same_values<64>(Sizes{1, 20, 1, 64, 1.0f});
+  expect_bf16_is_fp32_on_the_same_values<128>(Sizes{1, 17, 1, 128, 1.0f});
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, FlashAttentionEmulated,

@@ -328,6 +328,27 @@ void CudaBackend::attention_backward(float* dqkv, float* workspace, const float*
     kc::attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH, stream_.get());
   });
 }
+void CudaBackend::attention_forward(core::Act out, float* stats, float* workspace,
+                                    core::ConstAct qkv, int64_t B, int64_t T, int64_t C,
+                                    int64_t NH) {
+  if (out.is_f32() || qkv.is_f32() || !fused_attention(C, NH)) {
+    return Backend::attention_forward(out, stats, workspace, qkv, B, T, C, NH);
+  }
+  timed(&times_.attention, [&] {
+    kc::flash_attention_forward_bf16(out.bf16(), stats, qkv.bf16(), B, T, C, NH, stream_.get());
+  });
+}
+void CudaBackend::attention_backward(float* dqkv, float* workspace, const float* dout,
+                                     core::ConstAct qkv, const float* stats, int64_t B, int64_t T,
+                                     int64_t C, int64_t NH) {
+  if (qkv.is_f32() || !fused_attention(C, NH)) {
+    return Backend::attention_backward(dqkv, workspace, dout, qkv, stats, B, T, C, NH);
+  }
+  timed(&times_.attention, [&] {
+    kc::flash_attention_backward_bf16(dqkv, workspace, dout, qkv.bf16(), stats, B, T, C, NH,
+                                      stream_.get());
+  });
+}
 int64_t CudaBackend::attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH) {
   return fused_attention(C, NH) ? kc::flash_attention_workspace_size(B, T, C, NH)
                                 : kc::attention_workspace_size(B, T, C, NH);

@@ -3,8 +3,8 @@
 // memory a tile at a time and the softmax is computed online, so no (T, T) tensor is ever
 // written. The same layouts and saved statistics as the plain kernels (attention.h), which are its
 // reference (tests/cuda/flash_attention_test.cu; the kernels' logic also runs in CI under an
-// emulation: flash_attention_kernels.cuh); fp32 throughout and deterministic (no atomics: dQ and
-// dK/dV are separate kernels, each owning its outputs).
+// emulation: flash_attention_kernels.cuh); fp32 arithmetic (on fp32 or bf16 activations) and
+// deterministic (no atomics: dQ and dK/dV are separate kernels, each owning its outputs).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,14 @@ void flash_attention_backward(float* dqkv, float* workspace, const float* dout, 
                               const float* stats, int64_t B, int64_t T, int64_t C, int64_t NH,
                               Stream stream);
 
+// bf16 activations (raw bits as uint16_t): qkv read exactly, out rounded to nearest even once;
+// stats, dout, dqkv and the workspace fp32. The same arithmetic as the fp32 kernels on qkv widened
+// to fp32 (the emulated test checks it bit for bit).
+void flash_attention_forward_bf16(uint16_t* out, float* stats, const uint16_t* qkv, int64_t B,
+                                  int64_t T, int64_t C, int64_t NH, Stream stream);
+void flash_attention_backward_bf16(float* dqkv, float* workspace, const float* dout,
+                                   const uint16_t* qkv, const float* stats, int64_t B, int64_t T,
+                                   int64_t C, int64_t NH, Stream stream);
 // B * NH * T floats: one per query row.
 int64_t flash_attention_workspace_size(int64_t B, int64_t T, int64_t C, int64_t NH);
 

@@ -13,6 +13,12 @@
 // its first argument, in forward and in both backward kernels, so backward recomputes forward's
 // scores exactly; P_tj = exp(s - max_t) · inv_t from the saved statistics, as the plain kernels.
 //
+// Activations may be fp32 or bf16 (raw bits as uint16_t; train.dtype: bf16): qkv is read through
+// load_elem (exact) and out stored through store_elem (rounded to nearest even once, NaN kept
+// quiet: core::to_bf16's bits), all arithmetic fp32. On bf16 inputs the kernels therefore compute
+// exactly what they compute on those values widened to fp32. dout, dqkv, the statistics and the
+// workspace are always fp32.
+//
 // Device code only, so that tests/unit/flash_attention_emulated_test.cpp can compile these same
 // kernels for the host under a small emulation of the CUDA execution model (tests/emulated_cuda.h:
 // a block's threads as OS threads, barriers, warp shuffles), which checks their logic in CI on
@@ -43,6 +49,20 @@ constexpr int kTile = 32;                             // rows of the other side 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// One activation element as fp32: itself, or a bf16 value (its bits the top half of a float).
+__device__ __forceinline__ float load_elem(float x) { return x; }
+__device__ __forceinline__ float load_elem(uint16_t bits) {
+  return __uint_as_float(static_cast<unsigned>(bits) << 16);
+}
+// Stores x: as it is, or rounded to bf16 (nearest, ties to even; a NaN stays a quiet NaN).
+__device__ __forceinline__ void store_elem(float* dst, float x) { *dst = x; }
+__device__ __forceinline__ void store_elem(uint16_t* dst, float x) {
+  const unsigned bits = __float_as_uint(x);
+  *dst = (bits & 0x7FFFFFFFu) > 0x7F800000u
+             ? static_cast<uint16_t>((bits >> 16) | 0x0040u)
+             : static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
 // Σ_d a[d] b[d] over the head, a and b the lane's kDims channels; every lane gets the sum.
 template <int kDims>
 __device__ __forceinline__ float dot(const float (&a)[kDims], const float (&b)[kDims]) {
@@ -62,31 +82,32 @@ __device__ __forceinline__ float score(const float (&q)[kDims], const float (&k)
 }
 
 // The lane's channels of a head row at `row` (global or shared memory).
-template <int kDims>
-__device__ __forceinline__ void load_lanes(float (&dst)[kDims], const float* row) {
+template <int kDims, typename Elem>
+__device__ __forceinline__ void load_lanes(float (&dst)[kDims], const Elem* row) {
 #pragma unroll
-  for (int i = 0; i < kDims; ++i) dst[i] = row[threadIdx.x % kWarp + kWarp * i];
+  for (int i = 0; i < kDims; ++i) dst[i] = load_elem(row[threadIdx.x % kWarp + kWarp * i]);
 }
 
 // Rows first .. first+kTile-1 of one head's part of a (B*T, stride) tensor into tile (kTile, HS),
 // zeros past row T-1. base points at row 0's head columns. Called by the whole block.
-template <int HS>
-__device__ __forceinline__ void load_tile(float* tile, const float* base, int64_t stride,
+template <int HS, typename Elem>
+__device__ __forceinline__ void load_tile(float* tile, const Elem* base, int64_t stride,
                                           int64_t first, int64_t T) {
   for (int e = threadIdx.x; e < kTile * HS; e += kThreads) {
     const int r = e / HS, d = e % HS;
     const int64_t t = first + r;
-    tile[e] = t < T ? base[t * stride + d] : 0.0f;
+    tile[e] = t < T ? load_elem(base[t * stride + d]) : 0.0f;
   }
 }
 
 // Forward, block = kRowsPerBlock query rows of (b, h) = blockIdx.y: keys 0 .. last row of the
 // block in tiles; per row the running max m, sum l (of exp(s - m)) and output o (unnormalized),
 // rescaled when the max grows. Lane j also holds key j's score of the current tile.
-template <int HS>
+// In: the type of qkv, Out: of out (float, or uint16_t for bf16).
+template <int HS, typename In = float, typename Out = float>
 __global__ void __launch_bounds__(kThreads)
-    flash_forward_kernel(float* out, float* stats, const float* qkv, int64_t T, int64_t C,
-                         int64_t NH, float scale) {
+    flash_forward_kernel(Out* out, float* stats, const In* qkv, int64_t T, int64_t C, int64_t NH,
+                         float scale) {
   constexpr int kDims = HS / kWarp;
   TESSERA_SHARED(float, k_tile, kTile* HS);
   TESSERA_SHARED(float, v_tile, kTile* HS);
@@ -94,9 +115,9 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int64_t first_row = row0 + warp * kRowsPerWarp;
-  const float* q_base = qkv + b * T * C3 + h * HS;  // query t at q_base + t * C3
-  const float* k_base = q_base + C;
-  const float* v_base = q_base + 2 * C;
+  const In* q_base = qkv + b * T * C3 + h * HS;  // query t at q_base + t * C3
+  const In* k_base = q_base + C;
+  const In* v_base = q_base + 2 * C;
 
   float q[kRowsPerWarp][kDims], o[kRowsPerWarp][kDims], m[kRowsPerWarp], l[kRowsPerWarp];
 #pragma unroll
@@ -146,9 +167,9 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t t = first_row + r;
     if (t >= T) continue;
     const float inv = 1.0f / l[r];  // l >= 1: the max term is exp(0)
-    float* o_row = out + (b * T + t) * C + h * HS;
+    Out* o_row = out + (b * T + t) * C + h * HS;
 #pragma unroll
-    for (int i = 0; i < kDims; ++i) o_row[lane + kWarp * i] = o[r][i] * inv;
+    for (int i = 0; i < kDims; ++i) store_elem(o_row + lane + kWarp * i, o[r][i] * inv);
     if (lane == 0) {
       const int64_t row = blockIdx.y * T + t;  // (b * NH + h) * T + t
       stats[2 * row] = m[r];
@@ -160,9 +181,9 @@ __global__ void __launch_bounds__(kThreads)
 // Backward, dQ: block = kRowsPerBlock query rows. Pass 1 over the key tiles sums
 // D_t = Σ_j P_tj dP_tj (dP_tj = dO_t · v_j) and saves it for the dK/dV kernel; pass 2 forms
 // dS_tj = scale P_tj (dP_tj - D_t) and accumulates dQ_t = Σ_j dS_tj k_j.
-template <int HS>
+template <int HS, typename In = float>
 __global__ void __launch_bounds__(kThreads)
-    flash_backward_query_kernel(float* dqkv, float* d_rows, const float* dout, const float* qkv,
+    flash_backward_query_kernel(float* dqkv, float* d_rows, const float* dout, const In* qkv,
                                 const float* stats, int64_t T, int64_t C, int64_t NH, float scale) {
   constexpr int kDims = HS / kWarp;
   TESSERA_SHARED(float, k_tile, kTile* HS);
@@ -171,9 +192,9 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int64_t first_row = row0 + warp * kRowsPerWarp;
-  const float* q_base = qkv + b * T * C3 + h * HS;
-  const float* k_base = q_base + C;
-  const float* v_base = q_base + 2 * C;
+  const In* q_base = qkv + b * T * C3 + h * HS;
+  const In* k_base = q_base + C;
+  const In* v_base = q_base + 2 * C;
   const float* dout_base = dout + b * T * C + h * HS;  // dO_t at dout_base + t * C
 
   float q[kRowsPerWarp][kDims], g[kRowsPerWarp][kDims], dq[kRowsPerWarp][kDims];
@@ -234,10 +255,10 @@ __global__ void __launch_bounds__(kThreads)
 // Backward, dK and dV: block = kRowsPerBlock key rows; the queries t >= the block's first key come
 // through shared memory with their output gradients, statistics and D_t. Per key j:
 // dV_j = Σ_{t>=j} P_tj dO_t, dK_j = Σ_{t>=j} dS_tj q_t.
-template <int HS>
+template <int HS, typename In = float>
 __global__ void __launch_bounds__(kThreads)
     flash_backward_key_value_kernel(float* dqkv, const float* d_rows, const float* dout,
-                                    const float* qkv, const float* stats, int64_t T, int64_t C,
+                                    const In* qkv, const float* stats, int64_t T, int64_t C,
                                     int64_t NH, float scale) {
   constexpr int kDims = HS / kWarp;
   TESSERA_SHARED(float, q_tile, kTile* HS);
@@ -249,9 +270,9 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock;
   const int64_t first_key = row0 + warp * kRowsPerWarp;
-  const float* q_base = qkv + b * T * C3 + h * HS;
-  const float* k_base = q_base + C;
-  const float* v_base = q_base + 2 * C;
+  const In* q_base = qkv + b * T * C3 + h * HS;
+  const In* k_base = q_base + C;
+  const In* v_base = q_base + 2 * C;
   const float* dout_base = dout + b * T * C + h * HS;
   const float* stats_bh = stats + 2 * blockIdx.y * T;
   const float* d_bh = d_rows + blockIdx.y * T;

@@ -96,11 +96,11 @@ PY
   rc=$?
   ((rc == 0)) || failed=1
   summary+=("$compare")
-  # bf16 (train.dtype: bf16 GEMM operands, fp32 accumulation): the tiny model 200 steps on CUDA
-  # in fp32 and in bf16 (validation loss at step 200 and the last 20 steps' mean within 1%), and
-  # the CUDA bf16 run's first 20 losses against the CPU backend's bf16 reference (within 1e-3,
-  # the bf16 grids' bar: the fp32 sums' order differs, so an occasional operand rounds the other
-  # way).
+  # bf16 (train.dtype: bf16 activations and GEMM operands, fp32 accumulation): the tiny model
+  # 200 steps on CUDA in fp32 and in bf16 (validation loss at step 200 and the last 20 steps' mean
+  # within 1%), and the CUDA bf16 run's first 20 losses against the CPU backend's bf16 reference
+  # (within 1e-3, the bf16 grids' bar: the fp32 sums' order differs, so an occasional value rounds
+  # the other way).
   for run in "cuda fp32 200" "cuda bf16 200" "cpu bf16 20"; do
     read -r dev dtype steps <<< "$run"
     "$here/bin/tessera-train" "$here/configs/tiny.yaml" "${sets[@]}" --set "train.steps=$steps" \

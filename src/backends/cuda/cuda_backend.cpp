@@ -216,15 +216,26 @@ void CudaBackend::matmul_gelu_forward(core::Act out, core::Act pre_gelu, core::C
     return Backend::matmul_gelu_forward(out, pre_gelu, inp, weight, bias, N, C, OC);
   }
   // GELU of the fp32 pre-activation, before either is rounded (as the CPU's reference does).
-  float* y = result(0, out, N * OC);
-  float* pre = result(1, pre_gelu, N * OC);
+  float* pre = pre_gelu.is_f32() ? pre_gelu.f32() : wide(1, N * OC);
   timed(&times_.matmul, [&] {
     kc::matmul_forward_bf16(matmul_, pre, inp.bf16(), weight_bf16(weight, OC * C), bias, N, C, OC,
                             stream_.get());
   });
+  if (!out.is_f32() && !pre_gelu.is_f32()) {
+    timed(&times_.gelu, [&] {
+      kc::gelu_forward_split_bf16(out.bf16(), pre_gelu.bf16(), pre, N * OC, stream_.get());
+    });
+    return;
+  }
+  float* y = result(0, out, N * OC);
   timed(&times_.gelu, [&] { kc::gelu_forward(y, pre, N * OC, stream_.get()); });
   narrow(pre_gelu, pre, N * OC);
   narrow(out, y, N * OC);
+}
+void CudaBackend::gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n) {
+  if (inp.is_f32()) return gelu_backward(dinp, inp.f32(), dout, n);
+  timed(&times_.gelu,
+        [&] { kc::gelu_backward_bf16_input(dinp, inp.bf16(), dout, n, stream_.get()); });
 }
 void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                   core::ConstAct inp, const float* weight, int64_t N, int64_t C,

@@ -28,7 +28,6 @@ class CudaBackend final : public Backend {
   // The ops on activations of either precision (backend.h) beside the fp32 overrides below.
   using Backend::add_bias;
   using Backend::embedding_forward;
-  using Backend::gelu_backward;
   using Backend::layernorm_backward;
   using Backend::positional_forward;
 
@@ -73,6 +72,7 @@ class CudaBackend final : public Backend {
   void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
                          const float* weight, const float* bias, int64_t N, int64_t C) override;
   void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n) override;
+  void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n) override;
   // The fused kernels read bf16 qkv and write a bf16 output directly (flash_attention_*_bf16).
   void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
                          int64_t B, int64_t T, int64_t C, int64_t NH) override;

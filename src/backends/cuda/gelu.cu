@@ -58,6 +58,31 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
   }
 }
 
+// bf16 activations: the GEMM's fp32 pre-activation in, both it and its GELU out as bf16, each
+// rounded once.
+__global__ void gelu_forward_split_bf16_kernel(__nv_bfloat16* out, __nv_bfloat16* pre_out,
+                                               const float* pre, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float x = pre[i];
+    pre_out[i] = __float2bfloat16_rn(x);
+    out[i] = __float2bfloat16_rn(gelu(x));
+  }
+}
+
+// The backward above on a bf16 saved input (read exactly).
+__global__ void gelu_backward_bf16_input_kernel(float* dinp, const __nv_bfloat16* inp,
+                                                const float* dout, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float x = __bfloat162float(inp[i]);
+    float du_dx;
+    const float s = half_one_plus_tanh(x, &du_dx);
+    const float grad = s + 2.0f * x * s * (1.0f - s) * du_dx;
+    dinp[i] = dout[i] * grad;
+  }
+}
+
 unsigned int element_blocks(int64_t n) {
   return static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
 }
@@ -84,6 +109,24 @@ void gelu_forward_bf16(uint16_t* out, const uint16_t* inp, int64_t n, Stream str
   gelu_forward_bf16_kernel<<<element_blocks(n), kThreads, 0, stream>>>(
       reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<const __nv_bfloat16*>(inp), n);
   TESSERA_CUDA_LAUNCH_CHECK("launching gelu_forward_bf16");
+}
+
+void gelu_forward_split_bf16(uint16_t* out, uint16_t* pre_out, const float* pre, int64_t n,
+                             Stream stream) {
+  TESSERA_ASSERT(n >= 0, "checking gelu_forward_split_bf16's size");
+  if (n == 0) return;
+  gelu_forward_split_bf16_kernel<<<element_blocks(n), kThreads, 0, stream>>>(
+      reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<__nv_bfloat16*>(pre_out), pre, n);
+  TESSERA_CUDA_LAUNCH_CHECK("launching gelu_forward_split_bf16");
+}
+
+void gelu_backward_bf16_input(float* dinp, const uint16_t* inp, const float* dout, int64_t n,
+                              Stream stream) {
+  TESSERA_ASSERT(n >= 0, "checking gelu_backward_bf16_input's size");
+  if (n == 0) return;
+  gelu_backward_bf16_input_kernel<<<element_blocks(n), kThreads, 0, stream>>>(
+      dinp, reinterpret_cast<const __nv_bfloat16*>(inp), dout, n);
+  TESSERA_CUDA_LAUNCH_CHECK("launching gelu_backward_bf16_input");
 }
 
 }  // namespace tessera::backends::cuda

@@ -211,9 +211,9 @@ class Backend {
                                int64_t OC);
   virtual void layernorm_forward(core::Act out, float* mean, float* rstd, core::ConstAct inp,
                                  const float* weight, const float* bias, int64_t N, int64_t C);
-  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                          core::ConstAct inp, const float* weight, const float* mean,
-                          const float* rstd, int64_t N, int64_t C);
+  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  core::ConstAct inp, const float* weight, const float* mean,
+                                  const float* rstd, int64_t N, int64_t C);
   virtual void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n);
   virtual void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n);
   void add_bias(core::Act out, const float* bias, int64_t N, int64_t C);

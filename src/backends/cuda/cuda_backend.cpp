@@ -259,6 +259,17 @@ void CudaBackend::layernorm_forward(core::Act out, float* mean, float* rstd, cor
                                stream_.get());
   });
 }
+void CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                     core::ConstAct inp, const float* weight, const float* mean,
+                                     const float* rstd, int64_t N, int64_t C) {
+  if (inp.is_f32()) {
+    return layernorm_backward(dinp, dweight, dbias, dout, inp.f32(), weight, mean, rstd, N, C);
+  }
+  timed(&times_.layernorm, [&] {
+    kc::layernorm_backward_bf16_input(dinp, dweight, dbias, dout, inp.bf16(), weight, mean, rstd, N,
+                                      C, stream_.get());
+  });
+}
 void CudaBackend::residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n) {
   if (out.is_f32() || a.is_f32() || b.is_f32()) return Backend::residual_forward(out, a, b, n);
   timed(&times_.other,

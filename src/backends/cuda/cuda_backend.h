@@ -28,7 +28,6 @@ class CudaBackend final : public Backend {
   // The ops on activations of either precision (backend.h) beside the fp32 overrides below.
   using Backend::add_bias;
   using Backend::embedding_forward;
-  using Backend::layernorm_backward;
   using Backend::positional_forward;
 
   core::Device device() const override { return core::Device::kCuda; }
@@ -73,6 +72,9 @@ class CudaBackend final : public Backend {
                          const float* weight, const float* bias, int64_t N, int64_t C) override;
   void residual_forward(core::Act out, core::ConstAct a, core::ConstAct b, int64_t n) override;
   void gelu_backward(float* dinp, core::ConstAct inp, const float* dout, int64_t n) override;
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                          core::ConstAct inp, const float* weight, const float* mean,
+                          const float* rstd, int64_t N, int64_t C) override;
   // The fused kernels read bf16 qkv and write a bf16 output directly (flash_attention_*_bf16).
   void attention_forward(core::Act out, float* stats, float* workspace, core::ConstAct qkv,
                          int64_t B, int64_t T, int64_t C, int64_t NH) override;

@@ -63,14 +63,16 @@ __global__ void layernorm_forward_kernel(Tio* out, float* mean, float* rstd, con
 }
 
 // dinp += rstd · (g - mean(g) - xhat · mean(g · xhat)), g = dout · weight; one warp per row.
-__global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, const float* inp,
+// Tin: the saved input's type (float, or __nv_bfloat16 read exactly).
+template <typename Tin>
+__global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, const Tin* inp,
                                                 const float* weight, const float* mean,
                                                 const float* rstd, int64_t N, int64_t C) {
   const int lane = threadIdx.x % kWarp;
   const int64_t warps_in_grid = static_cast<int64_t>(gridDim.x) * kRowsPerBlock;
   for (int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp; n < N;
        n += warps_in_grid) {
-    const float* x = inp + n * C;
+    const Tin* x = inp + n * C;
     const float* dy = dout + n * C;
     float* dx = dinp + n * C;
     const float m = mean[n];
@@ -78,7 +80,7 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
     float g_sum = 0.0f;
     float gx_sum = 0.0f;
     for (int64_t c = lane; c < C; c += kWarp) {
-      const float xhat = (x[c] - m) * s;
+      const float xhat = (load(x, c) - m) * s;
       const float g = dy[c] * weight[c];
       g_sum += g;
       gx_sum += g * xhat;
@@ -86,7 +88,7 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
     const float g_mean = warp_sum(g_sum) / static_cast<float>(C);
     const float gx_mean = warp_sum(gx_sum) / static_cast<float>(C);
     for (int64_t c = lane; c < C; c += kWarp) {
-      const float xhat = (x[c] - m) * s;
+      const float xhat = (load(x, c) - m) * s;
       dx[c] += s * (dy[c] * weight[c] - g_mean - xhat * gx_mean);
     }
   }
@@ -96,8 +98,9 @@ __global__ void layernorm_backward_input_kernel(float* dinp, const float* dout, 
 // kRowLanes) owns columns [blockIdx.x · kColTile, +kColTile): each thread sums its row phase in
 // row order, then row phase 0 adds the kRowLanes partials in order. No other block touches these
 // columns, so there are no atomics and the result is the same on every run.
+template <typename Tin>
 __global__ void layernorm_backward_params_kernel(float* dweight, float* dbias, const float* dout,
-                                                 const float* inp, const float* mean,
+                                                 const Tin* inp, const float* mean,
                                                  const float* rstd, int64_t N, int64_t C) {
   __shared__ float dw_part[kRowLanes][kColTile];
   __shared__ float db_part[kRowLanes][kColTile];
@@ -107,7 +110,7 @@ __global__ void layernorm_backward_params_kernel(float* dweight, float* dbias, c
   if (c < C) {
     for (int64_t n = threadIdx.y; n < N; n += kRowLanes) {
       const float dy = dout[n * C + c];
-      const float xhat = (inp[n * C + c] - mean[n]) * rstd[n];
+      const float xhat = (load(inp, n * C + c) - mean[n]) * rstd[n];
       dw += dy * xhat;
       db += dy;
     }
@@ -153,18 +156,36 @@ void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const uint1
   TESSERA_CUDA_LAUNCH_CHECK("launching layernorm_forward_bf16");
 }
 
+namespace {
+
+template <typename Tin>
+void backward(float* dinp, float* dweight, float* dbias, const float* dout, const Tin* inp,
+              const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+              Stream stream) {
+  TESSERA_ASSERT(N >= 0 && C >= 1, "checking layernorm_backward's sizes");
+  if (N == 0) return;
+  layernorm_backward_input_kernel<Tin>
+      <<<row_blocks(N), kRowThreads, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+  TESSERA_CUDA_LAUNCH_CHECK("launching layernorm_backward (input gradient)");
+  const auto col_blocks = static_cast<unsigned int>((C + kColTile - 1) / kColTile);
+  layernorm_backward_params_kernel<Tin><<<col_blocks, dim3(kColTile, kRowLanes), 0, stream>>>(
+      dweight, dbias, dout, inp, mean, rstd, N, C);
+  TESSERA_CUDA_LAUNCH_CHECK("launching layernorm_backward (parameter gradients)");
+}
+
+}  // namespace
+
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean, const float* rstd,
                         int64_t N, int64_t C, Stream stream) {
-  TESSERA_ASSERT(N >= 0 && C >= 1, "checking layernorm_backward's sizes");
-  if (N == 0) return;
-  layernorm_backward_input_kernel<<<row_blocks(N), kRowThreads, 0, stream>>>(
-      dinp, dout, inp, weight, mean, rstd, N, C);
-  TESSERA_CUDA_LAUNCH_CHECK("launching layernorm_backward (input gradient)");
-  const auto col_blocks = static_cast<unsigned int>((C + kColTile - 1) / kColTile);
-  layernorm_backward_params_kernel<<<col_blocks, dim3(kColTile, kRowLanes), 0, stream>>>(
-      dweight, dbias, dout, inp, mean, rstd, N, C);
-  TESSERA_CUDA_LAUNCH_CHECK("launching layernorm_backward (parameter gradients)");
+  backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, stream);
+}
+
+void layernorm_backward_bf16_input(float* dinp, float* dweight, float* dbias, const float* dout,
+                                   const uint16_t* inp, const float* weight, const float* mean,
+                                   const float* rstd, int64_t N, int64_t C, Stream stream) {
+  backward(dinp, dweight, dbias, dout, reinterpret_cast<const __nv_bfloat16*>(inp), weight, mean,
+           rstd, N, C, stream);
 }
 
 }  // namespace tessera::backends::cuda

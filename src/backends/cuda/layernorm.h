@@ -36,4 +36,10 @@ void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const uint1
                             const float* weight, const float* bias, int64_t N, int64_t C,
                             Stream stream);
 
+// layernorm_backward on a bf16 saved input (raw bits, read exactly); everything else fp32 and as
+// layernorm_backward.
+void layernorm_backward_bf16_input(float* dinp, float* dweight, float* dbias, const float* dout,
+                                   const uint16_t* inp, const float* weight, const float* mean,
+                                   const float* rstd, int64_t N, int64_t C, Stream stream);
+
 }  // namespace tessera::backends::cuda

@@ -2,8 +2,6 @@
 // scratch, the fp32 op runs, bf16 outputs are rounded back (backend.h). Every argument of one
 // op has its own scratch slot, so aliased arguments (an output over an input) stay correct: all
 // inputs are widened before the op writes anything.
-#include <algorithm>
-
 #include "backends/backend.h"
 
 namespace tessera::backends {

@@ -32,11 +32,6 @@ class Act {
     TESSERA_ASSERT(!is_f32(), "reading f32 activations as bf16");
     return static_cast<uint16_t*>(data_);
   }
-  // The activations `elements` further on.
-  Act operator+(int64_t elements) const {
-    return Act(static_cast<char*>(data_) + elements * static_cast<int64_t>(dtype_size(dtype_)),
-               dtype_);
-  }
 
  private:
   Act(void* p, DType dtype) : data_(p), dtype_(dtype) {}
@@ -62,11 +57,6 @@ class ConstAct {
   const uint16_t* bf16() const {
     TESSERA_ASSERT(!is_f32(), "reading f32 activations as bf16");
     return static_cast<const uint16_t*>(data_);
-  }
-  ConstAct operator+(int64_t elements) const {
-    return ConstAct(
-        static_cast<const char*>(data_) + elements * static_cast<int64_t>(dtype_size(dtype_)),
-        dtype_);
   }
 
  private:

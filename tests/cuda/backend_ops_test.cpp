@@ -113,6 +113,21 @@ class CudaBackendOps : public ::testing::Test {
     EXPECT_EQ(fetch(t), t.host) << what;
   }
 
+  // bf16 GEMM operands on both backends (train.dtype: bf16) until the returned guard goes.
+  struct Bf16Matmuls {
+    CpuBackend& cpu;
+    Backend& gpu;
+    ~Bf16Matmuls() {
+      cpu.set_bf16_matmuls(false);
+      gpu.set_bf16_matmuls(false);
+    }
+  };
+  Bf16Matmuls bf16_matmuls() {
+    cpu_.set_bf16_matmuls(true);
+    gpu_->set_bf16_matmuls(true);
+    return {cpu_, *gpu_};
+  }
+
   CpuBackend cpu_;
   std::unique_ptr<Backend> gpu_;
 };
@@ -231,16 +246,7 @@ TEST_F(CudaBackendOps, MatmulBackward) {
 // so N = 300 crosses one.
 TEST_F(CudaBackendOps, Bf16MatmulsMatchTheCpuReference) {
   constexpr int64_t N = 300, C = 100, OC = 256;
-  cpu_.set_bf16_matmuls(true);
-  gpu_->set_bf16_matmuls(true);
-  struct Restore {
-    CpuBackend& cpu;
-    Backend& gpu;
-    ~Restore() {
-      cpu.set_bf16_matmuls(false);
-      gpu.set_bf16_matmuls(false);
-    }
-  } restore{cpu_, *gpu_};
+  const Bf16Matmuls bf16 = bf16_matmuls();
   auto inp = random(N * C, 301), weight = random(OC * C, 302, 0.1f), bias = random(OC, 303);
   auto out = output(N * OC);
   cpu_.matmul_forward(out.h(), inp.h(), weight.h(), bias.h(), N, C, OC);
@@ -269,18 +275,15 @@ TEST_F(CudaBackendOps, Bf16MatmulsMatchTheCpuReference) {
 // unfreeze. Against the CPU's frozen bf16 (the rounded weight, packed): 1e-4.
 TEST_F(CudaBackendOps, FrozenBf16WeightsAreConvertedOnce) {
   constexpr int64_t N = 5, C = 100, OC = 256;
-  cpu_.set_bf16_matmuls(true);
-  gpu_->set_bf16_matmuls(true);
-  struct Restore {
+  const Bf16Matmuls bf16 = bf16_matmuls();
+  struct Unfreeze {
     CpuBackend& cpu;
     Backend& gpu;
-    ~Restore() {
+    ~Unfreeze() {
       cpu.freeze_weights(false);
       gpu.freeze_weights(false);
-      cpu.set_bf16_matmuls(false);
-      gpu.set_bf16_matmuls(false);
     }
-  } restore{cpu_, *gpu_};
+  } unfreeze{cpu_, *gpu_};
   auto inp = random(N * C, 311), weight = random(OC * C, 312, 0.1f), bias = random(OC, 313);
   auto weight2 = random(OC * C, 314, 0.1f);
   auto unfrozen = output(N * OC), frozen = output(N * OC), again = output(N * OC);
@@ -455,16 +458,7 @@ TEST_F(CudaBackendOps, Bf16ActivationOpsMatchTheCpu) {
   expect_close(dinp, kF32Tolerance, "layernorm dinp from bf16 inputs");
   expect_close(dlw, kF32Tolerance, "layernorm dweight from bf16 inputs");
 
-  cpu_.set_bf16_matmuls(true);
-  gpu_->set_bf16_matmuls(true);
-  struct Restore {
-    CpuBackend& cpu;
-    Backend& gpu;
-    ~Restore() {
-      cpu.set_bf16_matmuls(false);
-      gpu.set_bf16_matmuls(false);
-    }
-  } restore{cpu_, *gpu_};
+  const Bf16Matmuls bf16 = bf16_matmuls();
   auto w = random(OC * C, 411, 0.1f), wb = random(OC, 412);
   auto qkv = output_bf16(N * OC);
   cpu_.matmul_forward(Act::bf16(qkv.h()), ConstAct::bf16(a.h()), w.h(), wb.h(), N, C, OC);

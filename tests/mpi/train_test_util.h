@@ -1,5 +1,6 @@
 // Training runs shared by the MPI tests (training_test, zero_test): a small GPT on a shared
-// shard of learnable tokens, run by train() on a grid of a given communicator.
+// shard of learnable tokens, run by train() on a grid of a given communicator, and the exact
+// resume check.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint.h"
 #include "core/config.h"
 #include "core/philox.h"
 #include "data/token_shard.h"
@@ -92,6 +94,20 @@ inline std::string fresh_checkpoint_dir(const std::string& tag) {
   if (world_rank() == 0) std::filesystem::remove_all(dir);
   MPI_Barrier(MPI_COMM_WORLD);
   return dir;
+}
+
+// Trains c (20 steps) on MPI_COMM_WORLD, checkpointing every 10 steps into a fresh directory named
+// by `tag`, resumes it from step 10 and expects steps 11-20 to be the same bits; `what` names the
+// case in a failure.
+inline void expect_exact_resume(core::Config c, const std::string& tag, const std::string& what) {
+  c.checkpoint.dir = fresh_checkpoint_dir(tag);
+  c.checkpoint.every = 10;
+  const std::vector<double> full = run(c, MPI_COMM_WORLD);
+  ASSERT_EQ(full.size(), 20u) << what;
+  c.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
+  const std::vector<double> resumed = run(c, MPI_COMM_WORLD);
+  ASSERT_EQ(resumed.size(), 10u) << what;
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(resumed[i], full[10 + i]) << what << ", step " << 11 + i;
 }
 
 }  // namespace tessera::testing

@@ -24,6 +24,7 @@
 namespace tessera {
 namespace {
 
+using tessera::testing::expect_exact_resume;
 using tessera::testing::fresh_checkpoint_dir;
 using tessera::testing::max_rel_diff;
 using tessera::testing::run;
@@ -150,22 +151,13 @@ TEST(Training, ReplicatedGradientsStayIdenticalAcrossTp) {
 // In fp32 and in bf16 (activations and GEMM operands rounded the same way on every run: the
 // resumed steps are the same bits too).
 TEST(Training, ExactResumeIsBitIdenticalOnEveryGrid) {
-  for (const char* dtype : {"fp32", "bf16"}) {
+  for (const std::string dtype : {"fp32", "bf16"}) {
     for (int tp = 1; tp <= world_size(); tp *= 2) {
       core::Config c = small_config(tp);
       c.train.dtype = dtype;
-      c.checkpoint.dir =
-          fresh_checkpoint_dir("exact-" + std::string(dtype) + "-" + std::to_string(tp));
-      c.checkpoint.every = 10;
-      const std::vector<double> full = run(c, MPI_COMM_WORLD);
-      ASSERT_EQ(full.size(), 20u);
-      c.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
-      const std::vector<double> resumed = run(c, MPI_COMM_WORLD);
-      ASSERT_EQ(resumed.size(), 10u);
-      for (int i = 0; i < 10; ++i) {
-        EXPECT_EQ(resumed[i], full[10 + i])
-            << dtype << ", step " << 11 + i << " on dp " << world_size() / tp << " x tp " << tp;
-      }
+      expect_exact_resume(
+          c, "exact-" + dtype + "-" + std::to_string(tp),
+          dtype + " on dp " + std::to_string(world_size() / tp) + " x tp " + std::to_string(tp));
     }
   }
 }

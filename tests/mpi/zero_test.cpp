@@ -21,6 +21,7 @@
 namespace tessera {
 namespace {
 
+using tessera::testing::expect_exact_resume;
 using tessera::testing::fresh_checkpoint_dir;
 using tessera::testing::max_rel_diff;
 using tessera::testing::run;
@@ -164,17 +165,8 @@ TEST(Zero, OwnedMomentsCoverEveryParameterOnceAndRoundTrip) {
 TEST(Zero, AShardedRunResumesBitIdentically) {
   for (const char* transfers : {"independent", "collective"}) {
     core::Config c = zero_config(1, 1);
-    c.checkpoint.dir = fresh_checkpoint_dir("zero-exact");
-    c.checkpoint.every = 10;
     c.checkpoint.transfers = transfers;
-    const std::vector<double> full = run(c, MPI_COMM_WORLD);
-    ASSERT_EQ(full.size(), 20u);
-    c.checkpoint.resume = checkpoint::checkpoint_path(c.checkpoint.dir, 10);
-    const std::vector<double> resumed = run(c, MPI_COMM_WORLD);
-    ASSERT_EQ(resumed.size(), 10u);
-    for (int i = 0; i < 10; ++i) {
-      EXPECT_EQ(resumed[i], full[10 + i]) << "step " << 11 + i << ", " << transfers;
-    }
+    expect_exact_resume(c, "zero-exact", transfers);
   }
 }
 

@@ -43,9 +43,9 @@ float bf16_value(uint16_t h) {
 
 // Runs each test twice over world communicators: one MPI call per verb, and a per-call limit of 3
 // elements so that every verb takes its chunked path (count 10 in chunks of 3).
-class CommunicatorSuite : public ::testing::Test {
+class CommunicatorVerbs : public ::testing::Test {
  protected:
-  CommunicatorSuite() {
+  CommunicatorVerbs() {
     comms_.push_back(std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world"));
     comms_.push_back(std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world"));
     comms_.back()->set_max_elements_per_call(3);
@@ -57,9 +57,8 @@ class CommunicatorSuite : public ::testing::Test {
   // Sum over ranks of r: size (size - 1) / 2.
   const double rank_sum_ = world_size_ * (world_size_ - 1) / 2.0;
 };
-using Communicator = CommunicatorSuite;  // the gtest suite name
 
-TEST_F(Communicator, RankAndSizeMatchTheWorld) {
+TEST_F(CommunicatorVerbs, RankAndSizeMatchTheWorld) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -72,7 +71,7 @@ TEST_F(Communicator, RankAndSizeMatchTheWorld) {
   }
 }
 
-TEST_F(Communicator, AllReduceSumAddsEveryRanksValues) {
+TEST_F(CommunicatorVerbs, AllReduceSumAddsEveryRanksValues) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -84,7 +83,7 @@ TEST_F(Communicator, AllReduceSumAddsEveryRanksValues) {
   }
 }
 
-TEST_F(Communicator, AllReduceMaxTakesTheLargest) {
+TEST_F(CommunicatorVerbs, AllReduceMaxTakesTheLargest) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -98,7 +97,7 @@ TEST_F(Communicator, AllReduceMaxTakesTheLargest) {
   }
 }
 
-TEST_F(Communicator, AllReduceDoubleKeepsDoublePrecision) {
+TEST_F(CommunicatorVerbs, AllReduceDoubleKeepsDoublePrecision) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -115,7 +114,7 @@ TEST_F(Communicator, AllReduceDoubleKeepsDoublePrecision) {
   }
 }
 
-TEST_F(Communicator, AllReduceAvgDividesTheSumBySize) {
+TEST_F(CommunicatorVerbs, AllReduceAvgDividesTheSumBySize) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -128,7 +127,7 @@ TEST_F(Communicator, AllReduceAvgDividesTheSumBySize) {
   }
 }
 
-TEST_F(Communicator, AllGatherPlacesRankIBlockAtI) {
+TEST_F(CommunicatorVerbs, AllGatherPlacesRankIBlockAtI) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -144,7 +143,7 @@ TEST_F(Communicator, AllGatherPlacesRankIBlockAtI) {
   }
 }
 
-TEST_F(Communicator, AllGatherInPlace) {
+TEST_F(CommunicatorVerbs, AllGatherInPlace) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -160,7 +159,7 @@ TEST_F(Communicator, AllGatherInPlace) {
   }
 }
 
-TEST_F(Communicator, ReduceScatterGivesRankIItsBlockSummed) {
+TEST_F(CommunicatorVerbs, ReduceScatterGivesRankIItsBlockSummed) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -180,7 +179,7 @@ TEST_F(Communicator, ReduceScatterGivesRankIItsBlockSummed) {
 
 // The blocked pair (sequence parallelism's one call per mapping): 3 blocks of count floats.
 // With the per-call limit of 3 both fall back to a chunked call per block.
-TEST_F(Communicator, AllGatherBlocksPlacesRankIBlockBAtBSizePlusI) {
+TEST_F(CommunicatorVerbs, AllGatherBlocksPlacesRankIBlockBAtBSizePlusI) {
   const int64_t blocks = 3;
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call" : "chunks of 3 elements, a call per block");
@@ -203,7 +202,7 @@ TEST_F(Communicator, AllGatherBlocksPlacesRankIBlockBAtBSizePlusI) {
   }
 }
 
-TEST_F(Communicator, ReduceScatterBlocksGivesRankIItsPieceOfEveryBlockSummed) {
+TEST_F(CommunicatorVerbs, ReduceScatterBlocksGivesRankIItsPieceOfEveryBlockSummed) {
   const int64_t blocks = 3;
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call" : "chunks of 3 elements, a call per block");
@@ -230,7 +229,7 @@ TEST_F(Communicator, ReduceScatterBlocksGivesRankIItsPieceOfEveryBlockSummed) {
   }
 }
 
-TEST_F(Communicator, BroadcastCopiesTheRootsBuffer) {
+TEST_F(CommunicatorVerbs, BroadcastCopiesTheRootsBuffer) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -247,7 +246,7 @@ TEST_F(Communicator, BroadcastCopiesTheRootsBuffer) {
   }
 }
 
-TEST_F(Communicator, AsyncF32SumCompletesThroughTestAndWait) {
+TEST_F(CommunicatorVerbs, AsyncF32SumCompletesThroughTestAndWait) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -265,7 +264,7 @@ TEST_F(Communicator, AsyncF32SumCompletesThroughTestAndWait) {
   }
 }
 
-TEST_F(Communicator, AsyncBf16SumIsWithinBf16Rounding) {
+TEST_F(CommunicatorVerbs, AsyncBf16SumIsWithinBf16Rounding) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -297,7 +296,7 @@ TEST_F(Communicator, AsyncBf16SumIsWithinBf16Rounding) {
   }
 }
 
-TEST_F(Communicator, DestroyingAPendingRequestWaitsForIt) {
+TEST_F(CommunicatorVerbs, DestroyingAPendingRequestWaitsForIt) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -315,7 +314,7 @@ double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-TEST_F(Communicator, BarrierReturnsOnEveryRank) {
+TEST_F(CommunicatorVerbs, BarrierReturnsOnEveryRank) {
   for (size_t c = 0; c < comms_.size(); ++c) {
     SCOPED_TRACE(c == 0 ? "one MPI call per verb" : "chunks of 3 elements");
     MpiCommunicator* comm = comms_[c].get();
@@ -331,7 +330,7 @@ TEST_F(Communicator, BarrierReturnsOnEveryRank) {
   }
 }
 
-TEST_F(Communicator, RecordsEachCollectiveOnTheTimeline) {
+TEST_F(CommunicatorVerbs, RecordsEachCollectiveOnTheTimeline) {
   MpiCommunicator comm(MPI_COMM_WORLD, "world");
   Timeline timeline(world_rank());
   comm.set_timeline(&timeline);

@@ -22,7 +22,7 @@ namespace {
 using tessera::testing::world_size;
 
 // tp = world size, and tp = 2 when the world has 4 ranks.
-std::vector<int> tp_sizes() {
+std::vector<int> mapping_tp_sizes() {
   std::vector<int> sizes = {world_size()};
   if (world_size() == 4) sizes.push_back(2);
   return sizes;
@@ -66,7 +66,7 @@ constexpr int64_t kRows = 3;
 constexpr int64_t kColsLocal = 5;
 
 TEST(Mappings, ReduceFromTpForwardSumsAndCopyToTpBackwardSums) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     std::vector<float> x(7), dx(7);
@@ -87,7 +87,7 @@ TEST(Mappings, ReduceFromTpForwardSumsAndCopyToTpBackwardSums) {
 }
 
 TEST(Mappings, GatherPlacesBlocksInTpOrderAndScatterTakesThisRanksBlock) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t cols = kColsLocal * tp;
@@ -120,7 +120,7 @@ TEST(Mappings, GatherPlacesBlocksInTpOrderAndScatterTakesThisRanksBlock) {
 }
 
 TEST(Mappings, CopyToTpBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t n = 257;
@@ -137,7 +137,7 @@ TEST(Mappings, CopyToTpBackwardIsTheAdjointOfItsForward) {
 }
 
 TEST(Mappings, ReduceFromTpBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t n = 257;
@@ -154,7 +154,7 @@ TEST(Mappings, ReduceFromTpBackwardIsTheAdjointOfItsForward) {
 }
 
 TEST(Mappings, ScatterToTpBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t cols = kColsLocal * tp;
@@ -170,7 +170,7 @@ TEST(Mappings, ScatterToTpBackwardIsTheAdjointOfItsForward) {
 }
 
 TEST(Mappings, GatherFromTpBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t cols = kColsLocal * tp;
@@ -191,7 +191,7 @@ constexpr int64_t kSeqLocal = 2;
 constexpr int64_t kSeqC = 5;
 
 TEST(Mappings, GatherFromSequencePlacesBlocksInSequenceOrderAndReduceScatterSumsThisRanksRows) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t T = kSeqLocal * tp, r = grid.tp_rank();
@@ -248,7 +248,7 @@ TEST(Mappings, GatherFromSequencePlacesBlocksInSequenceOrderAndReduceScatterSums
 // gather_from_sequence maps this rank's rows (sharded) to the whole sequence, which each tp rank
 // then uses on its own (as copy_to_tp's output): y, the gradient at the output, is per rank.
 TEST(Mappings, GatherFromSequenceBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t T = kSeqLocal * tp, n_local = kSeqB * kSeqLocal * kSeqC, n = kSeqB * T * kSeqC;
@@ -266,7 +266,7 @@ TEST(Mappings, GatherFromSequenceBackwardIsTheAdjointOfItsForward) {
 // reduce_scatter_to_sequence maps per-rank partial sums (B, T, C) to this rank's rows of their
 // sum: input and output are both per rank.
 TEST(Mappings, ReduceScatterToSequenceBackwardIsTheAdjointOfItsForward) {
-  for (int tp : tp_sizes()) {
+  for (int tp : mapping_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int64_t T = kSeqLocal * tp, n_local = kSeqB * kSeqLocal * kSeqC, n = kSeqB * T * kSeqC;

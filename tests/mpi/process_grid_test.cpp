@@ -19,7 +19,7 @@ using tessera::testing::world_rank;
 using tessera::testing::world_size;
 
 // Every tp in {1, 2, 4} that divides the world size.
-std::vector<int> tp_sizes() {
+std::vector<int> grid_tp_sizes() {
   std::vector<int> sizes;
   for (int tp : {1, 2, 4}) {
     if (world_size() % tp == 0) sizes.push_back(tp);
@@ -28,7 +28,7 @@ std::vector<int> tp_sizes() {
 }
 
 TEST(ProcessGrid, RankMapFollowsWorldRankEqualsDpTimesTpPlusTp) {
-  for (int tp : tp_sizes()) {
+  for (int tp : grid_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int r = world_rank();
@@ -52,7 +52,7 @@ TEST(ProcessGrid, RankMapFollowsWorldRankEqualsDpTimesTpPlusTp) {
 }
 
 TEST(ProcessGrid, TpGroupsAreNeighboursAndDpGroupsShareTpRank) {
-  for (int tp : tp_sizes()) {
+  for (int tp : grid_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const float me = static_cast<float>(grid.world_rank());
@@ -70,7 +70,7 @@ TEST(ProcessGrid, TpGroupsAreNeighboursAndDpGroupsShareTpRank) {
 }
 
 TEST(ProcessGrid, SumsOverTpAndDpAreTheGroupSums) {
-  for (int tp : tp_sizes()) {
+  for (int tp : grid_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     ProcessGrid grid(tp);
     const int d = grid.dp_rank(), t = grid.tp_rank(), D = grid.dp_size();

@@ -32,7 +32,7 @@ using tessera::testing::world_rank;
 using tessera::testing::world_size;
 
 // tp = 1, 2, 4 as far as this world allows.
-std::vector<int> tp_sizes() {
+std::vector<int> sp_tp_sizes() {
   std::vector<int> sizes;
   for (int tp = 1; tp <= world_size(); tp *= 2) {
     if (world_size() % tp == 0) sizes.push_back(tp);
@@ -54,7 +54,7 @@ core::Config small_config(int tp, bool sequence_parallel) {
 // replicated gradient (layernorms, wpe, row-parallel biases: the ones sequence parallelism
 // makes partial) is bit-identical across the tp ranks.
 TEST(SequenceParallel, GradientsEqualThoseWithoutItAtEveryTp) {
-  for (int tp : tp_sizes()) {
+  for (int tp : sp_tp_sizes()) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     const core::Config c = small_config(tp, true);
     parallel::ProcessGrid grid(MPI_COMM_WORLD, tp);
@@ -115,7 +115,7 @@ TEST(SequenceParallel, GradientsEqualThoseWithoutItAtEveryTp) {
 TEST(SequenceParallel, LayoutInvarianceOnEveryGridOfThisWorld) {
   const std::vector<double> reference = run(small_config(1, false), MPI_COMM_SELF);
   ASSERT_EQ(reference.size(), 20u);
-  for (int tp : tp_sizes()) {
+  for (int tp : sp_tp_sizes()) {
     const std::vector<double> with = run(small_config(tp, true), MPI_COMM_WORLD);
     const std::vector<double> without = run(small_config(tp, false), MPI_COMM_WORLD);
     const double vs_reference = max_rel_diff(with, reference);

@@ -34,7 +34,7 @@ using tessera::testing::small_config;
 using tessera::testing::world_rank;
 using tessera::testing::world_size;
 
-constexpr int64_t kRows = 64, kWidth = 16;  // the "wte" of the layout below
+constexpr int64_t kTableRows = 64, kWidth = 16;  // the "wte" of the layout below
 
 std::vector<ParamSpec> layout() {
   std::vector<ParamSpec> specs;
@@ -45,7 +45,7 @@ std::vector<ParamSpec> layout() {
     spec.split_dim = -1;
     specs.push_back(spec);
   };
-  add("wte", {kRows, kWidth});
+  add("wte", {kTableRows, kWidth});
   add("wpe", {8, kWidth});
   add("fc.weight", {kWidth, 48});
   add("odd", {37});
@@ -64,7 +64,7 @@ float row_value(int64_t k, int64_t j, int step, int dp_rank) {
 // The rows rank dp_rank hands over in `step`: a duplicate pair (row 3 twice), a row only this
 // rank has (10 + dp_rank), a row every rank has (7), and two ids outside the table (skipped).
 std::vector<int32_t> row_ids(int dp_rank) {
-  return {3, 10 + dp_rank, -1, 3, 7, static_cast<int32_t>(kRows)};
+  return {3, 10 + dp_rank, -1, 3, 7, static_cast<int32_t>(kTableRows)};
 }
 
 class SparseRowsTest : public ::testing::Test {

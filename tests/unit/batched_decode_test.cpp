@@ -20,11 +20,7 @@
 namespace tessera::generate {
 namespace {
 
-std::vector<int32_t> prompt_of(int length, int salt) {
-  std::vector<int32_t> p;
-  for (int i = 0; i < length; ++i) p.push_back((7 * i + 13 * salt + 1) % 90);
-  return p;
-}
+using testing::small_prompt;
 
 GenerateOptions options_for(int i) {
   GenerateOptions o;
@@ -53,7 +49,7 @@ TEST(BatchedDecode, EachPromptGivesTheTokensItGivesAlone) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<GenerateOptions> options;
   for (size_t i = 0; i < lengths.size(); ++i) {
-    prompts.push_back(prompt_of(lengths[i], static_cast<int>(i)));
+    prompts.push_back(small_prompt(lengths[i], static_cast<int>(i)));
     options.push_back(options_for(static_cast<int>(i)));
   }
   Generator batch(gpt, static_cast<int64_t>(prompts.size()));
@@ -95,7 +91,7 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   models::KvCache batch_cache(gpt, 3);
   const std::vector<int> lengths = {6, 2, 9};
   Rows prefill;
-  for (int s = 0; s < 3; ++s) prefill.add_prompt(prompt_of(lengths[s], s), s);
+  for (int s = 0; s < 3; ++s) prefill.add_prompt(small_prompt(lengths[s], s), s);
   prefill.decode(gpt, batch_cache);
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {6, 2, 9};
   const float* batched =
@@ -103,7 +99,7 @@ TEST(BatchedDecode, RowLogitsEqualThoseOfTheRowAloneToRounding) {
   std::vector<float> batched_rows(batched, batched + 3 * Vp);
   for (int s = 0; s < 3; ++s) {
     models::KvCache cache(gpt, 1);
-    const auto p = prompt_of(lengths[s], s);
+    const auto p = small_prompt(lengths[s], s);
     for (int t = 0; t < lengths[s]; ++t) {  // prefill one token per call this time
       const int32_t slot = 0, pos = t;
       gpt.decode(cache, &p[t], &slot, &pos, 1);
@@ -140,7 +136,7 @@ TEST(BatchedDecode, FrozenWeightsGiveARowTheSameBitsInABatchOfManyRows) {
   models::KvCache batch_cache(gpt, 3);
   const std::vector<int> lengths = {20, 15, 9};
   Rows prefill;
-  for (int s = 0; s < 3; ++s) prefill.add_prompt(prompt_of(lengths[s], s), s);
+  for (int s = 0; s < 3; ++s) prefill.add_prompt(small_prompt(lengths[s], s), s);
   ASSERT_GT(static_cast<int64_t>(prefill.tokens.size()), 32);  // past the GEMM's threshold
   prefill.decode(gpt, batch_cache);
   const std::vector<int32_t> next = {4, 40, 77}, next_slots = {0, 1, 2}, next_pos = {20, 15, 9};
@@ -150,7 +146,7 @@ TEST(BatchedDecode, FrozenWeightsGiveARowTheSameBitsInABatchOfManyRows) {
   for (int s = 0; s < 3; ++s) {
     models::KvCache cache(gpt, 1);
     Rows alone_prefill;
-    alone_prefill.add_prompt(prompt_of(lengths[s], s), 0);
+    alone_prefill.add_prompt(small_prompt(lengths[s], s), 0);
     alone_prefill.decode(gpt, cache);
     const int32_t slot = 0;
     const float* row = gpt.decode(cache, &next[s], &slot, &next_pos[s], 1);
@@ -190,7 +186,7 @@ TEST(BatchedDecode, HeadRowsGiveThoseRowsOfTheFullLogits) {
 TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);
-  const auto pa = prompt_of(4, 1), pb = prompt_of(9, 2);
+  const auto pa = small_prompt(4, 1), pb = small_prompt(9, 2);
   GenerateOptions oa = options_for(1), ob = options_for(2);
   oa.max_tokens = 30;
   ob.max_tokens = 15;
@@ -224,7 +220,7 @@ TEST(BatchedDecode, AJoiningSequenceChangesNoOtherSequence) {
 TEST(BatchedDecode, PrefillBudgetSplitsALongPromptWhileOthersDecodeEveryStep) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);
-  const auto pa = prompt_of(3, 1), pb = prompt_of(17, 2);
+  const auto pa = small_prompt(3, 1), pb = small_prompt(17, 2);
   GenerateOptions oa = options_for(1), ob = options_for(2);
   oa.max_tokens = 30;
   ob.max_tokens = 10;
@@ -273,11 +269,11 @@ TEST(BatchedDecode, PrefillBudgetGoesToTheOldestPromptFirst) {
   g.set_prefill_budget(4);
   GenerateOptions o = options_for(0);
   o.max_tokens = 3;
-  auto x = g.add(prompt_of(2, 0), o);
-  auto c = g.add(prompt_of(10, 1), o);
+  auto x = g.add(small_prompt(2, 0), o);
+  auto c = g.add(small_prompt(10, 1), o);
   ASSERT_TRUE(x.is_ok() && c.is_ok());
   g.remove(*x);
-  auto d = g.add(prompt_of(3, 2), o);
+  auto d = g.add(small_prompt(3, 2), o);
   ASSERT_TRUE(d.is_ok());
   ASSERT_LT(*d, *c) << "D must take the lower slot for this test to tell the orders apart";
   int c_first = -1, d_first = -1;
@@ -317,7 +313,7 @@ TEST(BatchedDecode, PrefixReuseFeedsOnlyTheNewTokensAndChangesNoToken) {
   gpt.init_weights(9);
   GenerateOptions o = options_for(1);  // sampled, seeded
   o.max_tokens = 6;
-  const auto p1 = prompt_of(10, 4);
+  const auto p1 = small_prompt(10, 4);
   Generator g(gpt, 2);
   g.set_prefill_budget(4);
   const auto out1 = run_one(g, p1, o);
@@ -350,7 +346,7 @@ TEST(BatchedDecode, PrefixReuseTakesTheLongestMatchElseTheLeastRecentlyUsedSlot)
   GenerateOptions o = options_for(0);
   o.max_tokens = 2;
   Generator g(gpt, 3);
-  const auto a = prompt_of(8, 1), b = prompt_of(8, 2);
+  const auto a = small_prompt(8, 1), b = small_prompt(8, 2);
   ASSERT_NE(a[0], b[0]);
   auto ia = g.add(a, o);
   auto ib = g.add(b, o);
@@ -387,7 +383,7 @@ TEST(BatchedDecode, PrefixReuseCopiesFromARunningSequenceInsteadOfPrefillingAgai
   gpt.init_weights(9);
   GenerateOptions o = options_for(1);
   o.max_tokens = 8;
-  const auto a = prompt_of(12, 5);
+  const auto a = small_prompt(12, 5);
   auto b = a;
   b.push_back(3);
   b.push_back(4);
@@ -424,7 +420,7 @@ TEST(BatchedDecode, PrefixReuseCopiesFromARunningSequenceInsteadOfPrefillingAgai
   EXPECT_EQ(b_out, fresh.generate(b, o, nullptr).value());
 
   // The first wave: two requests with one prompt, added in the same iteration.
-  const auto c = prompt_of(10, 6);
+  const auto c = small_prompt(10, 6);
   const auto before = g.prefix_tokens_reused();
   auto ic = g.add(c, o);
   auto id = g.add(c, o);
@@ -445,9 +441,9 @@ TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(7);
   Generator g(gpt, 1);
-  auto a = g.add(prompt_of(3, 0), options_for(0));
+  auto a = g.add(small_prompt(3, 0), options_for(0));
   ASSERT_TRUE(a.is_ok());
-  auto full = g.add(prompt_of(3, 1), options_for(1));
+  auto full = g.add(small_prompt(3, 1), options_for(1));
   ASSERT_FALSE(full.is_ok());
   EXPECT_NE(full.status().message().find("slots are in use"), std::string::npos);
   g.step();
@@ -455,7 +451,7 @@ TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
   EXPECT_TRUE(g.idle());
   EXPECT_TRUE(g.step().empty());
   // The freed slot serves a new sequence exactly as a fresh generator would.
-  const auto p = prompt_of(5, 3);
+  const auto p = small_prompt(5, 3);
   auto b = g.add(p, options_for(3));
   ASSERT_TRUE(b.is_ok());
   std::vector<int32_t> out;
@@ -473,7 +469,7 @@ TEST(BatchedDecode, CancelledSequenceFreesItsSlotAndFullBatchIsAnError) {
 TEST(BatchedDecode, WarmUpPacksTheWeightsAndChangesNothingElse) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(8);
-  const auto p = prompt_of(7, 2);
+  const auto p = small_prompt(7, 2);
   const std::vector<int32_t> expected = alone(gpt, p, options_for(1));
   Generator g(gpt, 2);
   EXPECT_EQ(gpt.backend().frozen_copy_bytes(), 0u);

@@ -56,7 +56,7 @@ double direct_loss(const double* z, int64_t V, int32_t target) {
 }
 
 constexpr int64_t kN = 7;
-constexpr int64_t kV = 37;   // real vocabulary
+constexpr int64_t kCeVocab = 37;  // real vocabulary
 constexpr int64_t kLd = 40;  // padded row length
 const std::vector<int32_t> kTargets = {0, 36, 5, -1, 17, 20, -100};
 
@@ -64,7 +64,7 @@ const std::vector<int32_t> kTargets = {0, 36, 5, -1, 17, 20, -100};
 std::vector<double> padded_logits(uint64_t seed, double scale = 2.0, double offset = 0.0) {
   std::vector<double> logits = random_vector(kN * kLd, seed, scale, offset);
   for (int64_t n = 0; n < kN; ++n) {
-    for (int64_t v = kV; v < kLd; ++v)
+    for (int64_t v = kCeVocab; v < kLd; ++v)
       logits[n * kLd + v] = std::numeric_limits<double>::quiet_NaN();
   }
   return logits;
@@ -75,22 +75,23 @@ TEST(CrossEntropy, LossMatchesDirectLogSoftmax) {
   for (double offset : {0.0, 1000.0}) {
     const std::vector<double> logits = padded_logits(1, 3.0, offset);
     const Xent<double> x =
-        run_single_shard(logits, kTargets, std::vector<double>(kN, 1.0), kN, kV, kLd);
+        run_single_shard(logits, kTargets, std::vector<double>(kN, 1.0), kN, kCeVocab, kLd);
     for (int64_t n = 0; n < kN; ++n) {
-      const double want = kTargets[n] < 0 ? 0.0 : direct_loss(&logits[n * kLd], kV, kTargets[n]);
+      const double want =
+          kTargets[n] < 0 ? 0.0 : direct_loss(&logits[n * kLd], kCeVocab, kTargets[n]);
       EXPECT_NEAR(x.losses[n], want, 1e-12 * (1.0 + std::fabs(want)))
           << "row " << n << ", offset " << offset;
     }
     const Xent<float> xf = run_single_shard(cast_vector<float>(logits), kTargets,
-                                            std::vector<float>(kN, 1.0f), kN, kV, kLd);
+                                            std::vector<float>(kN, 1.0f), kN, kCeVocab, kLd);
     expect_all_close("float losses (offset " + std::to_string(offset) + ")", xf.losses, x.losses,
                      1e-3, 1e-2);
   }
 }
 
 TEST(CrossEntropy, IgnoredTargetsGiveZeroLossAndZeroGradient) {
-  const Xent<double> x =
-      run_single_shard(padded_logits(2), kTargets, random_vector(kN, 3, 1.0, 2.0), kN, kV, kLd);
+  const Xent<double> x = run_single_shard(padded_logits(2), kTargets,
+                                          random_vector(kN, 3, 1.0, 2.0), kN, kCeVocab, kLd);
   for (int64_t n = 0; n < kN; ++n) {
     if (kTargets[n] >= 0) {
       EXPECT_GT(x.losses[n], 0.0) << "row " << n;
@@ -106,23 +107,23 @@ TEST(CrossEntropy, IgnoredTargetsGiveZeroLossAndZeroGradient) {
 // which starts NaN-filled, so every element must have been overwritten.
 TEST(CrossEntropy, PaddingIsNeverReadAndZeroInBackward) {
   const Xent<float> x = run_single_shard(cast_vector<float>(padded_logits(4)), kTargets,
-                                         std::vector<float>(kN, 0.5f), kN, kV, kLd);
+                                         std::vector<float>(kN, 0.5f), kN, kCeVocab, kLd);
   for (int64_t n = 0; n < kN; ++n) {
     EXPECT_TRUE(std::isfinite(x.row_max[n])) << "row " << n;
     EXPECT_TRUE(std::isfinite(x.sumexp[n])) << "row " << n;
     EXPECT_TRUE(std::isfinite(x.losses[n])) << "row " << n;
-    for (int64_t v = 0; v < kV; ++v) ASSERT_TRUE(std::isfinite(x.dlogits[n * kLd + v]));
-    for (int64_t v = kV; v < kLd; ++v) ASSERT_EQ(x.dlogits[n * kLd + v], 0.0f) << "padding";
+    for (int64_t v = 0; v < kCeVocab; ++v) ASSERT_TRUE(std::isfinite(x.dlogits[n * kLd + v]));
+    for (int64_t v = kCeVocab; v < kLd; ++v) ASSERT_EQ(x.dlogits[n * kLd + v], 0.0f) << "padding";
   }
 }
 
 // Each live row's gradient sums to 0 over the vocabulary (softmax sums to 1, onehot to 1).
 TEST(CrossEntropy, GradientRowsSumToZero) {
-  const Xent<double> x =
-      run_single_shard(padded_logits(5), kTargets, random_vector(kN, 6, 1.0, 1.0), kN, kV, kLd);
+  const Xent<double> x = run_single_shard(padded_logits(5), kTargets,
+                                          random_vector(kN, 6, 1.0, 1.0), kN, kCeVocab, kLd);
   for (int64_t n = 0; n < kN; ++n) {
     double s = 0;
-    for (int64_t v = 0; v < kV; ++v) s += x.dlogits[n * kLd + v];
+    for (int64_t v = 0; v < kCeVocab; ++v) s += x.dlogits[n * kLd + v];
     EXPECT_NEAR(s, 0.0, 1e-12) << "row " << n;
   }
 }
@@ -132,12 +133,12 @@ TEST(CrossEntropy, GradientRowsSumToZero) {
 TEST(CrossEntropy, BackwardMatchesFiniteDifferences) {
   std::vector<double> logits = padded_logits(7);
   for (int64_t n = 0; n < kN; ++n) {
-    for (int64_t v = kV; v < kLd; ++v) logits[n * kLd + v] = 0.0;
+    for (int64_t v = kCeVocab; v < kLd; ++v) logits[n * kLd + v] = 0.0;
   }
   const std::vector<double> w = random_vector(kN, 8);
-  const Xent<double> x = run_single_shard(logits, kTargets, w, kN, kV, kLd);
+  const Xent<double> x = run_single_shard(logits, kTargets, w, kN, kCeVocab, kLd);
   auto loss = [&] {
-    return testing::dot(run_single_shard(logits, kTargets, w, kN, kV, kLd).losses, w);
+    return testing::dot(run_single_shard(logits, kTargets, w, kN, kCeVocab, kLd).losses, w);
   };
   // h = 1e-5, floor 1e-4: round-off in the difference quotient stays far below the tolerance
   // for the many near-zero softmax gradients.
@@ -147,10 +148,10 @@ TEST(CrossEntropy, BackwardMatchesFiniteDifferences) {
 TEST(CrossEntropy, BackwardInPlaceMatchesOutOfPlace) {
   const std::vector<float> logits = cast_vector<float>(padded_logits(9));
   const std::vector<float> dlosses = cast_vector<float>(random_vector(kN, 10));
-  const Xent<float> x = run_single_shard(logits, kTargets, dlosses, kN, kV, kLd);
+  const Xent<float> x = run_single_shard(logits, kTargets, dlosses, kN, kCeVocab, kLd);
   std::vector<float> inplace = logits;
   xent_backward(inplace.data(), inplace.data(), kTargets.data(), x.row_max.data(), x.sumexp.data(),
-                dlosses.data(), kN, kV, kLd, 0);
+                dlosses.data(), kN, kCeVocab, kLd, 0);
   for (int64_t i = 0; i < kN * kLd; ++i) ASSERT_EQ(inplace[i], x.dlogits[i]) << "element " << i;
 }
 
@@ -164,15 +165,15 @@ void check_vocab_split(int64_t V_padded, int64_t tp, double tol) {
   SCOPED_TRACE("V_padded " + std::to_string(V_padded) + ", tp " + std::to_string(tp));
   ASSERT_EQ(V_padded % tp, 0);
   const int64_t V_local = V_padded / tp;
-  const std::vector<T> full = cast_vector<T>(padded_logits(11));  // (kN, kLd), kV real
+  const std::vector<T> full = cast_vector<T>(padded_logits(11));  // (kN, kLd), kCeVocab real
   const std::vector<T> dlosses = cast_vector<T>(random_vector(kN, 12, 1.0, 1.0));
-  const Xent<T> want = run_single_shard(full, kTargets, dlosses, kN, kV, kLd);
+  const Xent<T> want = run_single_shard(full, kTargets, dlosses, kN, kCeVocab, kLd);
 
   std::vector<std::vector<T>> shard(tp);
   std::vector<int64_t> n_cols(tp);
   for (int64_t r = 0; r < tp; ++r) {
     const int64_t vocab_start = r * V_local;
-    n_cols[r] = std::clamp<int64_t>(kV - vocab_start, 0, V_local);
+    n_cols[r] = std::clamp<int64_t>(kCeVocab - vocab_start, 0, V_local);
     shard[r].assign(kN * V_local, std::numeric_limits<T>::quiet_NaN());
     for (int64_t n = 0; n < kN; ++n) {
       for (int64_t v = 0; v < n_cols[r]; ++v) {
@@ -208,7 +209,7 @@ void check_vocab_split(int64_t V_padded, int64_t tp, double tol) {
       for (int64_t v = 0; v < V_local; ++v) {
         const int64_t global = r * V_local + v;
         got.push_back(dshard[n * V_local + v]);
-        expected.push_back(global < kV ? want.dlogits[n * kLd + global] : T(0));
+        expected.push_back(global < kCeVocab ? want.dlogits[n * kLd + global] : T(0));
       }
     }
     expect_all_close("dlogits of shard " + std::to_string(r), got, expected, tol);

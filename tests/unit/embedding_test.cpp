@@ -17,7 +17,7 @@ namespace tt = tessera::testing;
 
 // Tokens of a vocabulary of 12 over N = 9 positions, with repeats (scatter must add them).
 const std::vector<int32_t> kTokens = {3, 7, 3, 11, 0, 5, 7, 7, 8};
-constexpr int64_t kV = 12;
+constexpr int64_t kEmbVocab = 12;
 
 TEST(Embedding, ForwardLooksUpRowsInShardAndZerosOthers) {
   const int64_t N = static_cast<int64_t>(kTokens.size()), C = 5;
@@ -58,9 +58,9 @@ TEST(Embedding, BackwardMatchesCentralDifferencesOnAShard) {
 TEST(Embedding, BackwardAccumulates) {
   const int64_t N = static_cast<int64_t>(kTokens.size()), C = 3;
   auto r = tt::random_vector(N * C, 54);
-  std::vector<double> fresh(kV * C, 0.0), prefilled(kV * C, 0.5);
-  embedding_backward(fresh.data(), r.data(), kTokens.data(), N, C, 0, kV);
-  embedding_backward(prefilled.data(), r.data(), kTokens.data(), N, C, 0, kV);
+  std::vector<double> fresh(kEmbVocab * C, 0.0), prefilled(kEmbVocab * C, 0.5);
+  embedding_backward(fresh.data(), r.data(), kTokens.data(), N, C, 0, kEmbVocab);
+  embedding_backward(prefilled.data(), r.data(), kTokens.data(), N, C, 0, kEmbVocab);
   for (auto& x : fresh) x += 0.5;
   tt::expect_all_close("dwte accumulates", prefilled, fresh, 1e-15);
 }
@@ -68,18 +68,19 @@ TEST(Embedding, BackwardAccumulates) {
 // Sharding the vocabulary in two and adding the ranks' outputs gives the full lookup; the
 // shards' gradients are the full gradient's row blocks.
 TEST(Embedding, ShardsSumToTheFullTable) {
-  const int64_t N = static_cast<int64_t>(kTokens.size()), C = 4, half = kV / 2;
-  auto wte = tt::random_vector(kV * C, 55), r = tt::random_vector(N * C, 56);
+  const int64_t N = static_cast<int64_t>(kTokens.size()), C = 4, half = kEmbVocab / 2;
+  auto wte = tt::random_vector(kEmbVocab * C, 55), r = tt::random_vector(N * C, 56);
   std::vector<double> full(N * C), lo(N * C), hi(N * C);
-  embedding_forward(full.data(), kTokens.data(), wte.data(), N, C, 0, kV);
+  embedding_forward(full.data(), kTokens.data(), wte.data(), N, C, 0, kEmbVocab);
   embedding_forward(lo.data(), kTokens.data(), wte.data(), N, C, 0, half);
-  embedding_forward(hi.data(), kTokens.data(), wte.data() + half * C, N, C, half, kV - half);
+  embedding_forward(hi.data(), kTokens.data(), wte.data() + half * C, N, C, half, kEmbVocab - half);
   for (int64_t i = 0; i < N * C; ++i) ASSERT_EQ(lo[i] + hi[i], full[i]) << "element " << i;
 
-  std::vector<double> dfull(kV * C, 0.0), dlo(half * C, 0.0), dhi((kV - half) * C, 0.0);
-  embedding_backward(dfull.data(), r.data(), kTokens.data(), N, C, 0, kV);
+  std::vector<double> dfull(kEmbVocab * C, 0.0), dlo(half * C, 0.0),
+      dhi((kEmbVocab - half) * C, 0.0);
+  embedding_backward(dfull.data(), r.data(), kTokens.data(), N, C, 0, kEmbVocab);
   embedding_backward(dlo.data(), r.data(), kTokens.data(), N, C, 0, half);
-  embedding_backward(dhi.data(), r.data(), kTokens.data(), N, C, half, kV - half);
+  embedding_backward(dhi.data(), r.data(), kTokens.data(), N, C, half, kEmbVocab - half);
   dlo.insert(dlo.end(), dhi.begin(), dhi.end());
   EXPECT_EQ(dlo, dfull);
 }

@@ -59,7 +59,8 @@ namespace {
 namespace tt = tessera::testing;
 
 constexpr int64_t kB = 2, kT = 8, kC = 32, kNH = 4, kBT = kB * kT;
-constexpr int64_t kV = 60, kVp = 64;  // 60 real tokens padded to 64: 4 padding rows
+constexpr int64_t kModVocab = 60;        // real tokens,
+constexpr int64_t kModVocabPadded = 64;  // padded to 64: 4 padding rows
 constexpr int kSamples = 20;          // entries checked per tensor
 constexpr double kEps = 0x1p-6;       // 0.015625
 constexpr double kAtol = 1e-3;
@@ -73,7 +74,7 @@ constexpr int kLn1 = kLayer + 0, kQkv = kLayer + 2, kAttnProj = kLayer + 4, kLn2
 
 core::ModelConfig small_model() {
   core::ModelConfig m;
-  m.vocab_size = kV;
+  m.vocab_size = kModVocab;
   m.pad_vocab_to = 32;
   m.max_seq_len = 16;
   m.n_layer = 1;
@@ -417,7 +418,7 @@ TEST(ModuleGradient, Block) {
 
 TEST(ModuleGradient, VocabParallelEmbedding) {
   Harness h;
-  VocabParallelEmbedding emb(h.ctx(), kWte, kC, 0, kVp);
+  VocabParallelEmbedding emb(h.ctx(), kWte, kC, 0, kModVocabPadded);
   // Repeated tokens (their rows accumulate) and both ends of the real vocabulary.
   const std::vector<int32_t> tokens = {5, 17, 5, 59, 0, 33, 17, 42, 8, 5, 21, 0, 59, 12, 33, 17};
   ASSERT_EQ(static_cast<int64_t>(tokens.size()), kBT);
@@ -431,7 +432,7 @@ TEST(ModuleGradient, VocabParallelEmbedding) {
   emb.backward(r.data(), tokens.data(), Rows{kB, kT});
   // wte: the rows of used tokens, then (expected 0) unused rows, padding rows among them.
   std::vector<int64_t> used, unused;
-  for (int64_t v = 0; v < kVp; ++v) {
+  for (int64_t v = 0; v < kModVocabPadded; ++v) {
     const bool in = std::find(tokens.begin(), tokens.end(), v) != tokens.end();
     for (int64_t c = 0; c < kC; ++c) (in ? used : unused).push_back(v * kC + c);
   }
@@ -444,7 +445,8 @@ TEST(ModuleGradient, VocabParallelEmbedding) {
 
 TEST(ModuleGradient, LmHead) {
   Harness h;
-  LmHead head(h.ctx(), h.plan(), h.ctx().weight(kWte), h.ctx().grad(kWte), kBT, kC, kV, 0, kVp);
+  LmHead head(h.ctx(), h.plan(), h.ctx().weight(kWte), h.ctx().grad(kWte), kBT, kC, kModVocab, 0,
+              kModVocabPadded);
   h.allocate();
   auto x = random_floats(kBT * kC, 71);
   // One ignored target (-1) and both ends of the real vocabulary.
@@ -463,8 +465,9 @@ TEST(ModuleGradient, LmHead) {
   expect_gradient("LmHead dx", x.data(), tt::cast_vector<double>(dx), input_sample(x.size()),
                   objective);
   // The tied wte: real rows, then (expected 0) padding rows, which the loss never sees.
-  h.expect_param_gradient(kWte, objective, iota(0, kV * kC), kSamples, " (real rows)");
-  h.expect_param_gradient(kWte, objective, iota(kV * kC, kVp * kC), 5, " (padding rows)");
+  h.expect_param_gradient(kWte, objective, iota(0, kModVocab * kC), kSamples, " (real rows)");
+  h.expect_param_gradient(kWte, objective, iota(kModVocab * kC, kModVocabPadded * kC), 5,
+                          " (padding rows)");
 }
 
 // The checker itself: a correct gradient passes; a sign flip, a 5% error in one entry and an

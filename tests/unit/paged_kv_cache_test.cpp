@@ -139,13 +139,13 @@ TEST(PagedKvCache, BlocksAreTakenSharedCopiedOnWriteAndGivenBack) {
   EXPECT_EQ(cache.free_blocks(), 5);
 }
 
-std::vector<int32_t> prompt_of(int length, int salt) {
+std::vector<int32_t> paged_prompt(int length, int salt) {
   std::vector<int32_t> p;
   for (int i = 0; i < length; ++i) p.push_back((5 * i + 11 * salt + 3) % 90);
   return p;
 }
 
-GenerateOptions options_for(int i, int max_tokens) {
+GenerateOptions paged_options(int i, int max_tokens) {
   GenerateOptions o;
   o.max_tokens = max_tokens;
   o.stop_at_eot = false;
@@ -166,8 +166,8 @@ TEST(PagedKvCache, ASmallPoolRunsEverySequenceWithTheTokensItGetsAlone) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<GenerateOptions> options;
   for (int i = 0; i < 8; ++i) {
-    prompts.push_back(prompt_of(3 + i, i));
-    options.push_back(options_for(i, 13 - i));
+    prompts.push_back(paged_prompt(3 + i, i));
+    options.push_back(paged_options(i, 13 - i));
     ASSERT_EQ(paged.kv_blocks_for(3 + i, 13 - i), 1);
   }
   auto together = paged.generate_batch(prompts, options);
@@ -199,10 +199,10 @@ TEST(PagedKvCache, AddRefusesWhatTheReservedPoolCannotHold) {
   models::Gpt gpt(testing::small_generation_model(), 1, 48);
   gpt.init_weights(22);
   Generator g(gpt, 4, nullptr, 4);
-  auto a = g.add(prompt_of(30, 1), options_for(0, 10));
+  auto a = g.add(paged_prompt(30, 1), paged_options(0, 10));
   ASSERT_TRUE(a.is_ok());
   EXPECT_EQ(g.kv_blocks_reserved(), 3);
-  auto b = g.add(prompt_of(10, 2), options_for(1, 10));
+  auto b = g.add(paged_prompt(10, 2), paged_options(1, 10));
   ASSERT_FALSE(b.is_ok());
   EXPECT_NE(b.status().message().find("reserves 2 blocks of 16 positions"), std::string::npos)
       << b.status().message();
@@ -211,8 +211,8 @@ TEST(PagedKvCache, AddRefusesWhatTheReservedPoolCannotHold) {
   while (!g.idle()) g.step();
   EXPECT_EQ(g.kv_blocks_reserved(), 0);
   Generator whole(gpt, 1);
-  EXPECT_EQ(run(g, prompt_of(10, 2), options_for(1, 10)),
-            whole.generate(prompt_of(10, 2), options_for(1, 10), nullptr).value());
+  EXPECT_EQ(run(g, paged_prompt(10, 2), paged_options(1, 10)),
+            whole.generate(paged_prompt(10, 2), paged_options(1, 10), nullptr).value());
 }
 
 // Pool of 3 blocks, 3 slots. A and B (1 block each) finish and their slots keep their blocks
@@ -224,8 +224,8 @@ TEST(PagedKvCache, KeptBlocksGoBackLeastRecentlyUsedFirstWhenThePoolRunsShort) {
   gpt.init_weights(23);
   Generator g(gpt, 3, nullptr, 3);
   Generator whole(gpt, 1);
-  const auto a = prompt_of(10, 1), b = prompt_of(10, 2), c = prompt_of(20, 3);
-  const GenerateOptions o = options_for(1, 4);
+  const auto a = paged_prompt(10, 1), b = paged_prompt(10, 2), c = paged_prompt(20, 3);
+  const GenerateOptions o = paged_options(1, 4);
   EXPECT_EQ(run(g, a, o), whole.generate(a, o, nullptr).value());
   EXPECT_EQ(run(g, b, o), whole.generate(b, o, nullptr).value());
   EXPECT_EQ(g.kv_cache().free_blocks(), 1) << "A's and B's slots keep a block each";
@@ -274,8 +274,10 @@ TEST(InferenceModel, DecodesTheSameTokensInLessMemory) {
   EXPECT_EQ(infer4.activation_bytes(), infer.activation_bytes());
   EXPECT_GT(train4.activation_bytes(), train.activation_bytes());
 
-  std::vector<std::vector<int32_t>> prompts = {prompt_of(7, 1), prompt_of(12, 2), prompt_of(3, 3)};
-  std::vector<GenerateOptions> options = {options_for(0, 9), options_for(1, 11), options_for(2, 5)};
+  std::vector<std::vector<int32_t>> prompts = {paged_prompt(7, 1), paged_prompt(12, 2),
+                                               paged_prompt(3, 3)};
+  std::vector<GenerateOptions> options = {paged_options(0, 9), paged_options(1, 11),
+                                          paged_options(2, 5)};
   std::vector<std::vector<int32_t>> from_train, from_infer;
   {
     Generator g(train, 3);

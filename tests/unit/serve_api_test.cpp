@@ -9,13 +9,14 @@
 
 #include "data/tokenizer.h"
 #include "serve/openai_api.h"
+#include "test_data.h"
 
 namespace tessera::serve {
 namespace {
 
 using nlohmann::json;
 
-const std::string kDataDir = TESSERA_TEST_DATA_DIR;
+using tessera::testing::kDataDir;
 
 class ServeApiTest : public ::testing::Test {
  protected:

@@ -72,17 +72,17 @@ TEST(ServeLogprobs, ChosenAndTopTokensMatchLogSoftmax) {
   EXPECT_EQ(generate::token_logprobs(big.data(), 3, 1, 0).n_top, 0);
 }
 
-constexpr int64_t kContext = 48;  // small_generation_model's max_seq_len
-constexpr int64_t kVocab = 90;
+using testing::kSmallContext;
+using testing::kSmallVocab;
 
 class ServeFeaturesModelTest : public ::testing::Test {
  protected:
-  ServeFeaturesModelTest() : gpt_(testing::small_generation_model(), 1, kContext) {
+  ServeFeaturesModelTest() : gpt_(testing::small_generation_model(), 1, kSmallContext) {
     gpt_.init_weights(11);
   }
   static std::vector<int32_t> prompt(int length, int salt) {
     std::vector<int32_t> p;
-    for (int i = 0; i < length; ++i) p.push_back((7 * i + 13 * salt + 1) % kVocab);
+    for (int i = 0; i < length; ++i) p.push_back((7 * i + 13 * salt + 1) % kSmallVocab);
     return p;
   }
   models::Gpt gpt_;
@@ -186,8 +186,8 @@ TEST_F(ServeFeaturesModelTest, StoppedRequestLeavesTheBatchCountedAsStopped) {
   SchedulerOptions so;
   so.max_running = 2;
   so.max_queue = 4;
-  so.context = kContext;
-  so.vocab_size = kVocab;
+  so.context = kSmallContext;
+  so.vocab_size = kSmallVocab;
   Scheduler scheduler(so);
   generate::Generator g(gpt_, 2);
   Engine engine(g);

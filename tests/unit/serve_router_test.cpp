@@ -19,17 +19,18 @@
 #include "serve/route_protocol.h"
 #include "serve/router.h"
 #include "serve/scheduler.h"
+#include "serve_test_util.h"
 #include "test_models.h"
 
 namespace tessera::serve {
 namespace {
 
-constexpr int64_t kContext = 48;  // small_generation_model's max_seq_len
-constexpr int64_t kVocab = 90;
+using testing::kSmallContext;
+using testing::kSmallVocab;
 
-RequestSpec spec_for(int i, int max_tokens) {
+RequestSpec replica_spec(int i, int max_tokens) {
   RequestSpec s;
-  for (int k = 0; k < 3 + 4 * (i % 5); ++k) s.prompt.push_back((7 * k + 13 * i + 1) % kVocab);
+  for (int k = 0; k < 3 + 4 * (i % 5); ++k) s.prompt.push_back((7 * k + 13 * i + 1) % kSmallVocab);
   s.max_tokens = max_tokens;
   s.stop_at_eot = false;
   s.sampling.temperature = i % 2 == 0 ? 0.0f : 0.9f;
@@ -38,34 +39,8 @@ RequestSpec spec_for(int i, int max_tokens) {
   return s;
 }
 
-SchedulerOptions options(int64_t max_running, int64_t max_queue) {
-  SchedulerOptions o;
-  o.max_running = max_running;
-  o.max_queue = max_queue;
-  o.context = kContext;
-  o.vocab_size = kVocab;
-  o.eot_token = -1;
-  return o;
-}
-
-struct Received {
-  std::vector<int32_t> tokens;
-  Finish finish = Finish::kNone;
-  Usage usage;
-  int finishes = 0;
-};
-
-EventCallback record(std::map<uint64_t, Received>& got) {
-  return [&got](const RequestEvent& e) {
-    Received& g = got[e.request_id];
-    if (e.token >= 0) g.tokens.push_back(e.token);
-    if (e.finish != Finish::kNone) {
-      g.finish = e.finish;
-      g.usage = e.usage;
-      ++g.finishes;
-    }
-  };
-}
+using test::Received;
+using test::record;
 
 // A remote replica in process: what its leader rank holds.
 struct Remote {
@@ -80,7 +55,7 @@ struct Remote {
 
 class ServeRouterTest : public ::testing::Test {
  protected:
-  ServeRouterTest() : gpt_(testing::small_generation_model(), 1, kContext) {
+  ServeRouterTest() : gpt_(testing::small_generation_model(), 1, kSmallContext) {
     gpt_.init_weights(11);
   }
 
@@ -88,11 +63,12 @@ class ServeRouterTest : public ::testing::Test {
   void build(int dp, int slots, int64_t max_queue) {
     local_generator_ = std::make_unique<generate::Generator>(gpt_, slots);
     local_engine_ = std::make_unique<Engine>(*local_generator_);
-    local_ = std::make_unique<Scheduler>(options(slots, max_queue));
+    local_ = std::make_unique<Scheduler>(test::scheduler_options(slots, max_queue));
     router_ = std::make_unique<Router>(*local_, dp);
     remotes_.clear();
     remotes_.push_back(nullptr);
-    SchedulerOptions remote_options = options(slots, 1 << 30);  // the Router applies max_queue
+    SchedulerOptions remote_options =
+        test::scheduler_options(slots, 1 << 30);  // the Router applies max_queue
     for (int d = 1; d < dp; ++d) {
       remotes_.push_back(std::make_unique<Remote>(gpt_, slots, remote_options));
     }
@@ -158,21 +134,21 @@ TEST_F(ServeRouterTest, LeastLoadedReplicaTiesToTheLowestAndTheQueueBoundSpansRe
   // max_queue; the next three queue one behind each slot.
   std::vector<int> replicas;
   for (int i = 0; i < 6; ++i) {
-    SubmitResult r = router_->submit(spec_for(i, 6), record(got));
+    SubmitResult r = router_->submit(replica_spec(i, 6), record(got));
     ASSERT_TRUE(r.ok()) << "request " << i << ": " << r.message;
     replicas.push_back(r.replica);
   }
   EXPECT_EQ(replicas, (std::vector<int>{0, 1, 2, 0, 1, 2})) << "ties go to the lowest replica";
   // Every replica has max_queue (1) queued beyond its slot: the next one is turned away, naming
   // the bound.
-  SubmitResult full = router_->submit(spec_for(6, 6), record(got));
+  SubmitResult full = router_->submit(replica_spec(6, 6), record(got));
   EXPECT_EQ(full.rejection, Rejection::kQueueFull);
   EXPECT_NE(full.message.find("all 3 replicas are full (--max-queue 1 each)"), std::string::npos)
       << full.message;
   // One round admits one request per replica into its slot: each still has one waiting and no
   // free slot, so the bound still holds.
   round();
-  EXPECT_EQ(router_->submit(spec_for(7, 6), record(got)).rejection, Rejection::kQueueFull);
+  EXPECT_EQ(router_->submit(replica_spec(7, 6), record(got)).rejection, Rejection::kQueueFull);
   run_until(got, 6);
   const Metrics total = router_->metrics();
   EXPECT_EQ(total.rejected_queue_full, 2u);
@@ -197,7 +173,7 @@ TEST_F(ServeRouterTest, ARequestGetsItsAloneTokensOnWhicheverReplicaRunsIt) {
   std::map<uint64_t, int> spec_of;
   std::map<int, int> per_replica;
   for (int i = 0; i < 12; ++i) {
-    SubmitResult r = router_->submit(spec_for(i, 5 + i), record(got));
+    SubmitResult r = router_->submit(replica_spec(i, 5 + i), record(got));
     ASSERT_TRUE(r.ok()) << r.message;
     spec_of[r.id] = i;
     ++per_replica[r.replica];
@@ -207,15 +183,15 @@ TEST_F(ServeRouterTest, ARequestGetsItsAloneTokensOnWhicheverReplicaRunsIt) {
   EXPECT_GE(per_replica[1], 4);
   run_until(got, 12);
   for (const auto& [id, i] : spec_of) {
-    EXPECT_EQ(got[id].tokens, alone(spec_for(i, 5 + i))) << "request " << i;
+    EXPECT_EQ(got[id].tokens, alone(replica_spec(i, 5 + i))) << "request " << i;
     EXPECT_EQ(got[id].finishes, 1) << "request " << i;
     EXPECT_EQ(got[id].usage.completion_tokens, 5 + i) << "request " << i;
   }
   // The same seeded request on replica 0 and on replica 1 (both idle: ties go to 0, then the
   // load sends the second to 1) gives the same tokens.
   std::map<uint64_t, Received> twice;
-  SubmitResult a = router_->submit(spec_for(1, 20), record(twice));
-  SubmitResult b = router_->submit(spec_for(1, 20), record(twice));
+  SubmitResult a = router_->submit(replica_spec(1, 20), record(twice));
+  SubmitResult b = router_->submit(replica_spec(1, 20), record(twice));
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a.replica, 0);
   EXPECT_EQ(b.replica, 1);
@@ -227,10 +203,10 @@ TEST_F(ServeRouterTest, ARequestGetsItsAloneTokensOnWhicheverReplicaRunsIt) {
 TEST_F(ServeRouterTest, CancelAndStopReachARemoteReplicaAndFreeItsSlot) {
   build(2, 1, 4);
   std::map<uint64_t, Received> got;
-  SubmitResult a = router_->submit(spec_for(0, 30), record(got));  // replica 0
-  SubmitResult b = router_->submit(spec_for(1, 30), record(got));  // replica 1
-  SubmitResult c = router_->submit(spec_for(2, 30), record(got));  // replica 0's queue
-  SubmitResult d = router_->submit(spec_for(3, 30), record(got));  // replica 1's queue
+  SubmitResult a = router_->submit(replica_spec(0, 30), record(got));  // replica 0
+  SubmitResult b = router_->submit(replica_spec(1, 30), record(got));  // replica 1
+  SubmitResult c = router_->submit(replica_spec(2, 30), record(got));  // replica 0's queue
+  SubmitResult d = router_->submit(replica_spec(3, 30), record(got));  // replica 1's queue
   ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
   ASSERT_EQ(b.replica, 1);
   ASSERT_EQ(d.replica, 1);
@@ -254,21 +230,21 @@ TEST_F(ServeRouterTest, CancelAndStopReachARemoteReplicaAndFreeItsSlot) {
   EXPECT_EQ(remote.finished_cancelled, 1u);
   EXPECT_EQ(remote.finished_stop, 1u);
   EXPECT_EQ(remote.running, 0);
-  EXPECT_EQ(got[a.id].tokens, alone(spec_for(0, 30)));
-  EXPECT_EQ(got[c.id].tokens, alone(spec_for(2, 30)));
+  EXPECT_EQ(got[a.id].tokens, alone(replica_spec(0, 30)));
+  EXPECT_EQ(got[c.id].tokens, alone(replica_spec(2, 30)));
 }
 
 TEST_F(ServeRouterTest, DrainFinishesEveryReplicaThenByeAndFin) {
   build(2, 1, 4);
   std::map<uint64_t, Received> got;
-  SubmitResult a = router_->submit(spec_for(0, 12), record(got));
-  SubmitResult b = router_->submit(spec_for(1, 12), record(got));
-  SubmitResult c = router_->submit(spec_for(2, 12), record(got));
+  SubmitResult a = router_->submit(replica_spec(0, 12), record(got));
+  SubmitResult b = router_->submit(replica_spec(1, 12), record(got));
+  SubmitResult c = router_->submit(replica_spec(2, 12), record(got));
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   round();
   router_->drain();
   EXPECT_TRUE(router_->draining());
-  SubmitResult late = router_->submit(spec_for(3, 5), record(got));
+  SubmitResult late = router_->submit(replica_spec(3, 5), record(got));
   EXPECT_EQ(late.rejection, Rejection::kUnavailable);
   EXPECT_FALSE(router_->remotes_stopped());
   run_until(got, 3);
@@ -362,12 +338,12 @@ TEST_F(ServeRouterTest, KvBudgetAdmitsByFootprintFirstComeFirstServed) {
   // overtaking); when a finishes, b and c run together (35 <= 40).
   generate::Generator generator(gpt_, 4);
   Engine engine(generator);
-  SchedulerOptions o = options(4, 8);
+  SchedulerOptions o = test::scheduler_options(4, 8);
   o.kv_budget_tokens = 40;
   o.kv_bytes_per_token = 100;
   Scheduler s(o);
   std::map<uint64_t, Received> got;
-  const RequestSpec sa = spec_for(0, 25), sb = spec_for(1, 20), sc = spec_for(5, 5);
+  const RequestSpec sa = replica_spec(0, 25), sb = replica_spec(1, 20), sc = replica_spec(5, 5);
   ASSERT_EQ(kv_footprint(sa, o), 28);
   ASSERT_EQ(kv_footprint(sb, o), 27);
   ASSERT_EQ(kv_footprint(sc, o), 8);
@@ -411,12 +387,12 @@ TEST_F(ServeRouterTest, KvBudgetAdmitsByFootprintFirstComeFirstServed) {
 TEST_F(ServeRouterTest, KvBudgetRefusesARequestThatCouldNeverFitAndFreesOnCancel) {
   generate::Generator generator(gpt_, 2);
   Engine engine(generator);
-  SchedulerOptions o = options(2, 8);
+  SchedulerOptions o = test::scheduler_options(2, 8);
   o.kv_budget_tokens = 20;
   o.kv_bytes_per_token = 2048;
   o.kv_cache_mb = 20 * 2048 / 1048576.0;
   Scheduler s(o);
-  SubmitResult r = s.submit(spec_for(1, 14), nullptr);  // 7 + 14 = 21 > 20
+  SubmitResult r = s.submit(replica_spec(1, 14), nullptr);  // 7 + 14 = 21 > 20
   EXPECT_EQ(r.rejection, Rejection::kInvalid);
   EXPECT_EQ(r.param, "max_tokens");
   EXPECT_NE(r.message.find("needs 21 positions of KV cache, over the whole KV-cache budget of 20 "
@@ -427,8 +403,8 @@ TEST_F(ServeRouterTest, KvBudgetRefusesARequestThatCouldNeverFitAndFreesOnCancel
   EXPECT_EQ(kv_budget_tokens(1.0, 2048), 512);
   // A cancelled running request gives its reservation back.
   std::map<uint64_t, Received> got;
-  const uint64_t a = s.submit(spec_for(1, 13), record(got)).id;  // 20: the whole budget
-  const uint64_t b = s.submit(spec_for(0, 4), record(got)).id;   // 7: waits
+  const uint64_t a = s.submit(replica_spec(1, 13), record(got)).id;  // 20: the whole budget
+  const uint64_t b = s.submit(replica_spec(0, 4), record(got)).id;   // 7: waits
   s.run_iteration(engine);
   EXPECT_EQ(s.metrics().kv_used_tokens, 20);
   EXPECT_EQ(s.metrics().waiting, 1);
@@ -437,7 +413,7 @@ TEST_F(ServeRouterTest, KvBudgetRefusesARequestThatCouldNeverFitAndFreesOnCancel
   EXPECT_EQ(got[a].finish, Finish::kCancelled);
   EXPECT_EQ(s.metrics().kv_used_tokens, 7) << "b admitted into a's freed budget";
   while (!s.idle()) s.run_iteration(engine);
-  EXPECT_EQ(got[b].tokens, alone(spec_for(0, 4)));
+  EXPECT_EQ(got[b].tokens, alone(replica_spec(0, 4)));
 }
 
 }  // namespace

@@ -21,23 +21,20 @@
 #include "serve/metrics.h"
 #include "serve/protocol.h"
 #include "serve/scheduler.h"
+#include "serve_test_util.h"
 #include "test_models.h"
 
 namespace tessera::serve {
 namespace {
 
-constexpr int64_t kContext = 48;  // small_generation_model's max_seq_len
-constexpr int64_t kVocab = 90;
+using testing::kSmallContext;
+using testing::kSmallVocab;
 
-std::vector<int32_t> prompt_of(int length, int salt) {
-  std::vector<int32_t> p;
-  for (int i = 0; i < length; ++i) p.push_back((7 * i + 13 * salt + 1) % kVocab);
-  return p;
-}
+using testing::small_prompt;
 
 RequestSpec spec_for(int i, int max_tokens = 0) {
   RequestSpec s;
-  s.prompt = prompt_of(3 + 4 * (i % 5), i);
+  s.prompt = small_prompt(3 + 4 * (i % 5), i);
   s.max_tokens = max_tokens > 0 ? max_tokens : 6 + 2 * i;
   s.stop_at_eot = false;
   s.sampling.temperature = i % 2 == 0 ? 0.0f : 0.9f;
@@ -46,28 +43,12 @@ RequestSpec spec_for(int i, int max_tokens = 0) {
   return s;
 }
 
-SchedulerOptions options(int64_t max_running, int64_t max_queue) {
-  SchedulerOptions o;
-  o.max_running = max_running;
-  o.max_queue = max_queue;
-  o.context = kContext;
-  o.vocab_size = kVocab;
-  o.eot_token = -1;
-  return o;
-}
-
-// What one request received through its callback.
-struct Received {
-  std::vector<int32_t> tokens;
-  std::vector<RequestEvent> events;
-  Finish finish = Finish::kNone;
-  Usage usage;
-  int finishes = 0;
-};
+using test::Received;
+using test::record;
 
 class ServeSchedulerTest : public ::testing::Test {
  protected:
-  ServeSchedulerTest() : gpt_(testing::small_generation_model(), 1, kContext) {
+  ServeSchedulerTest() : gpt_(testing::small_generation_model(), 1, kSmallContext) {
     gpt_.init_weights(11);
   }
 
@@ -86,16 +67,7 @@ class ServeSchedulerTest : public ::testing::Test {
 
   uint64_t submit(Scheduler& s, const RequestSpec& spec, std::map<uint64_t, Received>& got) {
     // The id is not known before submit returns: the callback finds its entry by event id.
-    SubmitResult r = s.submit(spec, [&got](const RequestEvent& e) {
-      Received& g = got[e.request_id];
-      g.events.push_back(e);
-      if (e.token >= 0) g.tokens.push_back(e.token);
-      if (e.finish != Finish::kNone) {
-        g.finish = e.finish;
-        g.usage = e.usage;
-        ++g.finishes;
-      }
-    });
+    SubmitResult r = s.submit(spec, record(got));
     EXPECT_TRUE(r.ok()) << r.message;
     return r.id;
   }
@@ -119,7 +91,7 @@ TEST_F(ServeSchedulerTest, EachRequestGetsItsAloneTokensWhateverTheBatch) {
   // 7 requests, 3 slots: later ones wait in the queue and join a running batch as slots free.
   generate::Generator generator(gpt_, 3);
   Engine engine(generator);
-  Scheduler s(options(3, 16));
+  Scheduler s(test::scheduler_options(3, 16));
   std::map<uint64_t, Received> got;
   std::vector<uint64_t> ids;
   for (int i = 0; i < 7; ++i) ids.push_back(submit(s, spec_for(i), got));
@@ -144,7 +116,7 @@ TEST_F(ServeSchedulerTest, EachRequestGetsItsAloneTokensWhateverTheBatch) {
 TEST_F(ServeSchedulerTest, ARepeatedPromptReportsItsCachedTokensAndGetsTheSameTokens) {
   generate::Generator generator(gpt_, 2);
   Engine engine(generator);
-  Scheduler s(options(2, 4));
+  Scheduler s(test::scheduler_options(2, 4));
   std::map<uint64_t, Received> got;
   const RequestSpec spec = spec_for(3);
   const uint64_t first = submit(s, spec, got);
@@ -163,7 +135,7 @@ TEST_F(ServeSchedulerTest, ARepeatedPromptReportsItsCachedTokensAndGetsTheSameTo
 TEST_F(ServeSchedulerTest, QueueBoundTurnsAwayTheRequestBeyondIt) {
   generate::Generator generator(gpt_, 1);
   Engine engine(generator);
-  Scheduler s(options(1, 2));
+  Scheduler s(test::scheduler_options(1, 2));
   std::map<uint64_t, Received> got;
   // One slot and a queue of two: the first request is bound for the free slot and does not
   // count; the next two queue; the fourth is turned away.
@@ -190,7 +162,7 @@ TEST_F(ServeSchedulerTest, QueueBoundTurnsAwayTheRequestBeyondIt) {
 TEST_F(ServeSchedulerTest, CancelledWaitingRequestNeverRuns) {
   generate::Generator generator(gpt_, 1);
   Engine engine(generator);
-  Scheduler s(options(1, 4));
+  Scheduler s(test::scheduler_options(1, 4));
   std::map<uint64_t, Received> got;
   const uint64_t a = submit(s, spec_for(0, 8), got);
   const uint64_t b = submit(s, spec_for(1, 8), got);
@@ -208,7 +180,7 @@ TEST_F(ServeSchedulerTest, CancelledWaitingRequestNeverRuns) {
 TEST_F(ServeSchedulerTest, CancelledRunningRequestLeavesTheBatchAndFreesItsSlot) {
   generate::Generator generator(gpt_, 1);
   Engine engine(generator);
-  Scheduler s(options(1, 4));
+  Scheduler s(test::scheduler_options(1, 4));
   std::map<uint64_t, Received> got;
   const uint64_t a = submit(s, spec_for(0, 30), got);
   const uint64_t b = submit(s, spec_for(1, 8), got);
@@ -238,7 +210,7 @@ TEST_F(ServeSchedulerTest, FinishReasonsStopLengthAndContextFull) {
   // The greedy first token of a prompt, used as end-of-text: the request stops at once.
   RequestSpec greedy = spec_for(0, 5);
   const int32_t first = alone(greedy).front();
-  SchedulerOptions o = options(2, 4);
+  SchedulerOptions o = test::scheduler_options(2, 4);
   o.eot_token = first;
   generate::Generator generator(gpt_, 2);
   Engine engine(generator);
@@ -249,7 +221,7 @@ TEST_F(ServeSchedulerTest, FinishReasonsStopLengthAndContextFull) {
   const uint64_t stop_id = submit(s, stops, got);
   const uint64_t length_id = submit(s, greedy, got);  // stop_at_eot false: runs to max_tokens
   RequestSpec full = spec_for(2, 30);                 // 40 + 30 > 48: fills the context
-  full.prompt = prompt_of(40, 7);
+  full.prompt = small_prompt(40, 7);
   const uint64_t full_id = submit(s, full, got);
   run_until_idle(s, engine);
   EXPECT_EQ(got[stop_id].finish, Finish::kStop);
@@ -258,7 +230,7 @@ TEST_F(ServeSchedulerTest, FinishReasonsStopLengthAndContextFull) {
   EXPECT_EQ(got[length_id].finish, Finish::kLength);
   EXPECT_EQ(got[length_id].tokens.size(), 5u);
   EXPECT_EQ(got[full_id].finish, Finish::kContextFull);
-  EXPECT_EQ(got[full_id].usage.completion_tokens, kContext - 40);
+  EXPECT_EQ(got[full_id].usage.completion_tokens, kSmallContext - 40);
   EXPECT_EQ(got[full_id].tokens, alone(full));
   const Metrics m = s.metrics();
   EXPECT_EQ(m.finished_stop, 1u);
@@ -267,7 +239,7 @@ TEST_F(ServeSchedulerTest, FinishReasonsStopLengthAndContextFull) {
 }
 
 TEST_F(ServeSchedulerTest, InvalidRequestsNameTheFieldAndTheLimit) {
-  Scheduler s(options(1, 4));
+  Scheduler s(test::scheduler_options(1, 4));
   struct Case {
     const char* what;
     RequestSpec spec;
@@ -280,7 +252,7 @@ TEST_F(ServeSchedulerTest, InvalidRequestsNameTheFieldAndTheLimit) {
   r.prompt.clear();
   cases.push_back({"empty prompt", r, "prompt", "empty"});
   r = ok;
-  r.prompt = prompt_of(48, 1);
+  r.prompt = small_prompt(48, 1);
   cases.push_back({"prompt fills the context", r, "prompt", "context is 48"});
   r = ok;
   r.prompt[1] = 90;
@@ -317,7 +289,7 @@ TEST_F(ServeSchedulerTest, MetricsCountTokensLatencyAndGauges) {
   double now = 100.0;
   generate::Generator generator(gpt_, 2);
   Engine engine(generator);
-  Scheduler s(options(2, 8), [&now] { return now; });
+  Scheduler s(test::scheduler_options(2, 8), [&now] { return now; });
   std::map<uint64_t, Received> got;
   uint64_t prompt_tokens = 0, generated = 0;
   for (int i = 0; i < 4; ++i) {
@@ -352,7 +324,7 @@ TEST_F(ServeSchedulerTest, MetricsCountTokensLatencyAndGauges) {
 TEST_F(ServeSchedulerTest, DrainRefusesNewRequestsAndFinishesTheRest) {
   generate::Generator generator(gpt_, 1);
   Engine engine(generator);
-  Scheduler s(options(1, 4));
+  Scheduler s(test::scheduler_options(1, 4));
   std::map<uint64_t, Received> got;
   const uint64_t a = submit(s, spec_for(0, 4), got);
   const uint64_t b = submit(s, spec_for(1, 4), got);
@@ -370,7 +342,7 @@ TEST_F(ServeSchedulerTest, DrainRefusesNewRequestsAndFinishesTheRest) {
 }
 
 TEST_F(ServeSchedulerTest, WaitForWorkTimesOutWhenIdleAndWakesOnSubmit) {
-  Scheduler s(options(1, 4));
+  Scheduler s(test::scheduler_options(1, 4));
   EXPECT_FALSE(s.wait_for_work(0.01));
   std::map<uint64_t, Received> got;
   submit(s, spec_for(0), got);
@@ -380,11 +352,11 @@ TEST_F(ServeSchedulerTest, WaitForWorkTimesOutWhenIdleAndWakesOnSubmit) {
 TEST_F(ServeSchedulerTest, FollowerEngineFedTheWireMessagesMirrorsTheLeader) {
   // Two copies of one model, as two tp = 1 "ranks": the leader plans, both apply the same
   // changes (the follower's through encode/decode) and step; their events must agree exactly.
-  models::Gpt follower_gpt(testing::small_generation_model(), 1, kContext);
+  models::Gpt follower_gpt(testing::small_generation_model(), 1, kSmallContext);
   follower_gpt.init_weights(11);
   generate::Generator leader_gen(gpt_, 3), follower_gen(follower_gpt, 3);
   Engine leader(leader_gen), follower(follower_gen);
-  Scheduler s(options(3, 16));
+  Scheduler s(test::scheduler_options(3, 16));
   std::map<uint64_t, Received> got;
   std::vector<uint64_t> ids;
   for (int i = 0; i < 6; ++i) ids.push_back(submit(s, spec_for(i), got));

@@ -14,11 +14,12 @@
 #include <vector>
 
 #include "scratch_dir.h"
+#include "test_data.h"
 
 namespace tessera::data {
 namespace {
 
-const std::string kDataDir = TESSERA_TEST_DATA_DIR;
+using tessera::testing::kDataDir;
 
 std::vector<std::string> pieces(std::string_view text) {
   std::vector<std::string> out;

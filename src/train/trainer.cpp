@@ -294,6 +294,12 @@ Trainer::Trainer(const core::Config& config, parallel::ProcessGrid& grid)
       writer_(grid.world_rank() == 0) {}
 
 core::Result<TrainSummary> Trainer::run() {
+  // The grid check tessera-train makes before it builds the grid, made again for any caller of
+  // train(): the same answer on every rank, before the first collective. Without it a batch that
+  // dp does not divide would train on dp x (batch_size / dp) sequences a step.
+  core::Config on_this_grid = config_;
+  on_this_grid.parallel.tp = grid_.tp_size();
+  TESSERA_RETURN_IF_ERROR(parallel::check_grid(on_this_grid, grid_.world_size()));
   // From the first collective on, a peer that stops or stalls ends the job (watchdog.h). The
   // peer table (a collective, the run's first) lets the message name a stopped peer.
   if (config_.parallel.collective_timeout_s > 0 && grid_.world_size() > 1) {

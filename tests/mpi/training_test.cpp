@@ -64,6 +64,22 @@ TEST(Training, LayoutInvarianceOnEveryGridOfThisWorld) {
 // and every grid gives the 1 x 1 bf16 losses. Across grids the fp32 partial sums differ in their
 // last bits (tp reductions), which flips an occasional operand to the neighbouring bf16 value, so
 // the bar is looser than fp32's 1e-5.
+// train() checks the grid itself, not only tessera-train before it: with a batch that dp does not
+// divide it would otherwise train on dp x (batch_size / dp) sequences a step, not batch_size, and
+// the losses would leave the 1 x 1 run's. Every rank gets the error, before any collective.
+TEST(Training, ABatchThatDpDoesNotDivideIsRefusedOnEveryRank) {
+  if (world_size() == 1) GTEST_SKIP() << "one rank: dp 1 divides every batch";
+  core::Config c = small_config(1);
+  c.train.batch_size = world_size() + 1;  // dp = world size (tp 1)
+  parallel::ProcessGrid grid(MPI_COMM_WORLD, 1);
+  const auto summary = train::train(c, grid);
+  ASSERT_FALSE(summary.is_ok()) << "trained on a batch of " << c.train.batch_size << " at dp "
+                                << world_size();
+  const std::string want = "train.batch_size " + std::to_string(world_size() + 1) +
+                           " is not divisible by dp " + std::to_string(world_size());
+  EXPECT_NE(summary.status().message().find(want), std::string::npos) << summary.status().message();
+}
+
 TEST(Training, Bf16TracksFp32AndIsLayoutInvariant) {
   auto bf16_config = [](int tp) {
     core::Config c = small_config(tp);

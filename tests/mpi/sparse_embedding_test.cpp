@@ -23,11 +23,11 @@
 namespace tessera {
 namespace {
 
-using params::ParamSet;
-using params::ParamSpec;
 using parallel::GradientReducer;
 using parallel::MpiCommunicator;
 using parallel::ReducerOptions;
+using params::ParamSet;
+using params::ParamSpec;
 using tessera::testing::max_rel_diff;
 using tessera::testing::run;
 using tessera::testing::small_config;
@@ -84,7 +84,8 @@ class SparseRowsTest : public ::testing::Test {
   void fill(const core::Tensor& grads, int step) const {
     for (int p = 0; p < params_.size(); ++p) {
       float* g = params_.view(grads, p).f32();
-      for (int64_t j = 0; j < params_.local_numel(p); ++j) g[j] = dense_value(p, j, step, dp_rank());
+      for (int64_t j = 0; j < params_.local_numel(p); ++j)
+        g[j] = dense_value(p, j, step, dp_rank());
     }
   }
   // The dp average with every rank's rows added to wte, computed here in double.
@@ -124,10 +125,9 @@ class SparseRowsTest : public ::testing::Test {
       const float* g = params_.view(grads, p).f32();
       for (int64_t j = 0; j < params_.local_numel(p); ++j) {
         const int64_t at = params_.offset(p) + j;
-        const bool inside =
-            ranges.empty() || std::any_of(ranges.begin(), ranges.end(), [&](const auto& r) {
-              return at >= r.begin && at < r.end;
-            });
+        const bool inside = ranges.empty() ||
+                            std::any_of(ranges.begin(), ranges.end(),
+                                        [&](const auto& r) { return at >= r.begin && at < r.end; });
         if (inside && g[j] != static_cast<float>(expected(p, j, step_index))) ++bad;
       }
     }
@@ -152,8 +152,8 @@ TEST_F(SparseRowsTest, RowsAddInRankOrderWithDuplicatesAndDisjointIds) {
   std::vector<float> all(static_cast<size_t>(grads.numel() * dp_size()));
   comm_.all_gather(all.data(), grads.f32(), grads.numel());
   for (int r = 1; r < dp_size(); ++r) {
-    EXPECT_TRUE(std::equal(all.begin(), all.begin() + grads.numel(),
-                           all.begin() + r * grads.numel()))
+    EXPECT_TRUE(
+        std::equal(all.begin(), all.begin() + grads.numel(), all.begin() + r * grads.numel()))
         << "rank " << r << " differs from rank 0";
   }
 }
@@ -186,9 +186,9 @@ TEST_F(SparseRowsTest, WirePayloadCountsTheGatheredRowsAndMisuseIsRejected) {
 }
 
 TEST(SparseRowsPay, OnlyWhenTheGatheredRowsAreAQuarterOfTheTable) {
-  EXPECT_FALSE(parallel::sparse_rows_pay(1, 128, 50304));        // one rank: nothing to exchange
-  EXPECT_TRUE(parallel::sparse_rows_pay(2, 128, 50304));         // 124M, b 2, T 64
-  EXPECT_TRUE(parallel::sparse_rows_pay(4, 3144, 50304));        // exactly a quarter
+  EXPECT_FALSE(parallel::sparse_rows_pay(1, 128, 50304));  // one rank: nothing to exchange
+  EXPECT_TRUE(parallel::sparse_rows_pay(2, 128, 50304));   // 124M, b 2, T 64
+  EXPECT_TRUE(parallel::sparse_rows_pay(4, 3144, 50304));  // exactly a quarter
   EXPECT_FALSE(parallel::sparse_rows_pay(4, 3145, 50304));
   EXPECT_FALSE(parallel::sparse_rows_pay(2, 8 * 1024, 50304));  // b 8, T 1024
 }
@@ -234,8 +234,8 @@ TEST(SparseEmbedding, GptGradientsEqualTheDensePathOnEveryGrid) {
         model.zero_grad();
         model.forward(tokens.data(), targets.data(), B, T);
         const int64_t divide = B * T * (presum ? grid.dp_size() : 1);
-        model.backward(1.0f / static_cast<float>(divide),
-                       [&](int i) { reducer.mark_ready(i); }, hook);
+        model.backward(
+            1.0f / static_cast<float>(divide), [&](int i) { reducer.mark_ready(i); }, hook);
         reducer.finish();
       }
       const float* g = model.grads().f32();
@@ -275,8 +275,8 @@ TEST(SparseEmbedding, TrainingLossesMatchOneRankOnEveryGrid) {
     c.parallel.sequence_parallel = tp > 1;
     const std::vector<double> losses = run(c, MPI_COMM_WORLD);
     ASSERT_EQ(losses.size(), reference.size());
-    EXPECT_LT(max_rel_diff(losses, reference), 1e-5) << "grid dp " << world_size() / tp << " x tp "
-                                                      << tp;
+    EXPECT_LT(max_rel_diff(losses, reference), 1e-5)
+        << "grid dp " << world_size() / tp << " x tp " << tp;
   }
 }
 

@@ -57,7 +57,7 @@ double direct_loss(const double* z, int64_t V, int32_t target) {
 
 constexpr int64_t kN = 7;
 constexpr int64_t kCeVocab = 37;  // real vocabulary
-constexpr int64_t kLd = 40;  // padded row length
+constexpr int64_t kLd = 40;       // padded row length
 const std::vector<int32_t> kTargets = {0, 36, 5, -1, 17, 20, -100};
 
 // Logits with NaN in the padding columns: any read of them poisons the results.

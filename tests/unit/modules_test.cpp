@@ -61,8 +61,8 @@ namespace tt = tessera::testing;
 constexpr int64_t kB = 2, kT = 8, kC = 32, kNH = 4, kBT = kB * kT;
 constexpr int64_t kModVocab = 60;        // real tokens,
 constexpr int64_t kModVocabPadded = 64;  // padded to 64: 4 padding rows
-constexpr int kSamples = 20;          // entries checked per tensor
-constexpr double kEps = 0x1p-6;       // 0.015625
+constexpr int kSamples = 20;             // entries checked per tensor
+constexpr double kEps = 0x1p-6;          // 0.015625
 constexpr double kAtol = 1e-3;
 constexpr double kRtol = 1e-2;
 

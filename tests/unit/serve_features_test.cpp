@@ -74,16 +74,12 @@ TEST(ServeLogprobs, ChosenAndTopTokensMatchLogSoftmax) {
 
 using testing::kSmallContext;
 using testing::kSmallVocab;
+using testing::small_prompt;
 
 class ServeFeaturesModelTest : public ::testing::Test {
  protected:
   ServeFeaturesModelTest() : gpt_(testing::small_generation_model(), 1, kSmallContext) {
     gpt_.init_weights(11);
-  }
-  static std::vector<int32_t> prompt(int length, int salt) {
-    std::vector<int32_t> p;
-    for (int i = 0; i < length; ++i) p.push_back((7 * i + 13 * salt + 1) % kSmallVocab);
-    return p;
   }
   models::Gpt gpt_;
 };
@@ -119,14 +115,15 @@ TEST_F(ServeFeaturesModelTest, LogprobsAreTheSameAloneAndInABatchAndGreedyIsTheM
 
   std::vector<int> ids;
   generate::Generator alone(gpt_, 1);
-  const auto a = run(alone, {prompt(5, 1)}, {greedy}, &ids);
+  const auto a = run(alone, {small_prompt(5, 1)}, {greedy}, &ids);
   const std::vector<generate::StepEvent> greedy_alone = a.at(ids[0]);
-  const auto s = run(alone, {prompt(9, 2)}, {sampled}, &ids);
+  const auto s = run(alone, {small_prompt(9, 2)}, {sampled}, &ids);
   const std::vector<generate::StepEvent> sampled_alone = s.at(ids[0]);
 
   generate::Generator batch(gpt_, 4);
-  const auto b = run(batch, {prompt(20, 3), prompt(5, 1), prompt(9, 2), prompt(3, 4)},
-                     {none, greedy, sampled, greedy}, &ids);
+  const auto b =
+      run(batch, {small_prompt(20, 3), small_prompt(5, 1), small_prompt(9, 2), small_prompt(3, 4)},
+          {none, greedy, sampled, greedy}, &ids);
   ASSERT_EQ(b.at(ids[1]).size(), greedy_alone.size());
   ASSERT_EQ(b.at(ids[2]).size(), sampled_alone.size());
   for (const generate::StepEvent& e : b.at(ids[0])) EXPECT_FALSE(e.has_logprobs);
@@ -192,7 +189,7 @@ TEST_F(ServeFeaturesModelTest, StoppedRequestLeavesTheBatchCountedAsStopped) {
   generate::Generator g(gpt_, 2);
   Engine engine(g);
   RequestSpec spec;
-  spec.prompt = prompt(4, 1);
+  spec.prompt = small_prompt(4, 1);
   spec.max_tokens = 30;
   spec.stop_at_eot = false;
   spec.logprobs = 2;

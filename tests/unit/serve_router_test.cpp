@@ -26,11 +26,10 @@ namespace tessera::serve {
 namespace {
 
 using testing::kSmallContext;
-using testing::kSmallVocab;
 
 RequestSpec replica_spec(int i, int max_tokens) {
   RequestSpec s;
-  for (int k = 0; k < 3 + 4 * (i % 5); ++k) s.prompt.push_back((7 * k + 13 * i + 1) % kSmallVocab);
+  s.prompt = testing::small_prompt(3 + 4 * (i % 5), i);
   s.max_tokens = max_tokens;
   s.stop_at_eot = false;
   s.sampling.temperature = i % 2 == 0 ? 0.0f : 0.9f;
